@@ -1,0 +1,354 @@
+//! Applying one mutation inside the writer's transaction.
+//!
+//! Each mutation first reads and checks everything it needs, and only then writes. So a rejected
+//! mutation (conflict, missing key) has written nothing and can fail alone inside a batch; only
+//! a redb failure, which is the server's fault, aborts the whole batch.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::error::StoreError;
+use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, WriteMode};
+use crate::records::{
+    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
+    VersionRecord, decode, encode,
+};
+use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Revision};
+
+/// How much history and log a namespace keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retention {
+    /// Versions kept per key (at least 1).
+    pub history_per_key: u64,
+    /// Events kept per namespace log (at least 1).
+    pub log_per_namespace: u64,
+}
+
+type BytesTable<'t, K> = Table<'t, K, &'static [u8]>;
+
+/// The tables a batch writes, opened once per transaction.
+pub(crate) struct WriteTables<'t> {
+    namespaces: BytesTable<'t, &'static str>,
+    entries: BytesTable<'t, (&'static str, &'static str)>,
+    history: BytesTable<'t, (&'static str, &'static str, u64)>,
+    log: BytesTable<'t, (&'static str, u64)>,
+    aliases: BytesTable<'t, (&'static str, &'static str)>,
+}
+
+impl<'t> WriteTables<'t> {
+    /// Opens (creating if needed) every table a mutation may touch.
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(WriteTables {
+            namespaces: txn.open_table(NAMESPACES)?,
+            entries: txn.open_table(ENTRIES)?,
+            history: txn.open_table(HISTORY)?,
+            log: txn.open_table(LOG)?,
+            aliases: txn.open_table(ALIASES)?,
+        })
+    }
+}
+
+/// Applies one mutation at time `now`. A non-internal error means nothing was written.
+pub(crate) fn apply(
+    t: &mut WriteTables<'_>,
+    mutation: Mutation,
+    now: Millis,
+    retention: Retention,
+) -> Result<Applied, StoreError> {
+    match mutation {
+        Mutation::Put(req) => put(t, req, now, retention).map(Applied::Put),
+        Mutation::Delete(req) => delete(t, req, now, retention).map(Applied::Deleted),
+        Mutation::PutAlias { namespace, alias, target } => {
+            put_alias(t, &namespace, &alias, &target, now, retention).map(Applied::AliasPut)
+        }
+        Mutation::DeleteAlias { namespace, alias } => {
+            delete_alias(t, &namespace, &alias, now, retention).map(Applied::AliasDeleted)
+        }
+    }
+}
+
+fn put(
+    t: &mut WriteTables<'_>,
+    req: PutRequest,
+    now: Millis,
+    retention: Retention,
+) -> Result<Entry, StoreError> {
+    let ns = req.namespace.as_str();
+    let key = req.key.as_str();
+    // Checks first: nothing below this block may fail for a reason that is the caller's.
+    if t.aliases.get((ns, key))?.is_some() {
+        return Err(StoreError::NameTaken(format!(
+            "{key:?} is an alias in namespace {ns:?}: write to its target, or delete the alias first"
+        )));
+    }
+    let current = read_entry(&t.entries, ns, key)?;
+    let current_version = current.as_ref().map(|e| e.version);
+    match (req.mode, current_version) {
+        (WriteMode::Create, Some(version)) => {
+            return Err(StoreError::AlreadyExists { key: req.key, version });
+        }
+        (WriteMode::Update, None) => return Err(StoreError::DoesNotExist { key: req.key }),
+        _ => {}
+    }
+    check_expected_version(key, req.if_version, current_version)?;
+
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    let version = match current_version {
+        Some(v) => v + 1,
+        None => last_history_version(&t.history, ns, key)? + 1,
+    };
+    let created_at = current.as_ref().map_or(now, |e| e.created_at);
+    let record = EntryRecord {
+        value: req.value,
+        codec: req.codec,
+        version,
+        revision,
+        created_at,
+        updated_at: now,
+    };
+    t.entries.insert((ns, key), encode(&record).as_slice())?;
+    let history = VersionRecord {
+        value: Some(record.value.clone()),
+        codec: Some(record.codec.clone()),
+        revision,
+        at: now,
+    };
+    record_version(t, ns, key, version, &history, retention)?;
+    if current.is_none() {
+        state.key_count += 1;
+    }
+    let event = EventKind::Set {
+        key: key.to_string(),
+        version,
+        value: record.value.clone(),
+        codec: record.codec.clone(),
+    };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(Entry {
+        namespace: req.namespace,
+        key: req.key,
+        value: record.value,
+        codec: record.codec,
+        version,
+        revision,
+        created_at,
+        updated_at: now,
+    })
+}
+
+fn delete(
+    t: &mut WriteTables<'_>,
+    req: DeleteRequest,
+    now: Millis,
+    retention: Retention,
+) -> Result<Deleted, StoreError> {
+    let ns = req.namespace.as_str();
+    let key = req.key.as_str();
+    if t.aliases.get((ns, key))?.is_some() {
+        return Err(StoreError::NameTaken(format!(
+            "{key:?} is an alias in namespace {ns:?}: delete it through the aliases API"
+        )));
+    }
+    let Some(current) = read_entry(&t.entries, ns, key)? else {
+        return Err(StoreError::KeyNotFound { namespace: req.namespace, key: req.key });
+    };
+    check_expected_version(key, req.if_version, Some(current.version))?;
+
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    let version = current.version + 1;
+    t.entries.remove((ns, key))?;
+    let tombstone = VersionRecord { value: None, codec: None, revision, at: now };
+    record_version(t, ns, key, version, &tombstone, retention)?;
+    state.key_count = state.key_count.saturating_sub(1);
+    let event = EventKind::Delete { key: key.to_string(), version };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(Deleted { namespace: req.namespace, key: req.key, version, revision })
+}
+
+fn put_alias(
+    t: &mut WriteTables<'_>,
+    ns: &str,
+    alias: &str,
+    target: &str,
+    now: Millis,
+    retention: Retention,
+) -> Result<AliasPut, StoreError> {
+    if let Some(existing) = t.aliases.get((ns, alias))? {
+        let existing: AliasRecord = decode(existing.value())?;
+        if existing.target == target {
+            let alias = to_alias(ns, alias, existing);
+            return Ok(AliasPut { alias, created: false });
+        }
+        return Err(StoreError::NameTaken(format!(
+            "alias {alias:?} already points to {:?}: delete it before pointing it elsewhere",
+            existing.target
+        )));
+    }
+    if t.entries.get((ns, alias))?.is_some() {
+        return Err(StoreError::NameTaken(format!(
+            "{alias:?} is a key in namespace {ns:?}; an alias may not shadow a key"
+        )));
+    }
+    if t.aliases.get((ns, target))?.is_some() {
+        return Err(StoreError::Invalid(format!(
+            "target {target:?} is itself an alias; aliases must point at keys"
+        )));
+    }
+    if t.entries.get((ns, target))?.is_none() {
+        return Err(StoreError::KeyNotFound { namespace: ns.to_string(), key: target.to_string() });
+    }
+
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    let record = AliasRecord { target: target.to_string(), revision, created_at: now };
+    t.aliases.insert((ns, alias), encode(&record).as_slice())?;
+    state.alias_count += 1;
+    let event = EventKind::AliasSet { alias: alias.to_string(), target: target.to_string() };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(AliasPut { alias: to_alias(ns, alias, record), created: true })
+}
+
+fn delete_alias(
+    t: &mut WriteTables<'_>,
+    ns: &str,
+    alias: &str,
+    now: Millis,
+    retention: Retention,
+) -> Result<Alias, StoreError> {
+    let Some(existing) = t.aliases.get((ns, alias))?.map(|g| g.value().to_vec()) else {
+        return Err(StoreError::AliasNotFound { namespace: ns.to_string(), alias: alias.to_string() });
+    };
+    let existing: AliasRecord = decode(&existing)?;
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    t.aliases.remove((ns, alias))?;
+    state.alias_count = state.alias_count.saturating_sub(1);
+    let event = EventKind::AliasDelete { alias: alias.to_string() };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(to_alias(ns, alias, existing))
+}
+
+fn check_expected_version(
+    key: &str,
+    expected: Option<u64>,
+    actual: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(expected) = expected else { return Ok(()) };
+    let matches = match actual {
+        Some(v) => v == expected,
+        None => expected == 0,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(StoreError::VersionMismatch { key: key.to_string(), expected, actual })
+    }
+}
+
+pub(crate) fn to_alias(ns: &str, alias: &str, record: AliasRecord) -> Alias {
+    Alias {
+        namespace: ns.to_string(),
+        alias: alias.to_string(),
+        target: record.target,
+        revision: record.revision,
+        created_at: record.created_at,
+    }
+}
+
+fn read_entry(
+    entries: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    ns: &str,
+    key: &str,
+) -> Result<Option<EntryRecord>, StoreError> {
+    entries.get((ns, key))?.map(|g| decode(g.value())).transpose()
+}
+
+fn load_or_new_namespace(
+    namespaces: &BytesTable<'_, &'static str>,
+    ns: &str,
+    now: Millis,
+) -> Result<NamespaceState, StoreError> {
+    if let Some(bytes) = namespaces.get(ns)? {
+        return decode(bytes.value());
+    }
+    Ok(NamespaceState {
+        name: ns.to_string(),
+        uid: random_u64()?,
+        epoch: 1,
+        revision: 0,
+        key_count: 0,
+        alias_count: 0,
+        log_start: 1,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+fn random_u64() -> Result<u64, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn last_history_version(
+    history: &BytesTable<'_, (&'static str, &'static str, u64)>,
+    ns: &str,
+    key: &str,
+) -> Result<u64, StoreError> {
+    let last = history.range((ns, key, 0)..=(ns, key, u64::MAX))?.next_back().transpose()?;
+    Ok(last.map_or(0, |(k, _)| k.value().2))
+}
+
+/// Stores `version` of a key and drops versions beyond the retention.
+fn record_version(
+    t: &mut WriteTables<'_>,
+    ns: &str,
+    key: &str,
+    version: u64,
+    record: &VersionRecord,
+    retention: Retention,
+) -> Result<(), StoreError> {
+    t.history.insert((ns, key, version), encode(record).as_slice())?;
+    let keep = retention.history_per_key.max(1);
+    if version > keep {
+        let oldest_kept = version - keep + 1;
+        let stale: Vec<u64> = t
+            .history
+            .range((ns, key, 0)..(ns, key, oldest_kept))?
+            .map(|item| item.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        for v in stale {
+            t.history.remove((ns, key, v))?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends the event for `revision`, compacts the log to its retention, and saves the state.
+fn append_event(
+    t: &mut WriteTables<'_>,
+    state: &mut NamespaceState,
+    revision: Revision,
+    kind: EventKind,
+    now: Millis,
+    retention: Retention,
+) -> Result<(), StoreError> {
+    let ns = state.name.clone();
+    let ns = ns.as_str();
+    debug_assert_eq!(revision, state.revision + 1, "revisions have no gaps");
+    t.log.insert((ns, revision), encode(&EventRecord { at: now, kind }).as_slice())?;
+    state.revision = revision;
+    state.updated_at = now;
+    let keep = retention.log_per_namespace.max(1);
+    if revision - state.log_start + 1 > keep {
+        let new_start = revision - keep + 1;
+        for r in state.log_start..new_start {
+            t.log.remove((ns, r))?;
+        }
+        state.log_start = new_start;
+    }
+    t.namespaces.insert(ns, encode(state).as_slice())?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The storage error type: every way a storage call can fail, with messages that say what to do.
+
+/// Why a storage call failed.
+///
+/// Variants before [`StoreError::Storage`] are the caller's fault and changed nothing; the HTTP
+/// and QUIC layers map each to a stable error code. [`StoreError::Storage`] and
+/// [`StoreError::WriterStopped`] are the server's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A namespace name does not follow the naming rules.
+    #[error("invalid namespace name {name:?}: {reason}")]
+    InvalidNamespace {
+        /// The offending name (shortened).
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A key or alias name does not follow the key rules.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The offending key (shortened).
+        key: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The codec name is neither a known codec nor `client:<name>`.
+    #[error(
+        "unknown codec {codec:?}: use json, yaml, toml, text, bytes, or client:<name> for an opaque application codec"
+    )]
+    UnknownCodec {
+        /// The offending codec name (shortened).
+        codec: String,
+    },
+    /// The value is not a well-formed document of its codec.
+    #[error("value is not valid {codec}: {detail}")]
+    CodecMismatch {
+        /// The codec the value claims.
+        codec: String,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// The value is larger than the node's limit.
+    #[error("value is {size} bytes, over this node's limit of {limit} bytes (--max-value-bytes)")]
+    ValueTooLarge {
+        /// The value's size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A request was malformed in a way the other variants do not cover.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The namespace has no data.
+    #[error("namespace {namespace:?} not found")]
+    NamespaceNotFound {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// The key (or alias) does not exist.
+    #[error("key {key:?} not found in namespace {namespace:?}")]
+    KeyNotFound {
+        /// The namespace asked for.
+        namespace: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The alias does not exist.
+    #[error("alias {alias:?} not found in namespace {namespace:?}")]
+    AliasNotFound {
+        /// The namespace asked for.
+        namespace: String,
+        /// The alias asked for.
+        alias: String,
+    },
+    /// The requested version of a key is not in its retained history.
+    #[error("version {version} of key {key:?} is not in its retained history")]
+    VersionNotFound {
+        /// The key asked for.
+        key: String,
+        /// The version asked for.
+        version: u64,
+    },
+    /// A create-only write found the key already there.
+    #[error("key {key:?} already exists (version {version}); write without create mode to replace it")]
+    AlreadyExists {
+        /// The key written.
+        key: String,
+        /// Its current version.
+        version: u64,
+    },
+    /// An update-only write found no key.
+    #[error("key {key:?} does not exist; update mode only replaces existing keys")]
+    DoesNotExist {
+        /// The key written.
+        key: String,
+    },
+    /// A compare-and-set found another version.
+    #[error(
+        "key {key:?} is at version {}, not the expected {expected}; read it again and retry",
+        actual.map_or_else(|| "none (absent)".to_string(), |v| v.to_string())
+    )]
+    VersionMismatch {
+        /// The key written.
+        key: String,
+        /// The version the caller expected (0 = absent).
+        expected: u64,
+        /// The version found, if the key exists.
+        actual: Option<u64>,
+    },
+    /// A name is already taken by a key or by an alias.
+    #[error("{0}")]
+    NameTaken(String),
+    /// The on-disk data was written by an incompatible format version, or is corrupt.
+    #[error("stored record is unreadable ({0}); the data dir may be from a newer cfgnode or damaged")]
+    Corrupt(String),
+    /// The data directory belongs to another node id.
+    #[error(
+        "data dir belongs to node {stored:?}, not {requested:?}: start with --node-id {stored} or use another --data-dir"
+    )]
+    NodeIdMismatch {
+        /// The id stored in the data dir.
+        stored: String,
+        /// The id asked for on the command line.
+        requested: String,
+    },
+    /// The database file is locked by another process.
+    #[error("the database {path} is in use by another process: stop it or pick another --data-dir")]
+    InUse {
+        /// The database file.
+        path: String,
+    },
+    /// redb failed: IO error, full disk, corruption.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The writer thread is gone (the node is shutting down).
+    #[error("the storage writer has stopped; the node is shutting down")]
+    WriterStopped,
+}
+
+impl StoreError {
+    /// True for errors that are the server's fault rather than the request's.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Storage(_) | StoreError::WriterStopped | StoreError::Corrupt(_)
+        )
+    }
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.to_string())
+            }
+        })*
+    };
+}
+
+storage_error_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);

@@ -1,0 +1,44 @@
+//! cfgnode storage: one redb database per node.
+//!
+//! # Layout
+//!
+//! - [`model`](crate::validate_namespace): names, keys, codecs and their validation (pure).
+//! - `records`: on-disk records (format byte + bincode 2) and the redb table definitions.
+//! - `apply`: one mutation inside a write transaction; checks first, writes second.
+//! - `writer`: the group-commit writer thread that owns every write transaction.
+//! - [`Store`]: the facade the node uses: async writes, synchronous reads.
+//!
+//! # Place in the map
+//!
+//! `node -> storage`; storage depends on no crate of ours. Every mutation of a namespace takes
+//! the next namespace [`Revision`] and appends an [`Event`] to the namespace log in the same
+//! transaction as the data, so the log is exactly the history of the namespace (watch resume and
+//! handoff read it). The log and per-key history are trimmed to a configured retention; a
+//! reader older than the log gets [`LogRead::Compacted`], never a silent gap.
+//!
+//! # Durability
+//!
+//! A write future resolves only after the transaction holding it committed with
+//! `Durability::Immediate` (an fsync). Concurrent writes share that commit (group commit).
+
+mod apply;
+mod error;
+mod model;
+mod mutation;
+mod records;
+mod store;
+mod types;
+mod writer;
+
+pub use error::StoreError;
+pub use model::{
+    Codec, MAX_KEY_LEN, MAX_NAMESPACE_LEN, validate_key, validate_namespace,
+    validate_system_namespace,
+};
+pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
+pub use store::{Store, StoreOptions, validate_node_id};
+pub use types::{
+    Alias, Entry, Event, EventKind, Lookup, LogRead, Millis, NamespaceState, Page, Revision,
+    Snapshot, VersionEntry,
+};
+pub use writer::{CommitObserver, CommitStats};

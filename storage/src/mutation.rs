@@ -1,0 +1,84 @@
+//! Write requests and what the writer answers for each.
+
+use crate::model::Codec;
+use crate::types::{Alias, Entry, Revision};
+
+/// How a put treats an existing key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Create the key or replace it.
+    #[default]
+    Upsert,
+    /// Create the key; fail with a conflict if it exists.
+    Create,
+    /// Replace the key; fail with a conflict if it does not exist.
+    Update,
+}
+
+/// A write of one key.
+#[derive(Clone, Debug)]
+pub struct PutRequest {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The new value.
+    pub value: Vec<u8>,
+    /// The value's codec.
+    pub codec: Codec,
+    /// Create, update or either.
+    pub mode: WriteMode,
+    /// Compare-and-set: the version the key must be at (0 = the key must be absent).
+    pub if_version: Option<u64>,
+}
+
+/// A delete of one key.
+#[derive(Clone, Debug)]
+pub struct DeleteRequest {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// Compare-and-delete: the version the key must be at.
+    pub if_version: Option<u64>,
+}
+
+/// The result of a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The version the delete was recorded as.
+    pub version: u64,
+    /// The namespace revision of the delete.
+    pub revision: Revision,
+}
+
+/// The result of creating an alias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasPut {
+    /// The alias as stored.
+    pub alias: Alias,
+    /// False when the same alias with the same target already existed (an idempotent retry).
+    pub created: bool,
+}
+
+/// One write for the group-commit writer.
+#[derive(Clone, Debug)]
+pub(crate) enum Mutation {
+    Put(PutRequest),
+    Delete(DeleteRequest),
+    PutAlias { namespace: String, alias: String, target: String },
+    DeleteAlias { namespace: String, alias: String },
+}
+
+/// What the writer did for one [`Mutation`].
+#[derive(Debug)]
+pub(crate) enum Applied {
+    Put(Entry),
+    Deleted(Deleted),
+    AliasPut(AliasPut),
+    AliasDeleted(Alias),
+}
