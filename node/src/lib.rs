@@ -1,1 +1,26 @@
-//! stub
+//! cfgnode node: the process that stores and serves configuration.
+//!
+//! # Layout
+//!
+//! - [`node`](Node): start-up and shutdown: storage, admin token, HTTP listener.
+//! - `http`: the axum router: config API, health, readiness, metrics, auth, JSON errors.
+//! - [`auth`]: the admin bearer token and what a principal may do.
+//! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
+//! - [`json_diff`]: structural diff of JSON documents (pure).
+//!
+//! # Place in the map
+//!
+//! `cli -> node -> storage`. The node serves the config role for the namespaces it holds. Later
+//! stages add the QUIC transport, the cluster (directory, forwarding, handoff) and the push,
+//! registry and proxy roles here.
+
+pub mod auth;
+mod error;
+mod http;
+pub mod json_diff;
+pub mod metrics;
+mod node;
+
+pub use error::NodeError;
+pub use http::{ApiError, ENVELOPE_CONTENT_TYPE};
+pub use node::{DATABASE_FILE, Node, NodeConfig};

@@ -1,0 +1,181 @@
+//! Prometheus metrics: HTTP requests by route and status, request latency, and the storage
+//! writer's commits, batch sizes and commit latency.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cfgnode_storage::{CommitObserver, CommitStats};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method.
+    pub method: String,
+    /// The matched route template (`/v1/namespaces/{ns}/keys/{*key}`), never the raw path, so
+    /// label cardinality stays bounded.
+    pub route: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Labels that name only a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template.
+    pub route: String,
+}
+
+/// Labels of a commit outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabels {
+    /// `committed` or `failed`.
+    pub outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric the node exports, with the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests served.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// HTTP request latency in seconds.
+    pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Storage transactions.
+    pub commits: Family<CommitLabels, Counter>,
+    /// Writes committed (or refused) per transaction.
+    pub batch_size: Histogram,
+    /// Writes rejected inside batches (conflicts, missing keys): they fail alone.
+    pub rejected_writes: Counter,
+    /// Transaction time, including the durable commit, in seconds.
+    pub commit_latency: Histogram,
+    /// Time writes waited for the writer thread, in seconds.
+    pub queue_wait: Histogram,
+    /// 1 once the node is serving.
+    pub up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics { .. }")
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new(node_id: &str) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix_and_labels(
+            "cfgnode",
+            [("node".into(), node_id.to_string().into())].into_iter(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        let http_latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_latency.clone(),
+        );
+        let commits = Family::<CommitLabels, Counter>::default();
+        registry.register(
+            "storage_commits",
+            "Storage write transactions by outcome",
+            commits.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "storage_commit_batch_size",
+            "Writes carried by one transaction (group commit)",
+            batch_size.clone(),
+        );
+        let rejected_writes = Counter::default();
+        registry.register(
+            "storage_rejected_writes",
+            "Writes rejected inside a batch (conflicts, missing keys)",
+            rejected_writes.clone(),
+        );
+        let commit_latency = latency_histogram();
+        registry.register(
+            "storage_commit_duration_seconds",
+            "Transaction time including the durable commit",
+            commit_latency.clone(),
+        );
+        let queue_wait = latency_histogram();
+        registry.register(
+            "storage_queue_wait_seconds",
+            "Time the oldest write of a batch waited for the writer",
+            queue_wait.clone(),
+        );
+        let up = Gauge::default();
+        registry.register("up", "1 while the node is serving", up.clone());
+        Arc::new(Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            commits,
+            batch_size,
+            rejected_writes,
+            commit_latency,
+            queue_wait,
+            up,
+        })
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Feeds the storage writer's commit statistics into [`Metrics`].
+#[derive(Debug)]
+pub struct CommitMetrics(pub Arc<Metrics>);
+
+impl CommitObserver for CommitMetrics {
+    fn on_commit(&self, stats: &CommitStats) {
+        let m = &self.0;
+        let outcome = if stats.committed {
+            "committed"
+        } else {
+            "failed"
+        };
+        m.commits.get_or_create(&CommitLabels { outcome }).inc();
+        m.batch_size.observe(stats.batch_size as f64);
+        m.rejected_writes.inc_by(stats.rejected as u64);
+        m.commit_latency.observe(stats.duration.as_secs_f64());
+        m.queue_wait.observe(stats.queue_wait.as_secs_f64());
+    }
+}
