@@ -1,0 +1,27 @@
+//! cfgnode transport: how nodes and clients talk.
+//!
+//! # Layout
+//!
+//! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
+//! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
+//! - [`message`](crate::Request): the client protocol's requests and responses.
+//! - `error`: framing and decoding errors, and [`WireError`], the error answer on the wire.
+//!
+//! # Place in the map
+//!
+//! `node -> transport` and `client -> transport`; transport depends on no crate of ours. The
+//! wire format is described in docs/protocol.md.
+
+mod envelope;
+mod error;
+mod frame;
+mod message;
+
+pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
+pub use error::{DecodeError, FrameError, WireError, codes};
+pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, encode_frame};
+pub use message::{
+    Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAlias, WireCodec,
+    WireDeleted, WireDiff, WireEntry, WireNamespace, WirePage, WireSnapshot, WireVersion,
+    WireWriteMode,
+};

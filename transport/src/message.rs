@@ -1,0 +1,458 @@
+//! The messages of the client protocol: one [`Request`] per bidirectional stream, answered by
+//! one [`ResponseEnvelope`].
+//!
+//! These mirror the HTTP API (docs/http-api.md) operation for operation, so the client library
+//! and the CLI can do everything curl can. Timestamps are milliseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+
+/// How a write treats an existing key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireWriteMode {
+    /// Create or replace.
+    #[default]
+    Upsert,
+    /// Create only.
+    Create,
+    /// Replace only.
+    Update,
+}
+
+/// What the client sends on a stream, with the envelope fields every request carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// The cluster the client believes it talks to; a mismatch is refused.
+    pub cluster_id: String,
+    /// Chosen by the client, echoed in the answer (for logs and tracing).
+    pub request_id: u64,
+    /// The bearer token.
+    pub token: Option<String>,
+    /// The operation.
+    pub request: Request,
+}
+
+/// What the node answers on the same stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// The answering node's cluster id.
+    pub cluster_id: String,
+    /// The request's id (0 when the request could not be decoded).
+    pub request_id: u64,
+    /// The answering node's id.
+    pub node_id: String,
+    /// The answer, or an error with a stable code (the HTTP API's vocabulary).
+    pub result: Result<Response, WireError>,
+}
+
+/// One operation of the config role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and identity.
+    Ping,
+    /// Read a key (an alias resolves to its target).
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Key or alias name.
+        key: String,
+    },
+    /// Write a key.
+    Put {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// Codec name (`json`, `client:proto`, ...).
+        codec: String,
+        /// Create, update or either.
+        mode: WireWriteMode,
+        /// Compare-and-set on this version (0 = must be absent).
+        if_version: Option<u64>,
+    },
+    /// Delete a key.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Only if at this version.
+        if_version: Option<u64>,
+    },
+    /// A page of entries.
+    List {
+        /// Namespace.
+        namespace: String,
+        /// Key prefix.
+        prefix: String,
+        /// Cursor from the previous page.
+        cursor: Option<String>,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+    /// A page of a key's history, newest first.
+    Versions {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Cursor from the previous page.
+        cursor: Option<String>,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+    /// One version of a key.
+    Version {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The version.
+        version: u64,
+    },
+    /// Two versions and their differences.
+    Diff {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Older version (default: `v2 - 1`).
+        v1: Option<u64>,
+        /// Newer version (default: the newest).
+        v2: Option<u64>,
+    },
+    /// Every entry and alias at one revision.
+    Snapshot {
+        /// Namespace.
+        namespace: String,
+        /// Answer `NotModified` if the namespace ETag is still this.
+        if_none_match: Option<String>,
+    },
+    /// Namespaces holding at least one key.
+    Namespaces {
+        /// Name prefix.
+        prefix: String,
+        /// Cursor from the previous page.
+        cursor: Option<String>,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+    /// What the caller may do in a namespace.
+    Access {
+        /// Namespace.
+        namespace: String,
+    },
+    /// Create an alias.
+    PutAlias {
+        /// Namespace.
+        namespace: String,
+        /// Alias name.
+        alias: String,
+        /// Target key.
+        target: String,
+    },
+    /// Read an alias.
+    GetAlias {
+        /// Namespace.
+        namespace: String,
+        /// Alias name.
+        alias: String,
+    },
+    /// Remove an alias.
+    DeleteAlias {
+        /// Namespace.
+        namespace: String,
+        /// Alias name.
+        alias: String,
+    },
+    /// A page of aliases.
+    ListAliases {
+        /// Namespace.
+        namespace: String,
+        /// Cursor from the previous page.
+        cursor: Option<String>,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+    /// The codecs the node knows.
+    Codecs,
+}
+
+impl Request {
+    /// True when repeating the request cannot change the outcome: reads, and nothing else.
+    /// Clients retry only these blindly; a write whose answer was lost is not resent, because
+    /// a second upsert would create a second version.
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(
+            self,
+            Request::Put { .. }
+                | Request::Delete { .. }
+                | Request::PutAlias { .. }
+                | Request::DeleteAlias { .. }
+        )
+    }
+
+    /// The operation's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Get { .. } => "get",
+            Request::Put { .. } => "put",
+            Request::Delete { .. } => "delete",
+            Request::List { .. } => "list",
+            Request::Versions { .. } => "versions",
+            Request::Version { .. } => "version",
+            Request::Diff { .. } => "diff",
+            Request::Snapshot { .. } => "snapshot",
+            Request::Namespaces { .. } => "namespaces",
+            Request::Access { .. } => "access",
+            Request::PutAlias { .. } => "put_alias",
+            Request::GetAlias { .. } => "get_alias",
+            Request::DeleteAlias { .. } => "delete_alias",
+            Request::ListAliases { .. } => "list_aliases",
+            Request::Codecs => "codecs",
+        }
+    }
+}
+
+/// A live key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Codec name.
+    pub codec: String,
+    /// The key's version.
+    pub version: u64,
+    /// The namespace revision of this version.
+    pub revision: u64,
+    /// When the key was created (ms).
+    pub created_at: u64,
+    /// When this version was written (ms).
+    pub updated_at: u64,
+    /// The alias the request named, when resolved through one.
+    pub alias: Option<String>,
+}
+
+/// One retained version of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireVersion {
+    /// Key.
+    pub key: String,
+    /// Version number.
+    pub version: u64,
+    /// Namespace revision.
+    pub revision: u64,
+    /// The value, or `None` for a delete.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// The codec, or `None` for a delete.
+    pub codec: Option<String>,
+    /// When it was written (ms).
+    pub at: u64,
+}
+
+/// The result of a delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDeleted {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+    /// The version the delete took.
+    pub version: u64,
+    /// The namespace revision of the delete.
+    pub revision: u64,
+}
+
+/// A namespace summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireNamespace {
+    /// Name.
+    pub name: String,
+    /// Live keys.
+    pub key_count: u64,
+    /// Aliases.
+    pub alias_count: u64,
+    /// Latest revision.
+    pub revision: u64,
+    /// Namespace ETag.
+    pub etag: String,
+    /// First written (ms).
+    pub created_at: u64,
+    /// Last changed (ms).
+    pub updated_at: u64,
+}
+
+/// An alias.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAlias {
+    /// Namespace.
+    pub namespace: String,
+    /// Alias name.
+    pub alias: String,
+    /// Target key.
+    pub target: String,
+    /// Revision that created it.
+    pub revision: u64,
+    /// When (ms).
+    pub created_at: u64,
+}
+
+/// A page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePage<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Cursor for the next page, `None` when complete.
+    pub next_cursor: Option<String>,
+}
+
+/// A namespace snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSnapshot {
+    /// Namespace.
+    pub namespace: String,
+    /// The revision it was read at.
+    pub revision: u64,
+    /// The namespace ETag at that revision.
+    pub etag: String,
+    /// Every entry.
+    pub entries: Vec<WireEntry>,
+    /// Every alias.
+    pub aliases: Vec<WireAlias>,
+}
+
+/// Two versions and their differences.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDiff {
+    /// The older version.
+    pub v1: WireVersion,
+    /// The newer version.
+    pub v2: WireVersion,
+    /// Whether value or codec differ.
+    pub changed: bool,
+    /// For two JSON values, the structural diff as JSON text (`{"added","removed","changed"}`,
+    /// as in the HTTP API). JSON text because bincode cannot carry a self-describing value.
+    pub structural_json: Option<String>,
+}
+
+/// A codec the node knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCodec {
+    /// Name.
+    pub name: String,
+    /// Content type of raw values.
+    pub content_type: String,
+    /// Whether values are validated on write.
+    pub validated: bool,
+    /// Description.
+    pub description: String,
+}
+
+/// What the caller may do in a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAccess {
+    /// Namespace.
+    pub namespace: String,
+    /// Who the token authenticates as.
+    pub principal: String,
+    /// May read.
+    pub read: bool,
+    /// May write.
+    pub write: bool,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Ping`.
+    Pong,
+    /// Answer to `Get`.
+    Entry(WireEntry),
+    /// Answer to `Put`: the new metadata (the value is left out).
+    Written(WireEntry),
+    /// Answer to `Delete`.
+    Deleted(WireDeleted),
+    /// Answer to `List`.
+    Entries(WirePage<WireEntry>),
+    /// Answer to `Versions`.
+    Versions(WirePage<WireVersion>),
+    /// Answer to `Version`.
+    Version(WireVersion),
+    /// Answer to `Diff`.
+    Diff(WireDiff),
+    /// Answer to `Snapshot`.
+    Snapshot(WireSnapshot),
+    /// Answer to `Snapshot` when `if_none_match` still matches.
+    NotModified {
+        /// The unchanged ETag.
+        etag: String,
+    },
+    /// Answer to `Namespaces`.
+    Namespaces(WirePage<WireNamespace>),
+    /// Answer to `Access`.
+    Access(WireAccess),
+    /// Answer to `PutAlias` (`created` false for an identical retry), `GetAlias`, `DeleteAlias`.
+    Alias {
+        /// The alias.
+        alias: WireAlias,
+        /// Whether this request created it.
+        created: bool,
+    },
+    /// Answer to `ListAliases`.
+    Aliases(WirePage<WireAlias>),
+    /// Answer to `Codecs`.
+    Codecs(Vec<WireCodec>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{decode_payload, encode_payload};
+
+    #[test]
+    fn envelopes_round_trip() {
+        let request = RequestEnvelope {
+            cluster_id: "prod".into(),
+            request_id: 42,
+            token: Some("t".into()),
+            request: Request::Put {
+                namespace: "app".into(),
+                key: "db/url".into(),
+                value: vec![0, 1, 255],
+                codec: "bytes".into(),
+                mode: WireWriteMode::Create,
+                if_version: Some(0),
+            },
+        };
+        let back: RequestEnvelope = decode_payload(&encode_payload(&request)).expect("decodes");
+        assert_eq!(back, request);
+        assert!(!back.request.is_idempotent());
+        assert!(
+            Request::Get {
+                namespace: "a".into(),
+                key: "b".into()
+            }
+            .is_idempotent()
+        );
+
+        let response = ResponseEnvelope {
+            cluster_id: "prod".into(),
+            request_id: 42,
+            node_id: "n1".into(),
+            result: Err(WireError::new("key_not_found", "no such key")),
+        };
+        let back: ResponseEnvelope = decode_payload(&encode_payload(&response)).expect("decodes");
+        assert_eq!(back, response);
+    }
+}
