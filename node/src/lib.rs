@@ -15,11 +15,13 @@
 //! registry and proxy roles here.
 
 pub mod auth;
+pub mod config_service;
 mod error;
 mod http;
 pub mod json_diff;
 pub mod metrics;
 mod node;
+pub mod wire_api;
 
 pub use error::NodeError;
 pub use http::{ApiError, ENVELOPE_CONTENT_TYPE};

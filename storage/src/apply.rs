@@ -57,9 +57,11 @@ pub(crate) fn apply(
     match mutation {
         Mutation::Put(req) => put(t, req, now, retention).map(Applied::Put),
         Mutation::Delete(req) => delete(t, req, now, retention).map(Applied::Deleted),
-        Mutation::PutAlias { namespace, alias, target } => {
-            put_alias(t, &namespace, &alias, &target, now, retention).map(Applied::AliasPut)
-        }
+        Mutation::PutAlias {
+            namespace,
+            alias,
+            target,
+        } => put_alias(t, &namespace, &alias, &target, now, retention).map(Applied::AliasPut),
         Mutation::DeleteAlias { namespace, alias } => {
             delete_alias(t, &namespace, &alias, now, retention).map(Applied::AliasDeleted)
         }
@@ -84,7 +86,10 @@ fn put(
     let current_version = current.as_ref().map(|e| e.version);
     match (req.mode, current_version) {
         (WriteMode::Create, Some(version)) => {
-            return Err(StoreError::AlreadyExists { key: req.key, version });
+            return Err(StoreError::AlreadyExists {
+                key: req.key,
+                version,
+            });
         }
         (WriteMode::Update, None) => return Err(StoreError::DoesNotExist { key: req.key }),
         _ => {}
@@ -150,7 +155,10 @@ fn delete(
         )));
     }
     let Some(current) = read_entry(&t.entries, ns, key)? else {
-        return Err(StoreError::KeyNotFound { namespace: req.namespace, key: req.key });
+        return Err(StoreError::KeyNotFound {
+            namespace: req.namespace,
+            key: req.key,
+        });
     };
     check_expected_version(key, req.if_version, Some(current.version))?;
 
@@ -158,12 +166,25 @@ fn delete(
     let revision = state.revision + 1;
     let version = current.version + 1;
     t.entries.remove((ns, key))?;
-    let tombstone = VersionRecord { value: None, codec: None, revision, at: now };
+    let tombstone = VersionRecord {
+        value: None,
+        codec: None,
+        revision,
+        at: now,
+    };
     record_version(t, ns, key, version, &tombstone, retention)?;
     state.key_count = state.key_count.saturating_sub(1);
-    let event = EventKind::Delete { key: key.to_string(), version };
+    let event = EventKind::Delete {
+        key: key.to_string(),
+        version,
+    };
     append_event(t, &mut state, revision, event, now, retention)?;
-    Ok(Deleted { namespace: req.namespace, key: req.key, version, revision })
+    Ok(Deleted {
+        namespace: req.namespace,
+        key: req.key,
+        version,
+        revision,
+    })
 }
 
 fn put_alias(
@@ -178,7 +199,10 @@ fn put_alias(
         let existing: AliasRecord = decode(existing.value())?;
         if existing.target == target {
             let alias = to_alias(ns, alias, existing);
-            return Ok(AliasPut { alias, created: false });
+            return Ok(AliasPut {
+                alias,
+                created: false,
+            });
         }
         return Err(StoreError::NameTaken(format!(
             "alias {alias:?} already points to {:?}: delete it before pointing it elsewhere",
@@ -196,17 +220,30 @@ fn put_alias(
         )));
     }
     if t.entries.get((ns, target))?.is_none() {
-        return Err(StoreError::KeyNotFound { namespace: ns.to_string(), key: target.to_string() });
+        return Err(StoreError::KeyNotFound {
+            namespace: ns.to_string(),
+            key: target.to_string(),
+        });
     }
 
     let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
     let revision = state.revision + 1;
-    let record = AliasRecord { target: target.to_string(), revision, created_at: now };
+    let record = AliasRecord {
+        target: target.to_string(),
+        revision,
+        created_at: now,
+    };
     t.aliases.insert((ns, alias), encode(&record).as_slice())?;
     state.alias_count += 1;
-    let event = EventKind::AliasSet { alias: alias.to_string(), target: target.to_string() };
+    let event = EventKind::AliasSet {
+        alias: alias.to_string(),
+        target: target.to_string(),
+    };
     append_event(t, &mut state, revision, event, now, retention)?;
-    Ok(AliasPut { alias: to_alias(ns, alias, record), created: true })
+    Ok(AliasPut {
+        alias: to_alias(ns, alias, record),
+        created: true,
+    })
 }
 
 fn delete_alias(
@@ -217,14 +254,19 @@ fn delete_alias(
     retention: Retention,
 ) -> Result<Alias, StoreError> {
     let Some(existing) = t.aliases.get((ns, alias))?.map(|g| g.value().to_vec()) else {
-        return Err(StoreError::AliasNotFound { namespace: ns.to_string(), alias: alias.to_string() });
+        return Err(StoreError::AliasNotFound {
+            namespace: ns.to_string(),
+            alias: alias.to_string(),
+        });
     };
     let existing: AliasRecord = decode(&existing)?;
     let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
     let revision = state.revision + 1;
     t.aliases.remove((ns, alias))?;
     state.alias_count = state.alias_count.saturating_sub(1);
-    let event = EventKind::AliasDelete { alias: alias.to_string() };
+    let event = EventKind::AliasDelete {
+        alias: alias.to_string(),
+    };
     append_event(t, &mut state, revision, event, now, retention)?;
     Ok(to_alias(ns, alias, existing))
 }
@@ -234,7 +276,9 @@ fn check_expected_version(
     expected: Option<u64>,
     actual: Option<u64>,
 ) -> Result<(), StoreError> {
-    let Some(expected) = expected else { return Ok(()) };
+    let Some(expected) = expected else {
+        return Ok(());
+    };
     let matches = match actual {
         Some(v) => v == expected,
         None => expected == 0,
@@ -242,7 +286,11 @@ fn check_expected_version(
     if matches {
         Ok(())
     } else {
-        Err(StoreError::VersionMismatch { key: key.to_string(), expected, actual })
+        Err(StoreError::VersionMismatch {
+            key: key.to_string(),
+            expected,
+            actual,
+        })
     }
 }
 
@@ -261,7 +309,10 @@ fn read_entry(
     ns: &str,
     key: &str,
 ) -> Result<Option<EntryRecord>, StoreError> {
-    entries.get((ns, key))?.map(|g| decode(g.value())).transpose()
+    entries
+        .get((ns, key))?
+        .map(|g| decode(g.value()))
+        .transpose()
 }
 
 fn load_or_new_namespace(
@@ -297,7 +348,10 @@ fn last_history_version(
     ns: &str,
     key: &str,
 ) -> Result<u64, StoreError> {
-    let last = history.range((ns, key, 0)..=(ns, key, u64::MAX))?.next_back().transpose()?;
+    let last = history
+        .range((ns, key, 0)..=(ns, key, u64::MAX))?
+        .next_back()
+        .transpose()?;
     Ok(last.map_or(0, |(k, _)| k.value().2))
 }
 
@@ -310,7 +364,8 @@ fn record_version(
     record: &VersionRecord,
     retention: Retention,
 ) -> Result<(), StoreError> {
-    t.history.insert((ns, key, version), encode(record).as_slice())?;
+    t.history
+        .insert((ns, key, version), encode(record).as_slice())?;
     let keep = retention.history_per_key.max(1);
     if version > keep {
         let oldest_kept = version - keep + 1;
@@ -338,7 +393,10 @@ fn append_event(
     let ns = state.name.clone();
     let ns = ns.as_str();
     debug_assert_eq!(revision, state.revision + 1, "revisions have no gaps");
-    t.log.insert((ns, revision), encode(&EventRecord { at: now, kind }).as_slice())?;
+    t.log.insert(
+        (ns, revision),
+        encode(&EventRecord { at: now, kind }).as_slice(),
+    )?;
     state.revision = revision;
     state.updated_at = now;
     let keep = retention.log_per_namespace.max(1);

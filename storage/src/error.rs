@@ -64,6 +64,18 @@ pub enum StoreError {
         /// The key asked for.
         key: String,
     },
+    /// An alias points at a key that no longer exists.
+    #[error(
+        "alias {alias:?} points to key {target:?}, which does not exist in namespace {namespace:?}"
+    )]
+    DanglingAlias {
+        /// The namespace.
+        namespace: String,
+        /// The alias named.
+        alias: String,
+        /// Its missing target.
+        target: String,
+    },
     /// The alias does not exist.
     #[error("alias {alias:?} not found in namespace {namespace:?}")]
     AliasNotFound {
@@ -81,7 +93,9 @@ pub enum StoreError {
         version: u64,
     },
     /// A create-only write found the key already there.
-    #[error("key {key:?} already exists (version {version}); write without create mode to replace it")]
+    #[error(
+        "key {key:?} already exists (version {version}); write without create mode to replace it"
+    )]
     AlreadyExists {
         /// The key written.
         key: String,
@@ -111,7 +125,9 @@ pub enum StoreError {
     #[error("{0}")]
     NameTaken(String),
     /// The on-disk data was written by an incompatible format version, or is corrupt.
-    #[error("stored record is unreadable ({0}); the data dir may be from a newer cfgnode or damaged")]
+    #[error(
+        "stored record is unreadable ({0}); the data dir may be from a newer cfgnode or damaged"
+    )]
     Corrupt(String),
     /// The data directory belongs to another node id.
     #[error(

@@ -38,7 +38,7 @@ pub use model::{
 pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
 pub use store::{Store, StoreOptions, validate_node_id};
 pub use types::{
-    Alias, Entry, Event, EventKind, Lookup, LogRead, Millis, NamespaceState, Page, Revision,
+    Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Revision,
     Snapshot, VersionEntry,
 };
 pub use writer::{CommitObserver, CommitStats};

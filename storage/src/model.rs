@@ -33,14 +33,18 @@ pub fn validate_namespace(name: &str) -> Result<(), StoreError> {
         return Err(invalid("it is longer than 128 bytes"));
     }
     if name.starts_with('_') {
-        return Err(invalid("names starting with '_' are reserved for the system"));
+        return Err(invalid(
+            "names starting with '_' are reserved for the system",
+        ));
     }
     let first = name.as_bytes()[0];
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
         return Err(invalid("it must start with a lowercase letter or a digit"));
     }
     if !name.bytes().all(is_namespace_byte) {
-        return Err(invalid("only lowercase letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only lowercase letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -123,7 +127,13 @@ pub enum Codec {
 
 impl Codec {
     /// The codecs the server knows how to validate, in a stable order.
-    pub const KNOWN: [Codec; 5] = [Codec::Json, Codec::Yaml, Codec::Toml, Codec::Text, Codec::Bytes];
+    pub const KNOWN: [Codec; 5] = [
+        Codec::Json,
+        Codec::Yaml,
+        Codec::Toml,
+        Codec::Text,
+        Codec::Bytes,
+    ];
 
     /// The codec's name as it appears on the wire (`json`, `client:proto`, ...).
     pub fn name(&self) -> &str {
@@ -177,8 +187,8 @@ impl Codec {
                 .map(drop)
                 .map_err(|e| mismatch(e.to_string())),
             Codec::Toml => {
-                let text = std::str::from_utf8(value)
-                    .map_err(|e| mismatch(format!("not UTF-8: {e}")))?;
+                let text =
+                    std::str::from_utf8(value).map_err(|e| mismatch(format!("not UTF-8: {e}")))?;
                 toml::from_str::<toml::Table>(text)
                     .map(drop)
                     .map_err(|e| mismatch(e.message().to_string()))
@@ -253,7 +263,17 @@ mod tests {
         for ok in ["a", "0", "app.prod", "a-b_c.d", &"x".repeat(128)] {
             assert!(validate_namespace(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "_sys", "A", "-a", ".a", "a/b", "a b", "ä", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "_sys",
+            "A",
+            "-a",
+            ".a",
+            "a/b",
+            "a b",
+            "ä",
+            &"x".repeat(129),
+        ] {
             assert!(validate_namespace(bad).is_err(), "{bad}");
         }
         assert!(validate_system_namespace("_cluster").is_ok());
@@ -294,7 +314,10 @@ mod tests {
     #[test]
     fn error_echo_is_bounded() {
         let long = "Z".repeat(10_000);
-        let msg = validate_namespace(&long).err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = validate_namespace(&long)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.len() < 300, "{msg}");
     }
 }

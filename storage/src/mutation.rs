@@ -70,8 +70,15 @@ pub struct AliasPut {
 pub(crate) enum Mutation {
     Put(PutRequest),
     Delete(DeleteRequest),
-    PutAlias { namespace: String, alias: String, target: String },
-    DeleteAlias { namespace: String, alias: String },
+    PutAlias {
+        namespace: String,
+        alias: String,
+        target: String,
+    },
+    DeleteAlias {
+        namespace: String,
+        alias: String,
+    },
 }
 
 /// What the writer did for one [`Mutation`].

@@ -100,14 +100,21 @@ mod tests {
 
     #[test]
     fn round_trip_and_version_check() {
-        let rec = AliasRecord { target: "a/b".into(), revision: 7, created_at: 9 };
+        let rec = AliasRecord {
+            target: "a/b".into(),
+            revision: 7,
+            created_at: 9,
+        };
         let bytes = encode(&rec);
         let back: AliasRecord = decode(&bytes).expect("decodes");
         assert_eq!(back.target, "a/b");
         assert_eq!(back.revision, 7);
         let mut wrong = bytes.clone();
         wrong[0] = 99;
-        assert!(matches!(decode::<AliasRecord>(&wrong), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode::<AliasRecord>(&wrong),
+            Err(StoreError::Corrupt(_))
+        ));
         assert!(decode::<AliasRecord>(&[]).is_err());
         assert!(decode::<AliasRecord>(&[FORMAT_VERSION, 0xff, 0xff]).is_err());
     }

@@ -15,7 +15,7 @@ use crate::records::{
     META_SCHEMA, NAMESPACES, VersionRecord, decode,
 };
 use crate::types::{
-    Alias, Entry, Event, Lookup, LogRead, NamespaceState, Page, Revision, Snapshot, VersionEntry,
+    Alias, Entry, Event, LogRead, Lookup, NamespaceState, Page, Revision, Snapshot, VersionEntry,
 };
 use crate::writer::{CommitObserver, GroupCommitWriter, WriterSettings};
 
@@ -94,9 +94,9 @@ impl Store {
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::InUse { path: path.display().to_string() }
-            }
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.display().to_string(),
+            },
             other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
         })?;
         let node_id = init_schema(&db, node_id)?;
@@ -180,7 +180,9 @@ impl Store {
         validate_key(alias)?;
         validate_key(target)?;
         if alias == target {
-            return Err(StoreError::Invalid(format!("alias {alias:?} may not point at itself")));
+            return Err(StoreError::Invalid(format!(
+                "alias {alias:?} may not point at itself"
+            )));
         }
         let mutation = Mutation::PutAlias {
             namespace: namespace.to_string(),
@@ -274,7 +276,10 @@ impl Store {
         let upper = before.unwrap_or(u64::MAX);
         let mut items = Vec::new();
         let mut more = false;
-        for item in history.range((namespace, key, 0)..(namespace, key, upper))?.rev() {
+        for item in history
+            .range((namespace, key, 0)..(namespace, key, upper))?
+            .rev()
+        {
             let (k, v) = item?;
             if items.len() == limit {
                 more = true;
@@ -282,7 +287,9 @@ impl Store {
             }
             items.push(to_version(key, k.value().2, decode(v.value())?));
         }
-        let next_cursor = more.then(|| items.last().map(|v| v.version.to_string())).flatten();
+        let next_cursor = more
+            .then(|| items.last().map(|v| v.version.to_string()))
+            .flatten();
         Ok(Page { items, next_cursor })
     }
 
@@ -298,7 +305,9 @@ impl Store {
         let txn = self.read()?;
         let history = txn.open_table(HISTORY)?;
         let found = history.get((namespace, key, version))?;
-        found.map(|v| Ok(to_version(key, version, decode(v.value())?))).transpose()
+        found
+            .map(|v| Ok(to_version(key, version, decode(v.value())?)))
+            .transpose()
     }
 
     /// The newest retained version number of a key (deletes included), if it has any history.
@@ -332,7 +341,11 @@ impl Store {
             entries.push(to_entry(ns, key, decode(v.value())?));
         }
         let aliases = read_aliases(&txn, namespace, None, usize::MAX)?.items;
-        Ok(Some(Snapshot { state, entries, aliases }))
+        Ok(Some(Snapshot {
+            state,
+            entries,
+            aliases,
+        }))
     }
 
     /// A page of namespaces that hold at least one key, by name, after `cursor`.
@@ -382,7 +395,13 @@ impl Store {
         let table = txn.open_table(ALIASES)?;
         let found = table.get((namespace, alias))?;
         found
-            .map(|v| Ok(to_alias(namespace, alias, decode::<AliasRecord>(v.value())?)))
+            .map(|v| {
+                Ok(to_alias(
+                    namespace,
+                    alias,
+                    decode::<AliasRecord>(v.value())?,
+                ))
+            })
             .transpose()
     }
 
@@ -540,7 +559,9 @@ fn read_aliases(
         }
         items.push(to_alias(ns, alias, decode(v.value())?));
     }
-    let next_cursor = more.then(|| items.last().map(|a| a.alias.clone())).flatten();
+    let next_cursor = more
+        .then(|| items.last().map(|a| a.alias.clone()))
+        .flatten();
     Ok(Page { items, next_cursor })
 }
 
@@ -550,7 +571,9 @@ fn get_entry(
     key: &str,
 ) -> Result<Option<Entry>, StoreError> {
     let found = entries.get((namespace, key))?;
-    found.map(|v| Ok(to_entry(namespace, key, decode(v.value())?))).transpose()
+    found
+        .map(|v| Ok(to_entry(namespace, key, decode(v.value())?)))
+        .transpose()
 }
 
 fn to_entry(namespace: &str, key: &str, record: EntryRecord) -> Entry {
@@ -578,5 +601,7 @@ fn to_version(key: &str, version: u64, record: VersionRecord) -> VersionEntry {
 }
 
 fn unexpected(applied: &Applied) -> StoreError {
-    StoreError::Storage(format!("writer answered with the wrong kind of result: {applied:?}"))
+    StoreError::Storage(format!(
+        "writer answered with the wrong kind of result: {applied:?}"
+    ))
 }

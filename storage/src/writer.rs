@@ -68,15 +68,25 @@ impl GroupCommitWriter {
             .name("cfgnode-writer".to_string())
             .spawn(move || run(db, rx, settings))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
-        Ok(GroupCommitWriter { queue: Some(tx), thread: Some(thread) })
+        Ok(GroupCommitWriter {
+            queue: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Queues a mutation and waits for its durable commit.
     pub(crate) async fn submit(&self, mutation: Mutation) -> Result<Applied, StoreError> {
         let queue = self.queue.as_ref().ok_or(StoreError::WriterStopped)?;
         let (reply, answer) = oneshot::channel();
-        let request = WriteRequest { mutation, enqueued: Instant::now(), reply };
-        queue.send(request).await.map_err(|_| StoreError::WriterStopped)?;
+        let request = WriteRequest {
+            mutation,
+            enqueued: Instant::now(),
+            reply,
+        };
+        queue
+            .send(request)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
@@ -116,7 +126,11 @@ fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteRequest>, settings: Writer
 /// Applies and commits one batch, answering every request in it.
 fn commit_batch(db: &Database, batch: &mut Vec<WriteRequest>, retention: Retention) -> CommitStats {
     let started = Instant::now();
-    let queue_wait = batch.iter().map(|r| started - r.enqueued).max().unwrap_or_default();
+    let queue_wait = batch
+        .iter()
+        .map(|r| started - r.enqueued)
+        .max()
+        .unwrap_or_default();
     let batch_size = batch.len();
     let (mutations, replies): (Vec<_>, Vec<_>) =
         batch.drain(..).map(|r| (r.mutation, r.reply)).unzip();
@@ -131,14 +145,26 @@ fn commit_batch(db: &Database, batch: &mut Vec<WriteRequest>, retention: Retenti
                 // write is committed all the same.
                 let _ = reply.send(result);
             }
-            CommitStats { batch_size, rejected, duration, queue_wait, committed: true }
+            CommitStats {
+                batch_size,
+                rejected,
+                duration,
+                queue_wait,
+                committed: true,
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, batch_size, "commit failed; every write in the batch is refused");
             for reply in replies {
                 let _ = reply.send(Err(StoreError::Storage(e.to_string())));
             }
-            CommitStats { batch_size, rejected: batch_size, duration, queue_wait, committed: false }
+            CommitStats {
+                batch_size,
+                rejected: batch_size,
+                duration,
+                queue_wait,
+                committed: false,
+            }
         }
     }
 }

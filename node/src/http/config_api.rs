@@ -61,7 +61,7 @@ fn cursor(token: Option<&str>) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> ApiResult<Option<&'a str>> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<&str>> {
     headers
         .get(&name)
         .map(|v| {

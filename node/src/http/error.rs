@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use cfgnode_storage::StoreError;
 use serde_json::json;
 
+use crate::config_service::error_code;
+
 /// An error answer: a status, a stable machine-readable code, and a message saying what to do.
 #[derive(Debug)]
 pub struct ApiError {
@@ -53,26 +55,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StatusCode as S;
-        let (status, code) = match &e {
-            StoreError::InvalidNamespace { .. } => (S::BAD_REQUEST, "invalid_namespace"),
-            StoreError::InvalidKey { .. } => (S::BAD_REQUEST, "invalid_key"),
-            StoreError::UnknownCodec { .. } => (S::BAD_REQUEST, "unknown_codec"),
-            StoreError::CodecMismatch { .. } => (S::BAD_REQUEST, "codec_mismatch"),
-            StoreError::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
-            StoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
-            StoreError::NamespaceNotFound { .. } => (S::NOT_FOUND, "namespace_not_found"),
-            StoreError::KeyNotFound { .. } => (S::NOT_FOUND, "key_not_found"),
-            StoreError::AliasNotFound { .. } => (S::NOT_FOUND, "alias_not_found"),
-            StoreError::VersionNotFound { .. } => (S::NOT_FOUND, "version_not_found"),
-            StoreError::AlreadyExists { .. } => (S::CONFLICT, "already_exists"),
-            StoreError::DoesNotExist { .. } => (S::CONFLICT, "does_not_exist"),
-            StoreError::VersionMismatch { .. } => (S::CONFLICT, "version_mismatch"),
-            StoreError::NameTaken(_) => (S::CONFLICT, "name_taken"),
-            StoreError::WriterStopped => (S::SERVICE_UNAVAILABLE, "unavailable"),
-            StoreError::NodeIdMismatch { .. }
-            | StoreError::InUse { .. }
-            | StoreError::Corrupt(_)
-            | StoreError::Storage(_) => return ApiError::internal(e.to_string()),
+        let code = error_code(&e);
+        let status = match code {
+            "value_too_large" => S::PAYLOAD_TOO_LARGE,
+            "unavailable" => S::SERVICE_UNAVAILABLE,
+            "internal" => return ApiError::internal(e.to_string()),
+            c if c.ends_with("_not_found") => S::NOT_FOUND,
+            "already_exists" | "does_not_exist" | "version_mismatch" | "name_taken" => S::CONFLICT,
+            _ => S::BAD_REQUEST,
         };
         ApiError::new(status, code, e.to_string())
     }
