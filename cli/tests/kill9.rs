@@ -48,7 +48,7 @@ async fn writer(
         seq += 1;
         let key = format!("w{w}/k{}", seq % KEYS_PER_WRITER);
         let url = format!("{base}/v1/namespaces/{ns}/keys/{key}");
-        if seq % 25 == 0 {
+        if seq.is_multiple_of(25) {
             // An alias to a key of ours: takes a revision too.
             let alias_url = format!("{base}/v1/namespaces/{ns}/aliases/a{w}-{cycle}-{seq}");
             let body = format!(r#"{{"target":"{key}"}}"#);
@@ -76,7 +76,7 @@ async fn writer(
             }
             continue;
         }
-        let (request, value) = if seq % 10 == 0 {
+        let (request, value) = if seq.is_multiple_of(10) {
             (client.delete(&url), None)
         } else {
             let body = format!(r#"{{"w":{w},"cycle":{cycle},"seq":{seq}}}"#).into_bytes();
