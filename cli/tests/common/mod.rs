@@ -1,0 +1,400 @@
+//! A harness for process-level tests of the real `cfgnode` binary.
+//!
+//! [`Launch`] describes one `cfgnode start` (data dir, flags, environment); [`Node::start`] runs
+//! it on a free loopback port (retrying on a port clash), sends its stderr to a file in the test's
+//! temp dir, waits until `GET /health` answers and the admin token is accepted, and returns a
+//! handle that SIGKILLs the process on drop, so a panicking test leaks no process.
+//! [`run_to_exit`] runs a command that is expected to end by itself (help, usage errors, refused
+//! starts) and captures its exit status and output.
+//!
+//! Every wait polls a condition against a deadline; nothing sleeps its way to synchronisation.
+
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+
+/// The binary under test, built by cargo for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_cfgnode");
+
+/// How long a node may take from spawn to answering `/health` (debug build, busy 2-core box).
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long a process may take to exit once told to (signal) or once it should (usage error).
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Between two polls of a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Starts tried, each on a fresh port, before giving up on port clashes.
+const START_ATTEMPTS: usize = 5;
+
+/// The stderr line the node logs once it serves (see `node/src/node.rs`).
+pub const SERVING_LINE: &str = "cfgnode node serving";
+
+/// Numbers the log files of every process this test binary starts.
+static PROCESS_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A loopback port that was free a moment ago (bind port 0, read it, let it go). Another
+/// process may take it before the node binds it; [`Node::start`] retries then.
+pub fn free_port() -> u16 {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port()
+}
+
+/// Polls `check` every [`POLL_INTERVAL`] until it yields `Some`; panics naming `what` when
+/// `deadline` passes.
+pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A `Command` for the binary, isolated from the developer's environment: no inherited
+/// `CFGNODE_*` or `RUST_LOG`, run in `cwd` (so a default `./cfgnode-data` would land in the temp
+/// dir, never in the source tree), stdin closed.
+pub fn command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CFGNODE_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A fresh path for one process's output, in `dir`.
+fn output_path(dir: &Path, stream: &str) -> PathBuf {
+    let n = PROCESS_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("cfgnode-{n}.{stream}"))
+}
+
+/// How a process that was expected to end by itself ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code; panics (with the output) if a signal ended the process.
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+}
+
+/// Runs the binary with `args` and extra `envs` in `dir` until it exits by itself, capturing
+/// its output into files in `dir`. A process still running at [`EXIT_DEADLINE`] (for example a
+/// start that should have been refused but serves instead) is SIGKILLed and the test fails.
+pub async fn run_to_exit(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Finished {
+    let stdout_path = output_path(dir, "stdout");
+    let stderr_path = output_path(dir, "stderr");
+    let mut child = KillOnDrop(
+        command(dir)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(std::fs::File::create(&stdout_path).expect("create the stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn cfgnode"),
+    );
+    let what = format!("cfgnode {args:?} to exit by itself");
+    let status = poll_until(&what, EXIT_DEADLINE, || {
+        let exited = child.0.try_wait().expect("try_wait on the child");
+        async move { exited }
+    })
+    .await;
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}
+
+/// SIGKILLs and reaps the child when dropped (a no-op once it has exited).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One way to run `cfgnode start`.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The test's temp dir: the processes run there and their stderr files go there.
+    pub root: PathBuf,
+    /// The data dir handed to the node.
+    pub data_dir: PathBuf,
+    /// Pass the data dir and the HTTP address as `CFGNODE_DATA_DIR` / `CFGNODE_HTTP` instead of
+    /// `--data-dir` / `--http`.
+    pub via_env: bool,
+    /// More arguments after `start`.
+    pub args: Vec<String>,
+    /// More environment variables.
+    pub envs: Vec<(String, String)>,
+    /// The admin token the node will accept, when it does not come from `<data-dir>/admin.token`
+    /// (`--token-file`).
+    pub token: Option<String>,
+}
+
+impl Launch {
+    /// `cfgnode start --data-dir <root>/data` with defaults.
+    pub fn new(root: &Path) -> Launch {
+        Launch {
+            root: root.to_path_buf(),
+            data_dir: root.join("data"),
+            via_env: false,
+            args: Vec::new(),
+            envs: Vec::new(),
+            token: None,
+        }
+    }
+
+    /// Adds arguments after `start`.
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.envs.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn spawn(&self, http: SocketAddr, stderr_path: &Path) -> Child {
+        let mut cmd = command(&self.root);
+        cmd.arg("start");
+        if self.via_env {
+            cmd.env("CFGNODE_DATA_DIR", &self.data_dir)
+                .env("CFGNODE_HTTP", http.to_string());
+        } else {
+            cmd.arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--http")
+                .arg(http.to_string());
+        }
+        cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(stderr_path).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn cfgnode start")
+    }
+}
+
+/// What a start attempt came to.
+enum Started {
+    /// Serving on the address, accepting the token.
+    Ready(String),
+    /// The process exited before serving.
+    Exited(ExitStatus),
+}
+
+/// A running `cfgnode start` process. Dropping it SIGKILLs the process.
+pub struct Node {
+    child: Child,
+    /// How it was started (to restart it on the same data dir).
+    pub launch: Launch,
+    /// The HTTP admin address.
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub base: String,
+    /// The admin token it accepts.
+    pub token: String,
+    /// Where its stderr goes.
+    pub stderr_path: PathBuf,
+    /// A client for requests to it.
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    /// Starts `launch` on a free port and waits until it serves; retries on another port when the
+    /// port was taken meanwhile. Panics with the node's stderr if it fails otherwise.
+    pub async fn start(launch: &Launch) -> Node {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("build an HTTP client");
+        let mut clashes = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let stderr_path = output_path(&launch.root, "stderr");
+            let mut node = Node {
+                child: launch.spawn(addr, &stderr_path),
+                launch: launch.clone(),
+                addr,
+                base: format!("http://{addr}"),
+                token: String::new(),
+                stderr_path,
+                http: http.clone(),
+            };
+            match node.wait_serving().await {
+                Started::Ready(token) => {
+                    node.token = token;
+                    return node;
+                }
+                Started::Exited(status) => {
+                    let stderr = node.stderr();
+                    assert!(
+                        stderr.contains("cannot listen on"),
+                        "cfgnode start exited with {status} before serving; stderr:\n{stderr}"
+                    );
+                    clashes.push(addr);
+                }
+            }
+        }
+        panic!("cfgnode could not bind any of {clashes:?}");
+    }
+
+    /// Starts the same launch again (same data dir, flags and environment), on a new port.
+    pub async fn restart(&self) -> Node {
+        Node::start(&self.launch).await
+    }
+
+    /// Polls until `/health` answers and the token is accepted (so the answer came from this
+    /// process, not from a stranger that holds the port), or until the process exits.
+    async fn wait_serving(&mut self) -> Started {
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the child") {
+                return Started::Exited(status);
+            }
+            if let Some(token) = self.probe().await {
+                return Started::Ready(token);
+            }
+            assert!(
+                Instant::now() < end,
+                "cfgnode did not serve on {} within {START_DEADLINE:?}; stderr:\n{}",
+                self.addr,
+                self.stderr()
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// One readiness probe: `Some(token)` when this node serves.
+    async fn probe(&self) -> Option<String> {
+        let health = self
+            .http
+            .get(format!("{}/health", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if health.status() != StatusCode::OK {
+            return None;
+        }
+        let token = match &self.launch.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string(self.launch.data_dir.join("admin.token"))
+                .ok()?
+                .trim()
+                .to_string(),
+        };
+        let authed = self
+            .http
+            .get(format!("{}/v1/namespaces?limit=1", self.base))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        (authed.status() == StatusCode::OK).then_some(token)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.launch.data_dir
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// A request with the admin token; `path` starts with `/`.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("try_wait on the child")
+            .is_none()
+    }
+
+    /// SIGKILL (`Child::kill` sends SIGKILL on Unix), then reap.
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL the node");
+        self.child.wait().expect("reap the node")
+    }
+
+    /// Sends `signal` (`"TERM"`, `"INT"`) with `kill(1)` and waits for the process to exit.
+    pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -{signal} {} failed", self.pid());
+        let what = format!("cfgnode to exit after SIG{signal}");
+        let child = &mut self.child;
+        poll_until(&what, EXIT_DEADLINE, || {
+            let exited = child.try_wait().expect("try_wait on the child");
+            async move { exited }
+        })
+        .await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGKILL, so a failing test leaves no process behind; harmless once it has exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
