@@ -5,6 +5,8 @@
 //! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
 //! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
 //! - [`message`](crate::Request): the client protocol's requests and responses.
+//! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs.
+//! - [`endpoint`](crate::bind_endpoint): quinn endpoints and framed stream reads/writes.
 //! - `error`: framing and decoding errors, and [`WireError`], the error answer on the wire.
 //!
 //! # Place in the map
@@ -12,11 +14,17 @@
 //! `node -> transport` and `client -> transport`; transport depends on no crate of ours. The
 //! wire format is described in docs/protocol.md.
 
+mod endpoint;
 mod envelope;
 mod error;
 mod frame;
 mod message;
+mod tls;
 
+pub use endpoint::{
+    EndpointError, IDLE_TIMEOUT, KEEP_ALIVE, MAX_CONCURRENT_STREAMS, StreamError, bind_endpoint,
+    client_config, read_frame, server_config, transport_config, write_frame,
+};
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, encode_frame};
@@ -24,4 +32,9 @@ pub use message::{
     Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAlias, WireCodec,
     WireDeleted, WireDiff, WireEntry, WireNamespace, WirePage, WireSnapshot, WireVersion,
     WireWriteMode,
+};
+pub use rustls::RootCertStore;
+pub use tls::{
+    ALPN, ClientTls, ClusterCa, Identity, SERVER_NAME, ServerTls, TlsError, client_crypto,
+    load_certs, load_key, load_roots, server_crypto,
 };
