@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cfgnode_node::{Node, NodeConfig};
+use cfgnode_node::{Node, NodeConfig, TlsFiles};
 use clap::Args;
 
 /// Flags of `cfgnode start`; each can also come from `CFGNODE_<NAME>`.
@@ -21,6 +21,31 @@ pub struct StartArgs {
     /// The HTTP admin address (JSON API, metrics, health).
     #[arg(long = "http", env = "CFGNODE_HTTP", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
+
+    /// The QUIC address for clients and peers.
+    #[arg(
+        long = "listen",
+        env = "CFGNODE_LISTEN",
+        default_value = "127.0.0.1:7000"
+    )]
+    quic_addr: SocketAddr,
+
+    /// The cluster id: QUIC requests naming another cluster are refused.
+    #[arg(long, env = "CFGNODE_CLUSTER_ID", default_value = cfgnode_node::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
+
+    /// Cluster CA certificate: with --tls-cert and --tls-key, turns on mutual TLS (peers and
+    /// clients without a certificate from this CA are refused).
+    #[arg(long, env = "CFGNODE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+
+    /// This node's certificate from the cluster CA (see `cfgnode certs issue`).
+    #[arg(long, env = "CFGNODE_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+
+    /// This node's private key.
+    #[arg(long, env = "CFGNODE_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
 
     /// Largest value accepted, in bytes.
     #[arg(long, env = "CFGNODE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
@@ -46,35 +71,57 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         node_id: args.node_id,
         http_addr: args.http_addr,
+        quic_addr: args.quic_addr,
+        cluster_id: args.cluster_id,
+        tls: match (args.tls_ca, args.tls_cert, args.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+            _ => None,
+        },
         max_value_bytes: args.max_value_bytes,
         history_per_key: args.history_limit,
         log_per_namespace: args.log_retention,
         token_file: args.token_file,
     };
-    let node = Node::start(config).await.context("cannot start the node")?;
-    let signal = wait_for_signal().await?;
+    // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
+    // take the graceful path, not the default action (die at once, exit status "killed").
+    let mut signal = std::pin::pin!(shutdown_signal()?);
+    let node = tokio::select! {
+        started = Node::start(config) => started.context("cannot start the node")?,
+        signal = &mut signal => {
+            // Nothing serves yet: dropping the half-done start is the whole shutdown.
+            tracing::info!(signal = %signal?, "stopping before the node started serving");
+            return Ok(());
+        }
+    };
+    let signal = signal.await?;
     tracing::info!(%signal, "shutting down: finishing in-flight requests");
     node.shutdown().await.context("shutdown failed")?;
     Ok(())
 }
 
-/// Resolves with the name of the first SIGINT or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Starts watching SIGINT and SIGTERM now (from here on they no longer kill the process); the
+/// future resolves with the name of the first one that arrives.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = anyhow::Result<&'static str>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-        }
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => Ok("SIGTERM"),
+                _ = int.recv() => Ok("SIGINT"),
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot watch Ctrl-C")?;
-        Ok("Ctrl-C")
+        // Registers at its first poll, which `run` does before the node serves.
+        Ok(async {
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot watch Ctrl-C")?;
+            Ok("Ctrl-C")
+        })
     }
 }

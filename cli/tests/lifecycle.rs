@@ -6,7 +6,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use support::{NodeProcess, binary, free_port};
+use support::{NodeProcess, binary, free_port, free_udp_port};
 
 async fn put(node: &NodeProcess, key: &str, body: &[u8]) -> reqwest::StatusCode {
     reqwest::Client::new()
@@ -137,6 +137,7 @@ async fn environment_variables_configure_the_node() {
         .env("CFGNODE_DATA_DIR", &data)
         .env("CFGNODE_HTTP", format!("127.0.0.1:{port}"))
         .env("CFGNODE_MAX_VALUE_BYTES", "100")
+        .env("CFGNODE_LISTEN", format!("127.0.0.1:{}", free_udp_port()))
         .env("CFGNODE_LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -225,6 +226,11 @@ fn usage_errors_exit_2_and_help_lists_the_flags() {
         "--log-retention",
         "--token-file",
         "--log-format",
+        "--listen",
+        "--cluster-id",
+        "--tls-ca",
+        "--tls-cert",
+        "--tls-key",
         "CFGNODE_DATA_DIR",
     ] {
         assert!(text.contains(flag), "help mentions {flag}: {text}");
@@ -234,6 +240,7 @@ fn usage_errors_exit_2_and_help_lists_the_flags() {
         vec!["start", "--max-value-bytes", "-5"],
         vec!["start", "--history-limit", "0"],
         vec!["start", "--log-format", "xml"],
+        vec!["start", "--tls-ca", "ca.pem"],
         vec!["frobnicate"],
     ] {
         let output = Command::new(binary()).args(&args).output().expect("run");

@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - [`node`](Node): start-up and shutdown: storage, admin token, HTTP listener.
+//! - [`config_service`]: the config role's operations, shared by HTTP and QUIC.
+//! - [`wire_api`]: QUIC requests to service calls; `quic_server`: the QUIC accept loop.
 //! - `http`: the axum router: config API, health, readiness, metrics, auth, JSON errors.
 //! - [`auth`]: the admin bearer token and what a principal may do.
 //! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
@@ -21,8 +23,9 @@ mod http;
 pub mod json_diff;
 pub mod metrics;
 mod node;
+mod quic_server;
 pub mod wire_api;
 
 pub use error::NodeError;
 pub use http::{ApiError, ENVELOPE_CONTENT_TYPE};
-pub use node::{DATABASE_FILE, Node, NodeConfig};
+pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};

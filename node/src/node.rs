@@ -5,14 +5,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cfgnode_storage::{Store, StoreOptions, validate_node_id};
+use cfgnode_transport::{
+    ClientTls, Identity, MAX_FRAME_BYTES, ServerTls, bind_endpoint, load_roots,
+};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::{TokenVerifier, load_admin_token};
+use crate::config_service::ConfigService;
 use crate::error::NodeError;
 use crate::http::{AppState, router};
 use crate::metrics::{CommitMetrics, Metrics};
+use crate::quic_server::{self, QuicContext};
+
+/// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
+pub const MAX_VALUE_LIMIT: usize = MAX_FRAME_BYTES / 2;
 
 /// File name of the redb database inside the data dir.
 pub const DATABASE_FILE: &str = "cfgnode.redb";
@@ -26,6 +34,12 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// The HTTP admin address; port 0 picks a free port (tests).
     pub http_addr: SocketAddr,
+    /// The QUIC address for clients and peers; port 0 picks a free port (tests).
+    pub quic_addr: SocketAddr,
+    /// The cluster this node belongs to; QUIC requests naming another are refused.
+    pub cluster_id: String,
+    /// Mutual TLS material; `None` runs with a self-signed certificate.
+    pub tls: Option<TlsFiles>,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
     /// Versions kept per key.
@@ -44,6 +58,9 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             node_id: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            tls: None,
             max_value_bytes: defaults.max_value_bytes,
             history_per_key: defaults.history_per_key,
             log_per_namespace: defaults.log_per_namespace,
@@ -52,15 +69,31 @@ impl NodeConfig {
     }
 }
 
+/// The cluster id nodes and clients use unless told otherwise.
+pub const DEFAULT_CLUSTER_ID: &str = "cfgnode";
+
+/// The files that turn on mutual TLS (`cfgnode start --tls-ca --tls-cert --tls-key`).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The cluster CA certificate.
+    pub ca: PathBuf,
+    /// This node's certificate (chain) from that CA.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
 /// A running node. Dropping it without [`Node::shutdown`] stops serving abruptly.
 #[derive(Debug)]
 pub struct Node {
     node_id: String,
     http_addr: SocketAddr,
+    quic_addr: SocketAddr,
     data_dir: PathBuf,
     token_path: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    stop: watch::Sender<bool>,
+    http_server: JoinHandle<std::io::Result<()>>,
+    quic_server: JoinHandle<()>,
 }
 
 impl Node {
@@ -100,6 +133,11 @@ impl Node {
         let metrics = Metrics::new(&node_id);
         let _ = metrics_slot.set(Arc::clone(&metrics));
 
+        let (server_tls, client_tls) = tls_modes(&config)?;
+        let endpoint = bind_endpoint(config.quic_addr, Some(&server_tls), &client_tls)
+            .map_err(|e| NodeError::Config(format!("{e} (--listen)")))?;
+        let quic_addr = endpoint.local_addr().map_err(NodeError::Http)?;
+
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| NodeError::Bind {
@@ -109,24 +147,37 @@ impl Node {
             })?;
         let http_addr = listener.local_addr().map_err(NodeError::Http)?;
 
+        let verifier = TokenVerifier::new(token);
+        let service = ConfigService::new(store);
         let state = Arc::new(AppState {
-            store,
-            verifier: TokenVerifier::new(token),
+            service: service.clone(),
+            verifier: verifier.clone(),
             metrics: Arc::clone(&metrics),
         });
+        let (stop, stopped) = watch::channel(false);
+        let mut http_stopped = stopped.clone();
         let app = router(state);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
+        let http_server = tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.wait_for(|stop| *stop).await;
                 })
                 .await
         });
+        let context = Arc::new(QuicContext {
+            service,
+            verifier,
+            cluster_id: config.cluster_id.clone(),
+            node_id: node_id.clone(),
+        });
+        let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
         metrics.up.set(1);
         tracing::info!(
             node_id = %node_id,
             http = %http_addr,
+            quic = %quic_addr,
+            cluster_id = %config.cluster_id,
+            mutual_tls = config.tls.is_some(),
             data_dir = %config.data_dir.display(),
             token_file = %token_source.path.display(),
             token_created = token_source.created,
@@ -135,10 +186,12 @@ impl Node {
         Ok(Node {
             node_id,
             http_addr,
+            quic_addr,
             data_dir: config.data_dir,
             token_path: token_source.path,
-            stop: Some(stop),
-            server,
+            stop,
+            http_server,
+            quic_server,
         })
     }
 
@@ -150,6 +203,11 @@ impl Node {
     /// The bound HTTP address (the real port when 0 was asked for).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound QUIC address (the real port when 0 was asked for).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
     }
 
     /// The data dir.
@@ -164,16 +222,52 @@ impl Node {
 
     /// Stops accepting requests, lets in-flight requests (and their writes) finish, then closes
     /// storage: when this returns, every acknowledged write is committed and the writer stopped.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let served = (&mut self.server)
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        let joined =
+            |e: tokio::task::JoinError| NodeError::Http(std::io::Error::other(e.to_string()));
+        self.quic_server.await.map_err(joined)?;
+        self.http_server
             .await
-            .map_err(|e| NodeError::Http(std::io::Error::other(e.to_string())))?;
-        served.map_err(NodeError::Http)?;
+            .map_err(joined)?
+            .map_err(NodeError::Http)?;
         tracing::info!(node_id = %self.node_id, "cfgnode node stopped");
         Ok(())
+    }
+}
+
+/// Picks the QUIC TLS mode: mutual TLS from the given files, else a self-signed certificate
+/// kept in the data dir (encrypted, peers not authenticated: logged as a warning).
+fn tls_modes(config: &NodeConfig) -> Result<(ServerTls, ClientTls), NodeError> {
+    let tls_error = |e: cfgnode_transport::TlsError| NodeError::Config(e.to_string());
+    match &config.tls {
+        Some(files) => {
+            let roots = load_roots(&files.ca).map_err(tls_error)?;
+            let identity = Identity::load(&files.cert, &files.key).map_err(tls_error)?;
+            Ok((
+                ServerTls::Mutual {
+                    roots: roots.clone(),
+                    identity: identity.clone(),
+                },
+                ClientTls::Verified {
+                    roots,
+                    identity: Some(identity),
+                },
+            ))
+        }
+        None => {
+            let (identity, created) =
+                Identity::load_or_generate_self_signed(&config.data_dir).map_err(tls_error)?;
+            tracing::warn!(
+                created,
+                "QUIC runs with a self-signed certificate: traffic is encrypted but peers are not \
+                 authenticated; use --tls-ca, --tls-cert and --tls-key (see `cfgnode certs`) for mutual TLS"
+            );
+            Ok((
+                ServerTls::SelfSigned(identity),
+                ClientTls::Insecure { identity: None },
+            ))
+        }
     }
 }
 

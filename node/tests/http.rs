@@ -84,6 +84,7 @@ impl TestNode {
 async fn start_node(dir: &std::path::Path, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
     let mut config = NodeConfig::new(dir);
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.quic_addr = "127.0.0.1:0".parse().expect("addr");
     tweak(&mut config);
     Node::start(config).await.expect("node starts")
 }

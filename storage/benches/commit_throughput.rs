@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cfgnode_storage::{Codec, CommitObserver, CommitStats, PutRequest, Store, StoreOptions, WriteMode};
+use cfgnode_storage::{
+    Codec, CommitObserver, CommitStats, PutRequest, Store, StoreOptions, WriteMode,
+};
 
 #[derive(Default)]
 struct Counts {
@@ -22,7 +24,8 @@ struct Counts {
 impl CommitObserver for Counts {
     fn on_commit(&self, stats: &CommitStats) {
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.writes.fetch_add(stats.batch_size as u64, Ordering::Relaxed);
+        self.writes
+            .fetch_add(stats.batch_size as u64, Ordering::Relaxed);
     }
 }
 
@@ -97,8 +100,14 @@ async fn run_case(writers: usize, max_batch: usize, duration: Duration) -> Figur
 }
 
 fn main() {
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("durable writes of 256-byte JSON values, {secs} s per case");
     println!();
     println!("| writers | mode | writes/s | commits/s | mean batch | p50 µs | p99 µs |");

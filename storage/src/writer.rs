@@ -115,16 +115,24 @@ fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteRequest>, settings: Writer
                 Err(_) => break,
             }
         }
-        let stats = commit_batch(&db, &mut batch, settings.retention);
-        if let Some(observer) = &settings.observer {
-            observer.on_commit(&stats);
-        }
+        commit_batch(
+            &db,
+            &mut batch,
+            settings.retention,
+            settings.observer.as_deref(),
+        );
     }
     tracing::debug!("storage writer stopped: queue closed and drained");
 }
 
-/// Applies and commits one batch, answering every request in it.
-fn commit_batch(db: &Database, batch: &mut Vec<WriteRequest>, retention: Retention) -> CommitStats {
+/// Applies and commits one batch, tells the observer, then answers every request in it (so a
+/// caller that saw its acknowledgement also sees the commit in the metrics).
+fn commit_batch(
+    db: &Database,
+    batch: &mut Vec<WriteRequest>,
+    retention: Retention,
+    observer: Option<&dyn CommitObserver>,
+) {
     let started = Instant::now();
     let queue_wait = batch
         .iter()
@@ -140,30 +148,36 @@ fn commit_batch(db: &Database, batch: &mut Vec<WriteRequest>, retention: Retenti
     match outcome {
         Ok(results) => {
             let rejected = results.iter().filter(|r| r.is_err()).count();
-            for (reply, result) in replies.into_iter().zip(results) {
-                // A caller that gave up (timeout, disconnect) has dropped its receiver; the
-                // write is committed all the same.
-                let _ = reply.send(result);
-            }
-            CommitStats {
+            let stats = CommitStats {
                 batch_size,
                 rejected,
                 duration,
                 queue_wait,
                 committed: true,
+            };
+            if let Some(observer) = observer {
+                observer.on_commit(&stats);
+            }
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that gave up (timeout, disconnect) has dropped its receiver; the
+                // write is committed all the same.
+                let _ = reply.send(result);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, batch_size, "commit failed; every write in the batch is refused");
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
-            }
-            CommitStats {
+            let stats = CommitStats {
                 batch_size,
                 rejected: batch_size,
                 duration,
                 queue_wait,
                 committed: false,
+            };
+            if let Some(observer) = observer {
+                observer.on_commit(&stats);
+            }
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
             }
         }
     }

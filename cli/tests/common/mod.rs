@@ -16,6 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -199,6 +200,9 @@ impl Launch {
     fn spawn(&self, http: SocketAddr, stderr_path: &Path) -> Child {
         let mut cmd = command(&self.root);
         cmd.arg("start");
+        for flag in extra_address_flags() {
+            cmd.arg(flag).arg(format!("127.0.0.1:{}", free_udp_port()));
+        }
         if self.via_env {
             cmd.env("CFGNODE_DATA_DIR", &self.data_dir)
                 .env("CFGNODE_HTTP", http.to_string());
@@ -215,6 +219,50 @@ impl Launch {
             .spawn()
             .expect("spawn cfgnode start")
     }
+}
+
+/// A UDP loopback port that was free a moment ago (QUIC listens on UDP).
+pub fn free_udp_port() -> u16 {
+    let socket =
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral loopback UDP port");
+    socket
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
+/// Address flags of `cfgnode start` besides `--http` that this build has (the QUIC `--listen`,
+/// a UDP address): each process gets its own free port for them, or parallel tests would clash
+/// on the default.
+fn extra_address_flags() -> &'static [&'static str] {
+    static FLAGS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let help = command(&std::env::temp_dir())
+            .args(["start", "--help"])
+            .output()
+            .expect("run cfgnode start --help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        ["--listen"]
+            .into_iter()
+            .filter(|flag| help.contains(&format!("{flag} <")))
+            .collect()
+    })
+}
+
+/// `--http` and any other address flag (see [`extra_address_flags`]) with fresh loopback ports,
+/// for a start that is expected to be refused: it must not fail on a taken default port instead.
+pub fn fresh_address_args() -> Vec<String> {
+    let mut args = vec!["--http".to_string(), format!("127.0.0.1:{}", free_port())];
+    for flag in extra_address_flags() {
+        args.push(flag.to_string());
+        args.push(format!("127.0.0.1:{}", free_udp_port()));
+    }
+    args
+}
+
+/// Whether a start failed because an address was taken (another process won the free port).
+fn is_address_clash(stderr: &str) -> bool {
+    stderr.contains("cannot listen on") || stderr.contains("Address already in use")
 }
 
 /// What a start attempt came to.
@@ -271,7 +319,7 @@ impl Node {
                 Started::Exited(status) => {
                     let stderr = node.stderr();
                     assert!(
-                        stderr.contains("cannot listen on"),
+                        is_address_clash(&stderr),
                         "cfgnode start exited with {status} before serving; stderr:\n{stderr}"
                     );
                     clashes.push(addr);

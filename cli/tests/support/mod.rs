@@ -18,6 +18,8 @@ pub struct NodeProcess {
     pub dir: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The QUIC address, `127.0.0.1:PORT`.
+    pub quic: String,
     /// The admin token.
     pub token: String,
     /// Where the child's stderr goes.
@@ -28,6 +30,12 @@ pub struct NodeProcess {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// A UDP port that was free a moment ago (for `--listen`).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("local addr").port()
 }
 
 /// The binary under test.
@@ -56,6 +64,7 @@ impl NodeProcess {
     pub async fn start(dir: &Path, extra: &[&str]) -> NodeProcess {
         for _ in 0..5 {
             let port = free_port();
+            let quic = format!("127.0.0.1:{}", free_udp_port());
             let log = dir.with_extension(format!("{port}.log"));
             let child = Command::new(binary())
                 .arg("start")
@@ -63,6 +72,8 @@ impl NodeProcess {
                 .arg(dir)
                 .arg("--http")
                 .arg(format!("127.0.0.1:{port}"))
+                .arg("--listen")
+                .arg(&quic)
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -73,6 +84,7 @@ impl NodeProcess {
                 child: Some(child),
                 dir: dir.to_path_buf(),
                 base: format!("http://127.0.0.1:{port}"),
+                quic,
                 token: String::new(),
                 log,
             };

@@ -1,5 +1,6 @@
 //! The config role's HTTP handlers: keys, versions, diff, snapshot, namespaces, access, aliases,
-//! codecs.
+//! codecs. Each translates HTTP into a [`ConfigService`](crate::config_service::ConfigService)
+//! call and back; the rules live in the service.
 
 use std::sync::Arc;
 
@@ -10,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cfgnode_storage::{
-    Codec, DeleteRequest, Entry, Lookup, PutRequest, Store, StoreError, VersionEntry, WriteMode,
-    validate_key, validate_namespace,
+    Codec, DeleteRequest, Entry, PutRequest, WriteMode, validate_key, validate_namespace,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,47 +19,12 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiBody, ApiPath, ApiQuery, json_body};
-use super::views::{
-    AliasView, EntryMetaView, EntryView, NamespaceView, PageView, VersionView, decode_cursor,
-};
+use super::views::{AliasView, EntryMetaView, EntryView, NamespaceView, PageView, VersionView};
 use crate::auth::Principal;
-use crate::json_diff;
+use crate::config_service::{SnapshotOutcome, etag_list_matches};
 
 /// The media type that marks a write body as the JSON envelope rather than a raw JSON value.
 pub const ENVELOPE_CONTENT_TYPE: &str = "application/vnd.cfgnode.entry+json";
-
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
-/// Runs a synchronous storage read off the async workers.
-async fn read<T, F>(state: &AppState, f: F) -> ApiResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| ApiError::internal(format!("storage read task failed: {e}")))?
-        .map_err(ApiError::from)
-}
-
-fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
-    match limit {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(format!(
-            "limit {n} is out of range: use 1..={MAX_PAGE}"
-        ))),
-    }
-}
-
-fn cursor(token: Option<&str>) -> ApiResult<Option<String>> {
-    token
-        .filter(|t| !t.is_empty())
-        .map(decode_cursor)
-        .transpose()
-}
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<&str>> {
     headers
@@ -76,15 +41,8 @@ fn version_etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are a valid header")
 }
 
-/// Whether an `If-None-Match` header matches `etag` (a list, or `*`).
-fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> ApiResult<bool> {
-    let Some(value) = header_str(headers, header::IF_NONE_MATCH)? else {
-        return Ok(false);
-    };
-    Ok(value
-        .split(',')
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == "*" || t == etag))
+fn etag_header(etag: &str) -> ApiResult<HeaderValue> {
+    HeaderValue::from_str(etag).map_err(|e| ApiError::internal(format!("bad etag {etag}: {e}")))
 }
 
 fn not_modified(etag: HeaderValue) -> Response {
@@ -107,42 +65,21 @@ pub async fn get_key(
     ApiQuery(query): ApiQuery<GetQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (n, k) = (ns.clone(), key.clone());
-    let lookup = read(&state, move |s| s.lookup(&n, &k)).await?;
-    let (entry, alias) = match lookup {
-        Lookup::Entry(entry) => (entry, None),
-        Lookup::Alias {
-            alias,
-            entry: Some(entry),
-        } => (entry, Some(alias.alias)),
-        Lookup::Alias { alias, entry: None } => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "key_not_found",
-                format!(
-                    "alias {:?} points to key {:?}, which does not exist in namespace {ns:?}",
-                    alias.alias, alias.target
-                ),
-            ));
-        }
-        Lookup::Missing => return Err(StoreError::KeyNotFound { namespace: ns, key }.into()),
-    };
-    let etag = version_etag(entry.version);
-    if if_none_match_hits(&headers, etag.to_str().unwrap_or_default())? {
+    let resolved = state.service.get(&ns, &key).await?;
+    let etag = version_etag(resolved.entry.version);
+    if let Some(tags) = header_str(&headers, header::IF_NONE_MATCH)?
+        && etag_list_matches(tags, etag.to_str().unwrap_or_default())
+    {
         return Ok(not_modified(etag));
     }
     let wants_raw = query.raw.unwrap_or(false)
         || header_str(&headers, header::ACCEPT)?
             .is_some_and(|accept| accept.contains("application/octet-stream"));
     if wants_raw {
-        return Ok(raw_value_response(entry, etag));
+        return Ok(raw_value_response(resolved.entry, etag));
     }
-    Ok((
-        StatusCode::OK,
-        [(header::ETAG, etag)],
-        Json(EntryView::new(entry, alias)),
-    )
-        .into_response())
+    let view = EntryView::new(resolved.entry, resolved.alias);
+    Ok((StatusCode::OK, [(header::ETAG, etag)], Json(view)).into_response())
 }
 
 fn raw_value_response(entry: Entry, etag: HeaderValue) -> Response {
@@ -244,6 +181,7 @@ fn write_intent(headers: &HeaderMap, query: PutQuery, body: &[u8]) -> ApiResult<
             .trim()
             .eq_ignore_ascii_case(ENVELOPE_CONTENT_TYPE)
     });
+    let query_mode = query.mode.as_deref().map(parse_mode).transpose()?;
     let mut intent = if is_envelope {
         let envelope: Envelope = json_body(body)?;
         let value = STANDARD.decode(envelope.value.as_bytes()).map_err(|e| {
@@ -251,23 +189,15 @@ fn write_intent(headers: &HeaderMap, query: PutQuery, body: &[u8]) -> ApiResult<
                 "envelope value is not base64 (standard alphabet): {e}"
             ))
         })?;
-        let codec = match (envelope.codec, query.codec) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::bad_request(format!(
-                    "codec {a:?} in the body contradicts ?codec={b}"
-                )));
-            }
-            (Some(name), _) | (None, Some(name)) => parse_codec(&name)?,
-            (None, None) => Codec::Bytes,
+        let codec = match merge(envelope.codec, query.codec, "codec")? {
+            Some(name) => parse_codec(&name)?,
+            None => Codec::Bytes,
         };
+        let envelope_mode = envelope.mode.as_deref().map(parse_mode).transpose()?;
         WriteIntent {
             value,
             codec,
-            mode: merge(
-                envelope.mode.as_deref().map(parse_mode).transpose()?,
-                query.mode.as_deref().map(parse_mode).transpose()?,
-                "mode",
-            )?,
+            mode: merge(envelope_mode, query_mode, "mode")?,
             if_version: merge(envelope.if_version, query.if_version, "if_version")?,
         }
     } else {
@@ -278,7 +208,7 @@ fn write_intent(headers: &HeaderMap, query: PutQuery, body: &[u8]) -> ApiResult<
         WriteIntent {
             value: body.to_vec(),
             codec,
-            mode: query.mode.as_deref().map(parse_mode).transpose()?,
+            mode: query_mode,
             if_version: query.if_version,
         }
     };
@@ -288,11 +218,8 @@ fn write_intent(headers: &HeaderMap, query: PutQuery, body: &[u8]) -> ApiResult<
         if if_match == "*" {
             intent.mode = merge(intent.mode, Some(WriteMode::Update), "mode")?;
         } else {
-            intent.if_version = merge(
-                intent.if_version,
-                Some(parse_version_tag(if_match)?),
-                "if_version",
-            )?;
+            let version = parse_version_tag(if_match)?;
+            intent.if_version = merge(intent.if_version, Some(version), "if_version")?;
         }
     }
     if let Some(if_none_match) = header_str(headers, header::IF_NONE_MATCH)? {
@@ -344,7 +271,7 @@ pub async fn put_key(
     validate_key(&key)?;
     let intent = write_intent(&headers, query, &body)?;
     let entry = state
-        .store
+        .service
         .put(PutRequest {
             namespace: ns,
             key,
@@ -374,21 +301,21 @@ pub async fn delete_key(
         Some(tag) => Some(parse_version_tag(tag)?),
     };
     let deleted = state
-        .store
+        .service
         .delete(DeleteRequest {
             namespace: ns,
             key,
             if_version,
         })
         .await?;
-    let body = json!({
+    Ok(Json(json!({
         "namespace": deleted.namespace,
         "key": deleted.key,
         "version": deleted.version,
         "revision": deleted.revision,
         "deleted": true,
-    });
-    Ok(Json(body).into_response())
+    }))
+    .into_response())
 }
 
 /// Query of the paged listings.
@@ -405,22 +332,15 @@ pub async fn list_keys(
     ApiPath(ns): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let limit = page_limit(query.limit)?;
-    let after = cursor(query.cursor.as_deref())?;
     let prefix = query.prefix.unwrap_or_default();
-    let n = ns.clone();
-    let (state_now, page) = read(&state, move |s| {
-        let Some(ns_state) = s.namespace(&n)? else {
-            return Err(StoreError::NamespaceNotFound { namespace: n });
-        };
-        let page = s.list_entries(&n, &prefix, after.as_deref(), limit)?;
-        Ok((ns_state, page))
-    })
-    .await?;
+    let (ns_state, page) = state
+        .service
+        .list(&ns, &prefix, query.cursor.as_deref(), query.limit)
+        .await?;
     let page = PageView::from_page(page, |e| EntryView::new(e, None));
     Ok(Json(json!({
         "namespace": ns,
-        "revision": state_now.revision,
+        "revision": ns_state.revision,
         "items": page.items,
         "next_cursor": page.next_cursor,
     }))
@@ -445,21 +365,13 @@ pub async fn versions(
     ApiQuery(query): ApiQuery<VersionsQuery>,
 ) -> ApiResult<Response> {
     if let Some(version) = query.version {
-        let one = fetch_version(&state, &ns, &key, version).await?;
+        let one = state.service.version(&ns, &key, version).await?;
         return Ok(Json(VersionView::from(&one)).into_response());
     }
-    let limit = page_limit(query.limit)?;
-    let before = cursor(query.cursor.as_deref())?
-        .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("cursor is not a version cursor"))
-        })
-        .transpose()?;
-    let (n, k) = (ns.clone(), key.clone());
-    let page = read(&state, move |s| s.versions(&n, &k, before, limit)).await?;
-    if page.items.is_empty() && before.is_none() {
-        return Err(StoreError::KeyNotFound { namespace: ns, key }.into());
-    }
+    let page = state
+        .service
+        .versions(&ns, &key, query.cursor.as_deref(), query.limit)
+        .await?;
     let page = PageView::from_page(page, |v| VersionView::from(&v));
     Ok(Json(json!({
         "namespace": ns,
@@ -468,20 +380,6 @@ pub async fn versions(
         "next_cursor": page.next_cursor,
     }))
     .into_response())
-}
-
-async fn fetch_version(
-    state: &AppState,
-    ns: &str,
-    key: &str,
-    version: u64,
-) -> ApiResult<VersionEntry> {
-    let (n, k) = (ns.to_string(), key.to_string());
-    read(state, move |s| {
-        s.version(&n, &k, version)?
-            .ok_or(StoreError::VersionNotFound { key: k, version })
-    })
-    .await
 }
 
 /// Query of `GET .../diff/{key}`.
@@ -498,53 +396,20 @@ pub async fn diff(
     ApiPath((ns, key)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DiffQuery>,
 ) -> ApiResult<Response> {
-    let v2 = match query.v2 {
-        Some(v) => v,
-        None => {
-            let (n, k) = (ns.clone(), key.clone());
-            read(&state, move |s| s.latest_version(&n, &k))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::from(StoreError::KeyNotFound {
-                        namespace: ns.clone(),
-                        key: key.clone(),
-                    })
-                })?
-        }
+    let diff = state.service.diff(&ns, &key, query.v1, query.v2).await?;
+    let structural = match &diff.structural {
+        Some(s) => serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))?,
+        None => Value::Null,
     };
-    let v1 = match query.v1 {
-        Some(v) => v,
-        None => v2.checked_sub(1).filter(|v| *v > 0).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "version {v2} has no predecessor: pass v1 explicitly"
-            ))
-        })?,
-    };
-    let old = fetch_version(&state, &ns, &key, v1).await?;
-    let new = fetch_version(&state, &ns, &key, v2).await?;
-    let changed = old.value != new.value || old.codec != new.codec;
-    let structural = structural_diff(&old, &new);
     Ok(Json(json!({
         "namespace": ns,
         "key": key,
-        "v1": VersionView::from(&old),
-        "v2": VersionView::from(&new),
-        "changed": changed,
+        "v1": VersionView::from(&diff.old),
+        "v2": VersionView::from(&diff.new),
+        "changed": diff.changed,
         "structural": structural,
     }))
     .into_response())
-}
-
-/// A JSON structural diff when both versions are JSON values, else null.
-fn structural_diff(old: &VersionEntry, new: &VersionEntry) -> Value {
-    let as_json = |v: &VersionEntry| match (&v.codec, &v.value) {
-        (Some(Codec::Json), Some(bytes)) => serde_json::from_slice::<Value>(bytes).ok(),
-        _ => None,
-    };
-    match (as_json(old), as_json(new)) {
-        (Some(a), Some(b)) => serde_json::to_value(json_diff::diff(&a, &b)).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,18 +422,11 @@ pub async fn snapshot(
     ApiPath(ns): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let n = ns.clone();
-    let current = read(&state, move |s| s.namespace(&n)).await?;
-    let Some(current) = current else {
-        return Err(StoreError::NamespaceNotFound { namespace: ns }.into());
+    let if_none_match = header_str(&headers, header::IF_NONE_MATCH)?;
+    let snapshot = match state.service.snapshot(&ns, if_none_match).await? {
+        SnapshotOutcome::NotModified { etag } => return Ok(not_modified(etag_header(&etag)?)),
+        SnapshotOutcome::Snapshot(snapshot) => snapshot,
     };
-    if if_none_match_hits(&headers, &current.etag())? {
-        return Ok(not_modified(etag_header(&current.etag())?));
-    }
-    let n = ns.clone();
-    let snapshot = read(&state, move |s| s.snapshot(&n))
-        .await?
-        .ok_or(StoreError::NamespaceNotFound { namespace: ns })?;
     let etag = snapshot.state.etag();
     let entries: Vec<EntryView> = snapshot
         .entries
@@ -591,22 +449,16 @@ pub async fn snapshot(
         .into_response())
 }
 
-fn etag_header(etag: &str) -> ApiResult<HeaderValue> {
-    HeaderValue::from_str(etag).map_err(|e| ApiError::internal(format!("bad etag {etag}: {e}")))
-}
-
 /// `GET /v1/namespaces`: namespaces holding at least one key.
 pub async fn list_namespaces(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let limit = page_limit(query.limit)?;
-    let after = cursor(query.cursor.as_deref())?;
     let prefix = query.prefix.unwrap_or_default();
-    let page = read(&state, move |s| {
-        s.list_namespaces(&prefix, after.as_deref(), limit)
-    })
-    .await?;
+    let page = state
+        .service
+        .namespaces(&prefix, query.cursor.as_deref(), query.limit)
+        .await?;
     Ok(Json(PageView::from_page(page, |s| NamespaceView::from(&s))).into_response())
 }
 
@@ -646,7 +498,7 @@ pub async fn put_alias(
     validate_namespace(&ns)?;
     validate_key(&alias)?;
     let AliasBody { target } = json_body(&body)?;
-    let put = state.store.put_alias(&ns, &alias, &target).await?;
+    let put = state.service.put_alias(&ns, &alias, &target).await?;
     let status = if put.created {
         StatusCode::CREATED
     } else {
@@ -660,13 +512,7 @@ pub async fn get_alias(
     State(state): State<Arc<AppState>>,
     ApiPath((ns, alias)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let found = read(&state, move |s| {
-        s.alias(&ns, &alias)?.ok_or(StoreError::AliasNotFound {
-            namespace: ns,
-            alias,
-        })
-    })
-    .await?;
+    let found = state.service.get_alias(&ns, &alias).await?;
     Ok(Json(AliasView::from(&found)).into_response())
 }
 
@@ -675,7 +521,7 @@ pub async fn delete_alias(
     State(state): State<Arc<AppState>>,
     ApiPath((ns, alias)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let removed = state.store.delete_alias(&ns, &alias).await?;
+    let removed = state.service.delete_alias(&ns, &alias).await?;
     Ok(Json(AliasView::from(&removed)).into_response())
 }
 
@@ -685,9 +531,10 @@ pub async fn list_aliases(
     ApiPath(ns): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let limit = page_limit(query.limit)?;
-    let after = cursor(query.cursor.as_deref())?;
-    let page = read(&state, move |s| s.aliases(&ns, after.as_deref(), limit)).await?;
+    let page = state
+        .service
+        .aliases(&ns, query.cursor.as_deref(), query.limit)
+        .await?;
     Ok(Json(PageView::from_page(page, |a| AliasView::from(&a))).into_response())
 }
 
@@ -695,8 +542,10 @@ pub async fn list_aliases(
 // Codecs
 
 /// `GET /v1/codecs`: the codecs this node knows.
-pub async fn codecs() -> Response {
-    let known: Vec<Value> = Codec::KNOWN
+pub async fn codecs(State(state): State<Arc<AppState>>) -> Response {
+    let known: Vec<Value> = state
+        .service
+        .codecs()
         .iter()
         .map(|c| {
             json!({

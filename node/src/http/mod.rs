@@ -17,19 +17,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cfgnode_storage::Store;
 use serde_json::json;
 
 pub use config_api::ENVELOPE_CONTENT_TYPE;
 pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
+use crate::config_service::ConfigService;
 use crate::metrics::Metrics;
 
 /// What every handler shares.
 pub struct AppState {
-    /// The node's storage.
-    pub store: Store,
+    /// The config role.
+    pub service: ConfigService,
     /// Checks bearer tokens.
     pub verifier: TokenVerifier,
     /// The node's metrics.
@@ -39,7 +39,7 @@ pub struct AppState {
 /// Builds the router with every route of the HTTP API.
 pub fn router(state: Arc<AppState>) -> Router {
     // A write body is at most the value limit, or its base64 envelope (4/3 of it) plus slack.
-    let body_limit = state.store.max_value_bytes() / 3 * 4 + 64 * 1024;
+    let body_limit = state.service.store().max_value_bytes() / 3 * 4 + 64 * 1024;
     use config_api as c;
     let api = Router::new()
         .route("/metrics", get(metrics))
@@ -135,12 +135,13 @@ async fn track_request(
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "status": "ok", "node_id": state.store.node_id() })).into_response()
+    axum::Json(json!({ "status": "ok", "node_id": state.service.store().node_id() }))
+        .into_response()
 }
 
 /// Ready when storage answers a read.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.store.clone();
+    let store = state.service.store().clone();
     let probe = tokio::task::spawn_blocking(move || store.list_namespaces("", None, 1)).await;
     match probe {
         Ok(Ok(_)) => axum::Json(json!({ "status": "ready" })).into_response(),

@@ -3,34 +3,14 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use cfgnode_storage::{Alias, Entry, Millis, NamespaceState, Page, VersionEntry};
 use serde::Serialize;
-
-use super::error::ApiError;
 
 /// Renders milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
 pub fn rfc3339(millis: Millis) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(millis);
     humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// Turns a storage cursor into an opaque URL-safe token.
-pub fn encode_cursor(raw: &str) -> String {
-    URL_SAFE_NO_PAD.encode(raw.as_bytes())
-}
-
-/// Reverses [`encode_cursor`], refusing tokens it did not make.
-pub fn decode_cursor(token: &str) -> Result<String, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(token.as_bytes())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "cursor is not one this API handed out; pass next_cursor as given",
-            )
-        })
 }
 
 /// A key with its value (base64) and metadata.
@@ -210,11 +190,11 @@ pub struct PageView<T> {
 }
 
 impl<T> PageView<T> {
-    /// Converts a storage page, encoding its cursor.
+    /// Converts a service page (its cursor is already opaque).
     pub fn from_page<U>(page: Page<U>, view: impl FnMut(U) -> T) -> Self {
         PageView {
             items: page.items.into_iter().map(view).collect(),
-            next_cursor: page.next_cursor.as_deref().map(encode_cursor),
+            next_cursor: page.next_cursor,
         }
     }
 }
@@ -224,10 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let token = encode_cursor("app/db url");
-        assert_eq!(decode_cursor(&token).ok().as_deref(), Some("app/db url"));
-        assert!(decode_cursor("!!!").is_err());
+    fn times_are_rfc3339_utc_millis() {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

@@ -1,0 +1,186 @@
+//! The QUIC front end: one request per bidirectional stream, answered through the
+//! [`ConfigService`] like the HTTP API.
+//!
+//! Every stream is independent: a malformed, oversized, unauthenticated or slow request gets an
+//! error frame (or a timeout) on its own stream and never disturbs other streams or connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cfgnode_transport::{
+    DecodeError, FrameError, MAX_FRAME_BYTES, RequestEnvelope, ResponseEnvelope, StreamError,
+    WireError, codes, decode_payload, encode_payload, read_frame, write_frame,
+};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::TokenVerifier;
+use crate::config_service::ConfigService;
+use crate::wire_api;
+
+/// How long a peer may take to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer may take to send its request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the QUIC front end needs to answer requests.
+#[derive(Debug)]
+pub struct QuicContext {
+    /// The config role.
+    pub service: ConfigService,
+    /// Checks request tokens.
+    pub verifier: TokenVerifier,
+    /// This node's cluster id; requests naming another are refused.
+    pub cluster_id: String,
+    /// This node's id, sent in every answer.
+    pub node_id: String,
+}
+
+/// Accepts connections until `shutdown` turns true, then lets in-flight requests finish (up to
+/// a deadline) and closes the endpoint.
+pub async fn serve(endpoint: Endpoint, ctx: Arc<QuicContext>, shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    // A separate receiver for this loop's own wait, so connection tasks can take clones.
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let ctx = Arc::clone(&ctx);
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                        Ok(Ok(connection)) => connection,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "QUIC handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("QUIC handshake timed out");
+                            return;
+                        }
+                    };
+                    serve_connection(connection, ctx, shutdown).await;
+                });
+            }
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    endpoint.set_server_config(None);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("QUIC requests still running after the drain deadline; closing");
+        connections.abort_all();
+    }
+    endpoint.close(0u32.into(), b"node shutting down");
+    endpoint.wait_idle().await;
+}
+
+async fn serve_connection(
+    connection: Connection,
+    ctx: Arc<QuicContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let remote = connection.remote_address();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let ctx = Arc::clone(&ctx);
+                    streams.spawn(async move { serve_stream(send, recv, &ctx).await });
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "QUIC connection ended");
+                    break;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // Requests already accepted finish and are answered before the connection is dropped.
+    while streams.join_next().await.is_some() {}
+    connection.close(0u32.into(), b"bye");
+}
+
+async fn serve_stream(mut send: SendStream, mut recv: RecvStream, ctx: &QuicContext) {
+    let (request_id, result) = match read_request(&mut recv, ctx).await {
+        Ok(envelope) => {
+            let id = envelope.request_id;
+            let result = match envelope
+                .token
+                .as_deref()
+                .and_then(|t| ctx.verifier.verify(t))
+            {
+                Some(principal) => {
+                    wire_api::handle(&ctx.service, &principal, envelope.request).await
+                }
+                None => Err(WireError::new(
+                    codes::UNAUTHENTICATED,
+                    "missing or wrong token: pass the node's admin token",
+                )),
+            };
+            (id, result)
+        }
+        Err(error) => {
+            // Nothing more will be read from this stream.
+            let _ = recv.stop(0u32.into());
+            (0, Err(error))
+        }
+    };
+    let answer = ResponseEnvelope {
+        cluster_id: ctx.cluster_id.clone(),
+        request_id,
+        node_id: ctx.node_id.clone(),
+        result,
+    };
+    let payload = encode_payload(&answer);
+    match write_frame(&mut send, &payload).await {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(e) => tracing::debug!(error = %e, "could not write a QUIC answer"),
+    }
+}
+
+/// Reads and checks one request: frame, envelope, cluster id.
+async fn read_request(
+    recv: &mut RecvStream,
+    ctx: &QuicContext,
+) -> Result<RequestEnvelope, WireError> {
+    let frame = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(recv, MAX_FRAME_BYTES))
+        .await
+        .map_err(|_| WireError::new(codes::TIMEOUT, "no complete request frame within 30 s"))?
+        .map_err(stream_error)?
+        .ok_or_else(|| WireError::new(codes::MALFORMED, "the stream ended without a request"))?;
+    let envelope: RequestEnvelope = decode_payload(&frame).map_err(decode_error)?;
+    if envelope.cluster_id != ctx.cluster_id {
+        return Err(decode_error(DecodeError::WrongCluster {
+            theirs: envelope.cluster_id,
+            ours: ctx.cluster_id.clone(),
+        }));
+    }
+    Ok(envelope)
+}
+
+fn stream_error(error: StreamError) -> WireError {
+    match error {
+        StreamError::Frame(FrameError::TooLarge { size, limit }) => WireError::new(
+            codes::FRAME_TOO_LARGE,
+            format!("frame of {size} bytes is over the limit of {limit} bytes"),
+        ),
+        other => WireError::new(codes::MALFORMED, other.to_string()),
+    }
+}
+
+fn decode_error(error: DecodeError) -> WireError {
+    WireError::new(error.code(), error.to_string())
+}
