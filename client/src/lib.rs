@@ -1,17 +1,40 @@
-//! cfgnode-client: the Rust client library (in progress: the connection layer lands with the
-//! transport's TLS endpoints).
+//! cfgnode-client: the Rust client library. Talks QUIC to any node.
+//!
+//! ```no_run
+//! use cfgnode_client::{Client, PutOptions};
+//!
+//! # async fn demo() -> Result<(), cfgnode_client::ClientError> {
+//! let client = Client::builder(["127.0.0.1:7000".parse().expect("address")])
+//!     .token(std::fs::read_to_string("cfgnode-data/admin.token").unwrap_or_default().trim())
+//!     .insecure() // the node runs with its self-signed certificate
+//!     .build()?;
+//! let options = PutOptions { codec: Some("json".into()), ..PutOptions::default() };
+//! let written = client.put("shop", "db/config", br#"{"port":5432}"#.to_vec(), options).await?;
+//! let entry = client.get("shop", "db/config").await?;
+//! assert_eq!(entry.version, written.version);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Layout
 //!
+//! - [`Client`] / [`ClientBuilder`]: typed calls for every config operation; per-call deadline;
+//!   failover along the node list; retries with exponential backoff and full jitter for
+//!   idempotent calls only (a write whose answer was lost is reported, never resent blindly);
+//!   a circuit breaker per node; connection-change callbacks.
 //! - [`ClientError`]: typed errors (not found, conflict, invalid, unauthenticated, unavailable,
 //!   timeout).
-//! - [`Backoff`]: exponential backoff with full jitter for retries of idempotent calls.
-//! - [`CircuitBreaker`]: per-address breaker so a dead node costs one timeout per cooldown.
+//! - [`Backoff`], [`CircuitBreaker`]: the pure retry and breaker logic.
 
 mod backoff;
 mod breaker;
+mod client;
 mod error;
 
 pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
+pub use client::{
+    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry,
+    Namespace, Page, PutOptions, RetryPolicy, Snapshot, SnapshotResult, Version, WriteMode,
+};
 pub use error::ClientError;

@@ -1,0 +1,753 @@
+//! [`Client`]: typed calls over QUIC with timeouts, retries, failover and circuit breakers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cfgnode_transport::{
+    ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
+    SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
+    WireNamespace, WirePage, WireSnapshot, WireVersion, WireWriteMode, bind_endpoint,
+    decode_payload, encode_payload, load_roots, read_frame, write_frame,
+};
+use quinn::{Connection, Endpoint};
+
+use crate::backoff::{Backoff, unit_random};
+use crate::breaker::CircuitBreaker;
+use crate::error::ClientError;
+
+/// A live key as the client sees it.
+pub type Entry = WireEntry;
+/// One retained version of a key.
+pub type Version = WireVersion;
+/// The result of a delete.
+pub type Deleted = WireDeleted;
+/// A namespace summary.
+pub type Namespace = WireNamespace;
+/// An alias.
+pub type Alias = WireAlias;
+/// A page of a listing; pass `next_cursor` back for the next page.
+pub type Page<T> = WirePage<T>;
+/// Two versions and their differences.
+pub type Diff = WireDiff;
+/// Every entry and alias of a namespace at one revision.
+pub type Snapshot = WireSnapshot;
+/// A codec the node knows.
+pub type CodecInfo = WireCodec;
+/// What the caller may do in a namespace.
+pub type Access = WireAccess;
+/// How a write treats an existing key.
+pub type WriteMode = WireWriteMode;
+
+/// The answer to a conditional snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotResult {
+    /// The namespace changed since the given ETag (or none was given).
+    Modified(Snapshot),
+    /// The namespace still has the given ETag.
+    NotModified {
+        /// That ETag.
+        etag: String,
+    },
+}
+
+/// Options of a write.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// The codec (`json`, `yaml`, `toml`, `text`, `bytes`, `client:<name>`); default `bytes`.
+    pub codec: Option<String>,
+    /// Create, update or either (default).
+    pub mode: WriteMode,
+    /// Compare-and-set: the version the key must be at (0 = absent).
+    pub if_version: Option<u64>,
+}
+
+/// Connection changes, for [`ClientBuilder::on_connection_change`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A connection to `addr` was established.
+    Connected {
+        /// The node's address.
+        addr: SocketAddr,
+    },
+    /// The connection to `addr` failed or was lost.
+    Disconnected {
+        /// The node's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+type ConnectionCallback = Arc<dyn Fn(&ConnectionEvent) + Send + Sync>;
+
+/// Retry policy for idempotent calls.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Rounds over the node list before giving up (at least 1).
+    pub max_rounds: u32,
+    /// First backoff ceiling between rounds.
+    pub base_delay: Duration,
+    /// Largest backoff between rounds.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_rounds: 4,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    addrs: Vec<SocketAddr>,
+    token: Option<String>,
+    tls: Option<ClientTls>,
+    cluster_id: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    on_change: Option<ConnectionCallback>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addrs", &self.addrs)
+            .field("cluster_id", &self.cluster_id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The nodes to talk to, in order of preference; the client fails over along the list.
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        ClientBuilder {
+            addrs: addrs.into_iter().collect(),
+            token: None,
+            tls: None,
+            cluster_id: "cfgnode".to_string(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            retry: RetryPolicy::default(),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(5),
+            on_change: None,
+        }
+    }
+
+    /// The bearer token (a node's admin token).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Verify nodes against this CA certificate file, presenting `identity` (certificate and
+    /// key files) when the cluster runs mutual TLS.
+    pub fn ca(mut self, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, ClientError> {
+        let roots = load_roots(ca).map_err(|e| ClientError::Config(e.to_string()))?;
+        let identity = identity
+            .map(|(cert, key)| Identity::load(cert, key))
+            .transpose()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        self.tls = Some(ClientTls::Verified { roots, identity });
+        Ok(self)
+    }
+
+    /// Encrypt but do not verify the node's certificate (nodes with self-signed
+    /// certificates). An active attacker could impersonate the node: for development and
+    /// loopback use.
+    pub fn insecure(mut self) -> Self {
+        self.tls = Some(ClientTls::Insecure { identity: None });
+        self
+    }
+
+    /// The cluster id the nodes belong to (default `cfgnode`).
+    pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
+        self.cluster_id = id.into();
+        self
+    }
+
+    /// Deadline of one call, retries included (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Deadline of one connection attempt (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Retry policy for idempotent calls.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Open a node's breaker after `threshold` consecutive failures, for `cooldown`.
+    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = threshold;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Called on every connection change (from the calling task; keep it quick).
+    pub fn on_connection_change(
+        mut self,
+        callback: impl Fn(&ConnectionEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_change = Some(Arc::new(callback));
+        self
+    }
+
+    /// Builds the client; no connection is made until the first call.
+    pub fn build(self) -> Result<Client, ClientError> {
+        if self.addrs.is_empty() {
+            return Err(ClientError::Config("no node address given".to_string()));
+        }
+        let tls = self.tls.ok_or_else(|| {
+            ClientError::Config(
+                "choose how to trust nodes: ca(...) for a cluster CA, or insecure() for \
+                 self-signed nodes"
+                    .to_string(),
+            )
+        })?;
+        let bind: SocketAddr = if self.addrs.iter().all(SocketAddr::is_ipv4) {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let endpoint =
+            bind_endpoint(bind, None, &tls).map_err(|e| ClientError::Config(e.to_string()))?;
+        let nodes = self
+            .addrs
+            .iter()
+            .map(|addr| NodeSlot {
+                addr: *addr,
+                connection: tokio::sync::Mutex::new(None),
+                breaker: Mutex::new(CircuitBreaker::new(
+                    self.breaker_threshold,
+                    self.breaker_cooldown,
+                )),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                nodes,
+                token: self.token,
+                cluster_id: self.cluster_id,
+                timeout: self.timeout,
+                connect_timeout: self.connect_timeout,
+                retry: self.retry,
+                on_change: self.on_change,
+                next_id: AtomicU64::new(1),
+                preferred: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+struct NodeSlot {
+    addr: SocketAddr,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+    breaker: Mutex<CircuitBreaker>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    nodes: Vec<NodeSlot>,
+    token: Option<String>,
+    cluster_id: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    on_change: Option<ConnectionCallback>,
+    next_id: AtomicU64,
+    /// The node that answered last: tried first next time.
+    preferred: AtomicUsize,
+}
+
+/// A cfgnode client. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<SocketAddr> = self.inner.nodes.iter().map(|n| n.addr).collect();
+        f.debug_struct("Client")
+            .field("nodes", &addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt on one node failed.
+enum AttemptError {
+    /// The request never left: safe to retry anything elsewhere.
+    NotSent(String),
+    /// The request may have reached the node: only idempotent calls may be retried.
+    MaybeApplied(String),
+    /// The node answered with an error.
+    Answered(WireError),
+}
+
+impl Client {
+    /// A builder for nodes at `addrs`.
+    pub fn builder(addrs: impl IntoIterator<Item = SocketAddr>) -> ClientBuilder {
+        ClientBuilder::new(addrs)
+    }
+
+    /// Sends one request, with failover, retries (idempotent requests only) and the call
+    /// deadline. The building block of every typed method.
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let deadline = self.inner.timeout;
+        match tokio::time::timeout(deadline, self.call_with_retries(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout(deadline)),
+        }
+    }
+
+    async fn call_with_retries(&self, request: Request) -> Result<Response, ClientError> {
+        let idempotent = request.is_idempotent();
+        let envelope = RequestEnvelope {
+            cluster_id: self.inner.cluster_id.clone(),
+            request_id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            token: self.inner.token.clone(),
+            request,
+        };
+        let payload = encode_payload(&envelope);
+        let mut backoff = Backoff::new(self.inner.retry.base_delay, self.inner.retry.max_delay);
+        let mut last_error = String::from("every node's circuit breaker is open");
+        let count = self.inner.nodes.len();
+        for round in 0..self.inner.retry.max_rounds.max(1) {
+            if round > 0 {
+                tokio::time::sleep(backoff.next_delay(unit_random())).await;
+            }
+            let first = self.inner.preferred.load(Ordering::Relaxed) % count;
+            for offset in 0..count {
+                let index = (first + offset) % count;
+                let node = &self.inner.nodes[index];
+                let allowed = node
+                    .breaker
+                    .lock()
+                    .map(|mut b| b.try_acquire(Instant::now()));
+                if !allowed.unwrap_or(true) {
+                    continue;
+                }
+                match self.attempt(node, &payload).await {
+                    Ok(response) => {
+                        self.record(node, true);
+                        self.inner.preferred.store(index, Ordering::Relaxed);
+                        return response.result.map_err(ClientError::from_wire);
+                    }
+                    Err(AttemptError::Answered(error)) => {
+                        self.record(node, true);
+                        let retryable = error.code == "unavailable";
+                        if !retryable {
+                            return Err(ClientError::from_wire(error));
+                        }
+                        last_error = format!("{}: {}", node.addr, error.message);
+                    }
+                    Err(AttemptError::NotSent(reason)) => {
+                        self.record(node, false);
+                        last_error = format!("{}: {reason}", node.addr);
+                    }
+                    Err(AttemptError::MaybeApplied(reason)) => {
+                        self.record(node, false);
+                        if !idempotent {
+                            return Err(ClientError::Unavailable(format!(
+                                "{}: {reason}; the write may or may not have been applied: read \
+                                 before writing again",
+                                node.addr
+                            )));
+                        }
+                        last_error = format!("{}: {reason}", node.addr);
+                    }
+                }
+            }
+        }
+        Err(ClientError::Unavailable(last_error))
+    }
+
+    fn record(&self, node: &NodeSlot, reached: bool) {
+        if let Ok(mut breaker) = node.breaker.lock() {
+            if reached {
+                breaker.on_success();
+            } else {
+                breaker.on_failure(Instant::now());
+            }
+        }
+    }
+
+    fn notify(&self, event: ConnectionEvent) {
+        tracing::debug!(?event, "cfgnode client connection change");
+        if let Some(callback) = &self.inner.on_change {
+            callback(&event);
+        }
+    }
+
+    /// A live connection to `node`, reusing the cached one.
+    async fn connection(&self, node: &NodeSlot) -> Result<Connection, String> {
+        let mut cached = node.connection.lock().await;
+        if let Some(connection) = cached.as_ref()
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        if let Some(old) = cached.take() {
+            let reason = old
+                .close_reason()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            self.notify(ConnectionEvent::Disconnected {
+                addr: node.addr,
+                reason,
+            });
+        }
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(node.addr, SERVER_NAME)
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let connection = tokio::time::timeout(self.inner.connect_timeout, connecting)
+            .await
+            .map_err(|_| format!("no handshake within {:?}", self.inner.connect_timeout))?
+            .map_err(|e| format!("handshake failed: {e}"))?;
+        *cached = Some(connection.clone());
+        self.notify(ConnectionEvent::Connected { addr: node.addr });
+        Ok(connection)
+    }
+
+    async fn forget(&self, node: &NodeSlot, reason: &str) {
+        if node.connection.lock().await.take().is_some() {
+            self.notify(ConnectionEvent::Disconnected {
+                addr: node.addr,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    async fn attempt(
+        &self,
+        node: &NodeSlot,
+        payload: &[u8],
+    ) -> Result<ResponseEnvelope, AttemptError> {
+        let connection = self.connection(node).await.map_err(AttemptError::NotSent)?;
+        let (mut send, mut recv) = match connection.open_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                let reason = format!("cannot open a stream: {e}");
+                self.forget(node, &reason).await;
+                return Err(AttemptError::NotSent(reason));
+            }
+        };
+        let exchange = async {
+            write_frame(&mut send, payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            read_frame(&mut recv, MAX_FRAME_BYTES)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the node closed the stream without answering".to_string())
+        };
+        let frame = match exchange.await {
+            Ok(frame) => frame,
+            Err(reason) => {
+                self.forget(node, &reason).await;
+                return Err(AttemptError::MaybeApplied(reason));
+            }
+        };
+        let envelope: ResponseEnvelope = decode_payload(&frame)
+            .map_err(|e| AttemptError::MaybeApplied(format!("unreadable answer: {e}")))?;
+        match envelope.result {
+            Err(error) => Err(AttemptError::Answered(error)),
+            Ok(_) => Ok(envelope),
+        }
+    }
+
+    fn unexpected(response: Response) -> ClientError {
+        ClientError::Server {
+            code: "unexpected_response".to_string(),
+            message: format!("the node answered with {response:?}"),
+        }
+    }
+
+    /// Checks that a node answers; returns nothing but proves the path works.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        match self.call(Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Reads a key (an alias resolves to its target; `alias` in the answer says so).
+    pub async fn get(&self, namespace: &str, key: &str) -> Result<Entry, ClientError> {
+        let request = Request::Get {
+            namespace: namespace.into(),
+            key: key.into(),
+        };
+        match self.call(request).await? {
+            Response::Entry(entry) => Ok(entry),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Writes a key (upsert, codec `bytes` unless `options` say otherwise). Returns the new
+    /// metadata (`value` is left empty). Not retried after the request may have been sent.
+    pub async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        options: PutOptions,
+    ) -> Result<Entry, ClientError> {
+        let request = Request::Put {
+            namespace: namespace.into(),
+            key: key.into(),
+            value: value.into(),
+            codec: options.codec.unwrap_or_else(|| "bytes".to_string()),
+            mode: options.mode,
+            if_version: options.if_version,
+        };
+        match self.call(request).await? {
+            Response::Written(entry) => Ok(entry),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Deletes a key, only if it is at `if_version` when given.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        if_version: Option<u64>,
+    ) -> Result<Deleted, ClientError> {
+        let request = Request::Delete {
+            namespace: namespace.into(),
+            key: key.into(),
+            if_version,
+        };
+        match self.call(request).await? {
+            Response::Deleted(deleted) => Ok(deleted),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// A page of entries whose keys start with `prefix` (limit 1..=1000, default 100).
+    pub async fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Entry>, ClientError> {
+        let request = Request::List {
+            namespace: namespace.into(),
+            prefix: prefix.into(),
+            cursor: cursor.map(Into::into),
+            limit: limit.unwrap_or(100),
+        };
+        match self.call(request).await? {
+            Response::Entries(page) => Ok(page),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// A page of a key's retained versions, newest first.
+    pub async fn versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Version>, ClientError> {
+        let request = Request::Versions {
+            namespace: namespace.into(),
+            key: key.into(),
+            cursor: cursor.map(Into::into),
+            limit: limit.unwrap_or(100),
+        };
+        match self.call(request).await? {
+            Response::Versions(page) => Ok(page),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// One retained version of a key.
+    pub async fn version(
+        &self,
+        namespace: &str,
+        key: &str,
+        version: u64,
+    ) -> Result<Version, ClientError> {
+        let request = Request::Version {
+            namespace: namespace.into(),
+            key: key.into(),
+            version,
+        };
+        match self.call(request).await? {
+            Response::Version(v) => Ok(v),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Two versions of a key and their differences (defaults: the newest and the one before).
+    pub async fn diff(
+        &self,
+        namespace: &str,
+        key: &str,
+        v1: Option<u64>,
+        v2: Option<u64>,
+    ) -> Result<Diff, ClientError> {
+        let request = Request::Diff {
+            namespace: namespace.into(),
+            key: key.into(),
+            v1,
+            v2,
+        };
+        match self.call(request).await? {
+            Response::Diff(diff) => Ok(diff),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Every entry and alias at one revision, or `NotModified` while the namespace still has
+    /// the ETag given.
+    pub async fn snapshot(
+        &self,
+        namespace: &str,
+        if_none_match: Option<&str>,
+    ) -> Result<SnapshotResult, ClientError> {
+        let request = Request::Snapshot {
+            namespace: namespace.into(),
+            if_none_match: if_none_match.map(Into::into),
+        };
+        match self.call(request).await? {
+            Response::Snapshot(snapshot) => Ok(SnapshotResult::Modified(snapshot)),
+            Response::NotModified { etag } => Ok(SnapshotResult::NotModified { etag }),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// A page of namespaces holding at least one key.
+    pub async fn namespaces(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Namespace>, ClientError> {
+        let request = Request::Namespaces {
+            prefix: prefix.into(),
+            cursor: cursor.map(Into::into),
+            limit: limit.unwrap_or(100),
+        };
+        match self.call(request).await? {
+            Response::Namespaces(page) => Ok(page),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// What this client's token may do in a namespace.
+    pub async fn access(&self, namespace: &str) -> Result<Access, ClientError> {
+        match self
+            .call(Request::Access {
+                namespace: namespace.into(),
+            })
+            .await?
+        {
+            Response::Access(access) => Ok(access),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Creates an alias; `Ok((alias, false))` when an identical one already existed.
+    pub async fn put_alias(
+        &self,
+        namespace: &str,
+        alias: &str,
+        target: &str,
+    ) -> Result<(Alias, bool), ClientError> {
+        let request = Request::PutAlias {
+            namespace: namespace.into(),
+            alias: alias.into(),
+            target: target.into(),
+        };
+        match self.call(request).await? {
+            Response::Alias { alias, created } => Ok((alias, created)),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Reads an alias.
+    pub async fn get_alias(&self, namespace: &str, alias: &str) -> Result<Alias, ClientError> {
+        let request = Request::GetAlias {
+            namespace: namespace.into(),
+            alias: alias.into(),
+        };
+        match self.call(request).await? {
+            Response::Alias { alias, .. } => Ok(alias),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Removes an alias.
+    pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, ClientError> {
+        let request = Request::DeleteAlias {
+            namespace: namespace.into(),
+            alias: alias.into(),
+        };
+        match self.call(request).await? {
+            Response::Alias { alias, .. } => Ok(alias),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// A page of aliases.
+    pub async fn list_aliases(
+        &self,
+        namespace: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Alias>, ClientError> {
+        let request = Request::ListAliases {
+            namespace: namespace.into(),
+            cursor: cursor.map(Into::into),
+            limit: limit.unwrap_or(100),
+        };
+        match self.call(request).await? {
+            Response::Aliases(page) => Ok(page),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// The codecs the node knows.
+    pub async fn codecs(&self) -> Result<Vec<CodecInfo>, ClientError> {
+        match self.call(Request::Codecs).await? {
+            Response::Codecs(codecs) => Ok(codecs),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Closes every connection; later calls reconnect.
+    pub async fn close(&self) {
+        for node in &self.inner.nodes {
+            if let Some(connection) = node.connection.lock().await.take() {
+                connection.close(0u32.into(), b"client closed");
+            }
+        }
+    }
+}
