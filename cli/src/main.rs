@@ -1,17 +1,34 @@
-//! `cfgnode`: the binary. `cfgnode start` runs a node; later stages add data, cluster and cert
-//! commands that talk to nodes.
+//! `cfgnode`: the binary. `cfgnode start` runs a node; the data commands, `certs` and `bench`
+//! talk to nodes over QUIC through the client library.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage.
+//! Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 conflict (see `exit`).
 
+mod bench;
+mod certs;
+mod connect;
+mod data;
+mod exit;
 mod start;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use cfgnode_client::Client;
+
+use crate::connect::ConnectArgs;
+use crate::data::{AliasCommand, Output, SetArgs};
+use crate::exit::CliError;
+
 /// The cfgnode configuration and service-discovery node.
 #[derive(Debug, Parser)]
-#[command(name = "cfgnode", version, about, propagate_version = true)]
+#[command(
+    name = "cfgnode",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 conflict."
+)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CFGNODE_LOG_FORMAT")]
@@ -34,11 +51,125 @@ enum LogFormat {
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
     Start(start::StartArgs),
+    /// Print a key's value (an alias resolves to its target).
+    Get {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Key or alias.
+        key: String,
+    },
+    /// Write a key.
+    Set {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(flatten)]
+        args: SetArgs,
+    },
+    /// Delete a key.
+    Del {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Only if the key is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List a namespace's keys.
+    Ls {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Show a key's retained versions, newest first.
+    History {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// How many versions.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Compare two versions of a key.
+    Diff {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Older version.
+        v1: u64,
+        /// Newer version.
+        v2: u64,
+    },
+    /// Every entry and alias of a namespace at one revision.
+    Snapshot {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Print "not modified" (exit 0) if the namespace still has this ETag.
+        #[arg(long)]
+        if_none_match: Option<String>,
+    },
+    /// List namespaces that hold keys.
+    Namespaces {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Only names starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Manage aliases.
+    Alias {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+    /// List the codecs nodes know.
+    Codecs {
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Make a cluster CA and issue node and client certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Generate load against nodes and print throughput and latency.
+    Bench {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    init_tracing(cli.log_format, matches!(cli.command, Command::Start(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,28 +177,135 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::ERROR);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Start(args) => start::run(args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("error: {}", e.message);
+            e.exit_code()
         }
     }
 }
 
-/// Logs to stderr; `RUST_LOG` sets levels (default `info`).
-fn init_tracing(format: LogFormat) {
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Start(args) => start::run(args).await.map_err(|e| {
+            tracing::error!("{e:#}");
+            CliError::from(e)
+        }),
+        Command::Certs(command) => certs::run(command),
+        Command::Get {
+            conn,
+            namespace,
+            key,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::get(&c, out, &namespace, &key).await
+            })
+            .await
+        }
+        Command::Set { conn, args } => {
+            with_client(
+                &conn,
+                |c, out| async move { data::set(&c, out, args).await },
+            )
+            .await
+        }
+        Command::Del {
+            conn,
+            namespace,
+            key,
+            if_version,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::del(&c, out, &namespace, &key, if_version).await
+            })
+            .await
+        }
+        Command::Ls {
+            conn,
+            namespace,
+            prefix,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::ls(&c, out, &namespace, &prefix).await
+            })
+            .await
+        }
+        Command::History {
+            conn,
+            namespace,
+            key,
+            limit,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::history(&c, out, &namespace, &key, limit).await
+            })
+            .await
+        }
+        Command::Diff {
+            conn,
+            namespace,
+            key,
+            v1,
+            v2,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::diff(&c, out, &namespace, &key, v1, v2).await
+            })
+            .await
+        }
+        Command::Snapshot {
+            conn,
+            namespace,
+            if_none_match,
+        } => {
+            with_client(&conn, |c, out| async move {
+                data::snapshot(&c, out, &namespace, if_none_match.as_deref()).await
+            })
+            .await
+        }
+        Command::Namespaces { conn, prefix } => {
+            with_client(&conn, |c, out| async move {
+                data::namespaces(&c, out, &prefix).await
+            })
+            .await
+        }
+        Command::Alias { conn, command } => {
+            with_client(&conn, |c, out| async move {
+                data::alias(&c, out, command).await
+            })
+            .await
+        }
+        Command::Codecs { conn } => {
+            with_client(&conn, |c, out| async move { data::codecs(&c, out).await }).await
+        }
+        Command::Bench { conn, args } => {
+            with_client(&conn, |c, _| async move { bench::run(c, args).await }).await
+        }
+    }
+}
+
+/// Builds a client from the connection flags, runs `f`, and closes the connections.
+async fn with_client<F, Fut>(conn: &ConnectArgs, f: F) -> Result<(), CliError>
+where
+    F: FnOnce(Client, Output) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let client = conn.client()?;
+    let result = f(client.clone(), conn.output).await;
+    client.close().await;
+    result
+}
+
+/// Logs to stderr; `RUST_LOG` sets levels (default `info` for the node, `warn` for client
+/// commands, whose output is their result).
+fn init_tracing(format: LogFormat, node: bool) {
+    let default = if node { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,5 +314,19 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Clap's own consistency checks (unique names, valid requires/conflicts) for every
+    /// subcommand: a clash would otherwise only show up when a user runs that command.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -40,7 +40,9 @@ pub enum ClientError {
     Unavailable(String),
     /// The call did not finish within its timeout. A write may or may not have been applied:
     /// read before writing again.
-    #[error("timed out after {0:?}; a write may or may not have been applied")]
+    #[error(
+        "timed out after {0:?} (if this was a write, it may or may not have been applied: read before retrying)"
+    )]
     Timeout(std::time::Duration),
     /// The server failed or answered something this client does not understand.
     #[error("server error ({code}): {message}")]

@@ -1,0 +1,378 @@
+//! The `cfgnode` data, certs and bench commands against a real node process over QUIC: output,
+//! exit codes (0 ok, 1 error, 2 usage, 3 not found, 4 conflict), and mutual TLS end to end.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use support::{NodeProcess, binary};
+
+/// Runs `cfgnode ARGS --addr QUIC --data-dir DIR` (the local node's token and certificate).
+fn cli(node: &NodeProcess, args: &[&str]) -> Output {
+    cli_with(node, args, &[])
+}
+
+fn cli_with(node: &NodeProcess, args: &[&str], extra: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .args(["--addr", &node.quic, "--timeout", "10s"])
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cfgnode")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_commands_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), &[]).await;
+
+    let set = cli(
+        &node,
+        &[
+            "set",
+            "shop",
+            "db/config",
+            r#"{"port":1}"#,
+            "--codec",
+            "json",
+        ],
+    );
+    assert_exit(&set, 0);
+    assert_eq!(stdout(&set).trim(), "shop/db/config version 1 revision 1");
+    assert_exit(
+        &cli(
+            &node,
+            &[
+                "set",
+                "shop",
+                "db/config",
+                r#"{"port":2}"#,
+                "--codec",
+                "json",
+            ],
+        ),
+        0,
+    );
+    let get = cli(&node, &["get", "shop", "db/config"]);
+    assert_exit(&get, 0);
+    assert_eq!(
+        stdout(&get),
+        r#"{"port":2}"#,
+        "text output is the bare value"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &cli(&node, &["get", "shop", "db/config", "--output", "json"]).stdout,
+    )
+    .expect("json output");
+    assert_eq!(json["version"], 2);
+    assert_eq!(json["codec"], "json");
+
+    // Exit codes: 3 not found, 4 conflict, 1 invalid, 2 usage.
+    assert_exit(&cli(&node, &["get", "shop", "missing"]), 3);
+    assert_exit(
+        &cli(&node, &["set", "shop", "db/config", "x", "--create"]),
+        4,
+    );
+    assert_exit(
+        &cli(
+            &node,
+            &["set", "shop", "db/config", "x", "--if-version", "1"],
+        ),
+        4,
+    );
+    assert_exit(&cli(&node, &["set", "shop", "new", "x", "--update"]), 4);
+    assert_exit(
+        &cli(&node, &["set", "shop", "bad", "{nope", "--codec", "json"]),
+        1,
+    );
+    assert_exit(&cli(&node, &["set", "shop", "k"]), 2);
+    assert_exit(&cli(&node, &["get", "shop"]), 2);
+    assert_exit(
+        &cli(
+            &node,
+            &[
+                "set",
+                "shop",
+                "db/config",
+                r#"{"port":3}"#,
+                "--codec",
+                "json",
+                "--if-version",
+                "2",
+            ],
+        ),
+        0,
+    );
+
+    // A value from a file and from stdin.
+    let file = dir.path().join("value.yaml");
+    std::fs::write(&file, "a: 1\n").expect("write");
+    assert_exit(
+        &cli(
+            &node,
+            &[
+                "set",
+                "shop",
+                "from-file",
+                "--codec",
+                "yaml",
+                "--file",
+                file.to_str().expect("utf8"),
+            ],
+        ),
+        0,
+    );
+    assert_eq!(stdout(&cli(&node, &["get", "shop", "from-file"])), "a: 1\n");
+    let mut piped = Command::new(binary())
+        .args([
+            "set",
+            "shop",
+            "from-stdin",
+            "--file",
+            "-",
+            "--addr",
+            &node.quic,
+        ])
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        piped
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"piped")
+            .expect("write");
+    }
+    assert!(piped.wait().expect("wait").success());
+    assert_eq!(stdout(&cli(&node, &["get", "shop", "from-stdin"])), "piped");
+
+    // Listings, history, diff, snapshot, aliases, codecs.
+    let ls = stdout(&cli(&node, &["ls", "shop"]));
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert!(
+        ls.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("db/config\tv3\tjson")),
+        "{ls}"
+    );
+    let history = stdout(&cli(&node, &["history", "shop", "db/config"]));
+    assert_eq!(
+        history
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["v3", "v2", "v1"]
+    );
+    assert_eq!(
+        stdout(&cli(&node, &["diff", "shop", "db/config", "1", "3"])).trim(),
+        "~ /port: 1 -> 3"
+    );
+    assert_exit(&cli(&node, &["diff", "shop", "db/config", "1", "9"]), 3);
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&cli(&node, &["snapshot", "shop", "--output", "json"]).stdout)
+            .expect("json");
+    let etag = snapshot["etag"].as_str().expect("etag").to_string();
+    assert_eq!(snapshot["entries"].as_array().map(Vec::len), Some(3));
+    let unchanged = cli(&node, &["snapshot", "shop", "--if-none-match", &etag]);
+    assert!(
+        stdout(&unchanged).starts_with("not modified"),
+        "{}",
+        stdout(&unchanged)
+    );
+    assert_exit(
+        &cli(&node, &["alias", "set", "shop", "current", "db/config"]),
+        0,
+    );
+    assert_eq!(
+        stdout(&cli(&node, &["alias", "ls", "shop"])).trim(),
+        "current -> db/config"
+    );
+    assert_eq!(
+        stdout(&cli(&node, &["get", "shop", "current"])),
+        r#"{"port":3}"#
+    );
+    assert_exit(
+        &cli(&node, &["alias", "set", "shop", "current", "from-file"]),
+        4,
+    );
+    assert_exit(&cli(&node, &["alias", "rm", "shop", "current"]), 0);
+    assert_exit(&cli(&node, &["alias", "get", "shop", "current"]), 3);
+    assert!(stdout(&cli(&node, &["namespaces"])).starts_with("shop\t3 keys"));
+    assert!(stdout(&cli(&node, &["codecs"])).contains("toml"));
+
+    assert_exit(
+        &cli(&node, &["del", "shop", "db/config", "--if-version", "1"]),
+        4,
+    );
+    assert_exit(&cli(&node, &["del", "shop", "db/config"]), 0);
+    assert_exit(&cli(&node, &["del", "shop", "db/config"]), 3);
+
+    // Wrong token, unreachable node, no way to verify the node.
+    assert_exit(
+        &cli_with(&node, &["get", "shop", "k"], &["--token", "wrong-token"]),
+        1,
+    );
+    let unreachable = Command::new(binary())
+        .args([
+            "get",
+            "shop",
+            "k",
+            "--addr",
+            "127.0.0.1:1",
+            "--insecure",
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(unreachable.status.code(), Some(1));
+    let unverifiable = Command::new(binary())
+        .args([
+            "get",
+            "shop",
+            "k",
+            "--addr",
+            &node.quic,
+            "--data-dir",
+            "/nonexistent",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(unverifiable.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unverifiable.stderr).contains("--insecure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_throughput_and_percentiles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), &[]).await;
+    let out = cli(
+        &node,
+        &[
+            "bench",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "4",
+            "--op",
+            "mixed",
+            "--keys",
+            "10",
+            "--namespaces",
+            "2",
+        ],
+    );
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("throughput:") && text.contains(" ok, 0 errors"),
+        "{text}"
+    );
+    assert!(
+        text.contains("p50") && text.contains("p99") && text.contains("max"),
+        "{text}"
+    );
+}
+
+fn certs(args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("certs")
+        .args(args)
+        .output()
+        .expect("run")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_two_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    let issued = dir.path().join("issued");
+    assert_exit(&certs(&["init", "--out", path(&ca)]), 0);
+    assert_exit(&certs(&["init", "--out", path(&ca)]), 1);
+    for name in ["node-1", "ops"] {
+        assert_exit(
+            &certs(&[
+                "issue",
+                "--ca",
+                path(&ca),
+                "--name",
+                name,
+                "--out",
+                path(&issued),
+            ]),
+            0,
+        );
+    }
+    assert_exit(
+        &certs(&[
+            "issue",
+            "--ca",
+            path(&ca),
+            "--name",
+            "ops",
+            "--out",
+            path(&issued),
+        ]),
+        1,
+    );
+
+    let ca_pem = ca.join("ca.pem");
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--tls-ca",
+            path(&ca_pem),
+            "--tls-cert",
+            path(&issued.join("node-1.pem")),
+            "--tls-key",
+            path(&issued.join("node-1.key")),
+        ],
+    )
+    .await;
+    let (ops_cert, ops_key) = (issued.join("ops.pem"), issued.join("ops.key"));
+    let member = [
+        "--ca",
+        path(&ca_pem),
+        "--cert",
+        path(&ops_cert),
+        "--key",
+        path(&ops_key),
+    ];
+    assert_exit(&cli_with(&node, &["set", "secure", "k", "v"], &member), 0);
+    assert_eq!(
+        stdout(&cli_with(&node, &["get", "secure", "k"], &member)),
+        "v"
+    );
+    // A client with the CA but no certificate of its own is refused at the handshake.
+    assert_exit(
+        &cli_with(&node, &["get", "secure", "k"], &["--ca", path(&ca_pem)]),
+        1,
+    );
+}
