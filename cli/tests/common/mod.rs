@@ -143,8 +143,52 @@ pub async fn run_to_exit(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Fi
     }
 }
 
-/// SIGKILLs and reaps the child when dropped (a no-op once it has exited).
-struct KillOnDrop(Child);
+/// Sends `signal` (`"TERM"`, `"INT"`) to `pid` with `kill(1)`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(sent.success(), "kill -{signal} {pid} failed");
+}
+
+/// A signal ready to go to a process with as little delay as possible: a shell already waits
+/// in `read` to run its `kill` builtin, so firing costs a pipe write and a wake-up, not a fork
+/// and exec of `kill(1)`.
+pub struct ArmedSignal {
+    shell: KillOnDrop,
+}
+
+impl ArmedSignal {
+    /// Prepares `signal` (`"TERM"`, `"INT"`) for `pid`.
+    pub fn new(pid: u32, signal: &str) -> ArmedSignal {
+        let shell = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _ && kill -"$0" "$1""#)
+            .arg(signal)
+            .arg(pid.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        ArmedSignal {
+            shell: KillOnDrop(shell),
+        }
+    }
+
+    /// Sends the signal and waits until it is sent.
+    pub fn fire(mut self) {
+        use std::io::Write;
+        let mut stdin = self.shell.0.stdin.take().expect("piped stdin");
+        stdin.write_all(b"go\n").expect("write to sh");
+        drop(stdin);
+        let status = self.shell.0.wait().expect("wait for sh");
+        assert!(status.success(), "sh could not send the signal: {status}");
+    }
+}
+
+/// A child process that is SIGKILLed and reaped when dropped (a no-op once it has exited).
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -195,6 +239,15 @@ impl Launch {
     pub fn env(mut self, name: &str, value: &str) -> Launch {
         self.envs.push((name.to_string(), value.to_string()));
         self
+    }
+
+    /// Spawns `cfgnode start` on a fresh port without waiting for anything: for tests that
+    /// race the start. Returns the process, its HTTP address and its stderr file.
+    pub fn spawn_unchecked(&self) -> (KillOnDrop, SocketAddr, PathBuf) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let stderr_path = output_path(&self.root, "stderr");
+        let child = self.spawn(addr, &stderr_path);
+        (KillOnDrop(child), addr, stderr_path)
     }
 
     fn spawn(&self, http: SocketAddr, stderr_path: &Path) -> Child {
@@ -423,12 +476,7 @@ impl Node {
 
     /// Sends `signal` (`"TERM"`, `"INT"`) with `kill(1)` and waits for the process to exit.
     pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill(1)");
-        assert!(sent.success(), "kill -{signal} {} failed", self.pid());
+        send_signal(self.pid(), signal);
         let what = format!("cfgnode to exit after SIG{signal}");
         let child = &mut self.child;
         poll_until(&what, EXIT_DEADLINE, || {
