@@ -213,3 +213,20 @@ async fn oversized_and_truncated_frames_are_reported() {
     let e: StreamError = FrameError::TooLarge { size: 2, limit: 1 }.into();
     assert!(e.to_string().contains("over the limit"));
 }
+
+#[tokio::test]
+async fn a_self_signed_node_certificate_can_be_pinned_as_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (identity, _) = Identity::load_or_generate_self_signed(dir.path()).expect("cert");
+    let server = echo_server(&ServerTls::SelfSigned(identity));
+    let pinned = ClientTls::Verified {
+        roots: load_roots(&dir.path().join("tls/node.pem")).expect("roots"),
+        identity: None,
+    };
+    assert_eq!(exchange(&server, &pinned, b"pin").await.as_deref(), Ok(&b"echo:pin"[..]));
+    // Another node's self-signed certificate is not trusted by that pin.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (other_identity, _) = Identity::load_or_generate_self_signed(other.path()).expect("cert");
+    let impostor = echo_server(&ServerTls::SelfSigned(other_identity));
+    assert!(exchange(&impostor, &pinned, b"pin").await.is_err());
+}
