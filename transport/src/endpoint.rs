@@ -29,11 +29,27 @@ pub enum StreamError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// Reading failed (connection lost, stream reset by the peer).
-    #[error("reading the stream failed: {0}")]
+    #[error("reading the stream failed: {}", detail_read(.0))]
     Read(#[from] quinn::ReadError),
     /// Writing failed.
-    #[error("writing the stream failed: {0}")]
+    #[error("writing the stream failed: {}", detail_write(.0))]
     Write(#[from] quinn::WriteError),
+}
+
+/// The read error with the connection's own reason (e.g. the TLS alert of a refused
+/// certificate), which quinn's message alone leaves out.
+fn detail_read(e: &quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::ConnectionLost(reason) => format!("connection lost: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+fn detail_write(e: &quinn::WriteError) -> String {
+    match e {
+        quinn::WriteError::ConnectionLost(reason) => format!("connection lost: {reason}"),
+        other => other.to_string(),
+    }
 }
 
 /// Why an endpoint could not be made.
