@@ -223,7 +223,10 @@ async fn a_self_signed_node_certificate_can_be_pinned_as_the_root() {
         roots: load_roots(&dir.path().join("tls/node.pem")).expect("roots"),
         identity: None,
     };
-    assert_eq!(exchange(&server, &pinned, b"pin").await.as_deref(), Ok(&b"echo:pin"[..]));
+    assert_eq!(
+        exchange(&server, &pinned, b"pin").await.as_deref(),
+        Ok(&b"echo:pin"[..])
+    );
     // Another node's self-signed certificate is not trusted by that pin.
     let other = tempfile::tempdir().expect("tempdir");
     let (other_identity, _) = Identity::load_or_generate_self_signed(other.path()).expect("cert");
