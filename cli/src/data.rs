@@ -10,7 +10,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cfgnode_client::{Alias, Client, Entry, PutOptions, SnapshotResult, Version, WriteMode};
+use cfgnode_client::{
+    Alias, Client, ClientError, Entry, Page, PutOptions, SnapshotResult, Version, WriteMode,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -128,6 +130,24 @@ fn alias_json(a: &Alias) -> Value {
     })
 }
 
+/// Follows `next_cursor` until a listing is complete.
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, CliError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, ClientError>>,
+{
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let next = page(cursor).await?;
+        items.extend(next.items);
+        match next.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(items),
+        }
+    }
+}
+
 fn print_json(value: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::other(e.to_string()))?;
     println!("{text}");
@@ -222,18 +242,9 @@ pub async fn del(
 
 /// `cfgnode ls NS`: every entry under the prefix (all pages).
 pub async fn ls(client: &Client, out: Output, ns: &str, prefix: &str) -> Result<(), CliError> {
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = client
-            .list(ns, prefix, cursor.as_deref(), Some(1000))
+    let entries =
+        all_pages(|c| async move { client.list(ns, prefix, c.as_deref(), Some(1000)).await })
             .await?;
-        entries.extend(page.items);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
     match out {
         Output::Json => print_json(&Value::Array(entries.iter().map(entry_json).collect())),
         Output::Text => {
@@ -397,18 +408,9 @@ pub async fn snapshot(
 
 /// `cfgnode namespaces`.
 pub async fn namespaces(client: &Client, out: Output, prefix: &str) -> Result<(), CliError> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = client
-            .namespaces(prefix, cursor.as_deref(), Some(1000))
+    let all =
+        all_pages(|c| async move { client.namespaces(prefix, c.as_deref(), Some(1000)).await })
             .await?;
-        all.extend(page.items);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
     match out {
         Output::Json => print_json(&Value::Array(
             all.iter()
@@ -444,18 +446,12 @@ pub async fn alias(client: &Client, out: Output, command: AliasCommand) -> Resul
         AliasCommand::Get { namespace, alias } => client.get_alias(&namespace, &alias).await?,
         AliasCommand::Rm { namespace, alias } => client.delete_alias(&namespace, &alias).await?,
         AliasCommand::Ls { namespace } => {
-            let mut all = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = client
-                    .list_aliases(&namespace, cursor.as_deref(), Some(1000))
-                    .await?;
-                all.extend(page.items);
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
+            let ns = namespace.as_str();
+            let all =
+                all_pages(
+                    |c| async move { client.list_aliases(ns, c.as_deref(), Some(1000)).await },
+                )
+                .await?;
             return match out {
                 Output::Json => print_json(&Value::Array(all.iter().map(alias_json).collect())),
                 Output::Text => {

@@ -1,26 +1,25 @@
 //! The `cfgnode` data, certs and bench commands against a real node process over QUIC: output,
 //! exit codes (0 ok, 1 error, 2 usage, 3 not found, 4 conflict), and mutual TLS end to end.
 
-mod support;
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use support::{NodeProcess, binary};
+use common::{Launch, Node, command};
 
 /// Runs `cfgnode ARGS --addr QUIC --data-dir DIR` (the local node's token and certificate).
-fn cli(node: &NodeProcess, args: &[&str]) -> Output {
+fn cli(node: &Node, args: &[&str]) -> Output {
     cli_with(node, args, &[])
 }
 
-fn cli_with(node: &NodeProcess, args: &[&str], extra: &[&str]) -> Output {
-    Command::new(binary())
+fn cli_with(node: &Node, args: &[&str], extra: &[&str]) -> Output {
+    command(&node.launch.root)
         .args(args)
-        .args(["--addr", &node.quic, "--timeout", "10s"])
+        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
         .arg("--data-dir")
-        .arg(&node.dir)
+        .arg(node.data_dir())
         .args(extra)
-        .stdin(Stdio::null())
         .output()
         .expect("run cfgnode")
 }
@@ -42,7 +41,7 @@ fn assert_exit(o: &Output, code: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_commands_and_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start(&dir.path().join("data"), &[]).await;
+    let node = Node::start(&Launch::new(dir.path())).await;
 
     let set = cli(
         &node,
@@ -141,7 +140,7 @@ async fn data_commands_and_exit_codes() {
         0,
     );
     assert_eq!(stdout(&cli(&node, &["get", "shop", "from-file"])), "a: 1\n");
-    let mut piped = Command::new(binary())
+    let mut piped = command(dir.path())
         .args([
             "set",
             "shop",
@@ -149,10 +148,10 @@ async fn data_commands_and_exit_codes() {
             "--file",
             "-",
             "--addr",
-            &node.quic,
+            &node.quic.to_string(),
         ])
         .arg("--data-dir")
-        .arg(&node.dir)
+        .arg(node.data_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -235,7 +234,7 @@ async fn data_commands_and_exit_codes() {
         &cli_with(&node, &["get", "shop", "k"], &["--token", "wrong-token"]),
         1,
     );
-    let unreachable = Command::new(binary())
+    let unreachable = command(dir.path())
         .args([
             "get",
             "shop",
@@ -249,13 +248,13 @@ async fn data_commands_and_exit_codes() {
         .output()
         .expect("run");
     assert_eq!(unreachable.status.code(), Some(1));
-    let unverifiable = Command::new(binary())
+    let unverifiable = command(dir.path())
         .args([
             "get",
             "shop",
             "k",
             "--addr",
-            &node.quic,
+            &node.quic.to_string(),
             "--data-dir",
             "/nonexistent",
         ])
@@ -268,7 +267,7 @@ async fn data_commands_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_prints_throughput_and_percentiles() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start(&dir.path().join("data"), &[]).await;
+    let node = Node::start(&Launch::new(dir.path())).await;
     let out = cli(
         &node,
         &[
@@ -297,12 +296,8 @@ async fn bench_prints_throughput_and_percentiles() {
     );
 }
 
-fn certs(args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("certs")
-        .args(args)
-        .output()
-        .expect("run")
+fn certs(cwd: &Path, args: &[&str]) -> Output {
+    command(cwd).arg("certs").args(args).output().expect("run")
 }
 
 fn path(p: &Path) -> &str {
@@ -314,48 +309,51 @@ async fn mutual_tls_with_two_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca");
     let issued = dir.path().join("issued");
-    assert_exit(&certs(&["init", "--out", path(&ca)]), 0);
-    assert_exit(&certs(&["init", "--out", path(&ca)]), 1);
+    assert_exit(&certs(dir.path(), &["init", "--out", path(&ca)]), 0);
+    assert_exit(&certs(dir.path(), &["init", "--out", path(&ca)]), 1);
     for name in ["node-1", "ops"] {
         assert_exit(
-            &certs(&[
-                "issue",
-                "--ca",
-                path(&ca),
-                "--name",
-                name,
-                "--out",
-                path(&issued),
-            ]),
+            &certs(
+                dir.path(),
+                &[
+                    "issue",
+                    "--ca",
+                    path(&ca),
+                    "--name",
+                    name,
+                    "--out",
+                    path(&issued),
+                ],
+            ),
             0,
         );
     }
     assert_exit(
-        &certs(&[
-            "issue",
-            "--ca",
-            path(&ca),
-            "--name",
-            "ops",
-            "--out",
-            path(&issued),
-        ]),
+        &certs(
+            dir.path(),
+            &[
+                "issue",
+                "--ca",
+                path(&ca),
+                "--name",
+                "ops",
+                "--out",
+                path(&issued),
+            ],
+        ),
         1,
     );
 
     let ca_pem = ca.join("ca.pem");
-    let node = NodeProcess::start(
-        &dir.path().join("data"),
-        &[
-            "--tls-ca",
-            path(&ca_pem),
-            "--tls-cert",
-            path(&issued.join("node-1.pem")),
-            "--tls-key",
-            path(&issued.join("node-1.key")),
-        ],
-    )
-    .await;
+    let launch = Launch::new(dir.path()).args(&[
+        "--tls-ca",
+        path(&ca_pem),
+        "--tls-cert",
+        path(&issued.join("node-1.pem")),
+        "--tls-key",
+        path(&issued.join("node-1.key")),
+    ]);
+    let node = Node::start(&launch).await;
     let (ops_cert, ops_key) = (issued.join("ops.pem"), issued.join("ops.key"));
     let member = [
         "--ca",

@@ -16,7 +16,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -245,17 +244,15 @@ impl Launch {
     /// race the start. Returns the process, its HTTP address and its stderr file.
     pub fn spawn_unchecked(&self) -> (KillOnDrop, SocketAddr, PathBuf) {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let quic = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let stderr_path = output_path(&self.root, "stderr");
-        let child = self.spawn(addr, &stderr_path);
+        let child = self.spawn(addr, quic, &stderr_path);
         (KillOnDrop(child), addr, stderr_path)
     }
 
-    fn spawn(&self, http: SocketAddr, stderr_path: &Path) -> Child {
+    fn spawn(&self, http: SocketAddr, quic: SocketAddr, stderr_path: &Path) -> Child {
         let mut cmd = command(&self.root);
-        cmd.arg("start");
-        for flag in extra_address_flags() {
-            cmd.arg(flag).arg(format!("127.0.0.1:{}", free_udp_port()));
-        }
+        cmd.arg("start").arg("--listen").arg(quic.to_string());
         if self.via_env {
             cmd.env("CFGNODE_DATA_DIR", &self.data_dir)
                 .env("CFGNODE_HTTP", http.to_string());
@@ -284,33 +281,15 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-/// Address flags of `cfgnode start` besides `--http` that this build has (the QUIC `--listen`,
-/// a UDP address): each process gets its own free port for them, or parallel tests would clash
-/// on the default.
-fn extra_address_flags() -> &'static [&'static str] {
-    static FLAGS: OnceLock<Vec<&'static str>> = OnceLock::new();
-    FLAGS.get_or_init(|| {
-        let help = command(&std::env::temp_dir())
-            .args(["start", "--help"])
-            .output()
-            .expect("run cfgnode start --help");
-        let help = String::from_utf8_lossy(&help.stdout);
-        ["--listen"]
-            .into_iter()
-            .filter(|flag| help.contains(&format!("{flag} <")))
-            .collect()
-    })
-}
-
-/// `--http` and any other address flag (see [`extra_address_flags`]) with fresh loopback ports,
-/// for a start that is expected to be refused: it must not fail on a taken default port instead.
+/// `--http` and `--listen` with fresh loopback ports, for a start that is expected to be
+/// refused: it must not fail on a taken default port instead.
 pub fn fresh_address_args() -> Vec<String> {
-    let mut args = vec!["--http".to_string(), format!("127.0.0.1:{}", free_port())];
-    for flag in extra_address_flags() {
-        args.push(flag.to_string());
-        args.push(format!("127.0.0.1:{}", free_udp_port()));
-    }
-    args
+    vec![
+        "--http".to_string(),
+        format!("127.0.0.1:{}", free_port()),
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", free_udp_port()),
+    ]
 }
 
 /// Whether a start failed because an address was taken (another process won the free port).
@@ -333,6 +312,8 @@ pub struct Node {
     pub launch: Launch,
     /// The HTTP admin address.
     pub addr: SocketAddr,
+    /// The QUIC address (for the CLI's data commands).
+    pub quic: SocketAddr,
     /// `http://<addr>`.
     pub base: String,
     /// The admin token it accepts.
@@ -354,11 +335,13 @@ impl Node {
         let mut clashes = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let quic = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
             let stderr_path = output_path(&launch.root, "stderr");
             let mut node = Node {
-                child: launch.spawn(addr, &stderr_path),
+                child: launch.spawn(addr, quic, &stderr_path),
                 launch: launch.clone(),
                 addr,
+                quic,
                 base: format!("http://{addr}"),
                 token: String::new(),
                 stderr_path,
