@@ -1,0 +1,25 @@
+//! cfgnode placement: which node should own a namespace. Pure: no IO, no clock, no randomness,
+//! so every node computes the same answer from the same inputs.
+//!
+//! # Layout
+//!
+//! - [`Ring`]: a consistent-hash ring (hashring) over alive members with virtual nodes. Every
+//!   point is the hash of explicit bytes (node id, a zero byte, the vnode index big-endian), so
+//!   the ring does not depend on platform, build or insertion order.
+//! - [`Directive`]: a pin or a claim as stored and gossiped: a target node (or none, once
+//!   released), an epoch, and the node that wrote it. [`Directive::merge`] picks the higher
+//!   epoch, ties broken by author id, so any two nodes that saw the same directives agree.
+//! - [`desired_owner`]: a pin (strict) > a claim whose claimant is alive > the ring.
+//!
+//! # Place in the map
+//!
+//! `node -> ring`; ring depends on no crate of ours. The node feeds it the membership (from
+//! SWIM) and the stored pins and claims, and acts on the answer (handoff, forwarding).
+
+mod directive;
+mod placement;
+mod ring;
+
+pub use directive::{Directive, Epoch};
+pub use placement::{Placement, Reason, desired_owner};
+pub use ring::{DEFAULT_VNODES, NodeId, Ring};
