@@ -30,6 +30,11 @@ pub struct StartArgs {
     )]
     quic_addr: SocketAddr,
 
+    /// QUIC addresses of nodes to join through, comma-separated (announced to until they
+    /// answer, so a node started before its seeds joins once they come up).
+    #[arg(long, env = "CFGNODE_JOIN", value_delimiter = ',')]
+    join: Vec<SocketAddr>,
+
     /// The cluster id: QUIC requests naming another cluster are refused.
     #[arg(long, env = "CFGNODE_CLUSTER_ID", default_value = cfgnode_node::DEFAULT_CLUSTER_ID)]
     cluster_id: String,
@@ -73,6 +78,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         http_addr: args.http_addr,
         quic_addr: args.quic_addr,
         cluster_id: args.cluster_id,
+        join: args.join,
         tls: match (args.tls_ca, args.tls_cert, args.tls_key) {
             (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
             _ => None,

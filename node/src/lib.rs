@@ -21,6 +21,7 @@ pub mod config_service;
 mod error;
 mod http;
 pub mod json_diff;
+pub mod membership;
 pub mod metrics;
 mod node;
 mod quic_server;

@@ -9,13 +9,14 @@ use cfgnode_transport::{
     ClientTls, Identity, MAX_FRAME_BYTES, ServerTls, bind_endpoint, load_roots,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{TokenVerifier, load_admin_token};
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
 use crate::http::{AppState, router};
+use crate::membership::{DatagramLinks, Membership, MembershipConfig, Peer};
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::quic_server::{self, QuicContext};
 
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     pub cluster_id: String,
     /// Mutual TLS material; `None` runs with a self-signed certificate.
     pub tls: Option<TlsFiles>,
+    /// QUIC addresses of nodes to join through (`--join`); announced to until they answer.
+    pub join: Vec<SocketAddr>,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
     /// Versions kept per key.
@@ -61,6 +64,7 @@ impl NodeConfig {
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             cluster_id: DEFAULT_CLUSTER_ID.to_string(),
             tls: None,
+            join: Vec::new(),
             max_value_bytes: defaults.max_value_bytes,
             history_per_key: defaults.history_per_key,
             log_per_namespace: defaults.log_per_namespace,
@@ -92,8 +96,11 @@ pub struct Node {
     data_dir: PathBuf,
     token_path: PathBuf,
     stop: watch::Sender<bool>,
+    leave: watch::Sender<bool>,
     http_server: JoinHandle<std::io::Result<()>>,
     quic_server: JoinHandle<()>,
+    membership: Membership,
+    membership_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -147,14 +154,37 @@ impl Node {
             })?;
         let http_addr = listener.local_addr().map_err(NodeError::Http)?;
 
+        let (stop, stopped) = watch::channel(false);
+        // Membership stops first (it announces its leave over the still-open endpoint).
+        let (leave, leaving) = watch::channel(false);
+        let (inbox_tx, inbox_rx) = mpsc::channel(1024);
+        let links = DatagramLinks::new(endpoint.clone(), inbox_tx);
+        let me = Peer {
+            id: node_id.clone(),
+            quic: quic_addr,
+            http: http_addr,
+            // Grows at every start (wall-clock milliseconds), so a restarted node's new
+            // identity supersedes its previous life everywhere.
+            generation: generation_now(),
+        };
+        let membership_config = MembershipConfig {
+            me,
+            cluster_id: config.cluster_id.clone(),
+            seeds: config.join.clone(),
+            swim: MembershipConfig::lan_swim(),
+        };
+        let (membership, membership_task) =
+            Membership::start(membership_config, links.clone(), inbox_rx, leaving)
+                .map_err(NodeError::Config)?;
+
         let verifier = TokenVerifier::new(token);
         let service = ConfigService::new(store);
         let state = Arc::new(AppState {
             service: service.clone(),
             verifier: verifier.clone(),
             metrics: Arc::clone(&metrics),
+            membership: membership.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
         let mut http_stopped = stopped.clone();
         let app = router(state);
         let http_server = tokio::spawn(async move {
@@ -169,6 +199,7 @@ impl Node {
             verifier,
             cluster_id: config.cluster_id.clone(),
             node_id: node_id.clone(),
+            links,
         });
         let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
         metrics.up.set(1);
@@ -190,8 +221,11 @@ impl Node {
             data_dir: config.data_dir,
             token_path: token_source.path,
             stop,
+            leave,
             http_server,
             quic_server,
+            membership,
+            membership_task,
         })
     }
 
@@ -210,6 +244,11 @@ impl Node {
         self.quic_addr
     }
 
+    /// The cluster membership as this node sees it.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -222,10 +261,13 @@ impl Node {
 
     /// Stops accepting requests, lets in-flight requests (and their writes) finish, then closes
     /// storage: when this returns, every acknowledged write is committed and the writer stopped.
+    /// Membership goes first: the node tells the cluster it leaves while its endpoint is open.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        let _ = self.stop.send(true);
         let joined =
             |e: tokio::task::JoinError| NodeError::Http(std::io::Error::other(e.to_string()));
+        let _ = self.leave.send(true);
+        self.membership_task.await.map_err(joined)?;
+        let _ = self.stop.send(true);
         self.quic_server.await.map_err(joined)?;
         self.http_server
             .await
@@ -269,6 +311,12 @@ fn tls_modes(config: &NodeConfig) -> Result<(ServerTls, ClientTls), NodeError> {
             ))
         }
     }
+}
+
+fn generation_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Forwards commit stats to the metrics once they exist.

@@ -17,12 +17,15 @@ use tokio::task::JoinSet;
 
 use crate::auth::TokenVerifier;
 use crate::config_service::ConfigService;
+use crate::membership::DatagramLinks;
 use crate::wire_api;
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a peer may take to send its request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for peers to acknowledge the connection closes.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How long in-flight requests may run after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +40,8 @@ pub struct QuicContext {
     pub cluster_id: String,
     /// This node's id, sent in every answer.
     pub node_id: String,
+    /// Every accepted connection also carries SWIM datagrams.
+    pub links: DatagramLinks,
 }
 
 /// Accepts connections until `shutdown` turns true, then lets in-flight requests finish (up to
@@ -80,7 +85,9 @@ pub async fn serve(endpoint: Endpoint, ctx: Arc<QuicContext>, shutdown: watch::R
         connections.abort_all();
     }
     endpoint.close(0u32.into(), b"node shutting down");
-    endpoint.wait_idle().await;
+    // Waiting for every peer to acknowledge the close can take several round-trip timeouts per
+    // connection; the close frames are already sent, and peers that miss them time out.
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
 }
 
 async fn serve_connection(
@@ -89,6 +96,7 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let remote = connection.remote_address();
+    ctx.links.adopt(connection.clone());
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {

@@ -24,6 +24,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
 use crate::config_service::ConfigService;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// Cluster membership.
+    pub membership: Membership,
 }
 
 /// Builds the router with every route of the HTTP API.
@@ -44,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/codecs", get(c::codecs))
+        .route("/v1/cluster/members", get(members))
         .route("/v1/namespaces", get(c::list_namespaces))
         .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
         .route(
@@ -158,6 +162,25 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// `GET /v1/cluster/members`: every member this node knows, with its state.
+async fn members(State(state): State<Arc<AppState>>) -> Response {
+    let members: Vec<serde_json::Value> = state
+        .membership
+        .members()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.peer.id,
+                "quic_addr": m.peer.quic.to_string(),
+                "http_addr": m.peer.http.to_string(),
+                "state": m.state,
+                "generation": m.peer.generation,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "members": members })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

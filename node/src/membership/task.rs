@@ -1,0 +1,241 @@
+//! The membership task: the one owner of `Foca`.
+//!
+//! Datagrams, timer events and the periodic seed announcement reach it through one `select!`;
+//! foca's runtime only accumulates (`AccumulatingRuntime`), and the task then sends the
+//! datagrams (non-blocking), schedules the timers on a heap, and publishes the member list on a
+//! `watch` channel. Timers use tokio time, so tests can pause it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, State, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::codec::{BincodeCodec, open, seal};
+use super::links::DatagramLinks;
+use super::peer::Peer;
+
+/// How often seeds that are not alive members are announced to, so an isolated or restarted
+/// node finds its way back by itself.
+const SEED_ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+
+/// A member's state as operators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed probes; will be declared down unless it refutes.
+    Suspect,
+    /// Declared down.
+    Down,
+}
+
+/// One member as seen from this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// Who.
+    pub peer: Peer,
+    /// In what state.
+    pub state: MemberState,
+}
+
+/// What the membership task needs.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// This node.
+    pub me: Peer,
+    /// Only datagrams of this cluster are accepted.
+    pub cluster_id: String,
+    /// Addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// SWIM timings.
+    pub swim: Config,
+}
+
+impl MembershipConfig {
+    /// SWIM tuned for a LAN of a few nodes: probes every 500 ms with a 250 ms round trip, and a
+    /// suspect declared down after 1.5 s, so a dead node is down in under 3 s while a busy but
+    /// live one has several probe rounds to answer. Packets stay under QUIC's datagram limit.
+    pub fn lan_swim() -> Config {
+        let mut config = Config::new_lan(NonZeroU32::new(8).expect("8 is not zero"));
+        config.probe_period = Duration::from_millis(500);
+        config.probe_rtt = Duration::from_millis(250);
+        config.suspect_to_down_after = Duration::from_millis(1500);
+        config.max_packet_size = std::num::NonZeroUsize::new(1100).expect("1100 is not zero");
+        config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+        config
+    }
+}
+
+/// A handle on the running membership task.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    view: watch::Receiver<Vec<MemberView>>,
+}
+
+impl Membership {
+    /// Starts the task. `inbox` receives every datagram `links` reads; `stop` ends the task
+    /// (it then tells the cluster it leaves).
+    pub fn start(
+        config: MembershipConfig,
+        links: DatagramLinks,
+        inbox: mpsc::Receiver<Vec<u8>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Membership, tokio::task::JoinHandle<()>), String> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
+        let foca = Foca::new(
+            config.me.clone(),
+            config.swim.clone(),
+            StdRng::from_seed(seed),
+            BincodeCodec,
+        );
+        let initial = vec![MemberView {
+            peer: config.me.clone(),
+            state: MemberState::Alive,
+        }];
+        let (publish, view) = watch::channel(initial);
+        let task = tokio::spawn(run(foca, config, links, inbox, stop, publish));
+        Ok((Membership { view }, task))
+    }
+
+    /// Every member this node knows, itself included, by id.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.view.borrow().clone()
+    }
+
+    /// Waits until `f` holds for the member list (for tests and readiness).
+    pub async fn wait_for(&mut self, f: impl FnMut(&Vec<MemberView>) -> bool) {
+        let _ = self.view.wait_for(f).await;
+    }
+}
+
+type FocaInstance = Foca<Peer, BincodeCodec, StdRng, foca::NoCustomBroadcast>;
+
+async fn run(
+    mut foca: FocaInstance,
+    config: MembershipConfig,
+    links: DatagramLinks,
+    mut inbox: mpsc::Receiver<Vec<u8>>,
+    mut stop: watch::Receiver<bool>,
+    publish: watch::Sender<Vec<MemberView>>,
+) {
+    let mut runtime = AccumulatingRuntime::new();
+    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut timer_events: BTreeMap<u64, Timer<Peer>> = BTreeMap::new();
+    let mut next_timer = 0u64;
+    let mut announce = tokio::time::interval(SEED_ANNOUNCE_EVERY);
+    let placeholder = |addr: SocketAddr| Peer {
+        id: String::new(),
+        quic: addr,
+        http: addr,
+        generation: 0,
+    };
+    loop {
+        let next_deadline = timers.peek().map(|Reverse((at, _))| *at);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            datagram = inbox.recv() => {
+                let Some(datagram) = datagram else { break };
+                if let Some(payload) = open(&config.cluster_id, &datagram)
+                    && let Err(e) = foca.handle_data(payload, &mut runtime)
+                {
+                    tracing::debug!(error = %e, "SWIM packet refused");
+                }
+            }
+            _ = async { tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)).await }, if next_deadline.is_some() => {
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = timers.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    timers.pop();
+                    if let Some(event) = timer_events.remove(&id)
+                        && let Err(e) = foca.handle_timer(event, &mut runtime)
+                    {
+                        tracing::debug!(error = %e, "SWIM timer failed");
+                    }
+                }
+            }
+            _ = announce.tick() => {
+                let alive: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().quic).collect();
+                for seed in config.seeds.iter().filter(|s| !alive.contains(s) && **s != config.me.quic) {
+                    if let Err(e) = foca.announce(placeholder(*seed), &mut runtime) {
+                        tracing::debug!(%seed, error = %e, "announce failed");
+                    }
+                }
+            }
+        }
+        // Drain what foca asked for.
+        while let Some((to, data)) = runtime.to_send() {
+            links.send(to.quic, seal(&config.cluster_id, &data));
+        }
+        while let Some((after, event)) = runtime.to_schedule() {
+            next_timer += 1;
+            timers.push(Reverse((Instant::now() + after, next_timer)));
+            timer_events.insert(next_timer, event);
+        }
+        let mut changed = false;
+        while let Some(note) = runtime.to_notify() {
+            match note {
+                OwnedNotification::MemberUp(peer) => {
+                    tracing::info!(member = %peer.id, addr = %peer.quic, "member up")
+                }
+                OwnedNotification::MemberDown(peer) => {
+                    tracing::warn!(member = %peer.id, addr = %peer.quic, "member down")
+                }
+                _ => {}
+            }
+            changed = true;
+        }
+        if changed || publish.borrow().len() <= 1 {
+            publish.send_replace(snapshot(&foca, &config.me));
+        }
+    }
+    let _ = foca.leave_cluster(&mut runtime);
+    while let Some((to, data)) = runtime.to_send() {
+        links.send(to.quic, seal(&config.cluster_id, &data));
+    }
+    // Give the leave datagrams a moment to go out before the links close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    links.close();
+}
+
+/// The member list: ourselves plus foca's full membership state (down members included).
+fn snapshot(foca: &FocaInstance, me: &Peer) -> Vec<MemberView> {
+    let mut by_id: BTreeMap<String, MemberView> = BTreeMap::new();
+    for member in foca.iter_membership_state() {
+        let state = match member.state() {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => MemberState::Down,
+        };
+        let view = MemberView {
+            peer: member.id().clone(),
+            state,
+        };
+        // A restarted node appears under several generations: keep the newest.
+        match by_id.get(&view.peer.id) {
+            Some(existing) if existing.peer.generation >= view.peer.generation => {}
+            _ => {
+                by_id.insert(view.peer.id.clone(), view);
+            }
+        }
+    }
+    by_id.insert(
+        me.id.clone(),
+        MemberView {
+            peer: me.clone(),
+            state: MemberState::Alive,
+        },
+    );
+    by_id.into_values().collect()
+}
