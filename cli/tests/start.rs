@@ -199,7 +199,8 @@ fn sigterm_the_moment_health_answers_is_graceful() {
             }
             assert!(
                 Instant::now() < deadline,
-                "round {round}: still running after SIGTERM"
+                "round {round}: still running after SIGTERM; stderr:\n{}",
+                stderr()
             );
             std::thread::sleep(common::POLL_INTERVAL);
         };

@@ -460,13 +460,19 @@ impl Node {
     /// Sends `signal` (`"TERM"`, `"INT"`) with `kill(1)` and waits for the process to exit.
     pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         send_signal(self.pid(), signal);
-        let what = format!("cfgnode to exit after SIG{signal}");
-        let child = &mut self.child;
-        poll_until(&what, EXIT_DEADLINE, || {
-            let exited = child.try_wait().expect("try_wait on the child");
-            async move { exited }
-        })
-        .await
+        let end = Instant::now() + EXIT_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the child") {
+                return status;
+            }
+            // The stderr shows how far the shutdown got (a hang names its last step).
+            assert!(
+                Instant::now() < end,
+                "cfgnode still running {EXIT_DEADLINE:?} after SIG{signal}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 }
 
