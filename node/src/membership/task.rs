@@ -62,13 +62,13 @@ pub struct MembershipConfig {
 
 impl MembershipConfig {
     /// SWIM tuned for a LAN of a few nodes: probes every 500 ms with a 250 ms round trip, and a
-    /// suspect declared down after 1.5 s, so a dead node is down in under 3 s while a busy but
+    /// suspect declared down after 1.2 s, so a dead node is down in under 3 s while a busy but
     /// live one has several probe rounds to answer. Packets stay under QUIC's datagram limit.
     pub fn lan_swim() -> Config {
         let mut config = Config::new_lan(NonZeroU32::new(8).expect("8 is not zero"));
         config.probe_period = Duration::from_millis(500);
         config.probe_rtt = Duration::from_millis(250);
-        config.suspect_to_down_after = Duration::from_millis(1500);
+        config.suspect_to_down_after = Duration::from_millis(1200);
         config.max_packet_size = std::num::NonZeroUsize::new(1100).expect("1100 is not zero");
         config.remove_down_after = Some(Duration::from_secs(24 * 3600));
         config
