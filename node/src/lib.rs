@@ -2,19 +2,22 @@
 //!
 //! # Layout
 //!
-//! - [`node`](Node): start-up and shutdown: storage, admin token, HTTP listener.
+//! - [`node`](Node): start-up and shutdown: storage, admin token, QUIC endpoint, membership,
+//!   HTTP listener; shutdown in the reverse order (leave, drain QUIC and HTTP, close storage).
 //! - [`config_service`]: the config role's operations, shared by HTTP and QUIC.
 //! - [`wire_api`]: QUIC requests to service calls; `quic_server`: the QUIC accept loop.
 //! - `http`: the axum router: config API, health, readiness, metrics, auth, JSON errors.
 //! - [`auth`]: the admin bearer token and what a principal may do.
 //! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
 //! - [`json_diff`]: structural diff of JSON documents (pure).
+//! - [`membership`]: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
 //!
 //! # Place in the map
 //!
-//! `cli -> node -> storage`. The node serves the config role for the namespaces it holds. Later
-//! stages add the QUIC transport, the cluster (directory, forwarding, handoff) and the push,
-//! registry and proxy roles here.
+//! `cli -> node -> {storage, transport}`. The node serves the config role for the namespaces it
+//! holds, over QUIC and HTTP, and knows its cluster's members. Later stages add placement
+//! (`cfgnode-ring`), the directory, forwarding and handoff, and the push, registry and proxy
+//! roles here.
 
 pub mod auth;
 pub mod config_service;
