@@ -66,7 +66,7 @@ pub struct AliasPut {
 }
 
 /// One write for the group-commit writer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Mutation {
     Put(PutRequest),
     Delete(DeleteRequest),

@@ -75,7 +75,8 @@ pub struct Store {
 
 struct Inner {
     db: Arc<Database>,
-    // Declared after `db` is irrelevant for drop order: the writer holds its own `Arc`.
+    // Dropped after `db`: the writer thread holds its own `Arc` of the database, and dropping
+    // the writer joins that thread once it has committed everything queued.
     writer: GroupCommitWriter,
     node_id: String,
     path: PathBuf,

@@ -39,11 +39,6 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
     }
 
-    /// 403 `forbidden`.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
     /// 500 `internal`, logged: the message is the server's fault, not the caller's.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
