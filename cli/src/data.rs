@@ -108,6 +108,17 @@ fn entry_json(e: &Entry) -> Value {
     v
 }
 
+/// One entry as a listing line: key, version, codec, size.
+fn entry_line(e: &Entry) -> String {
+    format!(
+        "{}\tv{}\t{}\t{} bytes",
+        e.key,
+        e.version,
+        e.codec,
+        e.value.len()
+    )
+}
+
 fn version_json(v: &Version) -> Value {
     json!({
         "key": v.key,
@@ -249,13 +260,7 @@ pub async fn ls(client: &Client, out: Output, ns: &str, prefix: &str) -> Result<
         Output::Json => print_json(&Value::Array(entries.iter().map(entry_json).collect())),
         Output::Text => {
             for e in &entries {
-                println!(
-                    "{}\tv{}\t{}\t{} bytes",
-                    e.key,
-                    e.version,
-                    e.codec,
-                    e.value.len()
-                );
+                println!("{}", entry_line(e));
             }
             Ok(())
         }
@@ -389,13 +394,7 @@ pub async fn snapshot(
                     s.namespace, s.revision, s.etag
                 );
                 for e in &s.entries {
-                    println!(
-                        "{}\tv{}\t{}\t{} bytes",
-                        e.key,
-                        e.version,
-                        e.codec,
-                        e.value.len()
-                    );
+                    println!("{}", entry_line(e));
                 }
                 for a in &s.aliases {
                     println!("{} -> {}\talias", a.alias, a.target);
