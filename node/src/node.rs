@@ -16,7 +16,9 @@ use crate::auth::{TokenVerifier, load_admin_token};
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
 use crate::http::{AppState, router};
-use crate::membership::{DatagramLinks, Membership, MembershipConfig, Peer};
+use crate::membership::{
+    DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
+};
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::quic_server::{self, QuicContext};
 
@@ -101,6 +103,7 @@ pub struct Node {
     quic_server: JoinHandle<()>,
     membership: Membership,
     membership_task: JoinHandle<()>,
+    persister: JoinHandle<()>,
 }
 
 impl Node {
@@ -167,15 +170,23 @@ impl Node {
             // identity supersedes its previous life everywhere.
             generation: generation_now(),
         };
+        let known = restore_members(&store);
         let membership_config = MembershipConfig {
             me,
             cluster_id: config.cluster_id.clone(),
             seeds: config.join.clone(),
+            known,
             swim: MembershipConfig::lan_swim(),
         };
         let (membership, membership_task) =
             Membership::start(membership_config, links.clone(), inbox_rx, leaving)
                 .map_err(NodeError::Config)?;
+        let persister = tokio::spawn(persist_members(
+            store.clone(),
+            node_id.clone(),
+            membership.subscribe(),
+            stopped.clone(),
+        ));
 
         let verifier = TokenVerifier::new(token);
         let service = ConfigService::new(store);
@@ -226,6 +237,7 @@ impl Node {
             quic_server,
             membership,
             membership_task,
+            persister,
         })
     }
 
@@ -268,6 +280,7 @@ impl Node {
         let _ = self.leave.send(true);
         self.membership_task.await.map_err(joined)?;
         let _ = self.stop.send(true);
+        self.persister.await.map_err(joined)?;
         self.quic_server.await.map_err(joined)?;
         self.http_server
             .await

@@ -90,3 +90,27 @@ async fn a_node_started_before_its_seed_joins_when_the_seed_comes_up() {
     early.shutdown().await.expect("shutdown");
     seed.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_from_its_saved_members_without_seeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = start(dir.path(), "n1", &[]).await;
+    let n2 = start(dir.path(), "n2", &[n1.quic_addr()]).await;
+    for node in [&n1, &n2] {
+        wait_until(node, "both alive", all_alive(&["n1", "n2"])).await;
+    }
+    n2.shutdown().await.expect("shutdown");
+    wait_until(&n1, "n2 down", |members| {
+        members
+            .iter()
+            .any(|m| m.peer.id == "n2" && m.state == MemberState::Down)
+    })
+    .await;
+    // No --join this time: n2 finds n1 through the members it saved.
+    let n2 = start(dir.path(), "n2", &[]).await;
+    for node in [&n1, &n2] {
+        wait_until(node, "both alive again", all_alive(&["n1", "n2"])).await;
+    }
+    n1.shutdown().await.expect("shutdown");
+    n2.shutdown().await.expect("shutdown");
+}

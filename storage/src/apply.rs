@@ -9,8 +9,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::error::StoreError;
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, WriteMode};
 use crate::records::{
-    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
-    VersionRecord, decode, encode,
+    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
+    META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode, encode,
 };
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Revision};
 
@@ -32,6 +32,7 @@ pub(crate) struct WriteTables<'t> {
     history: BytesTable<'t, (&'static str, &'static str, u64)>,
     log: BytesTable<'t, (&'static str, u64)>,
     aliases: BytesTable<'t, (&'static str, &'static str)>,
+    meta: BytesTable<'t, &'static str>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -43,6 +44,7 @@ impl<'t> WriteTables<'t> {
             history: txn.open_table(HISTORY)?,
             log: txn.open_table(LOG)?,
             aliases: txn.open_table(ALIASES)?,
+            meta: txn.open_table(META)?,
         })
     }
 }
@@ -55,6 +57,10 @@ pub(crate) fn apply(
     retention: Retention,
 ) -> Result<Applied, StoreError> {
     match mutation {
+        Mutation::PutClusterMembers(bytes) => {
+            t.meta.insert(META_CLUSTER_MEMBERS, bytes.as_slice())?;
+            Ok(Applied::ClusterMembers)
+        }
         Mutation::Put(req) => put(t, req, now, retention).map(Applied::Put),
         Mutation::Delete(req) => delete(t, req, now, retention).map(Applied::Deleted),
         Mutation::PutAlias {

@@ -68,6 +68,8 @@ pub struct AliasPut {
 /// One write for the group-commit writer.
 #[derive(Debug)]
 pub(crate) enum Mutation {
+    /// Replace the stored cluster membership (opaque to storage).
+    PutClusterMembers(Vec<u8>),
     Put(PutRequest),
     Delete(DeleteRequest),
     PutAlias {
@@ -84,6 +86,7 @@ pub(crate) enum Mutation {
 /// What the writer did for one [`Mutation`].
 #[derive(Debug)]
 pub(crate) enum Applied {
+    ClusterMembers,
     Put(Entry),
     Deleted(Deleted),
     AliasPut(AliasPut),

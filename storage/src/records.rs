@@ -32,6 +32,8 @@ pub(crate) const ALIASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition
 pub(crate) const META_SCHEMA: &str = "schema";
 /// Meta key holding the node id (UTF-8).
 pub(crate) const META_NODE_ID: &str = "node_id";
+/// Meta key holding the last known cluster members (opaque bytes owned by the node).
+pub(crate) const META_CLUSTER_MEMBERS: &str = "cluster_members";
 
 /// A live key's current version.
 #[derive(Serialize, Deserialize)]

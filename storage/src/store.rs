@@ -11,8 +11,8 @@ use crate::error::StoreError;
 use crate::model::{validate_key, validate_namespace};
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest};
 use crate::records::{
-    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META, META_NODE_ID,
-    META_SCHEMA, NAMESPACES, VersionRecord, decode,
+    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
+    META_CLUSTER_MEMBERS, META_NODE_ID, META_SCHEMA, NAMESPACES, VersionRecord, decode,
 };
 use crate::types::{
     Alias, Entry, Event, LogRead, Lookup, NamespaceState, Page, Revision, Snapshot, VersionEntry,
@@ -208,6 +208,28 @@ impl Store {
             Applied::AliasDeleted(alias) => Ok(alias),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Stores the node's last known cluster members (opaque bytes, serialized by the node), so
+    /// a restarted node can rejoin without seeds.
+    pub async fn save_cluster_members(&self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self
+            .inner
+            .writer
+            .submit(Mutation::PutClusterMembers(bytes))
+            .await?
+        {
+            Applied::ClusterMembers => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The bytes last given to [`Store::save_cluster_members`], if any.
+    pub fn cluster_members(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META)?;
+        let found = meta.get(META_CLUSTER_MEMBERS)?;
+        Ok(found.map(|v| v.value().to_vec()))
     }
 
     /// Looks `name` up as a key, then as an alias (following it to its target).

@@ -9,8 +9,10 @@
 mod codec;
 mod links;
 mod peer;
+mod persist;
 mod task;
 
 pub use links::DatagramLinks;
 pub use peer::Peer;
+pub use persist::{persist_members, restore_members};
 pub use task::{MemberState, MemberView, Membership, MembershipConfig};

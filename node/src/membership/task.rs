@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, State, Timer};
+use foca::{AccumulatingRuntime, Config, Foca, Member, OwnedNotification, State, Timer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -56,6 +56,9 @@ pub struct MembershipConfig {
     pub cluster_id: String,
     /// Addresses to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Members known from a previous run (restored from storage): applied as down members and
+    /// announced to like seeds, so a restarted node rejoins without `--join`.
+    pub known: Vec<Peer>,
     /// SWIM timings.
     pub swim: Config,
 }
@@ -107,6 +110,11 @@ impl Membership {
         Ok((Membership { view }, task))
     }
 
+    /// A receiver of member-list changes (for persistence).
+    pub fn subscribe(&self) -> watch::Receiver<Vec<MemberView>> {
+        self.view.clone()
+    }
+
     /// Every member this node knows, itself included, by id.
     pub fn members(&self) -> Vec<MemberView> {
         self.view.borrow().clone()
@@ -139,6 +147,25 @@ async fn run(
         http: addr,
         generation: 0,
     };
+    let restored = config
+        .known
+        .iter()
+        .filter(|p| p.id != config.me.id)
+        .cloned()
+        .map(Member::down);
+    if let Err(e) = foca.apply_many(restored, false, &mut runtime) {
+        tracing::warn!(error = %e, "restored members refused");
+    }
+    let mut targets: Vec<SocketAddr> = config.seeds.clone();
+    targets.extend(
+        config
+            .known
+            .iter()
+            .filter(|p| p.id != config.me.id)
+            .map(|p| p.quic),
+    );
+    targets.sort_unstable();
+    targets.dedup();
     loop {
         let next_deadline = timers.peek().map(|Reverse((at, _))| *at);
         tokio::select! {
@@ -167,7 +194,7 @@ async fn run(
             }
             _ = announce.tick() => {
                 let alive: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().quic).collect();
-                for seed in config.seeds.iter().filter(|s| !alive.contains(s) && **s != config.me.quic) {
+                for seed in targets.iter().filter(|s| !alive.contains(s) && **s != config.me.quic) {
                     if let Err(e) = foca.announce(placeholder(*seed), &mut runtime) {
                         tracing::debug!(%seed, error = %e, "announce failed");
                     }
