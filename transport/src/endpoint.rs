@@ -1,7 +1,9 @@
 //! QUIC endpoints and framed streams.
 //!
-//! One endpoint per node is both server and client. [`read_frame`] reads no more than the
-//! current frame needs, so a peer can make a reader hold at most one frame; [`write_frame`]
+//! One endpoint per node is both server and client: it accepts connections with its server
+//! config and dials peers with its default client config, from the same UDP socket.
+//! [`read_frame`] reads no more than the current frame needs, so a peer can make a reader hold
+//! at most one frame (and an oversized frame costs only its 4-byte prefix); [`write_frame`]
 //! refuses frames over the limit before sending anything.
 
 use std::net::SocketAddr;
@@ -19,8 +21,11 @@ use crate::tls::{ClientTls, ServerTls, TlsError, client_crypto, server_crypto};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alive interval: well under the idle timeout, so a live but quiet connection survives.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// Streams a peer may have open at once on one connection.
+/// Bidirectional streams a peer may have open at once on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Datagram bytes buffered per connection in each direction before the oldest are dropped
+/// (SWIM tolerates loss; memory stays bounded).
+const DATAGRAM_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Why a stream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +76,15 @@ pub enum EndpointError {
     Config(String),
 }
 
-/// Transport parameters for a LAN: short keep-alives, bounded streams, datagrams on (SWIM will
-/// ride them).
+/// Transport parameters for a LAN, used by both the client and the server side:
+///
+/// - idle timeout [`IDLE_TIMEOUT`] with keep-alives every [`KEEP_ALIVE`], so a dead peer is
+///   noticed within the timeout while a quiet live one stays connected;
+/// - at most [`MAX_CONCURRENT_STREAMS`] bidirectional streams per connection (one per request or
+///   watch), so a peer cannot make us hold unbounded per-stream state; more wait for credit;
+/// - no unidirectional streams: the protocol does not use them, and a peer must not be able to
+///   park data in streams nobody reads;
+/// - datagrams on, with bounded buffers: SWIM membership messages ride them.
 pub fn transport_config() -> Result<Arc<TransportConfig>, EndpointError> {
     let mut transport = TransportConfig::default();
     let idle = IDLE_TIMEOUT
@@ -83,55 +95,77 @@ pub fn transport_config() -> Result<Arc<TransportConfig>, EndpointError> {
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into())
         .max_concurrent_uni_streams(0u32.into())
-        .datagram_receive_buffer_size(Some(1024 * 1024))
-        .datagram_send_buffer_size(1024 * 1024);
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
     Ok(Arc::new(transport))
 }
 
-/// The quinn client config for `tls`.
+/// The quinn client config for `tls`, with [`transport_config`].
 pub fn client_config(tls: &ClientTls) -> Result<ClientConfig, EndpointError> {
     let mut config = ClientConfig::new(Arc::new(client_crypto(tls)?));
     config.transport_config(transport_config()?);
     Ok(config)
 }
 
-/// The quinn server config for `tls`.
+/// The quinn server config for `tls`, with [`transport_config`]. It accepts no 0-RTT data
+/// (see [`server_crypto`]).
 pub fn server_config(tls: &ServerTls) -> Result<ServerConfig, EndpointError> {
     let mut config = ServerConfig::with_crypto(Arc::new(server_crypto(tls)?));
     config.transport_config(transport_config()?);
     Ok(config)
 }
 
-/// Binds an endpoint on `addr`: a server when `server` is given, and a client with `client`
-/// as its default configuration either way.
+/// Binds a node's or client's endpoint on `addr`: it accepts connections when `server` is
+/// given, and dials with `client` either way. Builds the configs with [`server_config`] and
+/// [`client_config`].
 pub fn bind_endpoint(
     addr: SocketAddr,
     server: Option<&ServerTls>,
     client: &ClientTls,
 ) -> Result<Endpoint, EndpointError> {
+    let server = server.map(server_config).transpose()?;
+    bind_endpoint_with(addr, server, client_config(client)?)
+}
+
+/// Binds an endpoint on `addr` with ready-made quinn configs: a server when `server` is given,
+/// and `client` as the default for outgoing connections. For callers that adjust the configs
+/// [`bind_endpoint`] would build.
+pub fn bind_endpoint_with(
+    addr: SocketAddr,
+    server: Option<ServerConfig>,
+    client: ClientConfig,
+) -> Result<Endpoint, EndpointError> {
     let bind_error = |source| EndpointError::Bind { addr, source };
     let mut endpoint = match server {
-        Some(tls) => Endpoint::server(server_config(tls)?, addr).map_err(bind_error)?,
+        Some(config) => Endpoint::server(config, addr).map_err(bind_error)?,
         None => Endpoint::client(addr).map_err(bind_error)?,
     };
-    endpoint.set_default_client_config(client_config(client)?);
+    endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
 
-/// Reads one frame. `Ok(None)` when the stream ended cleanly before any byte of a frame.
+/// Reads one frame of at most `max_frame` bytes (capped at [`MAX_FRAME_BYTES`]).
+///
+/// Returns `Ok(None)` when the stream ended cleanly before any byte of a frame,
+/// [`FrameError::Truncated`] when it ended inside one, and [`FrameError::TooLarge`] as soon as
+/// the 4-byte prefix declares too much: nothing of the body is read or allocated, and the
+/// caller answers with an error frame and resets the stream. Reads never go past the current
+/// frame, so the next call starts exactly at the next frame.
+///
+/// Not cancel-safe: dropping the future mid-frame loses the bytes read so far, so a caller
+/// that times out must abandon (reset) the stream.
 pub async fn read_frame(
     recv: &mut RecvStream,
     max_frame: usize,
 ) -> Result<Option<Vec<u8>>, StreamError> {
     let mut decoder = FrameDecoder::new(max_frame.min(MAX_FRAME_BYTES));
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(frame) = decoder.next_frame()? {
             return Ok(Some(frame));
         }
-        let want = decoder.wanted().clamp(1, buf.len());
-        match recv.read(&mut buf[..want]).await? {
-            Some(n) => decoder.push(&buf[..n])?,
+        // `wanted` is at least 1 here: a complete frame would have been returned above.
+        match recv.read_chunk(decoder.wanted().max(1), true).await? {
+            Some(chunk) => decoder.push(&chunk.bytes)?,
             None if decoder.buffered() == 0 => return Ok(None),
             None => {
                 return Err(FrameError::Truncated {
@@ -143,7 +177,8 @@ pub async fn read_frame(
     }
 }
 
-/// Writes one frame.
+/// Writes one frame (length prefix and `payload`). Refuses a payload over [`MAX_FRAME_BYTES`]
+/// before sending anything. Does not finish the stream: call `finish` after the last frame.
 pub async fn write_frame(send: &mut SendStream, payload: &[u8]) -> Result<(), StreamError> {
     let frame = encode_frame(payload, MAX_FRAME_BYTES)?;
     send.write_all(&frame).await?;

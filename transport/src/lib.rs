@@ -23,7 +23,7 @@ mod tls;
 
 pub use endpoint::{
     EndpointError, IDLE_TIMEOUT, KEEP_ALIVE, MAX_CONCURRENT_STREAMS, StreamError, bind_endpoint,
-    client_config, read_frame, server_config, transport_config, write_frame,
+    bind_endpoint_with, client_config, read_frame, server_config, transport_config, write_frame,
 };
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
@@ -33,7 +33,9 @@ pub use message::{
     WireDeleted, WireDiff, WireEntry, WireNamespace, WirePage, WireSnapshot, WireVersion,
     WireWriteMode,
 };
+// The rustls types that appear in this crate's API, so dependents need no rustls of their own.
 pub use rustls::RootCertStore;
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use tls::{
     ALPN, ClientTls, ClusterCa, Identity, SERVER_NAME, ServerTls, TlsError, client_crypto,
     load_certs, load_key, load_roots, server_crypto,
