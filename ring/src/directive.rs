@@ -9,7 +9,7 @@ pub type Epoch = u64;
 
 /// One pin or claim on a namespace. `target: None` records a release (claim) or an unpin, so a
 /// removal spreads and wins over the older directive like any other change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Directive {
     /// The node the namespace should live on, or `None` once released.
     pub target: Option<NodeId>,

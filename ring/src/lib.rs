@@ -10,6 +10,10 @@
 //!   released), an epoch, and the node that wrote it. [`Directive::merge`] picks the higher
 //!   epoch, ties broken by author id, so any two nodes that saw the same directives agree.
 //! - [`desired_owner`]: a pin (strict) > a claim whose claimant is alive > the ring.
+//! - [`ClusterMap`]: the directory (each namespace's [`HolderRecord`]), pins and claims, merged
+//!   from [`Update`]s in any order.
+//! - [`route`] and [`handoff_target`]: what a node does with a request, and when it must hand a
+//!   namespace over; [`Handoff`] keeps a handoff's steps in their only valid order.
 //!
 //! # Place in the map
 //!
@@ -17,9 +21,13 @@
 //! SWIM) and the stored pins and claims, and acts on the answer (handoff, forwarding).
 
 mod directive;
+mod directory;
 mod placement;
 mod ring;
+mod route;
 
 pub use directive::{Directive, Epoch};
+pub use directory::{ClusterMap, HolderRecord, Update, UpdateKind};
 pub use placement::{Placement, Reason, desired_owner};
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
+pub use route::{Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route};

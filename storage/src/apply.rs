@@ -9,9 +9,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::error::StoreError;
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, WriteMode};
 use crate::records::{
-    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
+    ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
     META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode, encode,
 };
+use crate::transfer::{TransferOp, check_ops, upper_bound};
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Revision};
 
 /// How much history and log a namespace keeps.
@@ -33,6 +34,7 @@ pub(crate) struct WriteTables<'t> {
     log: BytesTable<'t, (&'static str, u64)>,
     aliases: BytesTable<'t, (&'static str, &'static str)>,
     meta: BytesTable<'t, &'static str>,
+    cluster: BytesTable<'t, &'static str>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -45,6 +47,7 @@ impl<'t> WriteTables<'t> {
             log: txn.open_table(LOG)?,
             aliases: txn.open_table(ALIASES)?,
             meta: txn.open_table(META)?,
+            cluster: txn.open_table(CLUSTER)?,
         })
     }
 }
@@ -61,6 +64,15 @@ pub(crate) fn apply(
             t.meta.insert(META_CLUSTER_MEMBERS, bytes.as_slice())?;
             Ok(Applied::ClusterMembers)
         }
+        Mutation::PutClusterRecords(records) => {
+            for (key, bytes) in &records {
+                t.cluster.insert(key.as_str(), bytes.as_slice())?;
+            }
+            Ok(Applied::ClusterRecords)
+        }
+        Mutation::Import { namespace, ops } => {
+            import(t, &namespace, &ops).map(|()| Applied::Imported)
+        }
         Mutation::Put(req) => put(t, req, now, retention).map(Applied::Put),
         Mutation::Delete(req) => delete(t, req, now, retention).map(Applied::Deleted),
         Mutation::PutAlias {
@@ -72,6 +84,58 @@ pub(crate) fn apply(
             delete_alias(t, &namespace, &alias, now, retention).map(Applied::AliasDeleted)
         }
     }
+}
+
+/// Applies transfer ops in order, after checking all of them.
+fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), StoreError> {
+    check_ops(ns, ops)?;
+    let upper = upper_bound(ns);
+    let upper = upper.as_str();
+    for op in ops {
+        match op {
+            TransferOp::ClearNamespace => {
+                t.namespaces.remove(ns)?;
+                t.entries.retain_in((ns, "")..(upper, ""), |_, _| false)?;
+                t.history
+                    .retain_in((ns, "", 0)..(upper, "", 0), |_, _| false)?;
+                t.log.retain_in((ns, 0)..=(ns, u64::MAX), |_, _| false)?;
+                t.aliases.retain_in((ns, "")..(upper, ""), |_, _| false)?;
+            }
+            TransferOp::ClearKey { key } => {
+                let key = key.as_str();
+                t.entries.remove((ns, key))?;
+                t.history
+                    .retain_in((ns, key, 0)..=(ns, key, u64::MAX), |_, _| false)?;
+            }
+            TransferOp::ClearAlias { alias } => {
+                t.aliases.remove((ns, alias.as_str()))?;
+            }
+            TransferOp::TrimLog { before } => {
+                t.log.retain_in((ns, 0)..(ns, *before), |_, _| false)?;
+            }
+            TransferOp::State { record } => {
+                t.namespaces.insert(ns, record.as_slice())?;
+            }
+            TransferOp::Entry { key, record } => {
+                t.entries.insert((ns, key.as_str()), record.as_slice())?;
+            }
+            TransferOp::History {
+                key,
+                version,
+                record,
+            } => {
+                t.history
+                    .insert((ns, key.as_str(), *version), record.as_slice())?;
+            }
+            TransferOp::Log { revision, record } => {
+                t.log.insert((ns, *revision), record.as_slice())?;
+            }
+            TransferOp::Alias { alias, record } => {
+                t.aliases.insert((ns, alias.as_str()), record.as_slice())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn put(

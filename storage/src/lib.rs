@@ -6,6 +6,7 @@
 //! - `records`: on-disk records (format byte + bincode 2) and the redb table definitions.
 //! - `apply`: one mutation inside a write transaction; checks first, writes second.
 //! - `writer`: the group-commit writer thread that owns every write transaction.
+//! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
 //! - [`Store`]: the facade the node uses: async writes, synchronous reads.
 //!
 //! # Place in the map
@@ -27,6 +28,7 @@ mod model;
 mod mutation;
 mod records;
 mod store;
+mod transfer;
 mod types;
 mod writer;
 
@@ -37,6 +39,7 @@ pub use model::{
 };
 pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
 pub use store::{Store, StoreOptions, validate_node_id};
+pub use transfer::{NamespaceExport, TransferOp};
 pub use types::{
     Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Revision,
     Snapshot, VersionEntry,

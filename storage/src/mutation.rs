@@ -70,6 +70,14 @@ pub struct AliasPut {
 pub(crate) enum Mutation {
     /// Replace the stored cluster membership (opaque to storage).
     PutClusterMembers(Vec<u8>),
+    /// Upsert cluster facts (opaque to storage), all in one commit.
+    PutClusterRecords(Vec<(String, Vec<u8>)>),
+    /// Apply transfer ops to a namespace (a handoff's receiving side, or dropping a namespace
+    /// that moved away). Checked whole before anything is written.
+    Import {
+        namespace: String,
+        ops: Vec<crate::transfer::TransferOp>,
+    },
     Put(PutRequest),
     Delete(DeleteRequest),
     PutAlias {
@@ -87,6 +95,8 @@ pub(crate) enum Mutation {
 #[derive(Debug)]
 pub(crate) enum Applied {
     ClusterMembers,
+    ClusterRecords,
+    Imported,
     Put(Entry),
     Deleted(Deleted),
     AliasPut(AliasPut),

@@ -28,6 +28,9 @@ pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new
 /// (namespace, alias) -> [`AliasRecord`].
 pub(crate) const ALIASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aliases");
 
+/// Cluster facts kept for the node (directory records, pins, claims): opaque key -> bytes.
+pub(crate) const CLUSTER: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster");
+
 /// Meta key holding the schema version (one byte).
 pub(crate) const META_SCHEMA: &str = "schema";
 /// Meta key holding the node id (UTF-8).

@@ -11,9 +11,10 @@ use crate::error::StoreError;
 use crate::model::{validate_key, validate_namespace};
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest};
 use crate::records::{
-    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
+    ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
     META_CLUSTER_MEMBERS, META_NODE_ID, META_SCHEMA, NAMESPACES, VersionRecord, decode,
 };
+use crate::transfer::{NamespaceExport, TransferOp, changes_since, check_ops};
 use crate::types::{
     Alias, Entry, Event, LogRead, Lookup, NamespaceState, Page, Revision, Snapshot, VersionEntry,
 };
@@ -222,6 +223,73 @@ impl Store {
             Applied::ClusterMembers => Ok(()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Upserts cluster facts (directory records, pins, claims), opaque to storage, in one
+    /// durable commit.
+    pub async fn save_cluster_records(
+        &self,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .writer
+            .submit(Mutation::PutClusterRecords(records))
+            .await?
+        {
+            Applied::ClusterRecords => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every cluster fact saved with [`Store::save_cluster_records`], in key order.
+    pub fn cluster_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(CLUSTER)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Starts a full copy of `namespace` for a handoff, read at its current revision.
+    pub fn export(&self, namespace: &str) -> Result<NamespaceExport, StoreError> {
+        NamespaceExport::open(self.read()?, namespace)
+    }
+
+    /// The ops that bring a copy taken at revision `since` up to date, with the state they lead
+    /// to; `None` when the log no longer reaches back to `since` (send a full copy instead).
+    pub fn export_changes(
+        &self,
+        namespace: &str,
+        since: Revision,
+    ) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
+        changes_since(&self.read()?, namespace, since)
+    }
+
+    /// Applies transfer ops to `namespace` in one durable commit (all checked first: a
+    /// malformed op refuses the whole import and writes nothing).
+    pub async fn import(&self, namespace: &str, ops: Vec<TransferOp>) -> Result<(), StoreError> {
+        check_ops(namespace, &ops)?;
+        let mutation = Mutation::Import {
+            namespace: namespace.to_string(),
+            ops,
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Imported => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes every row of `namespace` (after it moved to another node).
+    pub async fn drop_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        self.import(namespace, vec![TransferOp::ClearNamespace])
+            .await
     }
 
     /// The bytes last given to [`Store::save_cluster_members`], if any.
@@ -525,6 +593,7 @@ fn init_schema(db: &Database, requested: Option<&str>) -> Result<String, StoreEr
         txn.open_table(HISTORY)?;
         txn.open_table(LOG)?;
         txn.open_table(ALIASES)?;
+        txn.open_table(CLUSTER)?;
     }
     txn.commit()?;
     Ok(node_id)

@@ -1,0 +1,457 @@
+//! Moving a namespace between nodes (handoff): export its rows, import them elsewhere.
+//!
+//! The unit of transfer is the stored row, record bytes and all, so the receiver ends up with
+//! exactly the giver's namespace: the same revision counter, versions, history, aliases and log.
+//! A handoff sends a full export read at one revision (one read transaction, so it is
+//! consistent while writes go on), then, with writes held, the rows changed since
+//! ([`Store::export_changes`]), computed from the log.
+//!
+//! Imported records come from another node, so every record is decoded and every name checked
+//! before anything is written: a peer that sends garbage gets an error and changes nothing.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use redb::ReadTransaction;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::model::{validate_key, validate_namespace};
+use crate::records::{
+    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
+    VersionRecord, decode,
+};
+use crate::types::{EventKind, NamespaceState, Revision};
+
+/// One instruction of a namespace transfer, applied in order by [`crate::Store::import`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferOp {
+    /// Remove every row of the namespace (the start of a full copy).
+    ClearNamespace,
+    /// Remove a key's entry and history (before its current rows are sent again).
+    ClearKey {
+        /// The key.
+        key: String,
+    },
+    /// Remove an alias (before it is sent again, if it still exists).
+    ClearAlias {
+        /// The alias.
+        alias: String,
+    },
+    /// Remove log rows older than `before` (the giver compacted them).
+    TrimLog {
+        /// The oldest revision the giver still has.
+        before: Revision,
+    },
+    /// The namespace's state row.
+    State {
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// A live key's row.
+    Entry {
+        /// The key.
+        key: String,
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// One retained version of a key.
+    History {
+        /// The key.
+        key: String,
+        /// The version.
+        version: u64,
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// One log event.
+    Log {
+        /// The event's revision.
+        revision: Revision,
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// An alias row.
+    Alias {
+        /// The alias.
+        alias: String,
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+}
+
+impl TransferOp {
+    /// Roughly how many bytes the op takes on the wire (for chunking).
+    pub fn size(&self) -> usize {
+        16 + match self {
+            TransferOp::ClearNamespace | TransferOp::TrimLog { .. } => 0,
+            TransferOp::ClearKey { key } => key.len(),
+            TransferOp::ClearAlias { alias } => alias.len(),
+            TransferOp::State { record } | TransferOp::Log { record, .. } => record.len(),
+            TransferOp::Entry { key, record } | TransferOp::History { key, record, .. } => {
+                key.len() + record.len()
+            }
+            TransferOp::Alias { alias, record } => alias.len() + record.len(),
+        }
+    }
+}
+
+/// Where an export is: which table, and the last row sent from it.
+#[derive(Clone, Debug)]
+enum Position {
+    Start,
+    Entries(Option<String>),
+    History(Option<(String, u64)>),
+    Log(Option<Revision>),
+    Aliases(Option<String>),
+    Done,
+}
+
+/// A full copy of one namespace, read at one revision, handed out in chunks.
+///
+/// Holds a read transaction: every chunk comes from the same consistent view however long the
+/// transfer takes, while writes go on. Dropping it ends the transaction.
+pub struct NamespaceExport {
+    txn: ReadTransaction,
+    namespace: String,
+    state: NamespaceState,
+    position: Position,
+}
+
+impl std::fmt::Debug for NamespaceExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceExport")
+            .field("namespace", &self.namespace)
+            .field("revision", &self.state.revision)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl NamespaceExport {
+    pub(crate) fn open(txn: ReadTransaction, namespace: &str) -> Result<Self, StoreError> {
+        validate_namespace(namespace)?;
+        let state: NamespaceState = {
+            let table = txn.open_table(NAMESPACES)?;
+            let found = table.get(namespace)?;
+            match found {
+                Some(bytes) => decode(bytes.value())?,
+                None => {
+                    return Err(StoreError::NamespaceNotFound {
+                        namespace: namespace.to_string(),
+                    });
+                }
+            }
+        };
+        Ok(NamespaceExport {
+            txn,
+            namespace: namespace.to_string(),
+            state,
+            position: Position::Start,
+        })
+    }
+
+    /// The namespace state the copy was read at.
+    pub fn state(&self) -> &NamespaceState {
+        &self.state
+    }
+
+    /// The next chunk of about `max_bytes` (at least one row), or `None` when the copy is
+    /// complete. The first chunk starts with [`TransferOp::ClearNamespace`] and the state row.
+    pub fn next_chunk(&mut self, max_bytes: usize) -> Result<Option<Vec<TransferOp>>, StoreError> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        let ns = self.namespace.clone();
+        let ns = ns.as_str();
+        let upper = upper_bound(ns);
+        let full = |bytes: usize, chunk: &Vec<TransferOp>| !chunk.is_empty() && bytes >= max_bytes;
+        loop {
+            match self.position.clone() {
+                Position::Start => {
+                    let table = self.txn.open_table(NAMESPACES)?;
+                    let record = table.get(ns)?.map(|v| v.value().to_vec()).ok_or_else(|| {
+                        StoreError::NamespaceNotFound {
+                            namespace: ns.to_string(),
+                        }
+                    })?;
+                    chunk.push(TransferOp::ClearNamespace);
+                    let op = TransferOp::State { record };
+                    bytes += op.size();
+                    chunk.push(op);
+                    self.position = Position::Entries(None);
+                }
+                Position::Entries(after) => {
+                    let table = self.txn.open_table(ENTRIES)?;
+                    let start = match &after {
+                        Some(k) => Bound::Excluded((ns, k.as_str())),
+                        None => Bound::Included((ns, "")),
+                    };
+                    let mut last = after.clone();
+                    let mut finished = true;
+                    for item in table
+                        .range::<(&str, &str)>((start, Bound::Excluded((upper.as_str(), ""))))?
+                    {
+                        if full(bytes, &chunk) {
+                            finished = false;
+                            break;
+                        }
+                        let (k, v) = item?;
+                        let key = k.value().1.to_string();
+                        let op = TransferOp::Entry {
+                            key: key.clone(),
+                            record: v.value().to_vec(),
+                        };
+                        bytes += op.size();
+                        chunk.push(op);
+                        last = Some(key);
+                    }
+                    self.position = if finished {
+                        Position::History(None)
+                    } else {
+                        Position::Entries(last)
+                    };
+                }
+                Position::History(after) => {
+                    let table = self.txn.open_table(HISTORY)?;
+                    let start = match &after {
+                        Some((k, v)) => Bound::Excluded((ns, k.as_str(), *v)),
+                        None => Bound::Included((ns, "", 0)),
+                    };
+                    let mut last = after.clone();
+                    let mut finished = true;
+                    for item in table.range::<(&str, &str, u64)>((
+                        start,
+                        Bound::Excluded((upper.as_str(), "", 0)),
+                    ))? {
+                        if full(bytes, &chunk) {
+                            finished = false;
+                            break;
+                        }
+                        let (k, v) = item?;
+                        let (_, key, version) = k.value();
+                        let op = TransferOp::History {
+                            key: key.to_string(),
+                            version,
+                            record: v.value().to_vec(),
+                        };
+                        bytes += op.size();
+                        chunk.push(op);
+                        last = Some((key.to_string(), version));
+                    }
+                    self.position = if finished {
+                        Position::Log(None)
+                    } else {
+                        Position::History(last)
+                    };
+                }
+                Position::Log(after) => {
+                    let table = self.txn.open_table(LOG)?;
+                    let from = after.map_or(0, |r| r.saturating_add(1));
+                    let mut last = after;
+                    let mut finished = true;
+                    for item in table.range((ns, from)..=(ns, u64::MAX))? {
+                        if full(bytes, &chunk) {
+                            finished = false;
+                            break;
+                        }
+                        let (k, v) = item?;
+                        let revision = k.value().1;
+                        let op = TransferOp::Log {
+                            revision,
+                            record: v.value().to_vec(),
+                        };
+                        bytes += op.size();
+                        chunk.push(op);
+                        last = Some(revision);
+                    }
+                    self.position = if finished {
+                        Position::Aliases(None)
+                    } else {
+                        Position::Log(last)
+                    };
+                }
+                Position::Aliases(after) => {
+                    let table = self.txn.open_table(ALIASES)?;
+                    let start = match &after {
+                        Some(a) => Bound::Excluded((ns, a.as_str())),
+                        None => Bound::Included((ns, "")),
+                    };
+                    let mut last = after.clone();
+                    let mut finished = true;
+                    for item in table
+                        .range::<(&str, &str)>((start, Bound::Excluded((upper.as_str(), ""))))?
+                    {
+                        if full(bytes, &chunk) {
+                            finished = false;
+                            break;
+                        }
+                        let (k, v) = item?;
+                        let alias = k.value().1.to_string();
+                        let op = TransferOp::Alias {
+                            alias: alias.clone(),
+                            record: v.value().to_vec(),
+                        };
+                        bytes += op.size();
+                        chunk.push(op);
+                        last = Some(alias);
+                    }
+                    self.position = if finished {
+                        Position::Done
+                    } else {
+                        Position::Aliases(last)
+                    };
+                }
+                Position::Done => {
+                    return Ok(if chunk.is_empty() { None } else { Some(chunk) });
+                }
+            }
+            if full(bytes, &chunk) {
+                return Ok(Some(chunk));
+            }
+        }
+    }
+}
+
+/// The rows of `namespace` changed after revision `since`, as ops that bring a copy taken at
+/// `since` up to date. `None` when the log no longer reaches back to `since` (send a full copy
+/// instead).
+pub(crate) fn changes_since(
+    txn: &ReadTransaction,
+    namespace: &str,
+    since: Revision,
+) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
+    validate_namespace(namespace)?;
+    let ns = namespace;
+    let state: NamespaceState = {
+        let table = txn.open_table(NAMESPACES)?;
+        let found = table.get(ns)?;
+        match found {
+            Some(bytes) => decode(bytes.value())?,
+            None => {
+                return Err(StoreError::NamespaceNotFound {
+                    namespace: ns.to_string(),
+                });
+            }
+        }
+    };
+    if state.revision < since || since.saturating_add(1) < state.log_start {
+        return Ok(None);
+    }
+    let mut ops = Vec::new();
+    let mut keys = BTreeSet::new();
+    let mut aliases = BTreeSet::new();
+    {
+        let log = txn.open_table(LOG)?;
+        for item in log.range((ns, since.saturating_add(1))..=(ns, u64::MAX))? {
+            let (k, v) = item?;
+            let record: EventRecord = decode(v.value())?;
+            match record.kind {
+                EventKind::Set { key, .. } | EventKind::Delete { key, .. } => {
+                    keys.insert(key);
+                }
+                EventKind::AliasSet { alias, .. } | EventKind::AliasDelete { alias } => {
+                    aliases.insert(alias);
+                }
+            }
+            ops.push(TransferOp::Log {
+                revision: k.value().1,
+                record: v.value().to_vec(),
+            });
+        }
+    }
+    let entries = txn.open_table(ENTRIES)?;
+    let history = txn.open_table(HISTORY)?;
+    for key in &keys {
+        ops.push(TransferOp::ClearKey { key: key.clone() });
+        if let Some(v) = entries.get((ns, key.as_str()))? {
+            ops.push(TransferOp::Entry {
+                key: key.clone(),
+                record: v.value().to_vec(),
+            });
+        }
+        for item in history.range((ns, key.as_str(), 0)..=(ns, key.as_str(), u64::MAX))? {
+            let (k, v) = item?;
+            ops.push(TransferOp::History {
+                key: key.clone(),
+                version: k.value().2,
+                record: v.value().to_vec(),
+            });
+        }
+    }
+    let alias_table = txn.open_table(ALIASES)?;
+    for alias in &aliases {
+        ops.push(TransferOp::ClearAlias {
+            alias: alias.clone(),
+        });
+        if let Some(v) = alias_table.get((ns, alias.as_str()))? {
+            ops.push(TransferOp::Alias {
+                alias: alias.clone(),
+                record: v.value().to_vec(),
+            });
+        }
+    }
+    ops.push(TransferOp::TrimLog {
+        before: state.log_start,
+    });
+    let namespaces = txn.open_table(NAMESPACES)?;
+    if let Some(v) = namespaces.get(ns)? {
+        ops.push(TransferOp::State {
+            record: v.value().to_vec(),
+        });
+    }
+    Ok(Some((state, ops)))
+}
+
+/// The smallest namespace name sorting after every row of `namespace`: names never contain a
+/// NUL byte, so `namespace + "\0"` is below every other name that starts with `namespace`.
+pub(crate) fn upper_bound(namespace: &str) -> String {
+    format!("{namespace}\0")
+}
+
+/// Checks every op of an import before anything is written: names valid, records decodable,
+/// state record naming the namespace. A peer's garbage is refused as invalid input.
+pub(crate) fn check_ops(namespace: &str, ops: &[TransferOp]) -> Result<(), StoreError> {
+    validate_namespace(namespace)?;
+    let bad = |what: &str, e: StoreError| {
+        StoreError::Invalid(format!(
+            "transfer of namespace {namespace:?}: malformed {what} record: {e}"
+        ))
+    };
+    for op in ops {
+        match op {
+            TransferOp::ClearNamespace | TransferOp::TrimLog { .. } => {}
+            TransferOp::ClearKey { key } => validate_key(key)?,
+            TransferOp::ClearAlias { alias } => validate_key(alias)?,
+            TransferOp::State { record } => {
+                let state: NamespaceState = decode(record).map_err(|e| bad("state", e))?;
+                if state.name != namespace {
+                    return Err(StoreError::Invalid(format!(
+                        "transfer of namespace {namespace:?} carries the state of {:?}",
+                        state.name
+                    )));
+                }
+            }
+            TransferOp::Entry { key, record } => {
+                validate_key(key)?;
+                decode::<EntryRecord>(record).map_err(|e| bad("entry", e))?;
+            }
+            TransferOp::History { key, record, .. } => {
+                validate_key(key)?;
+                decode::<VersionRecord>(record).map_err(|e| bad("history", e))?;
+            }
+            TransferOp::Log { record, .. } => {
+                decode::<EventRecord>(record).map_err(|e| bad("log", e))?;
+            }
+            TransferOp::Alias { alias, record } => {
+                validate_key(alias)?;
+                decode::<AliasRecord>(record).map_err(|e| bad("alias", e))?;
+            }
+        }
+    }
+    Ok(())
+}

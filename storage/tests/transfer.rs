@@ -1,0 +1,200 @@
+//! Moving a namespace between two stores as a handoff does: a full copy read at one revision
+//! while writes go on, then the changes since, must leave the receiver with exactly the giver's
+//! namespace (state, entries, history, aliases, log). Garbage from a peer changes nothing.
+
+use cfgnode_storage::{
+    Codec, DeleteRequest, LogRead, PutRequest, Store, StoreError, StoreOptions, TransferOp,
+    WriteMode,
+};
+use tempfile::TempDir;
+
+fn open(dir: &TempDir, name: &str, log: u64) -> Store {
+    let options = StoreOptions {
+        history_per_key: 3,
+        log_per_namespace: log,
+        ..StoreOptions::default()
+    };
+    Store::open(&dir.path().join(name), Some(name), options).expect("open")
+}
+
+fn put(ns: &str, key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        namespace: ns.into(),
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        codec: Codec::Text,
+        mode: WriteMode::Upsert,
+        if_version: None,
+    }
+}
+
+/// Everything observable about a namespace, for comparing two stores.
+fn fingerprint(store: &Store, ns: &str) -> String {
+    let state = store.namespace(ns).expect("read");
+    let snapshot = store.snapshot(ns).expect("read");
+    let mut out = format!("{state:?}\n");
+    if let Some(s) = snapshot {
+        for e in &s.entries {
+            let versions = store.versions(ns, &e.key, None, 100).expect("versions");
+            out.push_str(&format!("{e:?} {:?}\n", versions.items));
+        }
+        out.push_str(&format!("{:?}\n", s.aliases));
+    }
+    match store.events_since(ns, 0, 100_000).expect("log") {
+        LogRead::Events(events) => out.push_str(&format!("{events:?}")),
+        LogRead::Compacted {
+            oldest_retained, ..
+        } => {
+            let from = oldest_retained - 1;
+            out.push_str(&format!("compacted@{oldest_retained} "));
+            if let LogRead::Events(events) = store.events_since(ns, from, 100_000).expect("log") {
+                out.push_str(&format!("{events:?}"));
+            }
+        }
+    }
+    out
+}
+
+async fn copy_all(from: &Store, to: &Store, ns: &str, chunk: usize) -> u64 {
+    let mut export = from.export(ns).expect("export");
+    let revision = export.state().revision;
+    while let Some(ops) = export.next_chunk(chunk).expect("chunk") {
+        assert!(!ops.is_empty());
+        to.import(ns, ops).await.expect("import");
+    }
+    revision
+}
+
+#[tokio::test]
+async fn full_copy_then_changes_reproduce_the_namespace() {
+    let dir = TempDir::new().expect("tmp");
+    let giver = open(&dir, "giver", 50);
+    let taker = open(&dir, "taker", 50);
+    for i in 0..40 {
+        giver
+            .put(put("app", &format!("k{}", i % 13), &format!("v{i}")))
+            .await
+            .expect("put");
+    }
+    giver.put_alias("app", "latest", "k1").await.expect("alias");
+    giver
+        .delete(DeleteRequest {
+            namespace: "app".into(),
+            key: "k2".into(),
+            if_version: None,
+        })
+        .await
+        .expect("del");
+    // Another namespace whose name extends this one must not leak into the copy.
+    giver.put(put("app.other", "x", "1")).await.expect("put");
+    // The taker holds stale rows from an aborted earlier attempt: the copy replaces them.
+    taker.put(put("app", "stale", "old")).await.expect("put");
+
+    // Small chunks, so every table is split across chunks.
+    let since = copy_all(&giver, &taker, "app", 200).await;
+    assert_eq!(fingerprint(&giver, "app"), fingerprint(&taker, "app"));
+    assert!(taker.namespace("app.other").expect("read").is_none());
+
+    // Writes during the copy: keys changed, deleted, an alias moved, new keys.
+    for i in 0..10 {
+        giver
+            .put(put("app", &format!("k{}", i % 4), &format!("w{i}")))
+            .await
+            .expect("put");
+    }
+    giver.put(put("app", "new", "n")).await.expect("put");
+    giver.delete_alias("app", "latest").await.expect("unalias");
+    giver
+        .put_alias("app", "newest", "new")
+        .await
+        .expect("alias");
+    giver
+        .delete(DeleteRequest {
+            namespace: "app".into(),
+            key: "k5".into(),
+            if_version: None,
+        })
+        .await
+        .expect("del");
+    let (state, ops) = giver
+        .export_changes("app", since)
+        .expect("changes")
+        .expect("log reaches back");
+    taker.import("app", ops).await.expect("import");
+    assert_eq!(fingerprint(&giver, "app"), fingerprint(&taker, "app"));
+    assert_eq!(taker.namespace("app").expect("read").expect("some"), state);
+
+    // The taker continues the revision sequence with no gap.
+    let next = taker.put(put("app", "after", "1")).await.expect("put");
+    assert_eq!(next.revision, state.revision + 1);
+}
+
+#[tokio::test]
+async fn changes_are_refused_when_the_log_no_longer_reaches_back() {
+    let dir = TempDir::new().expect("tmp");
+    let giver = open(&dir, "giver", 5);
+    for i in 0..3 {
+        giver
+            .put(put("app", "k", &format!("{i}")))
+            .await
+            .expect("put");
+    }
+    let since = giver.namespace("app").expect("r").expect("s").revision;
+    for i in 0..10 {
+        giver
+            .put(put("app", "k", &format!("x{i}")))
+            .await
+            .expect("put");
+    }
+    assert!(giver.export_changes("app", since).expect("read").is_none());
+    assert!(matches!(
+        giver.export("missing"),
+        Err(StoreError::NamespaceNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn garbage_from_a_peer_is_refused_whole() {
+    let dir = TempDir::new().expect("tmp");
+    let taker = open(&dir, "taker", 50);
+    taker.put(put("app", "keep", "1")).await.expect("put");
+    let before = fingerprint(&taker, "app");
+    let bad_batches = vec![
+        vec![
+            TransferOp::ClearNamespace,
+            TransferOp::Entry {
+                key: "k".into(),
+                record: vec![1, 0xff, 0xff, 0xff],
+            },
+        ],
+        vec![
+            TransferOp::ClearNamespace,
+            TransferOp::ClearKey { key: "//".into() },
+        ],
+        vec![
+            TransferOp::ClearNamespace,
+            TransferOp::State {
+                record: vec![9, 9, 9],
+            },
+        ],
+    ];
+    for ops in bad_batches {
+        let err = taker.import("app", ops).await.expect_err("refused");
+        assert!(
+            matches!(err, StoreError::Invalid(_) | StoreError::InvalidKey { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fingerprint(&taker, "app"), before, "nothing changed");
+    }
+    // Another namespace's state smuggled into this one is refused.
+    let other = open(&dir, "other", 50);
+    other.put(put("zzz", "a", "1")).await.expect("put");
+    let mut export = other.export("zzz").expect("export");
+    let ops = export.next_chunk(1 << 20).expect("chunk").expect("some");
+    assert!(taker.import("app", ops).await.is_err());
+    assert_eq!(fingerprint(&taker, "app"), before);
+
+    taker.drop_namespace("app").await.expect("drop");
+    assert!(taker.namespace("app").expect("read").is_none());
+    assert!(taker.snapshot("app").expect("read").is_none());
+}
