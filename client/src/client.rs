@@ -1,5 +1,6 @@
 //! [`Client`]: typed calls over QUIC with timeouts, retries, failover and circuit breakers.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use cfgnode_transport::{
     ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
     SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
-    WireNamespace, WirePage, WireSnapshot, WireVersion, WireWriteMode, bind_endpoint,
+    WireMember, WireNamespace, WirePage, WirePlacement, WireRingShare, WireSnapshot, WireVersion,
+    WireWriteMode, bind_endpoint,
     decode_payload, encode_payload, load_roots, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint};
@@ -40,6 +42,12 @@ pub type CodecInfo = WireCodec;
 pub type Access = WireAccess;
 /// How a write treats an existing key.
 pub type WriteMode = WireWriteMode;
+/// A cluster member.
+pub type Member = WireMember;
+/// Where a namespace is and should be.
+pub type Placement = WirePlacement;
+/// Namespaces per node.
+pub type RingShare = WireRingShare;
 
 /// The answer to a conditional snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +124,7 @@ pub struct ClientBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     on_change: Option<ConnectionCallback>,
+    follow_redirects: bool,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -140,6 +149,7 @@ impl ClientBuilder {
             connect_timeout: Duration::from_secs(3),
             retry: RetryPolicy::default(),
             breaker_threshold: 3,
+            follow_redirects: true,
             breaker_cooldown: Duration::from_secs(5),
             on_change: None,
         }
@@ -211,6 +221,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether to go straight to a namespace's holder (default true): nodes answer with a
+    /// redirect, the client follows it (at most two hops) and remembers the holder, so later
+    /// calls take one hop. When a holder cannot be reached directly (another network, another
+    /// certificate), the client falls back to having the node it reaches forward the call.
+    pub fn follow_redirects(mut self, follow: bool) -> Self {
+        self.follow_redirects = follow;
+        self
+    }
+
     /// Builds the client; no connection is made until the first call.
     pub fn build(self) -> Result<Client, ClientError> {
         if self.addrs.is_empty() {
@@ -254,6 +273,12 @@ impl ClientBuilder {
                 on_change: self.on_change,
                 next_id: AtomicU64::new(1),
                 preferred: AtomicUsize::new(0),
+                follow_redirects: self.follow_redirects,
+                breaker_threshold: self.breaker_threshold,
+                breaker_cooldown: self.breaker_cooldown,
+                holders: Mutex::default(),
+                holder_slots: Mutex::default(),
+                unreachable: Mutex::default(),
             }),
         })
     }
@@ -277,7 +302,22 @@ struct Inner {
     next_id: AtomicU64,
     /// The node that answered last: tried first next time.
     preferred: AtomicUsize,
+    follow_redirects: bool,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    /// Namespace -> the holder's address, learned from redirects.
+    holders: Mutex<HashMap<String, SocketAddr>>,
+    /// Connections to holders that are not in the address list.
+    holder_slots: Mutex<HashMap<SocketAddr, Arc<NodeSlot>>>,
+    /// Holder addresses this client could not reach directly, and since when: calls for their
+    /// namespaces go through forwarding for a while.
+    unreachable: Mutex<HashMap<SocketAddr, Instant>>,
 }
+
+/// Most redirects followed for one call.
+const MAX_REDIRECTS: u32 = 2;
+/// How long a holder this client could not reach directly is left alone.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// A cfgnode client. Cheap to clone; clones share connections.
 #[derive(Clone)]
@@ -314,20 +354,141 @@ impl Client {
     /// deadline. The building block of every typed method.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let deadline = self.inner.timeout;
-        match tokio::time::timeout(deadline, self.call_with_retries(request)).await {
+        match tokio::time::timeout(deadline, self.route_call(request)).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout(deadline)),
         }
     }
 
-    async fn call_with_retries(&self, request: Request) -> Result<Response, ClientError> {
-        let idempotent = request.is_idempotent();
-        let envelope = RequestEnvelope {
+    /// Sends a namespace request to its holder: the cached one, or where redirects lead.
+    async fn route_call(&self, request: Request) -> Result<Response, ClientError> {
+        let namespace = match request.routed_namespace() {
+            Some(ns) if self.inner.follow_redirects => ns.to_string(),
+            _ => return self.call_with_retries(request, false).await,
+        };
+        let mut target = self.cached_holder(&namespace);
+        let mut redirects = 0;
+        loop {
+            let response = match target {
+                None => self.call_with_retries(request.clone(), true).await?,
+                Some(addr) => match self.direct(addr, &request).await {
+                    Ok(response) => response,
+                    Err(None) => {
+                        // The holder cannot be reached from here: let a node forward.
+                        self.forget_holder(&namespace, addr);
+                        return self.call_with_retries(request, false).await;
+                    }
+                    Err(Some(error)) => return Err(error),
+                },
+            };
+            let Response::Redirect(redirect) = response else {
+                return Ok(response);
+            };
+            redirects += 1;
+            let addr: Option<SocketAddr> = redirect.quic_addr.parse().ok();
+            match addr {
+                Some(addr) if redirects <= MAX_REDIRECTS && !self.is_unreachable(addr) => {
+                    if let Ok(mut holders) = self.inner.holders.lock() {
+                        holders.insert(namespace.clone(), addr);
+                    }
+                    target = Some(addr);
+                }
+                Some(_) if redirects <= MAX_REDIRECTS => {
+                    return self.call_with_retries(request, false).await;
+                }
+                _ => {
+                    return Err(ClientError::Server {
+                        code: "namespace_moving".to_string(),
+                        message: format!(
+                            "namespace {namespace:?} is moving between nodes (redirected {redirects} times); retry"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    fn cached_holder(&self, namespace: &str) -> Option<SocketAddr> {
+        let addr = *self.inner.holders.lock().ok()?.get(namespace)?;
+        (!self.is_unreachable(addr)).then_some(addr)
+    }
+
+    fn is_unreachable(&self, addr: SocketAddr) -> bool {
+        self.inner.unreachable.lock().is_ok_and(|mut map| {
+            map.retain(|_, since| since.elapsed() < UNREACHABLE_FOR);
+            map.contains_key(&addr)
+        })
+    }
+
+    fn forget_holder(&self, namespace: &str, addr: SocketAddr) {
+        if let Ok(mut holders) = self.inner.holders.lock() {
+            holders.remove(namespace);
+        }
+        if let Ok(mut map) = self.inner.unreachable.lock() {
+            map.insert(addr, Instant::now());
+        }
+    }
+
+    /// One attempt straight at a holder. `Err(None)`: it could not be reached (nothing was
+    /// applied, or the call is a read): fall back to forwarding. `Err(Some(e))`: final.
+    async fn direct(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<Response, Option<ClientError>> {
+        let slot = self.holder_slot(addr);
+        let envelope = self.envelope(request.clone(), true);
+        match self.attempt(&slot, &encode_payload(&envelope)).await {
+            Ok(response) => response.result.map_err(|e| Some(ClientError::from_wire(e))),
+            Err(AttemptError::Answered(error)) if error.code == "unavailable" => Err(None),
+            Err(AttemptError::Answered(error)) => Err(Some(ClientError::from_wire(error))),
+            Err(AttemptError::NotSent(_)) => Err(None),
+            Err(AttemptError::MaybeApplied(reason)) if !request.is_idempotent() => {
+                Err(Some(ClientError::Unavailable(format!(
+                    "{addr}: {reason}; the write may or may not have been applied: read before \
+                     writing again"
+                ))))
+            }
+            Err(AttemptError::MaybeApplied(_)) => Err(None),
+        }
+    }
+
+    /// The slot of a node: one of the configured ones, or one made for a holder.
+    fn holder_slot(&self, addr: SocketAddr) -> Arc<NodeSlot> {
+        let mut slots = self
+            .inner
+            .holder_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry(addr).or_insert_with(|| {
+            Arc::new(NodeSlot {
+                addr,
+                connection: tokio::sync::Mutex::new(None),
+                breaker: Mutex::new(CircuitBreaker::new(
+                    self.inner.breaker_threshold,
+                    self.inner.breaker_cooldown,
+                )),
+            })
+        }))
+    }
+
+    fn envelope(&self, request: Request, follow_redirects: bool) -> RequestEnvelope {
+        RequestEnvelope {
             cluster_id: self.inner.cluster_id.clone(),
             request_id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             token: self.inner.token.clone(),
+            follow_redirects,
             request,
-        };
+        }
+    }
+
+    async fn call_with_retries(
+        &self,
+        request: Request,
+        follow_redirects: bool,
+    ) -> Result<Response, ClientError> {
+        let idempotent = request.is_idempotent();
+        let envelope = self.envelope(request, follow_redirects);
         let payload = encode_payload(&envelope);
         let mut backoff = Backoff::new(self.inner.retry.base_delay, self.inner.retry.max_delay);
         let mut last_error = String::from("every node's circuit breaker is open");
@@ -738,6 +899,76 @@ impl Client {
     pub async fn codecs(&self) -> Result<Vec<CodecInfo>, ClientError> {
         match self.call(Request::Codecs).await? {
             Response::Codecs(codecs) => Ok(codecs),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Every member the answering node knows.
+    pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
+        match self.call(Request::Members).await? {
+            Response::Members(members) => Ok(members),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Where `namespace` is (holder, epoch) and should be (desired owner, and why).
+    pub async fn placement(&self, namespace: &str) -> Result<Placement, ClientError> {
+        self.placement_call(Request::Placement {
+            namespace: namespace.into(),
+        })
+        .await
+    }
+
+    /// How many namespaces each node holds and should hold.
+    pub async fn ring(&self) -> Result<Vec<RingShare>, ClientError> {
+        match self.call(Request::Ring).await? {
+            Response::Ring(shares) => Ok(shares),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Claims `namespace` for `node` (`None`: the node that answers). The data moves in the
+    /// background; poll [`Client::placement`] until `holder` is the claimant.
+    pub async fn claim(
+        &self,
+        namespace: &str,
+        node: Option<&str>,
+    ) -> Result<Placement, ClientError> {
+        self.placement_call(Request::Claim {
+            namespace: namespace.into(),
+            node: node.map(str::to_string),
+        })
+        .await
+    }
+
+    /// Drops the claim on `namespace`.
+    pub async fn release(&self, namespace: &str) -> Result<Placement, ClientError> {
+        self.placement_call(Request::Release {
+            namespace: namespace.into(),
+        })
+        .await
+    }
+
+    /// Pins `namespace` to `node`.
+    pub async fn pin(&self, namespace: &str, node: &str) -> Result<Placement, ClientError> {
+        self.placement_call(Request::Pin {
+            namespace: namespace.into(),
+            node: node.into(),
+        })
+        .await
+    }
+
+    /// Drops the pin on `namespace`.
+    pub async fn unpin(&self, namespace: &str) -> Result<Placement, ClientError> {
+        self.placement_call(Request::Unpin {
+            namespace: namespace.into(),
+        })
+        .await
+    }
+
+    async fn placement_call(&self, request: Request) -> Result<Placement, ClientError> {
+        match self.call(request).await? {
+            Response::Placement(placement) => Ok(placement),
             other => Err(Self::unexpected(other)),
         }
     }

@@ -21,7 +21,9 @@
 //! - [`Client`] / [`ClientBuilder`]: typed calls for every config operation; per-call deadline;
 //!   failover along the node list; retries with exponential backoff and full jitter for
 //!   idempotent calls only (a write whose answer was lost is reported, never resent blindly);
-//!   a circuit breaker per node; connection-change callbacks.
+//!   a circuit breaker per node; connection-change callbacks; redirects to a namespace's
+//!   holder followed (at most two) and holders remembered; cluster operations (members,
+//!   placement, ring, claim/release, pin/unpin).
 //! - [`ClientError`]: typed errors (not found, conflict, invalid, unauthenticated, unavailable,
 //!   timeout).
 //! - [`Backoff`], [`CircuitBreaker`]: the pure retry and breaker logic.
@@ -35,6 +37,7 @@ pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use client::{
     Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry,
-    Namespace, Page, PutOptions, RetryPolicy, Snapshot, SnapshotResult, Version, WriteMode,
+    Member, Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot,
+    SnapshotResult, Version, WriteMode,
 };
 pub use error::ClientError;

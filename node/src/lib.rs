@@ -11,15 +11,17 @@
 //! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
 //! - [`json_diff`]: structural diff of JSON documents (pure).
 //! - [`membership`]: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
+//! - [`cluster`]: the directory, pins and claims; routing requests to holders (forwarding and
+//!   redirects); handoff; anti-entropy.
 //!
 //! # Place in the map
 //!
-//! `cli -> node -> {storage, transport}`. The node serves the config role for the namespaces it
-//! holds, over QUIC and HTTP, and knows its cluster's members. Later stages add placement
-//! (`cfgnode-ring`), the directory, forwarding and handoff, and the push, registry and proxy
-//! roles here.
+//! `cli -> node -> {storage, ring, transport}`. The node serves the config role for the
+//! namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests to its
+//! holder. Later stages add the push, registry and proxy roles here.
 
 pub mod auth;
+pub mod cluster;
 pub mod config_service;
 mod error;
 mod http;

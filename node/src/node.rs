@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{TokenVerifier, load_admin_token};
+use crate::cluster::{self, Cluster, GossipHandler, MapState, Peers, Serving, load_map};
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
-use crate::http::{AppState, router};
+use crate::http::{AppState, body_limit, router};
 use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
@@ -104,6 +105,7 @@ pub struct Node {
     membership: Membership,
     membership_task: JoinHandle<()>,
     persister: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -162,6 +164,8 @@ impl Node {
         let (leave, leaving) = watch::channel(false);
         let (inbox_tx, inbox_rx) = mpsc::channel(1024);
         let links = DatagramLinks::new(endpoint.clone(), inbox_tx);
+        let map_state = Arc::new(MapState::new(load_map(&store).await?));
+        let (broadcast_tx, broadcast_rx) = mpsc::channel(1024);
         let me = Peer {
             id: node_id.clone(),
             quic: quic_addr,
@@ -179,8 +183,15 @@ impl Node {
             swim: MembershipConfig::lan_swim(),
         };
         let (membership, membership_task) =
-            Membership::start(membership_config, links.clone(), inbox_rx, leaving)
-                .map_err(NodeError::Config)?;
+            Membership::start(
+                membership_config,
+                links.clone(),
+                inbox_rx,
+                leaving,
+                GossipHandler::new(Arc::clone(&map_state)),
+                broadcast_rx,
+            )
+            .map_err(NodeError::Config)?;
         let persister = tokio::spawn(persist_members(
             store.clone(),
             node_id.clone(),
@@ -188,16 +199,28 @@ impl Node {
             stopped.clone(),
         ));
 
-        let verifier = TokenVerifier::new(token);
+        let verifier = TokenVerifier::new(token.clone());
+        let peers = Peers::new(links.clone(), config.cluster_id.clone(), token);
+        let cluster = Cluster::new(
+            node_id.clone(),
+            store.clone(),
+            map_state,
+            membership.clone(),
+            broadcast_tx,
+            peers,
+        );
+        let background = cluster::spawn_background(&cluster, stopped.clone());
         let service = ConfigService::new(store);
         let state = Arc::new(AppState {
             service: service.clone(),
             verifier: verifier.clone(),
             metrics: Arc::clone(&metrics),
-            membership: membership.clone(),
+            cluster: cluster.clone(),
+            body_limit: body_limit(config.max_value_bytes),
         });
         let mut http_stopped = stopped.clone();
         let app = router(state);
+        let http_app = app.clone();
         let http_server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -206,7 +229,11 @@ impl Node {
                 .await
         });
         let context = Arc::new(QuicContext {
-            service,
+            serving: Serving {
+                cluster,
+                service,
+                http: http_app,
+            },
             verifier,
             cluster_id: config.cluster_id.clone(),
             node_id: node_id.clone(),
@@ -238,6 +265,7 @@ impl Node {
             membership,
             membership_task,
             persister,
+            background,
         })
     }
 
@@ -281,6 +309,9 @@ impl Node {
         self.membership_task.await.map_err(joined)?;
         let _ = self.stop.send(true);
         self.persister.await.map_err(joined)?;
+        for task in self.background {
+            task.await.map_err(joined)?;
+        }
         self.quic_server.await.map_err(joined)?;
         self.http_server
             .await

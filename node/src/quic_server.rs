@@ -16,9 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::TokenVerifier;
-use crate::config_service::ConfigService;
+use crate::cluster::{Serving, serve_request};
 use crate::membership::DatagramLinks;
-use crate::wire_api;
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,8 +31,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the QUIC front end needs to answer requests.
 #[derive(Debug)]
 pub struct QuicContext {
-    /// The config role.
-    pub service: ConfigService,
+    /// The config and cluster roles (and the HTTP router, for forwarded HTTP requests).
+    pub serving: Serving,
     /// Checks request tokens.
     pub verifier: TokenVerifier,
     /// This node's cluster id; requests naming another are refused.
@@ -129,7 +128,14 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, ctx: &QuicCont
                 .and_then(|t| ctx.verifier.verify(t))
             {
                 Some(principal) => {
-                    wire_api::handle(&ctx.service, &principal, envelope.request).await
+                    serve_request(
+                        &ctx.serving,
+                        &principal,
+                        envelope.token,
+                        envelope.follow_redirects,
+                        envelope.request,
+                    )
+                    .await
                 }
                 None => Err(WireError::new(
                     codes::UNAUTHENTICATED,

@@ -218,6 +218,14 @@ async fn serve(
                 })
                 .collect(),
         ),
+        other => {
+            // Cluster and node-to-node requests are answered by the cluster role before
+            // reaching the config role.
+            return Err(StoreError::Invalid(format!(
+                "{} is not a config request",
+                other.name()
+            )));
+        }
     })
 }
 

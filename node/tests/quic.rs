@@ -57,6 +57,7 @@ fn request(token: &str, cluster: &str, request: Request) -> Vec<u8> {
         cluster_id: cluster.to_string(),
         request_id: 7,
         token: Some(token.to_string()),
+        follow_redirects: false,
         request,
     };
     encode_frame(&encode_payload(&envelope), 1 << 24).expect("frame")
@@ -137,6 +138,7 @@ async fn bad_input_is_answered_on_its_own_stream() {
         cluster_id: "cfgnode".into(),
         request_id: 1,
         token: Some(token.clone()),
+        follow_redirects: false,
         request: Request::Ping,
     });
     write_frame(&mut held_send, &ping).await.expect("write");

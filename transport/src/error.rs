@@ -103,4 +103,13 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// The request took too long.
     pub const TIMEOUT: &str = "timeout";
+    /// The namespace's holder is down (its data is on that node only).
+    pub const HOLDER_DOWN: &str = "holder_down";
+    /// The namespace is moving between nodes and the request could not follow it within the
+    /// hop limit; retry.
+    pub const MOVING: &str = "namespace_moving";
+    /// A node named in the request is not a member of the cluster.
+    pub const UNKNOWN_NODE: &str = "unknown_node";
+    /// The request is only for nodes of the cluster (handoff, anti-entropy).
+    pub const FORBIDDEN: &str = "forbidden";
 }

@@ -29,6 +29,10 @@ pub struct RequestEnvelope {
     pub request_id: u64,
     /// The bearer token.
     pub token: Option<String>,
+    /// True when the caller follows [`Response::Redirect`] itself (the client library): a node
+    /// that does not hold the namespace then answers with the holder instead of forwarding.
+    /// Callers that leave it false are served through forwarding.
+    pub follow_redirects: bool,
     /// The operation.
     pub request: Request,
 }
@@ -180,6 +184,89 @@ pub enum Request {
     },
     /// The codecs the node knows.
     Codecs,
+
+    // ---- cluster operations (operators) ----
+    /// Every member this node knows.
+    Members,
+    /// Where a namespace is and should be.
+    Placement {
+        /// Namespace.
+        namespace: String,
+    },
+    /// Namespaces per node (held and desired).
+    Ring,
+    /// Claim a namespace for a node (durable ownership that follows the node while it lives).
+    Claim {
+        /// Namespace.
+        namespace: String,
+        /// The claimant; `None` = the node receiving the request.
+        node: Option<String>,
+    },
+    /// Drop a namespace's claim.
+    Release {
+        /// Namespace.
+        namespace: String,
+    },
+    /// Pin a namespace to a node (strict placement).
+    Pin {
+        /// Namespace.
+        namespace: String,
+        /// The node.
+        node: String,
+    },
+    /// Drop a namespace's pin.
+    Unpin {
+        /// Namespace.
+        namespace: String,
+    },
+
+    // ---- node to node (need the cluster's admin token) ----
+    /// A client's request passed on by the node that received it; the receiver serves it or
+    /// answers [`Response::Redirect`], never forwards again.
+    Forward {
+        /// How many nodes the request has been sent to so far (1 for the first forward).
+        hops: u8,
+        /// The client's request.
+        request: Box<Request>,
+    },
+    /// An HTTP request passed on by the node that received it (same rules as `Forward`).
+    ForwardHttp(WireHttpRequest),
+    /// Anti-entropy: "my cluster map has this digest". Answered with `ClusterMap` (the whole
+    /// map) when the digests differ, `ClusterInSync` otherwise.
+    ClusterSync {
+        /// The asker's map digest.
+        digest: u64,
+    },
+    /// Handoff, first step: drop any partial copy of the namespace and get ready to receive it
+    /// from the holder at `epoch`.
+    HandoffOffer {
+        /// Namespace.
+        namespace: String,
+        /// The giver (the holder).
+        giver: String,
+        /// The giver's holder epoch.
+        epoch: u64,
+    },
+    /// Handoff: rows of the namespace (node-defined bincode of its transfer ops).
+    HandoffChunk {
+        /// Namespace.
+        namespace: String,
+        /// The giver's holder epoch.
+        epoch: u64,
+        /// The ops.
+        #[serde(with = "serde_bytes")]
+        ops: Vec<u8>,
+    },
+    /// Handoff, last step: the namespace is now held by the receiver under `epoch`, at
+    /// `revision` (the receiver checks it has exactly that).
+    HandoffCommit {
+        /// Namespace.
+        namespace: String,
+        /// The new holder epoch.
+        epoch: u64,
+        /// The namespace revision the receiver must have.
+        revision: u64,
+    },
 }
 
 impl Request {
@@ -187,13 +274,49 @@ impl Request {
     /// Clients retry only these blindly; a write whose answer was lost is not resent, because
     /// a second upsert would create a second version.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(
+        match self {
+            Request::Forward { request, .. } => request.is_idempotent(),
+            other => !other.is_write(),
+        }
+    }
+
+    /// True for the requests that change a namespace (they may create it).
+    pub fn is_write(&self) -> bool {
+        matches!(
             self,
             Request::Put { .. }
                 | Request::Delete { .. }
                 | Request::PutAlias { .. }
                 | Request::DeleteAlias { .. }
+                | Request::Claim { .. }
+                | Request::Release { .. }
+                | Request::Pin { .. }
+                | Request::Unpin { .. }
+                | Request::ForwardHttp(_)
+                | Request::HandoffOffer { .. }
+                | Request::HandoffChunk { .. }
+                | Request::HandoffCommit { .. }
         )
+    }
+
+    /// The namespace whose holder must serve this request, for requests of the config role;
+    /// `None` for requests any node answers itself.
+    pub fn routed_namespace(&self) -> Option<&str> {
+        match self {
+            Request::Get { namespace, .. }
+            | Request::Put { namespace, .. }
+            | Request::Delete { namespace, .. }
+            | Request::List { namespace, .. }
+            | Request::Versions { namespace, .. }
+            | Request::Version { namespace, .. }
+            | Request::Diff { namespace, .. }
+            | Request::Snapshot { namespace, .. }
+            | Request::PutAlias { namespace, .. }
+            | Request::GetAlias { namespace, .. }
+            | Request::DeleteAlias { namespace, .. }
+            | Request::ListAliases { namespace, .. } => Some(namespace),
+            _ => None,
+        }
     }
 
     /// The operation's name, for logs and metrics.
@@ -215,6 +338,19 @@ impl Request {
             Request::DeleteAlias { .. } => "delete_alias",
             Request::ListAliases { .. } => "list_aliases",
             Request::Codecs => "codecs",
+            Request::Members => "members",
+            Request::Placement { .. } => "placement",
+            Request::Ring => "ring",
+            Request::Claim { .. } => "claim",
+            Request::Release { .. } => "release",
+            Request::Pin { .. } => "pin",
+            Request::Unpin { .. } => "unpin",
+            Request::Forward { .. } => "forward",
+            Request::ForwardHttp(_) => "forward_http",
+            Request::ClusterSync { .. } => "cluster_sync",
+            Request::HandoffOffer { .. } => "handoff_offer",
+            Request::HandoffChunk { .. } => "handoff_chunk",
+            Request::HandoffCommit { .. } => "handoff_commit",
         }
     }
 }
@@ -413,6 +549,111 @@ pub enum Response {
     Aliases(WirePage<WireAlias>),
     /// Answer to `Codecs`.
     Codecs(Vec<WireCodec>),
+    /// Answer to `Members`.
+    Members(Vec<WireMember>),
+    /// Answer to `Placement`, `Claim`, `Release`, `Pin`, `Unpin`.
+    Placement(WirePlacement),
+    /// Answer to `Ring`.
+    Ring(Vec<WireRingShare>),
+    /// "Not here": the namespace is held by another node. The client library follows it (at
+    /// most two hops) and remembers the holder; a forwarding node does the same.
+    Redirect(WireRedirect),
+    /// Answer to `ForwardHttp`.
+    Http(WireHttpResponse),
+    /// Answer to `ClusterSync` when the digests differ: the whole map (node-defined bincode).
+    ClusterMap {
+        /// The encoded updates.
+        #[serde(with = "serde_bytes")]
+        updates: Vec<u8>,
+    },
+    /// Answer to `ClusterSync` when the digests match.
+    ClusterInSync,
+    /// Answer to the handoff requests.
+    Ack,
+}
+
+/// A cluster member as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireMember {
+    /// Node id.
+    pub id: String,
+    /// QUIC address.
+    pub quic_addr: String,
+    /// HTTP address.
+    pub http_addr: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Grows at every start of the node.
+    pub generation: u64,
+}
+
+/// Where a namespace is and should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePlacement {
+    /// Namespace.
+    pub namespace: String,
+    /// The node that should hold it (`None` when no member is alive).
+    pub desired_owner: Option<String>,
+    /// The node that holds it (`None` before its first write).
+    pub holder: Option<String>,
+    /// The holder epoch (0 before its first write).
+    pub epoch: u64,
+    /// Why the desired owner: `pin`, `claim` or `ring`.
+    pub reason: Option<String>,
+}
+
+/// How many namespaces a node holds and should hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRingShare {
+    /// Node id.
+    pub node: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Namespaces it holds.
+    pub holds: u64,
+    /// Namespaces whose desired owner it is.
+    pub desired: u64,
+}
+
+/// Where a namespace really is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRedirect {
+    /// Namespace.
+    pub namespace: String,
+    /// The node to ask.
+    pub holder: String,
+    /// Its QUIC address.
+    pub quic_addr: String,
+    /// The holder epoch the answer is based on (0 for a namespace nobody holds yet).
+    pub epoch: u64,
+}
+
+/// An HTTP request carried between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHttpRequest {
+    /// How many nodes the request has been sent to so far.
+    pub hops: u8,
+    /// Method (`GET`, `PUT`, ...).
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (hop-by-hop ones removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response carried between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -426,6 +667,7 @@ mod tests {
             cluster_id: "prod".into(),
             request_id: 42,
             token: Some("t".into()),
+            follow_redirects: true,
             request: Request::Put {
                 namespace: "app".into(),
                 key: "db/url".into(),

@@ -3,6 +3,7 @@
 //! Every route but `/health` and `/ready` needs `Authorization: Bearer <token>`. Every error is
 //! `{"error":{"code","message"}}` (see [`ApiError`]).
 
+mod cluster_api;
 mod config_api;
 mod error;
 mod extract;
@@ -16,16 +17,19 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::json;
 
 pub use config_api::ENVELOPE_CONTENT_TYPE;
 pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
+use crate::cluster::Cluster;
 use crate::config_service::ConfigService;
-use crate::membership::Membership;
 use crate::metrics::Metrics;
+
+/// The header naming the node that served a request (the holder, for forwarded requests).
+pub const SERVED_BY: &str = "x-cfgnode-node";
 
 /// What every handler shares.
 pub struct AppState {
@@ -35,19 +39,31 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
-    /// Cluster membership.
-    pub membership: Membership,
+    /// The cluster role: routing to holders, placement, pins and claims.
+    pub cluster: Cluster,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+}
+
+/// The largest request body for a node whose value limit is `max_value_bytes`: the value, or
+/// its base64 envelope (4/3 of it), plus slack.
+pub fn body_limit(max_value_bytes: usize) -> usize {
+    max_value_bytes / 3 * 4 + 64 * 1024
 }
 
 /// Builds the router with every route of the HTTP API.
 pub fn router(state: Arc<AppState>) -> Router {
-    // A write body is at most the value limit, or its base64 envelope (4/3 of it) plus slack.
-    let body_limit = state.service.store().max_value_bytes() / 3 * 4 + 64 * 1024;
+    let body_limit = state.body_limit;
+    use cluster_api as k;
     use config_api as c;
     let api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/codecs", get(c::codecs))
-        .route("/v1/cluster/members", get(members))
+        .route("/v1/cluster/members", get(k::members))
+        .route("/v1/cluster/placement/{ns}", get(k::placement))
+        .route("/v1/cluster/ring", get(k::ring))
+        .route("/v1/cluster/claims/{ns}", put(k::put_claim).delete(k::delete_claim))
+        .route("/v1/cluster/pins/{ns}", put(k::put_pin).delete(k::delete_pin))
         .route("/v1/namespaces", get(c::list_namespaces))
         .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
         .route(
@@ -66,6 +82,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/namespaces/{ns}/aliases/{*alias}",
             get(c::get_alias).put(c::put_alias).delete(c::delete_alias),
         )
+        // Layers run outside in: the token is checked before anything is forwarded.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            cluster_api::route_to_holder,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,
@@ -128,7 +149,14 @@ async fn track_request(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Which node served (a forwarded answer keeps the holder's).
+    if let Ok(node) = HeaderValue::from_str(state.service.store().node_id()) {
+        response
+            .headers_mut()
+            .entry(SERVED_BY)
+            .or_insert(node);
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state
@@ -162,25 +190,6 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         )
         .into_response(),
     }
-}
-
-/// `GET /v1/cluster/members`: every member this node knows, with its state.
-async fn members(State(state): State<Arc<AppState>>) -> Response {
-    let members: Vec<serde_json::Value> = state
-        .membership
-        .members()
-        .into_iter()
-        .map(|m| {
-            json!({
-                "id": m.peer.id,
-                "quic_addr": m.peer.quic.to_string(),
-                "http_addr": m.peer.http.to_string(),
-                "state": m.state,
-                "generation": m.peer.generation,
-            })
-        })
-        .collect();
-    axum::Json(json!({ "members": members })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::codec::{BincodeCodec, open, seal};
 use super::links::DatagramLinks;
 use super::peer::Peer;
+use crate::cluster::GossipHandler;
 
 /// How often seeds that are not alive members are announced to, so an isolated or restarted
 /// node finds its way back by itself.
@@ -86,27 +87,31 @@ pub struct Membership {
 
 impl Membership {
     /// Starts the task. `inbox` receives every datagram `links` reads; `stop` ends the task
-    /// (it then tells the cluster it leaves).
+    /// (it then tells the cluster it leaves). Items sent on `broadcasts` ride SWIM packets as
+    /// custom broadcasts; received ones go to `gossip`.
     pub fn start(
         config: MembershipConfig,
         links: DatagramLinks,
         inbox: mpsc::Receiver<Vec<u8>>,
         stop: watch::Receiver<bool>,
+        gossip: GossipHandler,
+        broadcasts: mpsc::Receiver<Vec<u8>>,
     ) -> Result<(Membership, tokio::task::JoinHandle<()>), String> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
-        let foca = Foca::new(
+        let foca = Foca::with_custom_broadcast(
             config.me.clone(),
             config.swim.clone(),
             StdRng::from_seed(seed),
             BincodeCodec,
+            gossip,
         );
         let initial = vec![MemberView {
             peer: config.me.clone(),
             state: MemberState::Alive,
         }];
         let (publish, view) = watch::channel(initial);
-        let task = tokio::spawn(run(foca, config, links, inbox, stop, publish));
+        let task = tokio::spawn(run(foca, config, links, inbox, stop, publish, broadcasts));
         Ok((Membership { view }, task))
     }
 
@@ -126,7 +131,7 @@ impl Membership {
     }
 }
 
-type FocaInstance = Foca<Peer, BincodeCodec, StdRng, foca::NoCustomBroadcast>;
+type FocaInstance = Foca<Peer, BincodeCodec, StdRng, GossipHandler>;
 
 async fn run(
     mut foca: FocaInstance,
@@ -135,6 +140,7 @@ async fn run(
     mut inbox: mpsc::Receiver<Vec<u8>>,
     mut stop: watch::Receiver<bool>,
     publish: watch::Sender<Vec<MemberView>>,
+    mut broadcasts: mpsc::Receiver<Vec<u8>>,
 ) {
     let mut runtime = AccumulatingRuntime::new();
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
@@ -190,6 +196,17 @@ async fn run(
                     {
                         tracing::debug!(error = %e, "SWIM timer failed");
                     }
+                }
+            }
+            Some(item) = broadcasts.recv() => {
+                match foca.add_broadcast(&item) {
+                    // Send it now to a few members instead of waiting for the next probe.
+                    Ok(_) => {
+                        if let Err(e) = foca.broadcast(&mut runtime) {
+                            tracing::debug!(error = %e, "cluster broadcast not sent");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cluster update not broadcast"),
                 }
             }
             _ = announce.tick() => {

@@ -1,0 +1,286 @@
+//! Serving a request wherever it arrives: here when this node holds the namespace, else
+//! forwarded to the holder over QUIC (or, for callers that follow redirects, answered with a
+//! redirect). A node that receives a forwarded request never forwards it again: it serves or
+//! redirects, and the forwarding node follows at most [`MAX_HOPS`] hops in all.
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method};
+use cfgnode_ring::Intent;
+use cfgnode_transport::{
+    MAX_FRAME_BYTES, Request, Response, WireError, WireHttpRequest, WireHttpResponse, codes,
+};
+use tower::ServiceExt;
+
+use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, handoff, sync};
+use crate::auth::Principal;
+use crate::config_service::ConfigService;
+use crate::wire_api;
+
+/// Marks an HTTP request replayed on the holder: the routing middleware lets it through (a
+/// request extension, so no client can set it).
+#[derive(Clone, Copy, Debug)]
+pub struct Routed;
+
+/// Largest HTTP response body carried back to a forwarding node.
+const MAX_FORWARDED_BODY: usize = MAX_FRAME_BYTES - 64 * 1024;
+
+/// What serving a QUIC request needs.
+#[derive(Clone, Debug)]
+pub struct Serving {
+    /// The cluster role.
+    pub cluster: Cluster,
+    /// The config role.
+    pub service: ConfigService,
+    /// The HTTP router, to replay forwarded HTTP requests.
+    pub http: axum::Router,
+}
+
+/// Answers one QUIC request from an authenticated caller.
+pub async fn serve_request(
+    serving: &Serving,
+    principal: &Principal,
+    token: Option<String>,
+    follow_redirects: bool,
+    request: Request,
+) -> Result<Response, WireError> {
+    let cluster = &serving.cluster;
+    match request {
+        Request::Members => Ok(Response::Members(cluster.members())),
+        Request::Placement { namespace } => cluster.placement(&namespace).map(Response::Placement),
+        Request::Ring => Ok(Response::Ring(cluster.ring_shares())),
+        Request::Claim { namespace, node } => {
+            let node = node.unwrap_or_else(|| cluster.me().to_string());
+            cluster
+                .set_directive(super::DirectiveKind::Claim, &namespace, Some(node))
+                .await
+                .map(Response::Placement)
+        }
+        Request::Release { namespace } => cluster
+            .set_directive(super::DirectiveKind::Claim, &namespace, None)
+            .await
+            .map(Response::Placement),
+        Request::Pin { namespace, node } => cluster
+            .set_directive(super::DirectiveKind::Pin, &namespace, Some(node))
+            .await
+            .map(Response::Placement),
+        Request::Unpin { namespace } => cluster
+            .set_directive(super::DirectiveKind::Pin, &namespace, None)
+            .await
+            .map(Response::Placement),
+        Request::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
+        Request::HandoffOffer {
+            namespace,
+            giver,
+            epoch,
+        } => handoff::on_offer(cluster, &giver, &namespace, epoch).await,
+        Request::HandoffChunk {
+            namespace,
+            epoch,
+            ops,
+        } => handoff::on_chunk(cluster, &namespace, epoch, &ops).await,
+        Request::HandoffCommit {
+            namespace,
+            epoch,
+            revision,
+        } => handoff::on_commit(cluster, &namespace, epoch, revision).await,
+        Request::Forward { request, .. } => serve_forwarded(serving, principal, *request).await,
+        Request::ForwardHttp(http) => serve_forwarded_http(serving, http).await,
+        request => match request.routed_namespace().map(str::to_string) {
+            None => wire_api::handle(&serving.service, principal, request).await,
+            Some(namespace) => {
+                serve_routed(serving, principal, token, follow_redirects, &namespace, request)
+                    .await
+            }
+        },
+    }
+}
+
+fn intent_of(request: &Request) -> Intent {
+    if request.is_write() {
+        Intent::Write
+    } else {
+        Intent::Read
+    }
+}
+
+/// A client's request for `namespace`: serve, redirect, or forward (following redirects).
+async fn serve_routed(
+    serving: &Serving,
+    principal: &Principal,
+    token: Option<String>,
+    follow_redirects: bool,
+    namespace: &str,
+    request: Request,
+) -> Result<Response, WireError> {
+    let cluster = &serving.cluster;
+    let intent = intent_of(&request);
+    let mut hops = 0u8;
+    loop {
+        let target = cluster
+            .route(namespace, intent)
+            .await
+            .map_err(|e| e.to_wire())?;
+        let (node, addr) = match &target {
+            Target::Local(_) => {
+                let answer = wire_api::handle(&serving.service, principal, request).await;
+                drop(target);
+                return answer;
+            }
+            Target::Remote { node, addr, .. } => (node.clone(), *addr),
+        };
+        if follow_redirects && let Some(redirect) = target.redirect(namespace) {
+            return Ok(Response::Redirect(redirect));
+        }
+        if hops >= MAX_HOPS {
+            return Err(moving(namespace, hops));
+        }
+        hops += 1;
+        let forwarded = Request::Forward {
+            hops,
+            request: Box::new(request.clone()),
+        };
+        match cluster
+            .peers()
+            .call(addr, forwarded, token.clone(), FORWARD_TIMEOUT)
+            .await
+        {
+            Ok(Response::Redirect(redirect)) => {
+                tracing::debug!(namespace, from = node, to = redirect.holder, "following a redirect");
+                cluster.learn(&redirect);
+            }
+            Ok(answer) => return Ok(answer),
+            Err(e) => return Err(unreachable_holder(e, &node, request.is_write())),
+        }
+    }
+}
+
+fn moving(namespace: &str, hops: u8) -> WireError {
+    WireError::new(
+        codes::MOVING,
+        format!(
+            "namespace {namespace:?} is moving between nodes: not found on its holder after {hops} hops; retry in a moment"
+        ),
+    )
+}
+
+fn unreachable_holder(e: super::PeerError, node: &str, write: bool) -> WireError {
+    match e {
+        super::PeerError::Answered(e) => e,
+        super::PeerError::Unreachable(why) => WireError::new(
+            codes::UNAVAILABLE,
+            if write {
+                format!(
+                    "the holder {node} could not be reached ({why}); the write may or may not have been applied: read before retrying"
+                )
+            } else {
+                format!("the holder {node} could not be reached ({why}); retry")
+            },
+        ),
+    }
+}
+
+/// A request another node forwarded: serve it here, or redirect. Never forwarded again.
+async fn serve_forwarded(
+    serving: &Serving,
+    principal: &Principal,
+    request: Request,
+) -> Result<Response, WireError> {
+    let Some(namespace) = request.routed_namespace().map(str::to_string) else {
+        return Err(WireError::new(
+            codes::MALFORMED,
+            "only namespace requests are forwarded",
+        ));
+    };
+    let target = serving
+        .cluster
+        .route(&namespace, intent_of(&request))
+        .await
+        .map_err(|e| e.to_wire())?;
+    match target.redirect(&namespace) {
+        Some(redirect) => Ok(Response::Redirect(redirect)),
+        None => {
+            let answer = wire_api::handle(&serving.service, principal, request).await;
+            drop(target);
+            answer
+        }
+    }
+}
+
+/// The namespace an HTTP path is about: `/v1/namespaces/{ns}/...` (not the listing itself).
+pub fn http_namespace(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/namespaces/")?;
+    let (namespace, tail) = rest.split_once('/')?;
+    (!namespace.is_empty() && !tail.is_empty()).then_some(namespace)
+}
+
+/// Whether an HTTP method changes the namespace.
+pub fn http_intent(method: &Method) -> Intent {
+    if method == Method::GET || method == Method::HEAD {
+        Intent::Read
+    } else {
+        Intent::Write
+    }
+}
+
+/// An HTTP request another node forwarded: replay it through this node's router if this node
+/// holds the namespace, else redirect.
+async fn serve_forwarded_http(
+    serving: &Serving,
+    http: WireHttpRequest,
+) -> Result<Response, WireError> {
+    let malformed = |why: String| WireError::new(codes::MALFORMED, why);
+    let method = Method::from_bytes(http.method.as_bytes())
+        .map_err(|e| malformed(format!("bad method: {e}")))?;
+    let uri: axum::http::Uri = http
+        .uri
+        .parse()
+        .map_err(|e| malformed(format!("bad uri: {e}")))?;
+    let Some(namespace) = http_namespace(uri.path()).map(str::to_string) else {
+        return Err(malformed("only namespace routes are forwarded".to_string()));
+    };
+    let target = serving
+        .cluster
+        .route(&namespace, http_intent(&method))
+        .await
+        .map_err(|e| e.to_wire())?;
+    if let Some(redirect) = target.redirect(&namespace) {
+        return Ok(Response::Redirect(redirect));
+    }
+    let mut builder = axum::http::Request::builder().method(method).uri(uri);
+    for (name, value) in &http.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| malformed(format!("bad header name: {e}")))?;
+        let value =
+            HeaderValue::from_bytes(value).map_err(|e| malformed(format!("bad header: {e}")))?;
+        builder = builder.header(name, value);
+    }
+    let mut request = builder
+        .body(Body::from(http.body))
+        .map_err(|e| malformed(format!("bad request: {e}")))?;
+    request.extensions_mut().insert(Routed);
+    let response = serving
+        .http
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?;
+    drop(target);
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|e| {
+            WireError::new(
+                codes::FRAME_TOO_LARGE,
+                format!("the answer is too large to forward ({e}); ask the holder directly"),
+            )
+        })?;
+    Ok(Response::Http(WireHttpResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    }))
+}

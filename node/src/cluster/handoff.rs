@@ -1,0 +1,431 @@
+//! Handoff: the holder of a namespace moves its data to the desired owner.
+//!
+//! Giver (the holder), step by step (the order is enforced by [`Handoff`]):
+//! 1. **Offer**: the receiver records the giver's holder record durably (so it never mistakes
+//!    a partial copy for its own namespace) and gets ready.
+//! 2. **Copy**: every row of the namespace, read in one read transaction at revision R, in
+//!    chunks of about 1 MiB; writes go on meanwhile.
+//! 3. **Freeze**: the namespace's gate is taken exclusively: new requests wait, in-flight
+//!    ones finish first.
+//! 4. **Catch up**: the rows changed after R (from the log), or the whole namespace again if the
+//!    log no longer reaches back to R.
+//! 5. **Commit**: the record `{receiver, epoch + 1}` is written durably here, merged and
+//!    gossiped; the receiver is told (it checks it has exactly the giver's revision). Waiting
+//!    requests wake up, see the new record, and go to the receiver.
+//! 6. The giver drops its copy.
+//!
+//! Failure before 5 leaves the giver holding the namespace (the receiver's partial copy is
+//! never served and is replaced by the next attempt); failure after 5 leaves the receiver
+//! holding a complete copy. A namespace is never served from an incomplete copy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cfgnode_ring::{Handoff, HandoffStep, HolderRecord, NodeId, Update, handoff_target};
+use cfgnode_storage::{TransferOp, validate_namespace};
+use cfgnode_transport::{Request, Response, WireError, codes};
+use tokio::sync::{Semaphore, watch};
+
+use super::{Cluster, GATE_WAIT};
+
+/// How often the reconcile loop looks for namespaces to hand off even without a change.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// A failed handoff of a namespace is retried after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Handoffs running at once per node.
+const PARALLEL_HANDOFFS: usize = 4;
+/// Target size of one chunk of rows.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// How long one handoff request may take on the receiver.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest decoded chunk accepted from a giver.
+const MAX_CHUNK_BYTES: usize = 15 * 1024 * 1024;
+
+/// Watches the map and the membership, and hands off every namespace this node holds whose
+/// desired owner is another alive node. Runs until `stop`.
+pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
+    let mut map_changes = cluster.map_state().subscribe();
+    let mut members = cluster.membership().subscribe();
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = Arc::new(Semaphore::new(PARALLEL_HANDOFFS));
+    let mut failed: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+            r = map_changes.changed() => if r.is_err() { break },
+            r = members.changed() => if r.is_err() { break },
+        }
+        failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
+        let alive = cluster.alive();
+        let todo: Vec<(String, NodeId)> = cluster.map_state().read(|map| {
+            map.holders()
+                .filter(|(_, r)| r.holder == cluster.me())
+                .filter_map(|(ns, _)| {
+                    let placement = cluster.desired(ns, map, &alive);
+                    handoff_target(cluster.me(), ns, map, placement.as_ref(), &alive)
+                        .map(|to| (ns.clone(), to))
+                })
+                .collect()
+        });
+        for (namespace, to) in todo {
+            if failed.contains_key(&namespace) {
+                continue;
+            }
+            let fresh = cluster
+                .inner
+                .giving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(namespace.clone());
+            if !fresh {
+                continue;
+            }
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                release(&cluster, &namespace);
+                break;
+            };
+            // Marked failed up front; a success removes the namespace from the holder set
+            // anyway, so the mark only matters when the handoff fails.
+            failed.insert(namespace.clone(), Instant::now());
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                match hand_off(&cluster, &namespace, &to).await {
+                    Ok(revision) => tracing::info!(
+                        namespace,
+                        to,
+                        revision,
+                        millis = started.elapsed().as_millis() as u64,
+                        "namespace handed off"
+                    ),
+                    Err(e) => tracing::warn!(namespace, to, error = %e, "handoff failed; retrying shortly"),
+                }
+                release(&cluster, &namespace);
+                drop(slot);
+            });
+        }
+    }
+}
+
+fn release(cluster: &Cluster, namespace: &str) {
+    cluster
+        .inner
+        .giving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(namespace);
+}
+
+/// Moves `namespace` to `to`; returns the revision handed over.
+async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, String> {
+    let record = cluster
+        .holder(namespace)
+        .filter(|r| r.holder == cluster.me())
+        .ok_or("this node no longer holds the namespace")?;
+    let addr = cluster
+        .addr_of(to)
+        .ok_or_else(|| format!("no address known for {to}"))?;
+    let mut steps = Handoff::new(record.clone(), to.to_string());
+    let call = |request: Request| async move {
+        match cluster
+            .peers()
+            .call(addr, request, None, STEP_TIMEOUT)
+            .await
+        {
+            Ok(Response::Ack) => Ok(()),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("{}", e.into_wire())),
+        }
+    };
+    let step = |steps: &mut Handoff, s: HandoffStep| steps.advance(s).map_err(|e| e.to_string());
+
+    call(Request::HandoffOffer {
+        namespace: namespace.to_string(),
+        giver: cluster.me().to_string(),
+        epoch: record.epoch,
+    })
+    .await?;
+    step(&mut steps, HandoffStep::Offered)?;
+
+    // Copy, with writes still running.
+    let since = send_full_copy(cluster, namespace, record.epoch, &call).await?;
+    step(&mut steps, HandoffStep::Copied)?;
+
+    // Freeze: wait for in-flight requests, hold new ones.
+    let gate = cluster.gate(namespace);
+    let frozen = tokio::time::timeout(GATE_WAIT, gate.write_owned())
+        .await
+        .map_err(|_| "requests kept the namespace busy; could not freeze it".to_string())?;
+    step(&mut steps, HandoffStep::Frozen)?;
+
+    let store = cluster.store().clone();
+    let changes = {
+        let ns = namespace.to_string();
+        let since = since.unwrap_or(0);
+        let has_data = since > 0;
+        tokio::task::spawn_blocking(move || {
+            if has_data {
+                store.export_changes(&ns, since).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+    };
+    let revision = match (since, changes) {
+        (Some(_), Some(Some((state, ops)))) => {
+            for chunk in split(ops) {
+                call(chunk_request(namespace, record.epoch, &chunk)?).await?;
+            }
+            state.revision
+        }
+        // The log no longer reaches back (or the namespace appeared meanwhile): copy it all
+        // again, frozen.
+        _ => send_full_copy(cluster, namespace, record.epoch, &call)
+            .await?
+            .unwrap_or(0),
+    };
+    step(&mut steps, HandoffStep::CaughtUp)?;
+
+    let next = steps.commit_record().map_err(|e| e.to_string())?;
+    cluster
+        .author(Update::Holder {
+            namespace: namespace.to_string(),
+            record: next.clone(),
+        })
+        .await
+        .map_err(|e| format!("could not record the new holder: {e}"))?;
+    step(&mut steps, HandoffStep::Committed)?;
+    if let Err(e) = call(Request::HandoffCommit {
+        namespace: namespace.to_string(),
+        epoch: next.epoch,
+        revision,
+    })
+    .await
+    {
+        // The record is durable here and gossiped; the receiver learns it from gossip or
+        // anti-entropy, and requests that reach it meanwhile are redirected back to it.
+        tracing::warn!(namespace, to, error = %e, "handoff committed, but the receiver did not confirm");
+    }
+    drop(frozen);
+    if let Err(e) = cluster.store().drop_namespace(namespace).await {
+        tracing::warn!(namespace, error = %e, "could not drop the handed-off copy");
+    }
+    Ok(revision)
+}
+
+/// Sends every row of the namespace, read at one revision; returns that revision (`None` when
+/// the namespace has no data here: a record created by a write that was then refused).
+async fn send_full_copy<F, Fut>(
+    cluster: &Cluster,
+    namespace: &str,
+    epoch: u64,
+    call: &F,
+) -> Result<Option<u64>, String>
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let store = cluster.store().clone();
+    let ns = namespace.to_string();
+    let export = tokio::task::spawn_blocking(move || store.export(&ns))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut export = match export {
+        Ok(export) => export,
+        Err(cfgnode_storage::StoreError::NamespaceNotFound { .. }) => {
+            // Nothing to copy; the receiver starts from an empty namespace.
+            call(chunk_request(namespace, epoch, &[TransferOp::ClearNamespace])?).await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let revision = export.state().revision;
+    loop {
+        let (back, chunk) = tokio::task::spawn_blocking(move || {
+            let chunk = export.next_chunk(CHUNK_BYTES);
+            (export, chunk)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        export = back;
+        match chunk.map_err(|e| e.to_string())? {
+            Some(ops) => call(chunk_request(namespace, epoch, &ops)?).await?,
+            None => break,
+        }
+    }
+    Ok(Some(revision))
+}
+
+/// Splits ops into chunks of about [`CHUNK_BYTES`], keeping their order.
+fn split(ops: Vec<TransferOp>) -> Vec<Vec<TransferOp>> {
+    let mut chunks = vec![Vec::new()];
+    let mut size = 0;
+    for op in ops {
+        if size >= CHUNK_BYTES {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += op.size();
+        if let Some(last) = chunks.last_mut() {
+            last.push(op);
+        }
+    }
+    chunks.retain(|c| !c.is_empty());
+    chunks
+}
+
+fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<Request, String> {
+    let ops = bincode::serde::encode_to_vec(ops, bincode::config::standard())
+        .map_err(|e| format!("cannot encode a chunk: {e}"))?;
+    Ok(Request::HandoffChunk {
+        namespace: namespace.to_string(),
+        epoch,
+        ops,
+    })
+}
+
+// ---- receiving side -------------------------------------------------------------------------
+
+fn refuse(message: impl Into<String>) -> WireError {
+    WireError::new("handoff_refused", message)
+}
+
+/// `HandoffOffer`: get ready to receive `namespace` from its holder at `epoch`.
+pub async fn on_offer(
+    cluster: &Cluster,
+    giver: &str,
+    namespace: &str,
+    epoch: u64,
+) -> Result<Response, WireError> {
+    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    let current = cluster.holder(namespace);
+    if let Some(r) = &current
+        && r.holder == cluster.me()
+    {
+        return Err(refuse(format!(
+            "this node already holds {namespace:?} (epoch {}); refusing to overwrite it",
+            r.epoch
+        )));
+    }
+    if let Some(r) = &current
+        && r.epoch > epoch
+    {
+        return Err(refuse(format!(
+            "the offer of {namespace:?} at epoch {epoch} is stale (known: {} at epoch {})",
+            r.holder, r.epoch
+        )));
+    }
+    // Remember, durably, who holds the namespace: this node's partial copy is never taken for
+    // its own, even after a restart.
+    let record = Update::Holder {
+        namespace: namespace.to_string(),
+        record: HolderRecord {
+            holder: giver.to_string(),
+            epoch,
+        },
+    };
+    super::state::save_now(cluster.store(), std::slice::from_ref(&record))
+        .await
+        .map_err(crate::wire_api::to_wire_error)?;
+    let _ = cluster.map_state().apply(record);
+    cluster
+        .inner
+        .receiving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(namespace.to_string(), epoch);
+    Ok(Response::Ack)
+}
+
+/// `HandoffChunk`: store rows of a namespace being received.
+pub async fn on_chunk(
+    cluster: &Cluster,
+    namespace: &str,
+    epoch: u64,
+    payload: &[u8],
+) -> Result<Response, WireError> {
+    expect_receiving(cluster, namespace, epoch)?;
+    let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
+    let (ops, used): (Vec<TransferOp>, usize) =
+        bincode::serde::decode_from_slice(payload, config).map_err(|e| {
+            WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}"))
+        })?;
+    if used != payload.len() {
+        return Err(WireError::new(codes::MALFORMED, "trailing bytes in a handoff chunk"));
+    }
+    cluster
+        .store()
+        .import(namespace, ops)
+        .await
+        .map_err(crate::wire_api::to_wire_error)?;
+    Ok(Response::Ack)
+}
+
+/// `HandoffCommit`: take the namespace over at `epoch`, if this node has exactly `revision`.
+pub async fn on_commit(
+    cluster: &Cluster,
+    namespace: &str,
+    epoch: u64,
+    revision: u64,
+) -> Result<Response, WireError> {
+    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    if let Some(r) = cluster.holder(namespace)
+        && r.holder == cluster.me()
+        && r.epoch >= epoch
+    {
+        // Already learned through gossip or a redirect: nothing more to do.
+        return Ok(Response::Ack);
+    }
+    let store = cluster.store().clone();
+    let ns = namespace.to_string();
+    let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
+        .await
+        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
+        .map_err(crate::wire_api::to_wire_error)?;
+    let have = state.map_or(0, |s| s.revision);
+    if have != revision {
+        return Err(refuse(format!(
+            "commit of {namespace:?} at revision {revision}, but this node has revision {have}"
+        )));
+    }
+    cluster
+        .author(Update::Holder {
+            namespace: namespace.to_string(),
+            record: HolderRecord {
+                holder: cluster.me().to_string(),
+                epoch,
+            },
+        })
+        .await
+        .map_err(crate::wire_api::to_wire_error)?;
+    cluster
+        .inner
+        .receiving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(namespace);
+    tracing::info!(namespace, epoch, revision, "namespace received; serving it here");
+    Ok(Response::Ack)
+}
+
+fn expect_receiving(cluster: &Cluster, namespace: &str, epoch: u64) -> Result<(), WireError> {
+    let receiving = cluster
+        .inner
+        .receiving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(namespace)
+        .copied();
+    match receiving {
+        Some(e) if e == epoch => Ok(()),
+        _ => Err(refuse(format!(
+            "no handoff of {namespace:?} at epoch {epoch} is in progress here; start with an offer"
+        ))),
+    }
+}

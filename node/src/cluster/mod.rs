@@ -1,0 +1,601 @@
+//! The cluster role of a node: the directory, pins and claims (the cluster map), routing
+//! requests to a namespace's holder, handoff, and anti-entropy.
+//!
+//! - `state`: the map (`cfgnode-ring`'s [`ClusterMap`]) with its change feed and persistence.
+//! - `gossip`: foca custom broadcasts carrying map updates.
+//! - `peers`: node-to-node requests over QUIC.
+//! - `forward`: serving a client's request wherever it arrives (local, forward, redirect).
+//! - `handoff`: moving a namespace's data to its desired owner; the reconcile loop.
+//! - `sync`: anti-entropy, a digest exchange with a random peer at join and periodically.
+//!
+//! The decisions are pure and live in `cfgnode-ring` (`route`, `handoff_target`, `Handoff`);
+//! this module carries them out.
+
+mod forward;
+mod gossip;
+mod handoff;
+mod peers;
+mod state;
+mod sync;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cfgnode_ring::{
+    ClusterMap, DEFAULT_VNODES, Directive, HolderRecord, Intent, NodeId, Placement, Reason, Ring,
+    Route, Update, desired_owner,
+};
+use cfgnode_storage::{Store, StoreError, validate_namespace};
+use cfgnode_transport::{
+    WireError, WireMember, WirePlacement, WireRedirect, WireRingShare, codes,
+};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
+
+use crate::membership::{MemberState, MemberView, Membership};
+
+pub use forward::{Routed, Serving, http_intent, http_namespace, serve_request};
+pub use gossip::GossipHandler;
+pub use peers::{PeerError, Peers};
+pub use state::MapState;
+
+/// Most nodes a request is sent to before the caller gets a "namespace is moving" error.
+pub const MAX_HOPS: u8 = 2;
+/// How long a request waits for a namespace frozen by a handoff.
+const GATE_WAIT: Duration = Duration::from_secs(10);
+/// How long a forwarded request may take on the holder.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a request for a namespace is served.
+#[derive(Debug)]
+pub enum Target {
+    /// Here. Holding the permit keeps a handoff from freezing the namespace under the request.
+    Local(Permit),
+    /// On another node.
+    Remote {
+        /// Its id.
+        node: NodeId,
+        /// Its QUIC address.
+        addr: SocketAddr,
+        /// The holder epoch this is based on (0 when nobody holds the namespace yet).
+        epoch: u64,
+    },
+}
+
+impl Target {
+    /// The redirect a caller that follows redirects gets for a remote target.
+    pub fn redirect(&self, namespace: &str) -> Option<WireRedirect> {
+        match self {
+            Target::Local(_) => None,
+            Target::Remote { node, addr, epoch } => Some(WireRedirect {
+                namespace: namespace.to_string(),
+                holder: node.clone(),
+                quic_addr: addr.to_string(),
+                epoch: *epoch,
+            }),
+        }
+    }
+}
+
+/// Permission to serve a request for a namespace here; a handoff waits until every permit is
+/// dropped before it freezes the namespace.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] OwnedRwLockReadGuard<()>);
+
+/// Why a request cannot be routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The holder is down; its data is on that node only.
+    #[error(
+        "namespace {namespace:?} is held by node {node:?}, which is down; it is served again as soon as {node} is back (check `cfgnode cluster members`)"
+    )]
+    HolderDown {
+        /// The namespace.
+        namespace: String,
+        /// The holder.
+        node: NodeId,
+    },
+    /// The namespace is frozen by a handoff for longer than a request may wait.
+    #[error("namespace {namespace:?} is moving to another node; retry in a moment")]
+    Moving {
+        /// The namespace.
+        namespace: String,
+    },
+    /// No member is alive to own a new namespace.
+    #[error("no cluster member can own namespace {namespace:?}")]
+    NoOwner {
+        /// The namespace.
+        namespace: String,
+    },
+    /// Storage failed while recording a new namespace.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl RouteError {
+    /// The error as the wire carries it.
+    pub fn to_wire(&self) -> WireError {
+        let code = match self {
+            RouteError::HolderDown { .. } => codes::HOLDER_DOWN,
+            RouteError::Moving { .. } => codes::MOVING,
+            RouteError::NoOwner { .. } => codes::UNAVAILABLE,
+            RouteError::Storage(e) => crate::config_service::error_code(e),
+        };
+        WireError::new(code, self.to_string())
+    }
+}
+
+/// The node's view of the cluster, and what it does about it. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    me: NodeId,
+    store: Store,
+    state: Arc<MapState>,
+    membership: Membership,
+    broadcasts: mpsc::Sender<Vec<u8>>,
+    peers: Peers,
+    gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+    /// Namespaces this node is receiving, with the giver's epoch.
+    receiving: Mutex<HashMap<String, u64>>,
+    /// Namespaces this node is handing off right now.
+    giving: Mutex<HashSet<String>>,
+    ring: Mutex<Option<Arc<Ring>>>,
+}
+
+impl Cluster {
+    /// The cluster role of node `me`.
+    pub fn new(
+        me: NodeId,
+        store: Store,
+        state: Arc<MapState>,
+        membership: Membership,
+        broadcasts: mpsc::Sender<Vec<u8>>,
+        peers: Peers,
+    ) -> Self {
+        Cluster {
+            inner: Arc::new(Inner {
+                me,
+                store,
+                state,
+                membership,
+                broadcasts,
+                peers,
+                gates: Mutex::default(),
+                receiving: Mutex::default(),
+                giving: Mutex::default(),
+                ring: Mutex::default(),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.inner.me
+    }
+
+    /// The membership this node sees.
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    /// Node-to-node requests.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// The map's change feed.
+    pub fn map_state(&self) -> &Arc<MapState> {
+        &self.inner.state
+    }
+
+    /// Members that count as alive for placement and routing (alive or suspect: a suspect
+    /// may well refute, and moving namespaces away from it at once would be churn).
+    pub fn alive(&self) -> BTreeSet<NodeId> {
+        let mut alive: BTreeSet<NodeId> = self
+            .inner
+            .membership
+            .members()
+            .into_iter()
+            .filter(|m| m.state != MemberState::Down)
+            .map(|m| m.peer.id)
+            .collect();
+        alive.insert(self.inner.me.clone());
+        alive
+    }
+
+    /// The QUIC address of member `node`.
+    pub fn addr_of(&self, node: &str) -> Option<SocketAddr> {
+        self.inner
+            .membership
+            .members()
+            .into_iter()
+            .find(|m| m.peer.id == node)
+            .map(|m| m.peer.quic)
+    }
+
+    /// The ring over `alive`, rebuilt only when the alive set changes.
+    fn ring(&self, alive: &BTreeSet<NodeId>) -> Arc<Ring> {
+        let mut cached = self.inner.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ring) = cached.as_ref()
+            && ring.members() == alive
+        {
+            return Arc::clone(ring);
+        }
+        let ring = Arc::new(Ring::new(alive, DEFAULT_VNODES));
+        *cached = Some(Arc::clone(&ring));
+        ring
+    }
+
+    /// The desired owner of `namespace` under `map` and `alive`.
+    fn desired(
+        &self,
+        namespace: &str,
+        map: &ClusterMap,
+        alive: &BTreeSet<NodeId>,
+    ) -> Option<Placement> {
+        let ring = self.ring(alive);
+        desired_owner(
+            namespace,
+            &ring,
+            alive,
+            map.pin(namespace),
+            map.claim(namespace),
+        )
+    }
+
+    /// Where a request for `namespace` is served. Creates the namespace's holder record when
+    /// this node is its desired owner and the request writes; waits (up to 10 s) while a
+    /// handoff has the namespace frozen.
+    pub async fn route(&self, namespace: &str, intent: Intent) -> Result<Target, RouteError> {
+        for _ in 0..4 {
+            let alive = self.alive();
+            let decision = self.inner.state.read(|map| {
+                let placement = self.desired(namespace, map, &alive);
+                cfgnode_ring::route(
+                    &self.inner.me,
+                    namespace,
+                    map,
+                    placement.as_ref(),
+                    &alive,
+                    intent,
+                )
+            });
+            match decision {
+                Route::Serve | Route::ServeAbsent => {
+                    let gate = self.gate(namespace);
+                    let guard = tokio::time::timeout(GATE_WAIT, gate.read_owned())
+                        .await
+                        .map_err(|_| RouteError::Moving {
+                            namespace: namespace.to_string(),
+                        })?;
+                    // A handoff may have finished while this request waited.
+                    let still = self.inner.state.read(|map| match map.holder(namespace) {
+                        Some(r) => r.holder == self.inner.me,
+                        None => decision == Route::ServeAbsent,
+                    });
+                    if still {
+                        return Ok(Target::Local(Permit(guard)));
+                    }
+                }
+                Route::Create => {
+                    let update = Update::Holder {
+                        namespace: namespace.to_string(),
+                        record: HolderRecord {
+                            holder: self.inner.me.clone(),
+                            epoch: 1,
+                        },
+                    };
+                    self.author(update).await?;
+                    tracing::info!(namespace, "namespace created here (holder epoch 1)");
+                }
+                Route::Forward { to, epoch } => {
+                    let Some(addr) = self.addr_of(&to) else {
+                        return Err(RouteError::HolderDown {
+                            namespace: namespace.to_string(),
+                            node: to,
+                        });
+                    };
+                    return Ok(Target::Remote {
+                        node: to,
+                        addr,
+                        epoch,
+                    });
+                }
+                Route::Unavailable { node } => {
+                    return Err(RouteError::HolderDown {
+                        namespace: namespace.to_string(),
+                        node,
+                    });
+                }
+                Route::NoOwner => {
+                    return Err(RouteError::NoOwner {
+                        namespace: namespace.to_string(),
+                    });
+                }
+            }
+        }
+        Err(RouteError::Moving {
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// Takes in what a redirect says: the holder record it is based on (authored by that
+    /// holder, so merging it is safe).
+    pub fn learn(&self, redirect: &WireRedirect) {
+        if redirect.epoch == 0 {
+            return;
+        }
+        let update = Update::Holder {
+            namespace: redirect.namespace.clone(),
+            record: HolderRecord {
+                holder: redirect.holder.clone(),
+                epoch: redirect.epoch,
+            },
+        };
+        if let Err(e) = self.inner.state.apply(update) {
+            tracing::debug!(error = %e, "ignoring a malformed redirect");
+        }
+    }
+
+    /// The per-namespace gate: requests hold it shared, a handoff's freeze holds it exclusive.
+    fn gate(&self, namespace: &str) -> Arc<RwLock<()>> {
+        let mut gates = self.inner.gates.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(gates.entry(namespace.to_string()).or_default())
+    }
+
+    /// Records an update this node authored: durably first, then in the map, then gossiped.
+    async fn author(&self, update: Update) -> Result<(), StoreError> {
+        state::save_now(&self.inner.store, std::slice::from_ref(&update)).await?;
+        if let Err(e) = self.inner.state.apply(update.clone()) {
+            return Err(StoreError::Invalid(e));
+        }
+        self.broadcast(&update);
+        Ok(())
+    }
+
+    /// Hands an update to SWIM for dissemination (dropped when the queue is full: anti-entropy
+    /// repairs it).
+    fn broadcast(&self, update: &Update) {
+        if self
+            .inner
+            .broadcasts
+            .try_send(state::encode_update(update))
+            .is_err()
+        {
+            tracing::debug!("broadcast queue full; anti-entropy will spread the update");
+        }
+    }
+
+    /// Where `namespace` is and should be.
+    pub fn placement(&self, namespace: &str) -> Result<WirePlacement, WireError> {
+        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        let alive = self.alive();
+        Ok(self.inner.state.read(|map| {
+            let placement = self.desired(namespace, map, &alive);
+            let record = map.holder(namespace);
+            WirePlacement {
+                namespace: namespace.to_string(),
+                desired_owner: placement.as_ref().map(|p| p.owner.clone()),
+                holder: record.map(|r| r.holder.clone()),
+                epoch: record.map_or(0, |r| r.epoch),
+                reason: placement.map(|p| reason_name(p.reason).to_string()),
+            }
+        }))
+    }
+
+    /// Every member this node knows.
+    pub fn members(&self) -> Vec<WireMember> {
+        self.inner
+            .membership
+            .members()
+            .into_iter()
+            .map(|m: MemberView| WireMember {
+                id: m.peer.id,
+                quic_addr: m.peer.quic.to_string(),
+                http_addr: m.peer.http.to_string(),
+                state: state_name(m.state).to_string(),
+                generation: m.peer.generation,
+            })
+            .collect()
+    }
+
+    /// Namespaces per member: how many each holds and how many it should hold.
+    pub fn ring_shares(&self) -> Vec<WireRingShare> {
+        let alive = self.alive();
+        let members = self.inner.membership.members();
+        let mut shares: Vec<WireRingShare> = members
+            .iter()
+            .map(|m| WireRingShare {
+                node: m.peer.id.clone(),
+                state: state_name(m.state).to_string(),
+                holds: 0,
+                desired: 0,
+            })
+            .collect();
+        self.inner.state.read(|map| {
+            for (namespace, record) in map.holders() {
+                if let Some(s) = shares.iter_mut().find(|s| s.node == record.holder) {
+                    s.holds += 1;
+                }
+                if let Some(p) = self.desired(namespace, map, &alive)
+                    && let Some(s) = shares.iter_mut().find(|s| s.node == p.owner)
+                {
+                    s.desired += 1;
+                }
+            }
+        });
+        shares
+    }
+
+    /// Sets (`Some`) or removes (`None`) a pin or claim, authored by this node with the next
+    /// epoch, and answers the resulting placement. The namespace then moves in the background.
+    pub async fn set_directive(
+        &self,
+        kind: DirectiveKind,
+        namespace: &str,
+        target: Option<String>,
+    ) -> Result<WirePlacement, WireError> {
+        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        if let Some(node) = &target {
+            let known = self
+                .inner
+                .membership
+                .members()
+                .iter()
+                .any(|m| &m.peer.id == node);
+            if !known {
+                return Err(WireError::new(
+                    codes::UNKNOWN_NODE,
+                    format!(
+                        "node {node:?} is not a member of this cluster; `cfgnode cluster members` lists them"
+                    ),
+                ));
+            }
+        }
+        let update = self.inner.state.read(|map| {
+            let current = match kind {
+                DirectiveKind::Pin => map.pin(namespace),
+                DirectiveKind::Claim => map.claim(namespace),
+            };
+            let directive = Directive::next(current, target, self.inner.me.clone());
+            match kind {
+                DirectiveKind::Pin => Update::Pin {
+                    namespace: namespace.to_string(),
+                    directive,
+                },
+                DirectiveKind::Claim => Update::Claim {
+                    namespace: namespace.to_string(),
+                    directive,
+                },
+            }
+        });
+        self.author(update)
+            .await
+            .map_err(crate::wire_api::to_wire_error)?;
+        self.placement(namespace)
+    }
+
+    /// Namespaces this node holds (for listings and the reconcile loop).
+    pub fn held(&self) -> Vec<String> {
+        self.inner.state.read(|map| {
+            map.holders()
+                .filter(|(_, r)| r.holder == self.inner.me)
+                .map(|(ns, _)| ns.clone())
+                .collect()
+        })
+    }
+
+    /// The holder record of `namespace`.
+    pub fn holder(&self, namespace: &str) -> Option<HolderRecord> {
+        self.inner.state.read(|map| map.holder(namespace).cloned())
+    }
+
+    /// The store (handoff reads and writes it).
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}
+
+/// Which directive an operator sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectiveKind {
+    /// A pin.
+    Pin,
+    /// A claim.
+    Claim,
+}
+
+fn reason_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Pin => "pin",
+        Reason::Claim => "claim",
+        Reason::Ring => "ring",
+    }
+}
+
+fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Down => "down",
+    }
+}
+
+/// Loads the cluster map at start. A data dir from before clustering (namespaces but no
+/// cluster records) gets a holder record `{me, 1}` for each of its namespaces, so its data
+/// stays served. Records are never invented otherwise: a namespace's data found without a
+/// record naming this node is a partial copy from an interrupted handoff and is not served.
+pub async fn load_map(store: &Store) -> Result<ClusterMap, StoreError> {
+    let loaded = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let map = state::load(&store)?;
+            let mut local = Vec::new();
+            if map.is_empty() {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = store.list_namespaces("", cursor.as_deref(), 1000)?;
+                    local.extend(page.items.into_iter().map(|s| s.name));
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            Ok::<_, StoreError>((map, local))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("cluster map load task failed: {e}")))??
+    };
+    let (mut map, legacy) = loaded;
+    if !legacy.is_empty() {
+        let updates: Vec<Update> = legacy
+            .into_iter()
+            .map(|namespace| Update::Holder {
+                namespace,
+                record: HolderRecord {
+                    holder: store.node_id().to_string(),
+                    epoch: 1,
+                },
+            })
+            .collect();
+        state::save_now(store, &updates).await?;
+        tracing::info!(
+            namespaces = updates.len(),
+            "data dir from before clustering: this node holds its namespaces"
+        );
+        for update in updates {
+            map.apply(update);
+        }
+    }
+    Ok(map)
+}
+
+/// Starts the background work: the persister, the reconcile (handoff) loop and anti-entropy.
+pub fn spawn_background(
+    cluster: &Cluster,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(state::persist(
+            Arc::clone(&cluster.inner.state),
+            cluster.inner.store.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(handoff::reconcile(cluster.clone(), stop.clone())),
+        tokio::spawn(sync::anti_entropy(cluster.clone(), stop)),
+    ]
+}

@@ -1,0 +1,263 @@
+//! The cluster routes: members, placement, ring, claims and pins; and the middleware that sends
+//! a namespace request to the namespace's holder.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cfgnode_storage::validate_namespace;
+use cfgnode_transport::{Request as WireRequest, Response as WireResponse, WireError, WireHttpRequest, codes};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::cluster::{
+    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Routed, Target, http_intent,
+    http_namespace,
+};
+
+/// Headers that describe one connection, not the request: never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Sends `/v1/namespaces/{ns}/...` requests to the namespace's holder: runs the handler here
+/// when this node holds it, forwards over QUIC otherwise (following redirects, at most two
+/// hops), answers 503 naming the holder when it is down.
+pub async fn route_to_holder(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.extensions().get::<Routed>().is_some() {
+        return next.run(request).await;
+    }
+    let Some(namespace) = http_namespace(request.uri().path()).map(str::to_string) else {
+        return next.run(request).await;
+    };
+    if validate_namespace(&namespace).is_err() {
+        // The handler answers with the precise validation error.
+        return next.run(request).await;
+    }
+    let intent = http_intent(request.method());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                format!(
+                    "the request body is over this node's limit of {} bytes",
+                    state.body_limit
+                ),
+            )
+            .into_response();
+        }
+    };
+    let mut hops = 0u8;
+    loop {
+        let target = match state.cluster.route(&namespace, intent).await {
+            Ok(target) => target,
+            Err(e) => return route_error(&e).into_response(),
+        };
+        let (node, addr) = match &target {
+            Target::Local(_) => {
+                let response = next
+                    .run(Request::from_parts(parts, Body::from(body)))
+                    .await;
+                drop(target);
+                return response;
+            }
+            Target::Remote { node, addr, .. } => (node.clone(), *addr),
+        };
+        if hops >= MAX_HOPS {
+            return from_wire(WireError::new(
+                codes::MOVING,
+                format!("namespace {namespace:?} is moving between nodes; retry in a moment"),
+            ))
+            .into_response();
+        }
+        hops += 1;
+        let forwarded = WireHttpRequest {
+            hops,
+            method: parts.method.as_str().to_string(),
+            uri: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+            headers: forwardable(&parts.headers),
+            body: body.to_vec(),
+        };
+        match state
+            .cluster
+            .peers()
+            .call(addr, WireRequest::ForwardHttp(forwarded), None, FORWARD_TIMEOUT)
+            .await
+        {
+            Ok(WireResponse::Http(answer)) => {
+                let mut response = Response::new(Body::from(answer.body));
+                *response.status_mut() =
+                    StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                for (name, value) in answer.headers {
+                    if HOP_BY_HOP.contains(&name.as_str()) || name == "content-length" {
+                        continue;
+                    }
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_bytes(&value),
+                    ) {
+                        response.headers_mut().append(name, value);
+                    }
+                }
+                return response;
+            }
+            Ok(WireResponse::Redirect(redirect)) => state.cluster.learn(&redirect),
+            Ok(other) => {
+                return ApiError::internal(format!(
+                    "node {node} answered a forwarded request with {other:?}"
+                ))
+                .into_response();
+            }
+            Err(crate::cluster::PeerError::Answered(e)) => return from_wire(e).into_response(),
+            Err(crate::cluster::PeerError::Unreachable(why)) => {
+                let write = intent == cfgnode_ring::Intent::Write;
+                let message = if write {
+                    format!("the holder {node} of namespace {namespace:?} could not be reached ({why}); the write may or may not have been applied: read before retrying")
+                } else {
+                    format!("the holder {node} of namespace {namespace:?} could not be reached ({why}); retry")
+                };
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
+                    .into_response();
+            }
+        }
+    }
+}
+
+fn forwardable(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn route_error(e: &RouteError) -> ApiError {
+    from_wire(e.to_wire())
+}
+
+/// A cluster-level error from another node (or the router) as an HTTP answer.
+fn from_wire(e: WireError) -> ApiError {
+    let (status, code) = match e.code.as_str() {
+        codes::HOLDER_DOWN => (StatusCode::SERVICE_UNAVAILABLE, codes::HOLDER_DOWN),
+        codes::MOVING => (StatusCode::SERVICE_UNAVAILABLE, codes::MOVING),
+        codes::UNAVAILABLE => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
+        codes::TIMEOUT => (StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT),
+        codes::UNAUTHENTICATED => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
+        codes::UNKNOWN_NODE => (StatusCode::NOT_FOUND, codes::UNKNOWN_NODE),
+        "invalid_namespace" => (StatusCode::BAD_REQUEST, "invalid_namespace"),
+        _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+    };
+    ApiError::new(status, code, e.message)
+}
+
+/// `GET /v1/cluster/members`.
+pub async fn members(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "members": state.cluster.members() })).into_response()
+}
+
+/// `GET /v1/cluster/placement/{ns}`.
+pub async fn placement(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+) -> Response {
+    match state.cluster.placement(&namespace) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => from_wire(e).into_response(),
+    }
+}
+
+/// `GET /v1/cluster/ring`: namespaces per node (held and desired).
+pub async fn ring(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "nodes": state.cluster.ring_shares() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeBody {
+    node: Option<String>,
+}
+
+fn node_from(body: &Bytes) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<NodeBody>(body)
+        .map(|b| b.node)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"node\": \"ID\"}}: {e}")))
+}
+
+async fn directive(
+    state: &AppState,
+    kind: DirectiveKind,
+    namespace: &str,
+    target: Option<String>,
+) -> Response {
+    match state.cluster.set_directive(kind, namespace, target).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => from_wire(e).into_response(),
+    }
+}
+
+/// `PUT /v1/cluster/claims/{ns}` with `{"node": "ID"}` (default: this node).
+pub async fn put_claim(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+    body: Bytes,
+) -> Response {
+    let node = match node_from(&body) {
+        Ok(node) => node.unwrap_or_else(|| state.cluster.me().to_string()),
+        Err(e) => return e.into_response(),
+    };
+    directive(&state, DirectiveKind::Claim, &namespace, Some(node)).await
+}
+
+/// `DELETE /v1/cluster/claims/{ns}`: release.
+pub async fn delete_claim(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+) -> Response {
+    directive(&state, DirectiveKind::Claim, &namespace, None).await
+}
+
+/// `PUT /v1/cluster/pins/{ns}` with `{"node": "ID"}`.
+pub async fn put_pin(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+    body: Bytes,
+) -> Response {
+    match node_from(&body) {
+        Ok(Some(node)) => directive(&state, DirectiveKind::Pin, &namespace, Some(node)).await,
+        Ok(None) => ApiError::bad_request("a pin needs a node: send {\"node\": \"ID\"}").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /v1/cluster/pins/{ns}`: unpin.
+pub async fn delete_pin(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+) -> Response {
+    directive(&state, DirectiveKind::Pin, &namespace, None).await
+}
