@@ -11,8 +11,8 @@ use cfgnode_transport::{
     ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
     SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
     WireMember, WireNamespace, WirePage, WirePlacement, WireRingShare, WireSnapshot, WireVersion,
-    WireWriteMode, bind_endpoint,
-    decode_payload, encode_payload, load_roots, read_frame, write_frame,
+    WireWriteMode, bind_endpoint, decode_payload, encode_payload, load_roots, read_frame,
+    write_frame,
 };
 use quinn::{Connection, Endpoint};
 

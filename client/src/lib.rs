@@ -36,8 +36,8 @@ mod error;
 pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use client::{
-    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry,
-    Member, Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot,
-    SnapshotResult, Version, WriteMode,
+    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry, Member,
+    Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot, SnapshotResult,
+    Version, WriteMode,
 };
 pub use error::ClientError;

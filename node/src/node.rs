@@ -182,16 +182,15 @@ impl Node {
             known,
             swim: MembershipConfig::lan_swim(),
         };
-        let (membership, membership_task) =
-            Membership::start(
-                membership_config,
-                links.clone(),
-                inbox_rx,
-                leaving,
-                GossipHandler::new(Arc::clone(&map_state)),
-                broadcast_rx,
-            )
-            .map_err(NodeError::Config)?;
+        let (membership, membership_task) = Membership::start(
+            membership_config,
+            links.clone(),
+            inbox_rx,
+            leaving,
+            GossipHandler::new(Arc::clone(&map_state)),
+            broadcast_rx,
+        )
+        .map_err(NodeError::Config)?;
         let persister = tokio::spawn(persist_members(
             store.clone(),
             node_id.clone(),
@@ -200,7 +199,12 @@ impl Node {
         ));
 
         let verifier = TokenVerifier::new(token.clone());
-        let peers = Peers::new(links.clone(), config.cluster_id.clone(), token);
+        let peers = Peers::new(
+            endpoint.clone(),
+            links.clone(),
+            config.cluster_id.clone(),
+            token,
+        );
         let cluster = Cluster::new(
             node_id.clone(),
             store.clone(),

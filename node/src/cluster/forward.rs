@@ -88,8 +88,15 @@ pub async fn serve_request(
         request => match request.routed_namespace().map(str::to_string) {
             None => wire_api::handle(&serving.service, principal, request).await,
             Some(namespace) => {
-                serve_routed(serving, principal, token, follow_redirects, &namespace, request)
-                    .await
+                serve_routed(
+                    serving,
+                    principal,
+                    token,
+                    follow_redirects,
+                    &namespace,
+                    request,
+                )
+                .await
             }
         },
     }
@@ -145,7 +152,12 @@ async fn serve_routed(
             .await
         {
             Ok(Response::Redirect(redirect)) => {
-                tracing::debug!(namespace, from = node, to = redirect.holder, "following a redirect");
+                tracing::debug!(
+                    namespace,
+                    from = node,
+                    to = redirect.holder,
+                    "following a redirect"
+                );
                 cluster.learn(&redirect);
             }
             Ok(answer) => return Ok(answer),

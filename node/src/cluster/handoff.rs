@@ -101,7 +101,9 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                         millis = started.elapsed().as_millis() as u64,
                         "namespace handed off"
                     ),
-                    Err(e) => tracing::warn!(namespace, to, error = %e, "handoff failed; retrying shortly"),
+                    Err(e) => {
+                        tracing::warn!(namespace, to, error = %e, "handoff failed; retrying shortly")
+                    }
                 }
                 release(&cluster, &namespace);
                 drop(slot);
@@ -240,7 +242,12 @@ where
         Ok(export) => export,
         Err(cfgnode_storage::StoreError::NamespaceNotFound { .. }) => {
             // Nothing to copy; the receiver starts from an empty namespace.
-            call(chunk_request(namespace, epoch, &[TransferOp::ClearNamespace])?).await?;
+            call(chunk_request(
+                namespace,
+                epoch,
+                &[TransferOp::ClearNamespace],
+            )?)
+            .await?;
             return Ok(None);
         }
         Err(e) => return Err(e.to_string()),
@@ -352,12 +359,13 @@ pub async fn on_chunk(
 ) -> Result<Response, WireError> {
     expect_receiving(cluster, namespace, epoch)?;
     let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
-    let (ops, used): (Vec<TransferOp>, usize) =
-        bincode::serde::decode_from_slice(payload, config).map_err(|e| {
-            WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}"))
-        })?;
+    let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(payload, config)
+        .map_err(|e| WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}")))?;
     if used != payload.len() {
-        return Err(WireError::new(codes::MALFORMED, "trailing bytes in a handoff chunk"));
+        return Err(WireError::new(
+            codes::MALFORMED,
+            "trailing bytes in a handoff chunk",
+        ));
     }
     cluster
         .store()
@@ -382,6 +390,8 @@ pub async fn on_commit(
         // Already learned through gossip or a redirect: nothing more to do.
         return Ok(Response::Ack);
     }
+    // Only the handoff in progress can be committed (the offer came at `epoch - 1`).
+    expect_receiving(cluster, namespace, epoch.saturating_sub(1))?;
     let store = cluster.store().clone();
     let ns = namespace.to_string();
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
@@ -410,7 +420,12 @@ pub async fn on_commit(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(namespace);
-    tracing::info!(namespace, epoch, revision, "namespace received; serving it here");
+    tracing::info!(
+        namespace,
+        epoch,
+        revision,
+        "namespace received; serving it here"
+    );
     Ok(Response::Ack)
 }
 

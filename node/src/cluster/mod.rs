@@ -28,9 +28,7 @@ use cfgnode_ring::{
     Route, Update, desired_owner,
 };
 use cfgnode_storage::{Store, StoreError, validate_namespace};
-use cfgnode_transport::{
-    WireError, WireMember, WirePlacement, WireRedirect, WireRingShare, codes,
-};
+use cfgnode_transport::{WireError, WireMember, WirePlacement, WireRedirect, WireRingShare, codes};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
 
 use crate::membership::{MemberState, MemberView, Membership};

@@ -146,7 +146,10 @@ pub fn load(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
 
 /// Saves durably, now, updates this node authored (a record it creates or passes on, a
 /// directive an operator set) before they are acted on or acknowledged.
-pub async fn save_now(store: &Store, updates: &[Update]) -> Result<(), cfgnode_storage::StoreError> {
+pub async fn save_now(
+    store: &Store,
+    updates: &[Update],
+) -> Result<(), cfgnode_storage::StoreError> {
     let records = updates
         .iter()
         .map(|u| (storage_key(u), encode_update(u)))
@@ -156,7 +159,11 @@ pub async fn save_now(store: &Store, updates: &[Update]) -> Result<(), cfgnode_s
 
 /// Saves what gossip and anti-entropy merged, in batches, until `stop`; flushes once more at
 /// the end. The map on disk may lag by a moment; anti-entropy repairs what a crash lost.
-pub async fn persist(state: std::sync::Arc<MapState>, store: Store, mut stop: watch::Receiver<bool>) {
+pub async fn persist(
+    state: std::sync::Arc<MapState>,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stopping = tokio::select! {
             _ = state.wake_persister.notified() => false,

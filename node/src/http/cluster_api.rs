@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cfgnode_storage::validate_namespace;
-use cfgnode_transport::{Request as WireRequest, Response as WireResponse, WireError, WireHttpRequest, codes};
+use cfgnode_transport::{
+    Request as WireRequest, Response as WireResponse, WireError, WireHttpRequest, codes,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -74,9 +76,7 @@ pub async fn route_to_holder(
         };
         let (node, addr) = match &target {
             Target::Local(_) => {
-                let response = next
-                    .run(Request::from_parts(parts, Body::from(body)))
-                    .await;
+                let response = next.run(Request::from_parts(parts, Body::from(body))).await;
                 drop(target);
                 return response;
             }
@@ -103,7 +103,12 @@ pub async fn route_to_holder(
         match state
             .cluster
             .peers()
-            .call(addr, WireRequest::ForwardHttp(forwarded), None, FORWARD_TIMEOUT)
+            .call(
+                addr,
+                WireRequest::ForwardHttp(forwarded),
+                None,
+                FORWARD_TIMEOUT,
+            )
             .await
         {
             Ok(WireResponse::Http(answer)) => {
@@ -134,9 +139,13 @@ pub async fn route_to_holder(
             Err(crate::cluster::PeerError::Unreachable(why)) => {
                 let write = intent == cfgnode_ring::Intent::Write;
                 let message = if write {
-                    format!("the holder {node} of namespace {namespace:?} could not be reached ({why}); the write may or may not have been applied: read before retrying")
+                    format!(
+                        "the holder {node} of namespace {namespace:?} could not be reached ({why}); the write may or may not have been applied: read before retrying"
+                    )
                 } else {
-                    format!("the holder {node} of namespace {namespace:?} could not be reached ({why}); retry")
+                    format!(
+                        "the holder {node} of namespace {namespace:?} could not be reached ({why}); retry"
+                    )
                 };
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
                     .into_response();
@@ -249,7 +258,9 @@ pub async fn put_pin(
 ) -> Response {
     match node_from(&body) {
         Ok(Some(node)) => directive(&state, DirectiveKind::Pin, &namespace, Some(node)).await,
-        Ok(None) => ApiError::bad_request("a pin needs a node: send {\"node\": \"ID\"}").into_response(),
+        Ok(None) => {
+            ApiError::bad_request("a pin needs a node: send {\"node\": \"ID\"}").into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -62,8 +62,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cluster/members", get(k::members))
         .route("/v1/cluster/placement/{ns}", get(k::placement))
         .route("/v1/cluster/ring", get(k::ring))
-        .route("/v1/cluster/claims/{ns}", put(k::put_claim).delete(k::delete_claim))
-        .route("/v1/cluster/pins/{ns}", put(k::put_pin).delete(k::delete_pin))
+        .route(
+            "/v1/cluster/claims/{ns}",
+            put(k::put_claim).delete(k::delete_claim),
+        )
+        .route(
+            "/v1/cluster/pins/{ns}",
+            put(k::put_pin).delete(k::delete_pin),
+        )
         .route("/v1/namespaces", get(c::list_namespaces))
         .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
         .route(
@@ -152,10 +158,7 @@ async fn track_request(
     let mut response = next.run(request).await;
     // Which node served (a forwarded answer keeps the holder's).
     if let Ok(node) = HeaderValue::from_str(state.service.store().node_id()) {
-        response
-            .headers_mut()
-            .entry(SERVED_BY)
-            .or_insert(node);
+        response.headers_mut().entry(SERVED_BY).or_insert(node);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

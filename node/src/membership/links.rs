@@ -115,31 +115,6 @@ impl DatagramLinks {
         });
     }
 
-    /// The live connection to the peer at `to`, dialing (and adopting) one when there is none.
-    /// Node-to-node requests open their streams on it, next to the SWIM datagrams.
-    pub async fn connection(&self, to: SocketAddr) -> Result<Connection, String> {
-        let live = self
-            .inner
-            .connections
-            .lock()
-            .ok()
-            .and_then(|map| map.get(&to).filter(|c| c.close_reason().is_none()).cloned());
-        if let Some(connection) = live {
-            return Ok(connection);
-        }
-        let connecting = self
-            .inner
-            .endpoint
-            .connect(to, SERVER_NAME)
-            .map_err(|e| format!("cannot dial {to}: {e}"))?;
-        let connection = tokio::time::timeout(DIAL_TIMEOUT, connecting)
-            .await
-            .map_err(|_| format!("dialing {to} timed out after {DIAL_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot connect to {to}: {e}"))?;
-        self.adopt(connection.clone());
-        Ok(connection)
-    }
-
     /// Closes every link (at shutdown).
     pub fn close(&self) {
         if let Ok(mut map) = self.inner.connections.lock() {

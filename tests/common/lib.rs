@@ -1,0 +1,280 @@
+//! A harness for multi-node tests: real nodes (the `cfgnode-node` crate, in this process) on
+//! loopback ports chosen by the OS, each with its own temp data dir, all sharing one admin
+//! token file the way `cfgnode start --token-file` does in production.
+//!
+//! Every wait polls a condition against a deadline; nothing sleeps its way to synchronisation.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cfgnode_client::Client;
+use cfgnode_node::{Node, NodeConfig};
+use serde_json::Value;
+
+/// The token every node of a test cluster accepts.
+pub const TOKEN: &str = "multi-node-test-token-0123456789abcdef";
+
+/// How long a cluster-wide condition may take (debug build, busy 2-core machine).
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 25 ms until it yields `Some`; panics naming `what` after `deadline`.
+pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A test cluster: nodes `n1..nN` in one temp dir.
+pub struct TestCluster {
+    /// Holds every data dir and the token file.
+    pub dir: tempfile::TempDir,
+    /// The running nodes, by position (`nodes[0]` is `n1`); `None` once stopped.
+    pub nodes: Vec<Option<Node>>,
+    http: reqwest::Client,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes (n1 first, the others joining through it) and waits until every node
+    /// sees every other alive.
+    pub async fn start(n: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+        let mut cluster = TestCluster {
+            dir,
+            nodes: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        for i in 1..=n {
+            cluster.add(&format!("n{i}")).await;
+        }
+        cluster.wait_converged().await;
+        cluster
+    }
+
+    /// The config of node `id` (joining through `n1` when it is running).
+    pub fn config(&self, id: &str) -> NodeConfig {
+        let mut config = NodeConfig::new(self.data_dir(id));
+        config.http_addr = "127.0.0.1:0".parse().expect("addr");
+        config.quic_addr = "127.0.0.1:0".parse().expect("addr");
+        config.node_id = Some(id.to_string());
+        config.token_file = Some(self.dir.path().join("token"));
+        if let Some(Some(seed)) = self.nodes.first()
+            && seed.node_id() != id
+        {
+            config.join = vec![seed.quic_addr()];
+        }
+        config
+    }
+
+    /// Where node `id` keeps its data.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(id)
+    }
+
+    /// Starts one more node `id` (or restarts a stopped one at its position).
+    pub async fn add(&mut self, id: &str) -> usize {
+        let node = Node::start(self.config(id)).await.expect("node starts");
+        let index: usize = id[1..].parse::<usize>().expect("ids are nN") - 1;
+        while self.nodes.len() <= index {
+            self.nodes.push(None);
+        }
+        self.nodes[index] = Some(node);
+        index
+    }
+
+    /// Starts node `id` with a config changed by `f` (restarts keep their QUIC address so
+    /// peers find them where they were).
+    pub async fn restart_at(&mut self, id: &str, quic: SocketAddr, http: SocketAddr) {
+        let mut config = self.config(id);
+        config.quic_addr = quic;
+        config.http_addr = http;
+        let index: usize = id[1..].parse::<usize>().expect("ids are nN") - 1;
+        let node = Node::start(config).await.expect("node restarts");
+        self.nodes[index] = Some(node);
+    }
+
+    /// The running node at position `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    /// Every running node.
+    pub fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// The position of node `id`.
+    pub fn index_of(&self, id: &str) -> usize {
+        id[1..].parse::<usize>().expect("ids are nN") - 1
+    }
+
+    /// Stops node `i` gracefully (it leaves the cluster).
+    pub async fn stop(&mut self, i: usize) -> Node {
+        self.nodes[i].take().expect("node running")
+    }
+
+    /// Waits until every running node sees every running node alive.
+    pub async fn wait_converged(&self) {
+        let ids: Vec<String> = self.running().map(|n| n.node_id().to_string()).collect();
+        for node in self.running() {
+            let what = format!("{} to see {ids:?} alive", node.node_id());
+            let ids = ids.clone();
+            poll_until(&what, DEADLINE, || {
+                let members = self.members(node);
+                let ids = ids.clone();
+                async move {
+                    let members = members.await;
+                    ids.iter()
+                        .all(|id| {
+                            members
+                                .iter()
+                                .any(|m| m["id"] == id.as_str() && m["state"] == "alive")
+                        })
+                        .then_some(())
+                }
+            })
+            .await;
+        }
+    }
+
+    /// An HTTP request to `node` with the token.
+    pub fn request(
+        &self,
+        node: &Node,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{}{path}", node.http_addr()))
+            .bearer_auth(TOKEN)
+    }
+
+    /// `GET /v1/cluster/members` of `node`.
+    pub async fn members(&self, node: &Node) -> Vec<Value> {
+        let Ok(resp) = self
+            .request(node, reqwest::Method::GET, "/v1/cluster/members")
+            .send()
+            .await
+        else {
+            return Vec::new();
+        };
+        let body: Value = resp.json().await.unwrap_or_default();
+        body["members"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /v1/cluster/placement/{ns}` of `node`.
+    pub async fn placement(&self, node: &Node, ns: &str) -> Value {
+        self.request(
+            node,
+            reqwest::Method::GET,
+            &format!("/v1/cluster/placement/{ns}"),
+        )
+        .send()
+        .await
+        .expect("placement answers")
+        .json()
+        .await
+        .expect("placement is JSON")
+    }
+
+    /// Waits until every running node agrees `ns` is held by its desired owner, and returns
+    /// that holder.
+    pub async fn wait_settled(&self, ns: &str) -> String {
+        let what = format!("namespace {ns} held by its desired owner on every node");
+        poll_until(&what, DEADLINE, || async {
+            let mut seen = Vec::new();
+            for node in self.running() {
+                seen.push(self.placement(node, ns).await);
+            }
+            let first = seen.first()?.clone();
+            let settled = first["holder"].is_string()
+                && first["holder"] == first["desired_owner"]
+                && seen
+                    .iter()
+                    .all(|p| p["holder"] == first["holder"] && p["epoch"] == first["epoch"]);
+            settled.then(|| first["holder"].as_str().unwrap_or_default().to_string())
+        })
+        .await
+    }
+
+    /// A client library instance talking to `node` only.
+    pub fn client(&self, node: &Node) -> Client {
+        Client::builder([node.quic_addr()])
+            .token(TOKEN)
+            .insecure()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+    }
+
+    /// Writes a text value through `node` over HTTP; returns the answer's JSON.
+    pub async fn put(&self, node: &Node, ns: &str, key: &str, value: &str) -> Value {
+        let resp = self
+            .request(
+                node,
+                reqwest::Method::PUT,
+                &format!("/v1/namespaces/{ns}/keys/{key}"),
+            )
+            .header("content-type", "text/plain")
+            .body(value.to_string())
+            .send()
+            .await
+            .expect("put answers");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("JSON");
+        assert!(
+            status.is_success(),
+            "PUT {ns}/{key} via {}: {status} {body}",
+            node.node_id()
+        );
+        body
+    }
+
+    /// Reads a raw value through `node` over HTTP: status and body.
+    pub async fn get(&self, node: &Node, ns: &str, key: &str) -> (u16, String, Option<String>) {
+        let resp = self
+            .request(
+                node,
+                reqwest::Method::GET,
+                &format!("/v1/namespaces/{ns}/keys/{key}?raw=true"),
+            )
+            .send()
+            .await
+            .expect("get answers");
+        let status = resp.status().as_u16();
+        let served_by = resp
+            .headers()
+            .get("x-cfgnode-node")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (status, resp.text().await.unwrap_or_default(), served_by)
+    }
+}
+
+/// Shuts every running node down.
+pub async fn shutdown_all(cluster: &mut TestCluster) {
+    for slot in cluster.nodes.iter_mut() {
+        if let Some(node) = slot.take() {
+            node.shutdown().await.expect("shutdown");
+        }
+    }
+}
+
+/// The data dir path helper for assertions.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
