@@ -5,6 +5,7 @@
 
 mod bench;
 mod certs;
+mod cluster;
 mod connect;
 mod data;
 mod exit;
@@ -144,6 +145,46 @@ enum Command {
         #[command(flatten)]
         conn: ConnectArgs,
     },
+    /// Cluster views: members, placement of a namespace, namespaces per node.
+    Cluster {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Claim a namespace for a node: it moves there and follows the node while it lives.
+    Claim {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// The claimant (default: the node the command talks to).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Drop a namespace's claim (the ring places it again).
+    Release {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+    },
+    /// Pin a namespace to a node (strict: it stays there even while the node is down).
+    Pin {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+        /// Node id.
+        node: String,
+    },
+    /// Drop a namespace's pin.
+    Unpin {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Namespace.
+        namespace: String,
+    },
     /// Make a cluster CA and issue node and client certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -281,6 +322,44 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Codecs { conn } => {
             with_client(&conn, |c, out| async move { data::codecs(&c, out).await }).await
+        }
+        Command::Cluster { conn, command } => {
+            with_client(&conn, |c, out| async move {
+                cluster::run(&c, out, command).await
+            })
+            .await
+        }
+        Command::Claim {
+            conn,
+            namespace,
+            node,
+        } => {
+            with_client(&conn, |c, out| async move {
+                cluster::placement(out, &c.claim(&namespace, node.as_deref()).await?)
+            })
+            .await
+        }
+        Command::Release { conn, namespace } => {
+            with_client(&conn, |c, out| async move {
+                cluster::placement(out, &c.release(&namespace).await?)
+            })
+            .await
+        }
+        Command::Pin {
+            conn,
+            namespace,
+            node,
+        } => {
+            with_client(&conn, |c, out| async move {
+                cluster::placement(out, &c.pin(&namespace, &node).await?)
+            })
+            .await
+        }
+        Command::Unpin { conn, namespace } => {
+            with_client(&conn, |c, out| async move {
+                cluster::placement(out, &c.unpin(&namespace).await?)
+            })
+            .await
         }
         Command::Bench { conn, args } => {
             with_client(&conn, |c, _| async move { bench::run(c, args).await }).await
