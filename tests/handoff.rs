@@ -98,27 +98,21 @@ async fn claim_pin_release_unpin_move_the_data_while_writers_write() {
         .filter(|n| **n != first)
         .map(|n| n.to_string())
         .collect();
-    let mut holders = vec![first.clone()];
     let placed = set(&cluster, 0, "claims", Method::PUT, Some(&others[0])).await;
     assert_eq!(placed["desired_owner"], others[0].as_str());
-    holders.push(cluster.wait_settled("orders").await);
-    set(&cluster, 1, "pins", Method::PUT, Some(&others[1])).await;
-    holders.push(cluster.wait_settled("orders").await);
-    set(&cluster, 2, "pins", Method::DELETE, None).await;
-    holders.push(cluster.wait_settled("orders").await);
-    set(&cluster, 0, "claims", Method::DELETE, None).await;
-    holders.push(cluster.wait_settled("orders").await);
-    assert_eq!(
-        holders,
-        vec![
-            first.clone(),
-            others[0].clone(),
-            others[1].clone(),
-            others[0].clone(),
-            first.clone()
-        ],
-        "holders followed the directives"
-    );
+    assert_eq!(placed["reason"], "claim");
+    cluster.wait_held_by("orders", &others[0]).await;
+    let placed = set(&cluster, 1, "pins", Method::PUT, Some(&others[1])).await;
+    assert_eq!(placed["reason"], "pin");
+    cluster.wait_held_by("orders", &others[1]).await;
+    // Unpinned, the claim decides again.
+    let placed = set(&cluster, 2, "pins", Method::DELETE, None).await;
+    assert_eq!(placed["reason"], "claim");
+    cluster.wait_held_by("orders", &others[0]).await;
+    // Released, the ring decides: back where it started.
+    let placed = set(&cluster, 0, "claims", Method::DELETE, None).await;
+    assert_eq!(placed["reason"], "ring");
+    cluster.wait_held_by("orders", &first).await;
 
     stop.store(true, Ordering::Relaxed);
     let mut acked = Acked::new();

@@ -211,6 +211,21 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until every running node agrees `ns` is held by `node`, its desired owner.
+    pub async fn wait_held_by(&self, ns: &str, node: &str) {
+        let what = format!("namespace {ns} held by {node} on every node");
+        poll_until(&what, DEADLINE, || async {
+            for n in self.running() {
+                let p = self.placement(n, ns).await;
+                if p["holder"] != node || p["desired_owner"] != node {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
     /// A client library instance talking to `node` only.
     pub fn client(&self, node: &Node) -> Client {
         Client::builder([node.quic_addr()])

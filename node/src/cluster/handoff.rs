@@ -31,8 +31,10 @@ use super::{Cluster, GATE_WAIT};
 
 /// How often the reconcile loop looks for namespaces to hand off even without a change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
-/// A failed handoff of a namespace is retried after this long.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// First delay before retrying a failed handoff of a namespace (doubles at each failure).
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest delay between retries of a failing handoff.
+const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Handoffs running at once per node.
 const PARALLEL_HANDOFFS: usize = 4;
 /// Target size of one chunk of rows.
@@ -43,22 +45,34 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CHUNK_BYTES: usize = 15 * 1024 * 1024;
 
 /// Watches the map and the membership, and hands off every namespace this node holds whose
-/// desired owner is another alive node. Runs until `stop`.
+/// desired owner is another alive node. A failed handoff is retried with exponential backoff
+/// (250 ms doubling to 10 s). Runs until `stop`.
 pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
     let mut map_changes = cluster.map_state().subscribe();
     let mut members = cluster.membership().subscribe();
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = Arc::new(Semaphore::new(PARALLEL_HANDOFFS));
-    let mut failed: HashMap<String, Instant> = HashMap::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    // Namespace -> (not before, next delay) after a failure.
+    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
     loop {
+        let next_retry = backoff.values().map(|(at, _)| *at).min();
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tick.tick() => {}
+            _ = sleep_until(next_retry), if next_retry.is_some() => {}
             r = map_changes.changed() => if r.is_err() { break },
             r = members.changed() => if r.is_err() { break },
+            Some((namespace, ok)) = done_rx.recv() => {
+                if ok {
+                    backoff.remove(&namespace);
+                } else {
+                    let delay = backoff.get(&namespace).map_or(RETRY_FIRST, |(_, d)| (*d * 2).min(RETRY_MAX));
+                    backoff.insert(namespace, (Instant::now() + delay, delay));
+                }
+            }
         }
-        failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
         let alive = cluster.alive();
         let todo: Vec<(String, NodeId)> = cluster.map_state().read(|map| {
             map.holders()
@@ -71,7 +85,10 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                 .collect()
         });
         for (namespace, to) in todo {
-            if failed.contains_key(&namespace) {
+            if backoff
+                .get(&namespace)
+                .is_some_and(|(not_before, _)| Instant::now() < *not_before)
+            {
                 continue;
             }
             let fresh = cluster
@@ -87,13 +104,12 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                 release(&cluster, &namespace);
                 break;
             };
-            // Marked failed up front; a success removes the namespace from the holder set
-            // anyway, so the mark only matters when the handoff fails.
-            failed.insert(namespace.clone(), Instant::now());
             let cluster = cluster.clone();
+            let done = done_tx.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                match hand_off(&cluster, &namespace, &to).await {
+                let result = hand_off(&cluster, &namespace, &to).await;
+                match &result {
                     Ok(revision) => tracing::info!(
                         namespace,
                         to,
@@ -102,13 +118,20 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                         "namespace handed off"
                     ),
                     Err(e) => {
-                        tracing::warn!(namespace, to, error = %e, "handoff failed; retrying shortly")
+                        tracing::warn!(namespace, to, error = %e, "handoff failed; will retry")
                     }
                 }
                 release(&cluster, &namespace);
                 drop(slot);
+                let _ = done.send((namespace, result.is_ok()));
             });
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
 }
 
@@ -311,6 +334,19 @@ pub async fn on_offer(
     epoch: u64,
 ) -> Result<Response, WireError> {
     validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    let still_giving = cluster
+        .inner
+        .giving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(namespace);
+    if still_giving {
+        // This node is still finishing its own handoff of the namespace (dropping its copy):
+        // a new copy must not be written under that drop.
+        return Err(refuse(format!(
+            "this node is still finishing its handoff of {namespace:?}; retry shortly"
+        )));
+    }
     let current = cluster.holder(namespace);
     if let Some(r) = &current
         && r.holder == cluster.me()
