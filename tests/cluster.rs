@@ -44,6 +44,46 @@ async fn three_nodes_write_anywhere_read_everywhere() {
         "24 namespaces spread over all 3 nodes: {holders:?}"
     );
 
+    // Every node lists the whole cluster's namespaces, paged (merged from every node).
+    for node in cluster.running() {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/namespaces?limit=5&cursor={c}"),
+                None => "/v1/namespaces?limit=5".to_string(),
+            };
+            let page: Value = cluster
+                .request(node, Method::GET, &path)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            assert!(items.len() <= 5, "{page}");
+            names.extend(
+                items
+                    .iter()
+                    .map(|n| n["name"].as_str().unwrap_or_default().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let mut expected = namespaces.clone();
+        expected.sort();
+        assert_eq!(names, expected, "listing through {}", node.node_id());
+    }
+    let listed = cluster
+        .client(cluster.node(2))
+        .namespaces("", None, Some(100))
+        .await
+        .expect("list over QUIC");
+    assert_eq!(listed.items.len(), 24);
+
     // The ring view agrees: every namespace counted once.
     let ring: Value = cluster
         .request(cluster.node(1), Method::GET, "/v1/cluster/ring")

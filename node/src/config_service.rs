@@ -282,6 +282,20 @@ impl ConfigService {
         Ok(opaque(page))
     }
 
+    /// Like [`ConfigService::namespaces`], keeping only the namespaces `keep` accepts (the
+    /// ones this node holds: a node may keep a partial copy from an interrupted handoff).
+    pub async fn namespaces_where(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<OpaquePage<NamespaceState>, StoreError> {
+        let mut page = self.namespaces(prefix, cursor, limit).await?;
+        page.items.retain(|s| keep(&s.name));
+        Ok(page)
+    }
+
     /// Creates an alias (idempotent for an identical alias).
     pub async fn put_alias(
         &self,
@@ -381,7 +395,8 @@ fn page_limit(limit: Option<usize>) -> Result<usize, StoreError> {
 }
 
 /// Turns a storage cursor into an opaque URL-safe token.
-fn encode_cursor(raw: &str) -> String {
+/// Makes a listing cursor from the last name of a page (opaque to callers).
+pub fn encode_cursor(raw: &str) -> String {
     URL_SAFE_NO_PAD.encode(raw.as_bytes())
 }
 

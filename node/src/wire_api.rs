@@ -280,7 +280,8 @@ fn wire_alias(a: Alias) -> WireAlias {
     }
 }
 
-fn wire_namespace(s: NamespaceState) -> WireNamespace {
+/// A namespace state as the wire carries it.
+pub fn wire_namespace(s: NamespaceState) -> WireNamespace {
     WireNamespace {
         etag: s.etag(),
         name: s.name,

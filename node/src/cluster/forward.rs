@@ -83,7 +83,30 @@ pub async fn serve_request(
             epoch,
             revision,
         } => handoff::on_commit(cluster, &namespace, epoch, revision).await,
-        Request::Forward { request, .. } => serve_forwarded(serving, principal, *request).await,
+        Request::Namespaces {
+            prefix,
+            cursor,
+            limit,
+        } => super::listing::namespaces(cluster, &serving.service, &prefix, cursor, limit)
+            .await
+            .map(Response::Namespaces),
+        Request::Forward { request, .. } => match *request {
+            // Another node lists the cluster: answer with the namespaces held here.
+            Request::Namespaces {
+                prefix,
+                cursor,
+                limit,
+            } => super::listing::held_here(
+                cluster,
+                &serving.service,
+                &prefix,
+                cursor.as_deref(),
+                limit,
+            )
+            .await
+            .map(Response::Namespaces),
+            request => serve_forwarded(serving, principal, request).await,
+        },
         Request::ForwardHttp(http) => serve_forwarded_http(serving, http).await,
         request => match request.routed_namespace().map(str::to_string) {
             None => wire_api::handle(&serving.service, principal, request).await,

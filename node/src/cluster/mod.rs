@@ -14,6 +14,7 @@
 mod forward;
 mod gossip;
 mod handoff;
+mod listing;
 mod peers;
 mod state;
 mod sync;
@@ -35,6 +36,7 @@ use crate::membership::{MemberState, MemberView, Membership};
 
 pub use forward::{Routed, Serving, http_intent, http_namespace, serve_request};
 pub use gossip::GossipHandler;
+pub use listing::namespaces as list_namespaces;
 pub use peers::{PeerError, Peers};
 pub use state::MapState;
 

@@ -167,7 +167,7 @@ fn route_error(e: &RouteError) -> ApiError {
 }
 
 /// A cluster-level error from another node (or the router) as an HTTP answer.
-fn from_wire(e: WireError) -> ApiError {
+pub fn from_wire(e: WireError) -> ApiError {
     let (status, code) = match e.code.as_str() {
         codes::HOLDER_DOWN => (StatusCode::SERVICE_UNAVAILABLE, codes::HOLDER_DOWN),
         codes::MOVING => (StatusCode::SERVICE_UNAVAILABLE, codes::MOVING),
@@ -176,6 +176,7 @@ fn from_wire(e: WireError) -> ApiError {
         codes::UNAUTHENTICATED => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
         codes::UNKNOWN_NODE => (StatusCode::NOT_FOUND, codes::UNKNOWN_NODE),
         "invalid_namespace" => (StatusCode::BAD_REQUEST, "invalid_namespace"),
+        "invalid_request" => (StatusCode::BAD_REQUEST, "invalid_request"),
         _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
     };
     ApiError::new(status, code, e.message)

@@ -455,11 +455,21 @@ pub async fn list_namespaces(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let prefix = query.prefix.unwrap_or_default();
-    let page = state
-        .service
-        .namespaces(&prefix, query.cursor.as_deref(), query.limit)
-        .await?;
-    Ok(Json(PageView::from_page(page, |s| NamespaceView::from(&s))).into_response())
+    let limit = match query.limit {
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        None => 0,
+    };
+    // Every alive node lists what it holds; this node merges the pages.
+    let page = crate::cluster::list_namespaces(
+        &state.cluster,
+        &state.service,
+        &prefix,
+        query.cursor.clone(),
+        limit,
+    )
+    .await
+    .map_err(super::cluster_api::from_wire)?;
+    Ok(Json(PageView::from_wire_page(page, |n| NamespaceView::from(&n))).into_response())
 }
 
 /// `GET /v1/namespaces/{ns}/access`: what the caller's token may do in the namespace.

@@ -139,6 +139,20 @@ pub struct NamespaceView {
     pub updated_at: String,
 }
 
+impl From<&cfgnode_transport::WireNamespace> for NamespaceView {
+    fn from(n: &cfgnode_transport::WireNamespace) -> Self {
+        NamespaceView {
+            name: n.name.clone(),
+            key_count: n.key_count,
+            alias_count: n.alias_count,
+            revision: n.revision,
+            etag: n.etag.clone(),
+            created_at: rfc3339(n.created_at),
+            updated_at: rfc3339(n.updated_at),
+        }
+    }
+}
+
 impl From<&NamespaceState> for NamespaceView {
     fn from(s: &NamespaceState) -> Self {
         NamespaceView {
@@ -192,6 +206,17 @@ pub struct PageView<T> {
 impl<T> PageView<T> {
     /// Converts a service page (its cursor is already opaque).
     pub fn from_page<U>(page: Page<U>, view: impl FnMut(U) -> T) -> Self {
+        PageView {
+            items: page.items.into_iter().map(view).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+
+    /// Converts a page merged from several nodes.
+    pub fn from_wire_page<U>(
+        page: cfgnode_transport::WirePage<U>,
+        view: impl FnMut(U) -> T,
+    ) -> Self {
         PageView {
             items: page.items.into_iter().map(view).collect(),
             next_cursor: page.next_cursor,
