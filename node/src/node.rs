@@ -244,6 +244,12 @@ impl Node {
             links,
         });
         let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
+        if !config.join.is_empty() && config.token_file.is_none() {
+            tracing::warn!(
+                "nodes authenticate to each other with the admin token: start every node of the \
+                 cluster with the same --token-file, or forwarding and handoffs are refused"
+            );
+        }
         metrics.up.set(1);
         tracing::info!(
             node_id = %node_id,
