@@ -370,7 +370,7 @@ impl Node {
         Node::start(&self.launch).await
     }
 
-    /// Polls until `/health` answers and the token is accepted (so the answer came from this
+    /// Polls until `/health` answers and the token is accepted on a local route (so the answer came from this
     /// process, not from a stranger that holds the port), or until the process exits.
     async fn wait_serving(&mut self) -> Started {
         let end = Instant::now() + START_DEADLINE;
@@ -412,7 +412,7 @@ impl Node {
         };
         let authed = self
             .http
-            .get(format!("{}/v1/namespaces?limit=1", self.base))
+            .get(format!("{}/v1/codecs", self.base))
             .bearer_auth(&token)
             .timeout(Duration::from_secs(2))
             .send()
