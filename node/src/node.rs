@@ -26,6 +26,9 @@ use crate::quic_server::{self, QuicContext};
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
 pub const MAX_VALUE_LIMIT: usize = MAX_FRAME_BYTES / 2;
 
+/// How long shutdown waits for the last tasks to let go of storage.
+const STORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// File name of the redb database inside the data dir.
 pub const DATABASE_FILE: &str = "cfgnode.redb";
 
@@ -106,6 +109,7 @@ pub struct Node {
     membership_task: JoinHandle<()>,
     persister: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    store: Store,
 }
 
 impl Node {
@@ -214,6 +218,7 @@ impl Node {
             peers,
         );
         let background = cluster::spawn_background(&cluster, stopped.clone());
+        let store_handle = store.clone();
         let service = ConfigService::new(store);
         let state = Arc::new(AppState {
             service: service.clone(),
@@ -276,6 +281,7 @@ impl Node {
             membership_task,
             persister,
             background,
+            store: store_handle,
         })
     }
 
@@ -327,6 +333,24 @@ impl Node {
             .await
             .map_err(joined)?
             .map_err(NodeError::Http)?;
+        // Connection tasks of the HTTP server may drop their handle on the router (and so on
+        // storage) a moment after the server returns: wait until ours is the last handle, so
+        // "shutdown returned" means "the database is closed".
+        let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+        while self.store.handles() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if self.store.handles() > 1 {
+            tracing::warn!(
+                handles = self.store.handles(),
+                "storage still in use after shutdown; it closes when the last task ends"
+            );
+        }
+        let store = self.store;
+        // Dropping the last handle joins the writer thread: off the async workers.
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .map_err(joined)?;
         tracing::info!(node_id = %self.node_id, "cfgnode node stopped");
         Ok(())
     }

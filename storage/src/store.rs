@@ -74,6 +74,15 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     db: Arc<Database>,
     // Dropped after `db`: the writer thread holds its own `Arc` of the database, and dropping
@@ -125,6 +134,12 @@ impl Store {
                 max_value_bytes: options.max_value_bytes,
             }),
         })
+    }
+
+    /// How many handles (clones) of this store are alive. The database closes when the last
+    /// one is dropped; shutdown waits for its own to be the last.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// This node's stable id.
