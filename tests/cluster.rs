@@ -101,6 +101,28 @@ async fn three_nodes_write_anywhere_read_everywhere() {
         .sum();
     assert_eq!(held, 24, "{ring}");
 
+    // Forwarding shows in the metrics of the nodes that forwarded.
+    let mut forwarded = 0.0;
+    for node in cluster.running() {
+        let text = cluster
+            .request(node, Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        forwarded += text
+            .lines()
+            .filter(|l| l.starts_with("cfgnode_cluster_forwarded_requests_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert!(
+        forwarded >= 24.0,
+        "reads through non-holders were forwarded: {forwarded}"
+    );
+
     // Over QUIC too, through any node, with and without redirects.
     for node in cluster.running() {
         let client = cluster.client(node);

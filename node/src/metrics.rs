@@ -1,5 +1,6 @@
-//! Prometheus metrics: HTTP requests by route and status, request latency, and the storage
-//! writer's commits, batch sizes and commit latency.
+//! Prometheus metrics: HTTP requests by route and status, request latency, the storage
+//! writer's commits, batch sizes and commit latency, and the cluster's handoffs, forwards and
+//! redirects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,20 @@ pub struct CommitLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of an outcome (`ok` or `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a forwarded request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// `http` or `quic`.
+    pub transport: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -62,6 +77,16 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     /// 1 once the node is serving.
     pub up: Gauge,
+    /// Handoffs this node gave, by outcome.
+    pub handoffs: Family<OutcomeLabels, Counter>,
+    /// Duration of successful handoffs given, in seconds.
+    pub handoff_duration: Histogram,
+    /// Requests this node forwarded to a namespace's holder.
+    pub forwarded: Family<ForwardLabels, Counter>,
+    /// Redirects answered to clients that follow them.
+    pub redirects: Counter,
+    /// Namespaces this node holds.
+    pub namespaces_held: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +147,37 @@ impl Metrics {
         );
         let up = Gauge::default();
         registry.register("up", "1 while the node is serving", up.clone());
+        let handoffs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cluster_handoffs",
+            "Namespace handoffs this node gave, by outcome",
+            handoffs.clone(),
+        );
+        // 1 ms .. ~65 s
+        let handoff_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "cluster_handoff_duration_seconds",
+            "Duration of successful handoffs given (offer to commit)",
+            handoff_duration.clone(),
+        );
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "cluster_forwarded_requests",
+            "Requests forwarded to the namespace's holder",
+            forwarded.clone(),
+        );
+        let redirects = Counter::default();
+        registry.register(
+            "cluster_redirects",
+            "Redirects answered to clients that follow them",
+            redirects.clone(),
+        );
+        let namespaces_held = Gauge::default();
+        registry.register(
+            "cluster_namespaces_held",
+            "Namespaces this node holds",
+            namespaces_held.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -132,6 +188,11 @@ impl Metrics {
             commit_latency,
             queue_wait,
             up,
+            handoffs,
+            handoff_duration,
+            forwarded,
+            redirects,
+            namespaces_held,
         })
     }
 

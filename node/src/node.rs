@@ -216,6 +216,7 @@ impl Node {
             membership.clone(),
             broadcast_tx,
             peers,
+            Arc::clone(&metrics),
         );
         let background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();

@@ -159,12 +159,18 @@ async fn serve_routed(
             Target::Remote { node, addr, .. } => (node.clone(), *addr),
         };
         if follow_redirects && let Some(redirect) = target.redirect(namespace) {
+            cluster.metrics().redirects.inc();
             return Ok(Response::Redirect(redirect));
         }
         if hops >= MAX_HOPS {
             return Err(moving(namespace, hops));
         }
         hops += 1;
+        cluster
+            .metrics()
+            .forwarded
+            .get_or_create(&crate::metrics::ForwardLabels { transport: "quic" })
+            .inc();
         let forwarded = Request::Forward {
             hops,
             request: Box::new(request.clone()),

@@ -74,6 +74,10 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
             }
         }
         let alive = cluster.alive();
+        cluster
+            .metrics()
+            .namespaces_held
+            .set(i64::try_from(cluster.held().len()).unwrap_or(i64::MAX));
         let todo: Vec<(String, NodeId)> = cluster.map_state().read(|map| {
             map.holders()
                 .filter(|(_, r)| r.holder == cluster.me())
@@ -109,6 +113,18 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
             tokio::spawn(async move {
                 let started = Instant::now();
                 let result = hand_off(&cluster, &namespace, &to).await;
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                cluster
+                    .metrics()
+                    .handoffs
+                    .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                    .inc();
+                if result.is_ok() {
+                    cluster
+                        .metrics()
+                        .handoff_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 match &result {
                     Ok(revision) => tracing::info!(
                         namespace,

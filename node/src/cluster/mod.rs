@@ -33,6 +33,7 @@ use cfgnode_transport::{WireError, WireMember, WirePlacement, WireRedirect, Wire
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
 
 use crate::membership::{MemberState, MemberView, Membership};
+use crate::metrics::Metrics;
 
 pub use forward::{Routed, Serving, http_intent, http_namespace, serve_request};
 pub use gossip::GossipHandler;
@@ -153,6 +154,7 @@ struct Inner {
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
     ring: Mutex<Option<Arc<Ring>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Cluster {
@@ -164,6 +166,7 @@ impl Cluster {
         membership: Membership,
         broadcasts: mpsc::Sender<Vec<u8>>,
         peers: Peers,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Cluster {
             inner: Arc::new(Inner {
@@ -177,6 +180,7 @@ impl Cluster {
                 receiving: Mutex::default(),
                 giving: Mutex::default(),
                 ring: Mutex::default(),
+                metrics,
             }),
         }
     }
@@ -194,6 +198,11 @@ impl Cluster {
     /// Node-to-node requests.
     pub fn peers(&self) -> &Peers {
         &self.inner.peers
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The map's change feed.

@@ -90,6 +90,12 @@ pub async fn route_to_holder(
             .into_response();
         }
         hops += 1;
+        state
+            .cluster
+            .metrics()
+            .forwarded
+            .get_or_create(&crate::metrics::ForwardLabels { transport: "http" })
+            .inc();
         let forwarded = WireHttpRequest {
             hops,
             method: parts.method.as_str().to_string(),
