@@ -389,10 +389,11 @@ pub async fn on_offer(
             epoch,
         },
     };
-    super::state::save_now(cluster.store(), std::slice::from_ref(&record))
+    cluster
+        .map_state()
+        .apply_durably(record)
         .await
-        .map_err(crate::wire_api::to_wire_error)?;
-    let _ = cluster.map_state().apply(record);
+        .map_err(|e| WireError::new(codes::INTERNAL, e))?;
     cluster
         .inner
         .receiving

@@ -300,15 +300,26 @@ impl Cluster {
                     }
                 }
                 Route::Create => {
-                    let update = Update::Holder {
-                        namespace: namespace.to_string(),
-                        record: HolderRecord {
-                            holder: self.inner.me.clone(),
-                            epoch: 1,
-                        },
-                    };
-                    self.author(update).await?;
-                    tracing::info!(namespace, "namespace created here (holder epoch 1)");
+                    // Created under the gate: a request that sees the new record waits until
+                    // it is durable (no write is acknowledged under a record a crash could
+                    // lose).
+                    let gate = self.gate(namespace);
+                    let _creating = tokio::time::timeout(GATE_WAIT, gate.write_owned())
+                        .await
+                        .map_err(|_| RouteError::Moving {
+                            namespace: namespace.to_string(),
+                        })?;
+                    if self.holder(namespace).is_none() {
+                        let update = Update::Holder {
+                            namespace: namespace.to_string(),
+                            record: HolderRecord {
+                                holder: self.inner.me.clone(),
+                                epoch: 1,
+                            },
+                        };
+                        self.author(update).await?;
+                        tracing::info!(namespace, "namespace created here (holder epoch 1)");
+                    }
                 }
                 Route::Forward { to, epoch } => {
                     let Some(addr) = self.addr_of(&to) else {
@@ -365,13 +376,18 @@ impl Cluster {
         Arc::clone(gates.entry(namespace.to_string()).or_default())
     }
 
-    /// Records an update this node authored: durably first, then in the map, then gossiped.
+    /// Records an update this node authored: merged, made durable (by the persister, in merge
+    /// order), then gossiped if it changed the map.
     async fn author(&self, update: Update) -> Result<(), StoreError> {
-        state::save_now(&self.inner.store, std::slice::from_ref(&update)).await?;
-        if let Err(e) = self.inner.state.apply(update.clone()) {
-            return Err(StoreError::Invalid(e));
+        let changed = self
+            .inner
+            .state
+            .apply_durably(update.clone())
+            .await
+            .map_err(StoreError::Storage)?;
+        if changed {
+            self.broadcast(&update);
         }
-        self.broadcast(&update);
         Ok(())
     }
 

@@ -3,6 +3,11 @@
 //!
 //! Every change is validated, merged, queued for persistence and announced on a `watch`
 //! counter (the reconcile loop and the persister wait on it).
+//!
+//! One task, the persister, writes every change to storage, in the order the changes were
+//! merged; so storage always ends with the newest fact per key (two concurrent saves could
+//! otherwise land out of order and leave an older record on disk). A change this node authors
+//! waits until the persister has made it durable ([`MapState::apply_durably`]).
 
 use std::sync::Mutex;
 
@@ -17,10 +22,16 @@ pub const MAX_UPDATE_BYTES: usize = 1024;
 #[derive(Debug)]
 pub struct MapState {
     map: Mutex<ClusterMap>,
-    unsaved: Mutex<Vec<Update>>,
+    /// Changes not yet saved, and how many changes were ever queued.
+    unsaved: Mutex<(Vec<Update>, u64)>,
     wake_persister: Notify,
     version: watch::Sender<u64>,
+    /// How many queued changes are durable.
+    saved: watch::Sender<u64>,
 }
+
+/// How long an authored change may wait for its durable save.
+const SAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl MapState {
     /// A map loaded from storage (see [`load`]).
@@ -30,6 +41,7 @@ impl MapState {
             unsaved: Mutex::default(),
             wake_persister: Notify::new(),
             version: watch::channel(0).0,
+            saved: watch::channel(0).0,
         }
     }
 
@@ -43,18 +55,35 @@ impl MapState {
     /// persistence and announced.
     pub fn apply(&self, update: Update) -> Result<bool, String> {
         check(&update)?;
-        let changed = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.apply(update.clone())
-        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = map.apply(update.clone());
         if changed {
-            self.unsaved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(update);
+            // Queued under the map lock, so the queue is in merge order.
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            unsaved.0.push(update);
+            unsaved.1 += 1;
+        }
+        drop(map);
+        if changed {
             self.wake_persister.notify_one();
             self.version.send_modify(|v| *v += 1);
         }
+        Ok(changed)
+    }
+
+    /// Merges an update and waits until everything merged so far, this update included, is
+    /// durable. For facts this node authors: they are acted on only once they survive a crash.
+    pub async fn apply_durably(&self, update: Update) -> Result<bool, String> {
+        let changed = self.apply(update)?;
+        let queued = self.unsaved.lock().unwrap_or_else(|p| p.into_inner()).1;
+        self.wake_persister.notify_one();
+        let mut saved = self.saved.subscribe();
+        tokio::time::timeout(SAVE_WAIT, saved.wait_for(|s| *s >= queued))
+            .await
+            .map_err(|_| {
+                "the cluster record could not be saved in time (storage failing?)".to_string()
+            })?
+            .map_err(|_| "the node is shutting down".to_string())?;
         Ok(changed)
     }
 
@@ -63,9 +92,17 @@ impl MapState {
         self.version.subscribe()
     }
 
-    /// Takes what is not yet saved.
-    fn take_unsaved(&self) -> Vec<Update> {
-        std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes what is not yet saved, with the count of changes it brings storage up to.
+    fn take_unsaved(&self) -> (Vec<Update>, u64) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut unsaved.0), unsaved.1)
+    }
+
+    /// Puts back a batch whose save failed, ahead of anything queued since.
+    fn requeue(&self, mut batch: Vec<Update>) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        batch.append(&mut unsaved.0);
+        unsaved.0 = batch;
     }
 }
 
@@ -144,8 +181,8 @@ pub fn load(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
     Ok(map)
 }
 
-/// Saves durably, now, updates this node authored (a record it creates or passes on, a
-/// directive an operator set) before they are acted on or acknowledged.
+/// Saves updates durably in one commit (the persister's batches, and the records a node
+/// makes for its own data at its first clustered start, before anything runs).
 pub async fn save_now(
     store: &Store,
     updates: &[Update],
@@ -157,8 +194,9 @@ pub async fn save_now(
     store.save_cluster_records(records).await
 }
 
-/// Saves what gossip and anti-entropy merged, in batches, until `stop`; flushes once more at
-/// the end. The map on disk may lag by a moment; anti-entropy repairs what a crash lost.
+/// The one writer of cluster records: saves merged changes in merge order, in batches, until
+/// `stop`, then flushes once more. A failed save is retried (after 200 ms) before anything
+/// queued later, so storage never goes back to an older fact.
 pub async fn persist(
     state: std::sync::Arc<MapState>,
     store: Store,
@@ -169,9 +207,29 @@ pub async fn persist(
             _ = state.wake_persister.notified() => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        let batch = state.take_unsaved();
-        if let Err(e) = save_now(&store, &batch).await {
-            tracing::warn!(error = %e, records = batch.len(), "could not save cluster records; anti-entropy will bring them back");
+        loop {
+            let (batch, upto) = state.take_unsaved();
+            if batch.is_empty() {
+                state.saved.send_if_modified(|s| {
+                    let newer = *s < upto;
+                    *s = (*s).max(upto);
+                    newer
+                });
+                break;
+            }
+            match save_now(&store, &batch).await {
+                Ok(()) => {
+                    state.saved.send_modify(|s| *s = (*s).max(upto));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, records = batch.len(), "could not save cluster records; retrying");
+                    state.requeue(batch);
+                    if stopping {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
         }
         if stopping {
             break;
