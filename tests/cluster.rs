@@ -357,6 +357,24 @@ async fn cluster_requests_refuse_garbage_and_unknown_nodes() {
         .await
         .expect_err("offer of a namespace this node holds");
     assert_eq!(refused.code(), Some("handoff_refused"), "{refused}");
+    // An offer that does not match the record (a made-up giver and epoch) is refused by a node
+    // that does not hold the namespace, and its map is unchanged.
+    let other_node = cluster.node(cluster.index_of(other));
+    let before_placement = cluster.placement(other_node, "keep").await;
+    let refused = cluster
+        .client(other_node)
+        .call(Request::HandoffOffer {
+            namespace: "keep".into(),
+            giver: "n9".into(),
+            epoch: 99,
+        })
+        .await
+        .expect_err("made-up offer");
+    assert_eq!(refused.code(), Some("handoff_refused"), "{refused}");
+    assert_eq!(
+        cluster.placement(other_node, "keep").await,
+        before_placement
+    );
     // A forwarded request that is not a namespace request.
     let refused = client
         .call(Request::Forward {

@@ -372,12 +372,21 @@ pub async fn on_offer(
             r.epoch
         )));
     }
-    if let Some(r) = &current
-        && r.epoch > epoch
-    {
+    // The offer must match what this node knows: the giver's own record, or (a namespace
+    // created a moment ago, not yet gossiped here) a first record from an alive member. An
+    // offer naming anything else is refused and changes nothing; if this node merely lags,
+    // anti-entropy catches it up within seconds and the giver's retry succeeds.
+    let matches = match &current {
+        Some(r) => r.holder == giver && r.epoch == epoch,
+        None => epoch == 1 && cluster.alive().contains(giver) && giver != cluster.me(),
+    };
+    if !matches {
+        let known = current.map_or_else(
+            || "no record".to_string(),
+            |r| format!("{} at epoch {}", r.holder, r.epoch),
+        );
         return Err(refuse(format!(
-            "the offer of {namespace:?} at epoch {epoch} is stale (known: {} at epoch {})",
-            r.holder, r.epoch
+            "the offer of {namespace:?} from {giver} at epoch {epoch} does not match this node's record ({known}); retry after the cluster map converges"
         )));
     }
     // Remember, durably, who holds the namespace: this node's partial copy is never taken for
