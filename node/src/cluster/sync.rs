@@ -97,12 +97,13 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
 
 /// Answers a peer's digest: the whole map when it differs.
 pub fn answer(cluster: &Cluster, digest: u64) -> Response {
-    let (mine, updates) = cluster.map_state().read(|m| (m.digest(), m.updates()));
-    if mine == digest {
-        Response::ClusterInSync
-    } else {
-        Response::ClusterMap {
+    let updates = cluster
+        .map_state()
+        .read(|m| (m.digest() != digest).then(|| m.updates()));
+    match updates {
+        None => Response::ClusterInSync,
+        Some(updates) => Response::ClusterMap {
             updates: encode_updates(&updates),
-        }
+        },
     }
 }
