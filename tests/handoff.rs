@@ -1,6 +1,7 @@
-//! Claims and pins move namespaces, and the data moves with them, while writers keep writing:
-//! every acknowledged write is present on the new holder, and the namespace's revisions have
-//! no gap and no repeat (each revision created exactly one key).
+//! Claims and pins move namespaces, and the data moves with them, while writers keep writing
+//! and readers keep reading: every acknowledged write is present on the new holder, the
+//! namespace's revisions have no gap and no repeat (each revision created exactly one key), and
+//! no read is ever answered from an empty or partial copy.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +92,39 @@ async fn claim_pin_release_unpin_move_the_data_while_writers_write() {
         writers.push(tokio::spawn(writer(id, client, Arc::clone(&stop))));
     }
 
+    // Readers through every node, over HTTP: a seeded key must always read back its value
+    // (never 404 from an empty store, never a stale or wrong value).
+    let mut readers = Vec::new();
+    for id in 0..3 {
+        let url = format!("http://{}", cluster.node(id).http_addr());
+        let stop = Arc::clone(&stop);
+        readers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut reads, mut bad) = (0u64, Vec::new());
+            let mut i = id;
+            while !stop.load(Ordering::Relaxed) {
+                i = (i + 7) % 200;
+                let resp = http
+                    .get(format!("{url}/v1/namespaces/orders/keys/seed-{i}?raw=true"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body = r.text().await.unwrap_or_default();
+                        if status != 200 || body != i.to_string() {
+                            bad.push(format!("seed-{i}: {status} {body}"));
+                        }
+                        reads += 1;
+                    }
+                    Err(e) => bad.push(format!("seed-{i}: {e}")),
+                }
+            }
+            (reads, bad)
+        }));
+    }
+
     // Move the namespace around: claim it elsewhere, pin it to a third node, unpin (the claim
     // decides again), release (the ring decides).
     let others: Vec<String> = ["n1", "n2", "n3"]
@@ -115,6 +149,11 @@ async fn claim_pin_release_unpin_move_the_data_while_writers_write() {
     cluster.wait_held_by("orders", &first).await;
 
     stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let (reads, bad) = r.await.expect("reader");
+        assert!(reads > 20, "the reader made progress: {reads}");
+        assert!(bad.is_empty(), "reads during the moves: {bad:?}");
+    }
     let mut acked = Acked::new();
     let mut errors = 0;
     for w in writers {
