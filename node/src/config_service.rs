@@ -282,20 +282,6 @@ impl ConfigService {
         Ok(opaque(page))
     }
 
-    /// Like [`ConfigService::namespaces`], keeping only the namespaces `keep` accepts (the
-    /// ones this node holds: a node may keep a partial copy from an interrupted handoff).
-    pub async fn namespaces_where(
-        &self,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: Option<usize>,
-        keep: impl Fn(&str) -> bool,
-    ) -> Result<OpaquePage<NamespaceState>, StoreError> {
-        let mut page = self.namespaces(prefix, cursor, limit).await?;
-        page.items.retain(|s| keep(&s.name));
-        Ok(page)
-    }
-
     /// Creates an alias (idempotent for an identical alias).
     pub async fn put_alias(
         &self,

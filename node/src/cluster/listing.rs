@@ -19,16 +19,46 @@ pub async fn held_here(
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<WirePage<WireNamespace>, WireError> {
-    let page = service
-        .namespaces_where(prefix, cursor, Some(limit as usize), |ns| {
-            cluster.holder(ns).is_some_and(|r| r.holder == cluster.me())
-        })
-        .await
-        .map_err(to_wire_error)?;
-    Ok(WirePage {
-        items: page.items.into_iter().map(wire_namespace).collect(),
-        next_cursor: page.next_cursor,
-    })
+    let limit = (limit as usize).clamp(1, MAX_PAGE);
+    let held = |ns: &str| cluster.holder(ns).is_some_and(|r| r.holder == cluster.me());
+    // Local rows may include copies this node does not hold (an interrupted handoff): skip
+    // them, reading on until the page is full, so a page with more after it is always full.
+    let mut items = Vec::new();
+    let mut cursor = cursor.map(str::to_string);
+    loop {
+        let page = service
+            .namespaces(prefix, cursor.as_deref(), Some(limit))
+            .await
+            .map_err(to_wire_error)?;
+        for state in page.items {
+            if items.len() == limit {
+                let last: &WireNamespace = items.last().expect("a full page");
+                return Ok(WirePage {
+                    next_cursor: Some(encode_cursor(&last.name)),
+                    items,
+                });
+            }
+            if held(&state.name) {
+                items.push(wire_namespace(state));
+            }
+        }
+        match page.next_cursor {
+            Some(next) if items.len() < limit => cursor = Some(next),
+            Some(_) => {
+                let last = items.last().map(|n| encode_cursor(&n.name));
+                return Ok(WirePage {
+                    items,
+                    next_cursor: last,
+                });
+            }
+            None => {
+                return Ok(WirePage {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
 }
 
 /// One page of the namespaces of the whole cluster, in name order. Nodes that are down are
