@@ -423,3 +423,37 @@ async fn cluster_requests_refuse_garbage_and_unknown_nodes() {
     assert_eq!(cluster.placement(n1, "keep").await["reason"], "ring");
     shutdown_all(&mut cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_listening_on_every_interface_is_reached_at_its_advertised_address() {
+    let mut cluster = TestCluster::start(1).await;
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        socket.local_addr().expect("addr").port()
+    };
+    let mut config = cluster.config("n2");
+    config.quic_addr = format!("0.0.0.0:{port}").parse().expect("addr");
+    config.advertise_quic = Some(format!("127.0.0.1:{port}").parse().expect("addr"));
+    let index = cluster.index_of("n2");
+    cluster.nodes.push(None);
+    cluster.nodes[index] = Some(cfgnode_node::Node::start(config).await.expect("starts"));
+    cluster.wait_converged().await;
+    let members = cluster.members(cluster.node(0)).await;
+    let n2 = members.iter().find(|m| m["id"] == "n2").expect("n2 known");
+    assert_eq!(n2["quic_addr"], format!("127.0.0.1:{port}"));
+    // Requests forwarded to it reach it there.
+    cluster
+        .request(cluster.node(0), Method::PUT, "/v1/cluster/pins/adv")
+        .json(&serde_json::json!({"node": "n2"}))
+        .send()
+        .await
+        .expect("pin");
+    cluster.put(cluster.node(0), "adv", "k", "v").await;
+    cluster.wait_held_by("adv", "n2").await;
+    let (status, body, served_by) = cluster.get(cluster.node(0), "adv", "k").await;
+    assert_eq!(
+        (status, body.as_str(), served_by.as_deref()),
+        (200, "v", Some("n2"))
+    );
+    shutdown_all(&mut cluster).await;
+}

@@ -30,6 +30,15 @@ pub struct StartArgs {
     )]
     quic_addr: SocketAddr,
 
+    /// The QUIC address peers and clients reach this node at, when it differs from --listen
+    /// (required when --listen is 0.0.0.0 or [::]).
+    #[arg(long, env = "CFGNODE_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+
+    /// The HTTP address shown to operators in the member list, when it differs from --http.
+    #[arg(long, env = "CFGNODE_ADVERTISE_HTTP")]
+    advertise_http: Option<SocketAddr>,
+
     /// QUIC addresses of nodes to join through, comma-separated (announced to until they
     /// answer, so a node started before its seeds joins once they come up).
     #[arg(long, env = "CFGNODE_JOIN", value_delimiter = ',')]
@@ -77,6 +86,8 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         http_addr: args.http_addr,
         quic_addr: args.quic_addr,
+        advertise_quic: args.advertise,
+        advertise_http: args.advertise_http,
         cluster_id: args.cluster_id,
         join: args.join,
         tls: match (args.tls_ca, args.tls_cert, args.tls_key) {

@@ -501,3 +501,48 @@ async fn token_file_sets_the_accepted_token() {
     assert_eq!(weak.code(), 1, "{weak:?}");
     assert!(weak.stderr.contains("at least 16"), "{weak:?}");
 }
+
+#[tokio::test]
+async fn listening_on_every_interface_needs_an_advertised_address() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data").to_string_lossy().into_owned();
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let listen = format!("0.0.0.0:{}", common::free_udp_port());
+    let refused = run_to_exit(
+        tmp.path(),
+        &[
+            "start",
+            "--data-dir",
+            &data_dir,
+            "--http",
+            &http,
+            "--listen",
+            &listen,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.code(), 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("--advertise"),
+        "says what to add: {refused:?}"
+    );
+    let bad = run_to_exit(
+        tmp.path(),
+        &[
+            "start",
+            "--data-dir",
+            &data_dir,
+            "--http",
+            &http,
+            "--listen",
+            &listen,
+            "--advertise",
+            "0.0.0.0:7000",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(bad.code(), 1, "{bad:?}");
+    assert!(bad.stderr.contains("--advertise"), "{bad:?}");
+}

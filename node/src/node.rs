@@ -43,6 +43,11 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// The QUIC address for clients and peers; port 0 picks a free port (tests).
     pub quic_addr: SocketAddr,
+    /// The QUIC address peers and clients reach this node at (`--advertise`); `None`: the
+    /// bound address, which must then be a specific one (not 0.0.0.0).
+    pub advertise_quic: Option<SocketAddr>,
+    /// The HTTP address shown in the member list (`--advertise-http`); `None`: the bound one.
+    pub advertise_http: Option<SocketAddr>,
     /// The cluster this node belongs to; QUIC requests naming another are refused.
     pub cluster_id: String,
     /// Mutual TLS material; `None` runs with a self-signed certificate.
@@ -68,6 +73,8 @@ impl NodeConfig {
             node_id: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            advertise_quic: None,
+            advertise_http: None,
             cluster_id: DEFAULT_CLUSTER_ID.to_string(),
             tls: None,
             join: Vec::new(),
@@ -123,6 +130,19 @@ impl Node {
                 "--max-value-bytes must be at least 1".to_string(),
             ));
         }
+        if config.advertise_quic.is_none() && config.quic_addr.ip().is_unspecified() {
+            return Err(NodeError::Config(format!(
+                "--listen {} accepts on every interface, but peers and clients need one address to reach this node at: add --advertise HOST:PORT",
+                config.quic_addr
+            )));
+        }
+        if let Some(addr) = config.advertise_quic
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(NodeError::Config(format!(
+                "--advertise {addr} must be an address peers can reach: a specific IP and port"
+            )));
+        }
         create_private_dir(&config.data_dir)?;
         let (token, token_source) =
             load_admin_token(&config.data_dir, config.token_file.as_deref())?;
@@ -172,8 +192,8 @@ impl Node {
         let (broadcast_tx, broadcast_rx) = mpsc::channel(1024);
         let me = Peer {
             id: node_id.clone(),
-            quic: quic_addr,
-            http: http_addr,
+            quic: config.advertise_quic.unwrap_or(quic_addr),
+            http: config.advertise_http.unwrap_or(http_addr),
             // Grows at every start (wall-clock milliseconds), so a restarted node's new
             // identity supersedes its previous life everywhere.
             generation: generation_now(),
