@@ -13,6 +13,7 @@ use cfgnode_storage::{
 };
 
 use crate::json_diff::{self, JsonDiff};
+use crate::push::Feeds;
 
 /// Default page size of listings.
 pub const DEFAULT_PAGE: usize = 100;
@@ -60,6 +61,7 @@ pub type OpaquePage<T> = Page<T>;
 #[derive(Clone)]
 pub struct ConfigService {
     store: Store,
+    feeds: Feeds,
 }
 
 impl std::fmt::Debug for ConfigService {
@@ -71,9 +73,23 @@ impl std::fmt::Debug for ConfigService {
 }
 
 impl ConfigService {
-    /// The service over `store`.
-    pub fn new(store: Store) -> Self {
-        ConfigService { store }
+    /// The service over `store`; every committed change is announced on `feeds`.
+    pub fn new(store: Store, feeds: Feeds) -> Self {
+        ConfigService { store, feeds }
+    }
+
+    /// The namespaces' change feeds.
+    pub fn feeds(&self) -> &Feeds {
+        &self.feeds
+    }
+
+    /// A namespace's state (revision, ETag), `None` if it has no data here.
+    pub async fn namespace_state(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<NamespaceState>, StoreError> {
+        let ns = namespace.to_string();
+        self.read(move |s| s.namespace(&ns)).await
     }
 
     /// The store underneath (for health checks and identity).
@@ -119,12 +135,16 @@ impl ConfigService {
 
     /// Writes a key (validation, size and codec checks happen before queueing).
     pub async fn put(&self, request: PutRequest) -> Result<Entry, StoreError> {
-        self.store.put(request).await
+        let entry = self.store.put(request).await?;
+        self.feeds.changed(&entry.namespace);
+        Ok(entry)
     }
 
     /// Deletes a key.
     pub async fn delete(&self, request: DeleteRequest) -> Result<Deleted, StoreError> {
-        self.store.delete(request).await
+        let deleted = self.store.delete(request).await?;
+        self.feeds.changed(&deleted.namespace);
+        Ok(deleted)
     }
 
     /// A page of a namespace's entries; an unknown namespace is `NamespaceNotFound`.
@@ -289,7 +309,9 @@ impl ConfigService {
         alias: &str,
         target: &str,
     ) -> Result<AliasPut, StoreError> {
-        self.store.put_alias(namespace, alias, target).await
+        let put = self.store.put_alias(namespace, alias, target).await?;
+        self.feeds.changed(namespace);
+        Ok(put)
     }
 
     /// Reads an alias.
@@ -306,7 +328,9 @@ impl ConfigService {
 
     /// Removes an alias.
     pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, StoreError> {
-        self.store.delete_alias(namespace, alias).await
+        let deleted = self.store.delete_alias(namespace, alias).await?;
+        self.feeds.changed(namespace);
+        Ok(deleted)
     }
 
     /// A page of a namespace's aliases.

@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
 //! - [`json_diff`]: structural diff of JSON documents (pure).
 //! - [`membership`]: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
+//! - [`push`]: change feeds per namespace and snapshot long-polling (the push role's start).
 //! - [`cluster`]: the directory, pins and claims; routing requests to holders (forwarding and
 //!   redirects); handoff; anti-entropy.
 //!
@@ -29,6 +30,7 @@ pub mod json_diff;
 pub mod membership;
 pub mod metrics;
 mod node;
+pub mod push;
 mod quic_server;
 pub mod wire_api;
 

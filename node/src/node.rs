@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{TokenVerifier, load_admin_token};
-use crate::cluster::{self, Cluster, GossipHandler, MapState, Peers, Serving, load_map};
+use crate::cluster::{
+    self, Cluster, ClusterParts, GossipHandler, MapState, Peers, Serving, load_map,
+};
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
 use crate::http::{AppState, body_limit, router};
@@ -21,6 +23,7 @@ use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
+use crate::push::Feeds;
 use crate::quic_server::{self, QuicContext};
 
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
@@ -223,24 +226,26 @@ impl Node {
         ));
 
         let verifier = TokenVerifier::new(token.clone());
+        let feeds = Feeds::new();
         let peers = Peers::new(
             endpoint.clone(),
             links.clone(),
             config.cluster_id.clone(),
             token,
         );
-        let cluster = Cluster::new(
-            node_id.clone(),
-            store.clone(),
-            map_state,
-            membership.clone(),
-            broadcast_tx,
+        let cluster = Cluster::new(ClusterParts {
+            me: node_id.clone(),
+            store: store.clone(),
+            state: map_state,
+            membership: membership.clone(),
+            broadcasts: broadcast_tx,
             peers,
-            Arc::clone(&metrics),
-        );
+            metrics: Arc::clone(&metrics),
+            feeds: feeds.clone(),
+        });
         let background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();
-        let service = ConfigService::new(store);
+        let service = ConfigService::new(store, feeds);
         let state = Arc::new(AppState {
             service: service.clone(),
             verifier: verifier.clone(),

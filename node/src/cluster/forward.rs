@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, handoff, sync};
 use crate::auth::Principal;
 use crate::config_service::ConfigService;
+use crate::push::longpoll::{LongPoll, wait_while_unchanged};
 use crate::wire_api;
 
 /// Marks an HTTP request replayed on the holder: the routing middleware lets it through (a
@@ -279,14 +280,7 @@ async fn serve_forwarded_http(
     let Some(namespace) = http_namespace(uri.path()).map(str::to_string) else {
         return Err(malformed("only namespace routes are forwarded".to_string()));
     };
-    let target = serving
-        .cluster
-        .route(&namespace, http_intent(&method))
-        .await
-        .map_err(|e| e.to_wire())?;
-    if let Some(redirect) = target.redirect(&namespace) {
-        return Ok(Response::Redirect(redirect));
-    }
+    let intent = http_intent(&method);
     let mut builder = axum::http::Request::builder().method(method).uri(uri);
     for (name, value) in &http.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -298,6 +292,22 @@ async fn serve_forwarded_http(
     let mut request = builder
         .body(Body::from(http.body))
         .map_err(|e| malformed(format!("bad request: {e}")))?;
+    // A long-poll waits before taking the namespace's gate (see push::longpoll).
+    let poll = LongPoll::from_request(request.method(), request.uri(), request.headers())
+        .map_err(|e| WireError::new("invalid_request", e))?;
+    if let Some(poll) = &poll {
+        wait_while_unchanged(&serving.cluster, &serving.service, &namespace, poll)
+            .await
+            .map_err(|e| e.to_wire())?;
+    }
+    let target = serving
+        .cluster
+        .route(&namespace, intent)
+        .await
+        .map_err(|e| e.to_wire())?;
+    if let Some(redirect) = target.redirect(&namespace) {
+        return Ok(Response::Redirect(redirect));
+    }
     request.extensions_mut().insert(Routed);
     let response = serving
         .http

@@ -242,6 +242,8 @@ async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, S
         .await
         .map_err(|e| format!("could not record the new holder: {e}"))?;
     step(&mut steps, HandoffStep::Committed)?;
+    // Long-polls waiting here wake up, find the namespace elsewhere and follow it.
+    cluster.feeds().changed(namespace);
     if let Err(e) = call(Request::HandoffCommit {
         namespace: namespace.to_string(),
         epoch: next.epoch,

@@ -34,6 +34,7 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
 
 use crate::membership::{MemberState, MemberView, Membership};
 use crate::metrics::Metrics;
+use crate::push::Feeds;
 
 pub use forward::{Routed, Serving, http_intent, http_namespace, serve_request};
 pub use gossip::GossipHandler;
@@ -155,19 +156,43 @@ struct Inner {
     giving: Mutex<HashSet<String>>,
     ring: Mutex<Option<Arc<Ring>>>,
     metrics: Arc<Metrics>,
+    feeds: Feeds,
+}
+
+/// What the cluster role of a node is made of.
+#[derive(Debug)]
+pub struct ClusterParts {
+    /// This node's id.
+    pub me: NodeId,
+    /// Its storage (handoffs read and write it; cluster records live in it).
+    pub store: Store,
+    /// The cluster map, shared with the gossip handler.
+    pub state: Arc<MapState>,
+    /// Who is alive.
+    pub membership: Membership,
+    /// Updates to gossip, read by the membership task.
+    pub broadcasts: mpsc::Sender<Vec<u8>>,
+    /// Node-to-node requests.
+    pub peers: Peers,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The namespaces' change feeds.
+    pub feeds: Feeds,
 }
 
 impl Cluster {
-    /// The cluster role of node `me`.
-    pub fn new(
-        me: NodeId,
-        store: Store,
-        state: Arc<MapState>,
-        membership: Membership,
-        broadcasts: mpsc::Sender<Vec<u8>>,
-        peers: Peers,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// The cluster role made of `parts`.
+    pub fn new(parts: ClusterParts) -> Self {
+        let ClusterParts {
+            me,
+            store,
+            state,
+            membership,
+            broadcasts,
+            peers,
+            metrics,
+            feeds,
+        } = parts;
         Cluster {
             inner: Arc::new(Inner {
                 me,
@@ -181,6 +206,7 @@ impl Cluster {
                 giving: Mutex::default(),
                 ring: Mutex::default(),
                 metrics,
+                feeds,
             }),
         }
     }
@@ -203,6 +229,11 @@ impl Cluster {
     /// The node's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The namespaces' change feeds (a handoff wakes a namespace's waiters).
+    pub fn feeds(&self) -> &Feeds {
+        &self.inner.feeds
     }
 
     /// The map's change feed.

@@ -17,6 +17,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
+
+/// How much longer than its wait a forwarded long-poll may take.
+const LONG_POLL_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::cluster::{
     DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Routed, Target, http_intent,
     http_namespace,
@@ -68,6 +72,17 @@ pub async fn route_to_holder(
             .into_response();
         }
     };
+    // A long-poll waits here first, holding nothing (a handoff may move the namespace meanwhile;
+    // the request then follows it with the time left).
+    let long_poll = match LongPoll::from_request(&parts.method, &parts.uri, &parts.headers) {
+        Ok(poll) => poll,
+        Err(e) => return ApiError::bad_request(e).into_response(),
+    };
+    if let Some(poll) = &long_poll
+        && let Err(e) = wait_while_unchanged(&state.cluster, &state.service, &namespace, poll).await
+    {
+        return route_error(&e).into_response();
+    }
     let mut hops = 0u8;
     loop {
         let target = match state.cluster.route(&namespace, intent).await {
@@ -96,25 +111,30 @@ pub async fn route_to_holder(
             .forwarded
             .get_or_create(&crate::metrics::ForwardLabels { transport: "http" })
             .inc();
+        let (uri, timeout) = match &long_poll {
+            Some(poll) => (
+                with_wait(&parts.uri, poll.remaining()),
+                FORWARD_TIMEOUT.max(poll.remaining() + LONG_POLL_SLACK),
+            ),
+            None => (
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+                FORWARD_TIMEOUT,
+            ),
+        };
         let forwarded = WireHttpRequest {
             hops,
             method: parts.method.as_str().to_string(),
-            uri: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+            uri,
             headers: forwardable(&parts.headers),
             body: body.to_vec(),
         };
         match state
             .cluster
             .peers()
-            .call(
-                addr,
-                WireRequest::ForwardHttp(forwarded),
-                None,
-                FORWARD_TIMEOUT,
-            )
+            .call(addr, WireRequest::ForwardHttp(forwarded), None, timeout)
             .await
         {
             Ok(WireResponse::Http(answer)) => {

@@ -1,0 +1,164 @@
+//! Long-polling a namespace: wait until its ETag differs from the caller's, or a deadline.
+//!
+//! The wait holds no permit on the namespace's gate: it reads the ETag under a permit, drops
+//! it, then waits on the namespace's feed. So a handoff can freeze the namespace meanwhile; the
+//! handoff's commit wakes the waiter, which then finds the namespace elsewhere and reports
+//! [`Waited::Moved`] (the caller forwards the request, with the time left, to the new holder).
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use cfgnode_ring::Intent;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, RouteError, Target};
+use crate::config_service::{ConfigService, etag_list_matches};
+
+/// Longest `?wait=` honoured.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// The namespace's ETag differs from the caller's (or the namespace is gone).
+    Changed,
+    /// The deadline passed with the ETag unchanged.
+    TimedOut,
+    /// Another node holds the namespace now.
+    Moved,
+}
+
+/// A long-poll's parameters: the caller's `If-None-Match` and when to stop waiting.
+#[derive(Clone, Debug)]
+pub struct LongPoll {
+    /// The ETags the caller holds.
+    pub if_none_match: String,
+    /// When to answer 304 if nothing changed.
+    pub deadline: Instant,
+}
+
+impl LongPoll {
+    /// The long-poll a request asks for: `GET .../snapshot?wait=DURATION` with
+    /// `If-None-Match`. `Ok(None)` for any other request; `Err` for a malformed `wait`.
+    pub fn from_request(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<LongPoll>, String> {
+        if method != Method::GET || !uri.path().ends_with("/snapshot") {
+            return Ok(None);
+        }
+        let Some(wait) = query_value(uri, "wait") else {
+            return Ok(None);
+        };
+        let Some(tags) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let wait = parse_wait(&wait)?;
+        Ok(Some(LongPoll {
+            if_none_match: tags.to_string(),
+            deadline: Instant::now() + wait,
+        }))
+    }
+
+    /// The time left.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// `30s`, `500ms`, `1m` (humantime), or plain seconds; at most [`MAX_WAIT`].
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let wait = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("wait={text:?} is not a duration (use e.g. 30s or 500ms): {e}"))?,
+    };
+    if wait > MAX_WAIT {
+        return Err(format!(
+            "wait={text} is longer than the maximum of {}s",
+            MAX_WAIT.as_secs()
+        ));
+    }
+    Ok(wait)
+}
+
+/// The same URI with `wait` set to `left` (in milliseconds), for a request forwarded mid-wait.
+pub fn with_wait(uri: &Uri, left: Duration) -> String {
+    let path = uri.path();
+    let mut pairs: Vec<String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("wait="))
+        .map(str::to_string)
+        .collect();
+    pairs.push(format!("wait={}ms", left.as_millis()));
+    format!("{path}?{}", pairs.join("&"))
+}
+
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Waits until `namespace`'s ETag differs from the caller's, the deadline passes, or the
+/// namespace is held elsewhere.
+pub async fn wait_while_unchanged(
+    cluster: &Cluster,
+    service: &ConfigService,
+    namespace: &str,
+    poll: &LongPoll,
+) -> Result<Waited, RouteError> {
+    loop {
+        // Subscribe first: a change between the check and the wait still wakes us.
+        let mut feed = service.feeds().subscribe(namespace);
+        let etag = match cluster.route(namespace, Intent::Read).await? {
+            Target::Remote { .. } => return Ok(Waited::Moved),
+            Target::Local(permit) => {
+                let state = service.namespace_state(namespace).await?;
+                drop(permit);
+                state.map(|s| s.etag())
+            }
+        };
+        match etag {
+            Some(etag) if etag_list_matches(&poll.if_none_match, &etag) => {}
+            _ => return Ok(Waited::Changed),
+        }
+        tokio::select! {
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    return Ok(Waited::Changed);
+                }
+            }
+            _ = tokio::time::sleep_until(poll.deadline) => return Ok(Waited::TimedOut),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_and_are_bounded() {
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_wait("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_wait("2m").is_err(), "over the maximum");
+        assert!(parse_wait("soon").is_err());
+        let uri: Uri = "/v1/namespaces/a/snapshot?x=1&wait=30s"
+            .parse()
+            .expect("uri");
+        assert_eq!(
+            with_wait(&uri, Duration::from_millis(1500)),
+            "/v1/namespaces/a/snapshot?x=1&wait=1500ms"
+        );
+    }
+}
