@@ -457,3 +457,29 @@ async fn a_node_listening_on_every_interface_is_reached_at_its_advertised_addres
     );
     shutdown_all(&mut cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_right_after_pinning_a_new_namespace_lands_on_the_pinned_node() {
+    let mut cluster = TestCluster::start(3).await;
+    // The pin is known at n1 at once, at n3 a moment later: n1 forwards to n3, which may not
+    // know it is the owner yet; the two exchange maps and the write lands on n3.
+    for i in 0..20 {
+        let ns = format!("fresh{i}");
+        let resp = cluster
+            .request(
+                cluster.node(0),
+                Method::PUT,
+                &format!("/v1/cluster/pins/{ns}"),
+            )
+            .json(&serde_json::json!({"node": "n3"}))
+            .send()
+            .await
+            .expect("pin");
+        assert_eq!(resp.status(), 200);
+        cluster.put(cluster.node(0), &ns, "k", "v").await;
+    }
+    for i in 0..20 {
+        cluster.wait_held_by(&format!("fresh{i}"), "n3").await;
+    }
+    shutdown_all(&mut cluster).await;
+}

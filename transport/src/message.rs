@@ -237,6 +237,13 @@ pub enum Request {
         /// The asker's map digest.
         digest: u64,
     },
+    /// Anti-entropy, second half: the asker's whole map, sent when the answerer's map lacked
+    /// some of its facts (node-defined bincode). Answered with `Ack`.
+    ClusterPush {
+        /// The encoded updates.
+        #[serde(with = "serde_bytes")]
+        updates: Vec<u8>,
+    },
     /// Handoff, first step: drop any partial copy of the namespace and get ready to receive it
     /// from the holder at `epoch`.
     HandoffOffer {
@@ -348,6 +355,7 @@ impl Request {
             Request::Forward { .. } => "forward",
             Request::ForwardHttp(_) => "forward_http",
             Request::ClusterSync { .. } => "cluster_sync",
+            Request::ClusterPush { .. } => "cluster_push",
             Request::HandoffOffer { .. } => "handoff_offer",
             Request::HandoffChunk { .. } => "handoff_chunk",
             Request::HandoffCommit { .. } => "handoff_commit",

@@ -69,6 +69,7 @@ pub async fn serve_request(
             .await
             .map(Response::Placement),
         Request::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
+        Request::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
         Request::HandoffOffer {
             namespace,
             giver,

@@ -41,6 +41,7 @@ pub use gossip::GossipHandler;
 pub use listing::namespaces as list_namespaces;
 pub use peers::{PeerError, Peers};
 pub use state::MapState;
+pub use sync::sync_with;
 
 /// Most nodes a request is sent to before the caller gets a "namespace is moving" error.
 pub const MAX_HOPS: u8 = 2;

@@ -78,8 +78,10 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
         Ok(Response::ClusterInSync) => {}
         Ok(Response::ClusterMap { updates }) => match decode_updates(&updates) {
             Ok(updates) => {
+                let mut theirs = cfgnode_ring::ClusterMap::new();
                 let mut changed = 0usize;
                 for update in updates {
+                    theirs.apply(update.clone());
                     if matches!(cluster.map_state().apply(update), Ok(true)) {
                         changed += 1;
                     }
@@ -87,12 +89,36 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
                 if changed > 0 {
                     tracing::debug!(peer, changed, "anti-entropy brought in cluster map changes");
                 }
+                // They lack some of our facts: push our map (push-pull, so a fact known only
+                // here reaches them now rather than when they next pull from us).
+                let (ours, updates) = cluster.map_state().read(|m| (m.digest(), m.updates()));
+                if ours != theirs.digest() {
+                    let push = Request::ClusterPush {
+                        updates: encode_updates(&updates),
+                    };
+                    if let Err(e) = cluster.peers().call(addr, push, None, SYNC_TIMEOUT).await {
+                        tracing::debug!(peer, error = ?e, "cluster push failed");
+                    }
+                }
             }
             Err(e) => tracing::warn!(peer, error = %e, "peer sent a malformed cluster map"),
         },
         Ok(other) => tracing::warn!(peer, answer = ?other, "unexpected answer to a cluster sync"),
         Err(e) => tracing::debug!(peer, error = ?e, "cluster sync failed"),
     }
+}
+
+/// Merges a peer's pushed map.
+pub fn merge_pushed(
+    cluster: &Cluster,
+    updates: &[u8],
+) -> Result<Response, cfgnode_transport::WireError> {
+    let updates = decode_updates(updates)
+        .map_err(|e| cfgnode_transport::WireError::new(cfgnode_transport::codes::MALFORMED, e))?;
+    for update in updates {
+        let _ = cluster.map_state().apply(update);
+    }
+    Ok(Response::Ack)
 }
 
 /// Answers a peer's digest: the whole map when it differs.

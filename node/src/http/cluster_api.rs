@@ -154,7 +154,14 @@ pub async fn route_to_holder(
                 }
                 return response;
             }
-            Ok(WireResponse::Redirect(redirect)) => state.cluster.learn(&redirect),
+            Ok(WireResponse::Redirect(redirect)) => {
+                state.cluster.learn(&redirect);
+                if redirect.epoch == 0 {
+                    // Nobody holds it yet and we disagree on its desired owner: exchange maps
+                    // (one of us lacks a pin, claim or member) before trying again.
+                    crate::cluster::sync_with(&state.cluster, &node).await;
+                }
+            }
             Ok(other) => {
                 return ApiError::internal(format!(
                     "node {node} answered a forwarded request with {other:?}"
