@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use redb::ReadTransaction;
+use redb::{ReadTransaction, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -136,18 +136,7 @@ impl std::fmt::Debug for NamespaceExport {
 impl NamespaceExport {
     pub(crate) fn open(txn: ReadTransaction, namespace: &str) -> Result<Self, StoreError> {
         validate_namespace(namespace)?;
-        let state: NamespaceState = {
-            let table = txn.open_table(NAMESPACES)?;
-            let found = table.get(namespace)?;
-            match found {
-                Some(bytes) => decode(bytes.value())?,
-                None => {
-                    return Err(StoreError::NamespaceNotFound {
-                        namespace: namespace.to_string(),
-                    });
-                }
-            }
-        };
+        let state = read_state(&txn, namespace)?;
         Ok(NamespaceExport {
             txn,
             namespace: namespace.to_string(),
@@ -186,30 +175,14 @@ impl NamespaceExport {
                     self.position = Position::Entries(None);
                 }
                 Position::Entries(after) => {
-                    let table = self.txn.open_table(ENTRIES)?;
-                    let start = match &after {
-                        Some(k) => Bound::Excluded((ns, k.as_str())),
-                        None => Bound::Included((ns, "")),
-                    };
-                    let mut last = after.clone();
-                    let mut finished = true;
-                    for item in table
-                        .range::<(&str, &str)>((start, Bound::Excluded((upper.as_str(), ""))))?
-                    {
-                        if full(bytes, &chunk) {
-                            finished = false;
-                            break;
-                        }
-                        let (k, v) = item?;
-                        let key = k.value().1.to_string();
-                        let op = TransferOp::Entry {
-                            key: key.clone(),
-                            record: v.value().to_vec(),
-                        };
-                        bytes += op.size();
-                        chunk.push(op);
-                        last = Some(key);
-                    }
+                    let (last, finished) = copy_named_rows(
+                        &self.txn,
+                        ENTRIES,
+                        ns,
+                        after,
+                        (&mut chunk, &mut bytes, max_bytes),
+                        |key, record| TransferOp::Entry { key, record },
+                    )?;
                     self.position = if finished {
                         Position::History(None)
                     } else {
@@ -276,30 +249,14 @@ impl NamespaceExport {
                     };
                 }
                 Position::Aliases(after) => {
-                    let table = self.txn.open_table(ALIASES)?;
-                    let start = match &after {
-                        Some(a) => Bound::Excluded((ns, a.as_str())),
-                        None => Bound::Included((ns, "")),
-                    };
-                    let mut last = after.clone();
-                    let mut finished = true;
-                    for item in table
-                        .range::<(&str, &str)>((start, Bound::Excluded((upper.as_str(), ""))))?
-                    {
-                        if full(bytes, &chunk) {
-                            finished = false;
-                            break;
-                        }
-                        let (k, v) = item?;
-                        let alias = k.value().1.to_string();
-                        let op = TransferOp::Alias {
-                            alias: alias.clone(),
-                            record: v.value().to_vec(),
-                        };
-                        bytes += op.size();
-                        chunk.push(op);
-                        last = Some(alias);
-                    }
+                    let (last, finished) = copy_named_rows(
+                        &self.txn,
+                        ALIASES,
+                        ns,
+                        after,
+                        (&mut chunk, &mut bytes, max_bytes),
+                        |alias, record| TransferOp::Alias { alias, record },
+                    )?;
                     self.position = if finished {
                         Position::Done
                     } else {
@@ -317,6 +274,50 @@ impl NamespaceExport {
     }
 }
 
+/// The namespace's state row, decoded; `NamespaceNotFound` when it has none.
+fn read_state(txn: &ReadTransaction, namespace: &str) -> Result<NamespaceState, StoreError> {
+    let table = txn.open_table(NAMESPACES)?;
+    let found = table.get(namespace)?;
+    match found {
+        Some(bytes) => decode(bytes.value()),
+        None => Err(StoreError::NamespaceNotFound {
+            namespace: namespace.to_string(),
+        }),
+    }
+}
+
+/// Copies the rows of a `(namespace, name)` table that come after `after` into the chunk
+/// until it holds `max_bytes` (at least one row); returns the last name copied and whether the
+/// table is finished.
+fn copy_named_rows(
+    txn: &ReadTransaction,
+    table: TableDefinition<(&str, &str), &[u8]>,
+    ns: &str,
+    after: Option<String>,
+    (chunk, bytes, max_bytes): (&mut Vec<TransferOp>, &mut usize, usize),
+    op: fn(String, Vec<u8>) -> TransferOp,
+) -> Result<(Option<String>, bool), StoreError> {
+    let table = txn.open_table(table)?;
+    let upper = upper_bound(ns);
+    let start = match &after {
+        Some(name) => Bound::Excluded((ns, name.as_str())),
+        None => Bound::Included((ns, "")),
+    };
+    let mut last = after.clone();
+    for item in table.range::<(&str, &str)>((start, Bound::Excluded((upper.as_str(), ""))))? {
+        if !chunk.is_empty() && *bytes >= max_bytes {
+            return Ok((last, false));
+        }
+        let (k, v) = item?;
+        let name = k.value().1.to_string();
+        let row = op(name.clone(), v.value().to_vec());
+        *bytes += row.size();
+        chunk.push(row);
+        last = Some(name);
+    }
+    Ok((last, true))
+}
+
 /// The rows of `namespace` changed after revision `since`, as ops that bring a copy taken at
 /// `since` up to date. `None` when the log no longer reaches back to `since` (send a full copy
 /// instead).
@@ -327,18 +328,7 @@ pub(crate) fn changes_since(
 ) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
     validate_namespace(namespace)?;
     let ns = namespace;
-    let state: NamespaceState = {
-        let table = txn.open_table(NAMESPACES)?;
-        let found = table.get(ns)?;
-        match found {
-            Some(bytes) => decode(bytes.value())?,
-            None => {
-                return Err(StoreError::NamespaceNotFound {
-                    namespace: ns.to_string(),
-                });
-            }
-        }
-    };
+    let state = read_state(txn, ns)?;
     if state.revision < since || since.saturating_add(1) < state.log_start {
         return Ok(None);
     }
