@@ -19,7 +19,11 @@ pub const TOKEN: &str = "multi-node-test-token-0123456789abcdef";
 /// How long a cluster-wide condition may take (debug build, busy 2-core machine).
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `check` every 25 ms until it yields `Some`; panics naming `what` after `deadline`.
+/// Between two polls of a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `check` every [`POLL_INTERVAL`] until it yields `Some`; panics naming `what` after
+/// `deadline`. (The process-level tests in `cli/tests` use it too.)
 pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -34,7 +38,7 @@ where
             Instant::now() < end,
             "timed out after {deadline:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

@@ -12,7 +12,6 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -30,8 +29,8 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a process may take to exit once told to (signal) or once it should (usage error).
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Between two polls of a condition.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Waits are shared with the in-process multi-node tests (`tests/`).
+pub use cfgnode_tests::{POLL_INTERVAL, poll_until};
 
 /// Starts tried, each on a fresh port, before giving up on port clashes.
 const START_ATTEMPTS: usize = 5;
@@ -51,26 +50,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("a bound listener has an address")
         .port()
-}
-
-/// Polls `check` every [`POLL_INTERVAL`] until it yields `Some`; panics naming `what` when
-/// `deadline` passes.
-pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
 
 /// A `Command` for the binary, isolated from the developer's environment: no inherited

@@ -168,36 +168,71 @@ async fn serve_routed(
             return Err(moving(namespace, hops));
         }
         hops += 1;
-        cluster
-            .metrics()
-            .forwarded
-            .get_or_create(&crate::metrics::ForwardLabels { transport: "quic" })
-            .inc();
         let forwarded = Request::Forward {
             hops,
             request: Box::new(request.clone()),
         };
-        match cluster
-            .peers()
-            .call(addr, forwarded, token.clone(), FORWARD_TIMEOUT)
-            .await
-        {
-            Ok(Response::Redirect(redirect)) => {
-                tracing::debug!(
-                    namespace,
-                    from = node,
-                    to = redirect.holder,
-                    "following a redirect"
-                );
-                cluster.learn(&redirect);
-            }
-            Ok(answer) => return Ok(answer),
-            Err(e) => return Err(unreachable_holder(e, &node, request.is_write())),
+        let write = request.is_write();
+        let target = (node.as_str(), addr);
+        let hop = forward_hop(
+            cluster,
+            namespace,
+            target,
+            forwarded,
+            token.clone(),
+            FORWARD_TIMEOUT,
+            write,
+        );
+        if let Some(answer) = hop.await? {
+            return Ok(answer);
         }
     }
 }
 
-fn moving(namespace: &str, hops: u8) -> WireError {
+/// Sends a forwarded request (QUIC or HTTP) to `node` at `addr`: `Some` answer, or `None` when
+/// the node redirected (route again). A redirect is merged into the map, and for a namespace nobody holds yet (the two nodes disagree on its desired owner: one
+/// lacks a pin, claim or member) the maps are exchanged with `node` before routing again. An
+/// unreachable holder is an error that says whether a write may have been applied.
+pub async fn forward_hop(
+    cluster: &Cluster,
+    namespace: &str,
+    (node, addr): (&str, std::net::SocketAddr),
+    request: Request,
+    token: Option<String>,
+    timeout: std::time::Duration,
+    write: bool,
+) -> Result<Option<Response>, WireError> {
+    let transport = if matches!(request, Request::ForwardHttp(_)) {
+        "http"
+    } else {
+        "quic"
+    };
+    cluster
+        .metrics()
+        .forwarded
+        .get_or_create(&crate::metrics::ForwardLabels { transport })
+        .inc();
+    match cluster.peers().call(addr, request, token, timeout).await {
+        Ok(Response::Redirect(redirect)) => {
+            tracing::debug!(
+                namespace,
+                from = node,
+                to = redirect.holder,
+                "following a redirect"
+            );
+            cluster.learn(&redirect);
+            if redirect.epoch == 0 {
+                sync::sync_with(cluster, node).await;
+            }
+            Ok(None)
+        }
+        Ok(answer) => Ok(Some(answer)),
+        Err(e) => Err(unreachable_holder(e, namespace, node, write)),
+    }
+}
+
+/// The error after `hops` hops without finding the holder.
+pub fn moving(namespace: &str, hops: u8) -> WireError {
     WireError::new(
         codes::MOVING,
         format!(
@@ -206,17 +241,19 @@ fn moving(namespace: &str, hops: u8) -> WireError {
     )
 }
 
-fn unreachable_holder(e: super::PeerError, node: &str, write: bool) -> WireError {
+fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: bool) -> WireError {
     match e {
         super::PeerError::Answered(e) => e,
         super::PeerError::Unreachable(why) => WireError::new(
             codes::UNAVAILABLE,
             if write {
                 format!(
-                    "the holder {node} could not be reached ({why}); the write may or may not have been applied: read before retrying"
+                    "the holder {node} of namespace {namespace:?} could not be reached ({why}); the write may or may not have been applied: read before retrying"
                 )
             } else {
-                format!("the holder {node} could not be reached ({why}); retry")
+                format!(
+                    "the holder {node} of namespace {namespace:?} could not be reached ({why}); retry"
+                )
             },
         ),
     }

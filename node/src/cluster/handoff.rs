@@ -73,7 +73,7 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let alive = cluster.alive();
+        let view = cluster.view();
         cluster
             .metrics()
             .namespaces_held
@@ -82,8 +82,8 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
             map.holders()
                 .filter(|(_, r)| r.holder == cluster.me())
                 .filter_map(|(ns, _)| {
-                    let placement = cluster.desired(ns, map, &alive);
-                    handoff_target(cluster.me(), ns, map, placement.as_ref(), &alive)
+                    let placement = view.desired(ns, map);
+                    handoff_target(cluster.me(), ns, map, placement.as_ref(), &view.alive)
                         .map(|to| (ns.clone(), to))
                 })
                 .collect()
@@ -380,7 +380,7 @@ pub async fn on_offer(
     // anti-entropy catches it up within seconds and the giver's retry succeeds.
     let matches = match &current {
         Some(r) => r.holder == giver && r.epoch == epoch,
-        None => epoch == 1 && cluster.alive().contains(giver) && giver != cluster.me(),
+        None => epoch == 1 && cluster.view().alive.contains(giver) && giver != cluster.me(),
     };
     if !matches {
         let known = current.map_or_else(

@@ -30,13 +30,15 @@ use cfgnode_ring::{
 };
 use cfgnode_storage::{Store, StoreError, validate_namespace};
 use cfgnode_transport::{WireError, WireMember, WirePlacement, WireRedirect, WireRingShare, codes};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, watch};
 
 use crate::membership::{MemberState, MemberView, Membership};
 use crate::metrics::Metrics;
 use crate::push::Feeds;
 
-pub use forward::{Routed, Serving, http_intent, http_namespace, serve_request};
+pub use forward::{
+    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_request,
+};
 pub use gossip::GossipHandler;
 pub use listing::namespaces as list_namespaces;
 pub use peers::{PeerError, Peers};
@@ -155,7 +157,8 @@ struct Inner {
     receiving: Mutex<HashMap<String, u64>>,
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
-    ring: Mutex<Option<Arc<Ring>>>,
+    /// The member list as last seen, and the routing view built from it.
+    view: Mutex<(watch::Receiver<Vec<MemberView>>, Arc<View>)>,
     metrics: Arc<Metrics>,
     feeds: Feeds,
 }
@@ -194,6 +197,8 @@ impl Cluster {
             metrics,
             feeds,
         } = parts;
+        let mut members = membership.subscribe();
+        let view = Arc::new(View::new(&me, &members.borrow_and_update()));
         Cluster {
             inner: Arc::new(Inner {
                 me,
@@ -205,7 +210,7 @@ impl Cluster {
                 gates: Mutex::default(),
                 receiving: Mutex::default(),
                 giving: Mutex::default(),
-                ring: Mutex::default(),
+                view: Mutex::new((members, view)),
                 metrics,
                 feeds,
             }),
@@ -242,59 +247,20 @@ impl Cluster {
         &self.inner.state
     }
 
-    /// Members that count as alive for placement and routing (alive or suspect: a suspect
-    /// may well refute, and moving namespaces away from it at once would be churn).
-    pub fn alive(&self) -> BTreeSet<NodeId> {
-        let mut alive: BTreeSet<NodeId> = self
-            .inner
-            .membership
-            .members()
-            .into_iter()
-            .filter(|m| m.state != MemberState::Down)
-            .map(|m| m.peer.id)
-            .collect();
-        alive.insert(self.inner.me.clone());
-        alive
+    /// The membership as routing sees it, rebuilt only when the member list changes (so a
+    /// request reads a shared snapshot instead of copying the member list and the ring).
+    pub fn view(&self) -> Arc<View> {
+        let mut cached = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
+        let (members, view) = &mut *cached;
+        if members.has_changed().unwrap_or(false) {
+            *view = Arc::new(View::new(&self.inner.me, &members.borrow_and_update()));
+        }
+        Arc::clone(view)
     }
 
     /// The QUIC address of member `node`.
     pub fn addr_of(&self, node: &str) -> Option<SocketAddr> {
-        self.inner
-            .membership
-            .members()
-            .into_iter()
-            .find(|m| m.peer.id == node)
-            .map(|m| m.peer.quic)
-    }
-
-    /// The ring over `alive`, rebuilt only when the alive set changes.
-    fn ring(&self, alive: &BTreeSet<NodeId>) -> Arc<Ring> {
-        let mut cached = self.inner.ring.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ring) = cached.as_ref()
-            && ring.members() == alive
-        {
-            return Arc::clone(ring);
-        }
-        let ring = Arc::new(Ring::new(alive, DEFAULT_VNODES));
-        *cached = Some(Arc::clone(&ring));
-        ring
-    }
-
-    /// The desired owner of `namespace` under `map` and `alive`.
-    fn desired(
-        &self,
-        namespace: &str,
-        map: &ClusterMap,
-        alive: &BTreeSet<NodeId>,
-    ) -> Option<Placement> {
-        let ring = self.ring(alive);
-        desired_owner(
-            namespace,
-            &ring,
-            alive,
-            map.pin(namespace),
-            map.claim(namespace),
-        )
+        self.view().addr_of(node)
     }
 
     /// Where a request for `namespace` is served. Creates the namespace's holder record when
@@ -302,15 +268,15 @@ impl Cluster {
     /// handoff has the namespace frozen.
     pub async fn route(&self, namespace: &str, intent: Intent) -> Result<Target, RouteError> {
         for _ in 0..4 {
-            let alive = self.alive();
+            let view = self.view();
             let decision = self.inner.state.read(|map| {
-                let placement = self.desired(namespace, map, &alive);
+                let placement = view.desired(namespace, map);
                 cfgnode_ring::route(
                     &self.inner.me,
                     namespace,
                     map,
                     placement.as_ref(),
-                    &alive,
+                    &view.alive,
                     intent,
                 )
             });
@@ -354,7 +320,7 @@ impl Cluster {
                     }
                 }
                 Route::Forward { to, epoch } => {
-                    let Some(addr) = self.addr_of(&to) else {
+                    let Some(addr) = view.addr_of(&to) else {
                         return Err(RouteError::HolderDown {
                             namespace: namespace.to_string(),
                             node: to,
@@ -439,9 +405,9 @@ impl Cluster {
     /// Where `namespace` is and should be.
     pub fn placement(&self, namespace: &str) -> Result<WirePlacement, WireError> {
         validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
-        let alive = self.alive();
+        let view = self.view();
         Ok(self.inner.state.read(|map| {
-            let placement = self.desired(namespace, map, &alive);
+            let placement = view.desired(namespace, map);
             let record = map.holder(namespace);
             WirePlacement {
                 namespace: namespace.to_string(),
@@ -471,7 +437,7 @@ impl Cluster {
 
     /// Namespaces per member: how many each holds and how many it should hold.
     pub fn ring_shares(&self) -> Vec<WireRingShare> {
-        let alive = self.alive();
+        let view = self.view();
         let members = self.inner.membership.members();
         let mut shares: Vec<WireRingShare> = members
             .iter()
@@ -487,7 +453,7 @@ impl Cluster {
                 if let Some(s) = shares.iter_mut().find(|s| s.node == record.holder) {
                     s.holds += 1;
                 }
-                if let Some(p) = self.desired(namespace, map, &alive)
+                if let Some(p) = view.desired(namespace, map)
                     && let Some(s) = shares.iter_mut().find(|s| s.node == p.owner)
                 {
                     s.desired += 1;
@@ -563,6 +529,51 @@ impl Cluster {
     /// The store (handoff reads and writes it).
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+}
+
+/// Who is alive, where members are, and the ring over the alive ones: everything routing
+/// needs from the membership, built once per membership change.
+#[derive(Debug)]
+pub struct View {
+    /// Members that count as alive for placement and routing (alive or suspect: a suspect
+    /// may well refute, and moving namespaces away from it at once would be churn), this node
+    /// included.
+    pub alive: BTreeSet<NodeId>,
+    addrs: HashMap<NodeId, SocketAddr>,
+    ring: Ring,
+}
+
+impl View {
+    fn new(me: &str, members: &[MemberView]) -> View {
+        let mut alive: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| m.state != MemberState::Down)
+            .map(|m| m.peer.id.clone())
+            .collect();
+        alive.insert(me.to_string());
+        let addrs = members
+            .iter()
+            .map(|m| (m.peer.id.clone(), m.peer.quic))
+            .collect();
+        let ring = Ring::new(&alive, DEFAULT_VNODES);
+        View { alive, addrs, ring }
+    }
+
+    /// The QUIC address of member `node`.
+    pub fn addr_of(&self, node: &str) -> Option<SocketAddr> {
+        self.addrs.get(node).copied()
+    }
+
+    /// The desired owner of `namespace` under `map`.
+    pub fn desired(&self, namespace: &str, map: &ClusterMap) -> Option<Placement> {
+        desired_owner(
+            namespace,
+            &self.ring,
+            &self.alive,
+            map.pin(namespace),
+            map.claim(namespace),
+        )
     }
 }
 

@@ -22,8 +22,8 @@ use crate::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
 /// How much longer than its wait a forwarded long-poll may take.
 const LONG_POLL_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::cluster::{
-    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Routed, Target, http_intent,
-    http_namespace,
+    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Routed, Target, forward_hop, http_intent,
+    http_namespace, moving,
 };
 
 /// Headers that describe one connection, not the request: never forwarded.
@@ -98,19 +98,9 @@ pub async fn route_to_holder(
             Target::Remote { node, addr, .. } => (node.clone(), *addr),
         };
         if hops >= MAX_HOPS {
-            return from_wire(WireError::new(
-                codes::MOVING,
-                format!("namespace {namespace:?} is moving between nodes; retry in a moment"),
-            ))
-            .into_response();
+            return from_wire(moving(&namespace, hops)).into_response();
         }
         hops += 1;
-        state
-            .cluster
-            .metrics()
-            .forwarded
-            .get_or_create(&crate::metrics::ForwardLabels { transport: "http" })
-            .inc();
         let (uri, timeout) = match &long_poll {
             Some(poll) => (
                 with_wait(&parts.uri, poll.remaining()),
@@ -131,13 +121,19 @@ pub async fn route_to_holder(
             headers: forwardable(&parts.headers),
             body: body.to_vec(),
         };
-        match state
-            .cluster
-            .peers()
-            .call(addr, WireRequest::ForwardHttp(forwarded), None, timeout)
-            .await
-        {
-            Ok(WireResponse::Http(answer)) => {
+        let write = intent == cfgnode_ring::Intent::Write;
+        let request = WireRequest::ForwardHttp(forwarded);
+        let hop = forward_hop(
+            &state.cluster,
+            &namespace,
+            (&node, addr),
+            request,
+            None,
+            timeout,
+            write,
+        );
+        match hop.await {
+            Ok(Some(WireResponse::Http(answer))) => {
                 let mut response = Response::new(Body::from(answer.body));
                 *response.status_mut() =
                     StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -154,35 +150,14 @@ pub async fn route_to_holder(
                 }
                 return response;
             }
-            Ok(WireResponse::Redirect(redirect)) => {
-                state.cluster.learn(&redirect);
-                if redirect.epoch == 0 {
-                    // Nobody holds it yet and we disagree on its desired owner: exchange maps
-                    // (one of us lacks a pin, claim or member) before trying again.
-                    crate::cluster::sync_with(&state.cluster, &node).await;
-                }
-            }
-            Ok(other) => {
+            Ok(None) => {}
+            Ok(Some(other)) => {
                 return ApiError::internal(format!(
                     "node {node} answered a forwarded request with {other:?}"
                 ))
                 .into_response();
             }
-            Err(crate::cluster::PeerError::Answered(e)) => return from_wire(e).into_response(),
-            Err(crate::cluster::PeerError::Unreachable(why)) => {
-                let write = intent == cfgnode_ring::Intent::Write;
-                let message = if write {
-                    format!(
-                        "the holder {node} of namespace {namespace:?} could not be reached ({why}); the write may or may not have been applied: read before retrying"
-                    )
-                } else {
-                    format!(
-                        "the holder {node} of namespace {namespace:?} could not be reached ({why}); retry"
-                    )
-                };
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
-                    .into_response();
-            }
+            Err(e) => return from_wire(e).into_response(),
         }
     }
 }
