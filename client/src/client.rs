@@ -11,10 +11,10 @@ use cfgnode_transport::{
     ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
     SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
     WireMember, WireNamespace, WirePage, WirePlacement, WireRingShare, WireSnapshot, WireVersion,
-    WireWriteMode, bind_endpoint, decode_payload, encode_payload, load_roots, read_frame,
-    write_frame,
+    WireWatchRequest, WireWriteMode, bind_endpoint, decode_payload, encode_payload, load_roots,
+    read_frame, write_frame,
 };
-use quinn::{Connection, Endpoint};
+use quinn::{Connection, Endpoint, RecvStream};
 
 use crate::backoff::{Backoff, unit_random};
 use crate::breaker::CircuitBreaker;
@@ -48,6 +48,25 @@ pub type Member = WireMember;
 pub type Placement = WirePlacement;
 /// Namespaces per node.
 pub type RingShare = WireRingShare;
+
+/// The answer to [`Client::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventsRead {
+    /// The events, in order with no gap, and the namespace's revision when they were read.
+    Events {
+        /// The namespace's revision.
+        revision: u64,
+        /// The events.
+        events: Vec<cfgnode_transport::WireEvent>,
+    },
+    /// The events asked for are no longer in the log: read a snapshot instead.
+    Compacted {
+        /// The oldest revision the log holds.
+        oldest_retained: u64,
+        /// The namespace's revision.
+        current: u64,
+    },
+}
 
 /// The answer to a conditional snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -640,7 +659,61 @@ impl Client {
         }
     }
 
-    fn unexpected(response: Response) -> ClientError {
+    /// Opens a watch stream on the `turn`-th node after the preferred one: sends the request
+    /// and hands back the stream to read frames from, with the node's address.
+    pub(crate) async fn open_watch_stream(
+        &self,
+        turn: usize,
+        request: WireWatchRequest,
+    ) -> Result<(SocketAddr, RecvStream), String> {
+        let count = self.inner.nodes.len();
+        let first = self.inner.preferred.load(Ordering::Relaxed);
+        let node = &self.inner.nodes[(first + turn) % count];
+        let connection = self.connection(node).await?;
+        let (mut send, recv) = match connection.open_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                let reason = format!("cannot open a stream: {e}");
+                self.forget(node, &reason).await;
+                return Err(reason);
+            }
+        };
+        let envelope = self.envelope(Request::Watch(request), false);
+        write_frame(&mut send, &encode_payload(&envelope))
+            .await
+            .map_err(|e| format!("{}: {e}", node.addr))?;
+        send.finish().map_err(|e| format!("{}: {e}", node.addr))?;
+        Ok((node.addr, recv))
+    }
+
+    /// Closes every open connection (calls and watches reconnect on their own). For a client
+    /// that knows its network changed, and for tests that cut connections.
+    pub async fn close_connections(&self) {
+        let holders: Vec<Arc<NodeSlot>> = self
+            .inner
+            .holder_slots
+            .lock()
+            .map(|slots| slots.values().cloned().collect())
+            .unwrap_or_default();
+        for node in self.inner.nodes.iter().chain(holders.iter().map(|n| &**n)) {
+            if let Some(connection) = node.connection.lock().await.take() {
+                connection.close(0u32.into(), b"closed by the client");
+                self.notify(ConnectionEvent::Disconnected {
+                    addr: node.addr,
+                    reason: "closed by the client".to_string(),
+                });
+            }
+        }
+    }
+
+    /// Forgets the connection to `addr` (a watch found it broken).
+    pub(crate) async fn forget_addr(&self, addr: SocketAddr, reason: &str) {
+        if let Some(node) = self.inner.nodes.iter().find(|n| n.addr == addr) {
+            self.forget(node, reason).await;
+        }
+    }
+
+    pub(crate) fn unexpected(response: Response) -> ClientError {
         ClientError::Server {
             code: "unexpected_response".to_string(),
             message: format!("the node answered with {response:?}"),
@@ -800,6 +873,36 @@ impl Client {
         match self.call(request).await? {
             Response::Snapshot(snapshot) => Ok(SnapshotResult::Modified(snapshot)),
             Response::NotModified { etag } => Ok(SnapshotResult::NotModified { etag }),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Up to `limit` log events of `namespace` after revision `after` (the log a watch reads),
+    /// or [`EventsRead::Compacted`] when the log no longer reaches back that far.
+    pub async fn events(
+        &self,
+        namespace: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventsRead, ClientError> {
+        let request = Request::Events {
+            namespace: namespace.into(),
+            after: Some(after),
+            limit,
+            wait_ms: 0,
+        };
+        match self.call(request).await? {
+            Response::Events {
+                revision, events, ..
+            } => Ok(EventsRead::Events { revision, events }),
+            Response::Compacted {
+                oldest_retained,
+                current,
+                ..
+            } => Ok(EventsRead::Compacted {
+                oldest_retained,
+                current,
+            }),
             other => Err(Self::unexpected(other)),
         }
     }

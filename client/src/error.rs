@@ -75,7 +75,8 @@ impl ClientError {
             | "frame_too_large"
             | "malformed"
             | "unsupported_version"
-            | "wrong_cluster" => ClientError::Invalid { code, message },
+            | "wrong_cluster"
+            | "invalid_watch" => ClientError::Invalid { code, message },
             "unauthenticated" => ClientError::Unauthenticated(message),
             "unavailable" => ClientError::Unavailable(message),
             _ => ClientError::Server { code, message },

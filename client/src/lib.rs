@@ -24,6 +24,8 @@
 //!   a circuit breaker per node; connection-change callbacks; redirects to a namespace's
 //!   holder followed (at most two) and holders remembered; cluster operations (members,
 //!   placement, ring, claim/release, pin/unpin).
+//! - [`Watch`] / [`WatchOptions`]: change streams per namespace that resume from their
+//!   cursors after any disconnect, node restart or namespace move.
 //! - [`ClientError`]: typed errors (not found, conflict, invalid, unauthenticated, unavailable,
 //!   timeout).
 //! - [`Backoff`], [`CircuitBreaker`]: the pure retry and breaker logic.
@@ -32,12 +34,14 @@ mod backoff;
 mod breaker;
 mod client;
 mod error;
+mod watch;
 
 pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use client::{
-    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry, Member,
-    Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot, SnapshotResult,
-    Version, WriteMode,
+    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry,
+    EventsRead, Member, Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot,
+    SnapshotResult, Version, WriteMode,
 };
 pub use error::ClientError;
+pub use watch::{Event, EventKind, Watch, WatchEvent, WatchOptions};

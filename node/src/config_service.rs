@@ -8,8 +8,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cfgnode_storage::{
-    Alias, AliasPut, Codec, DeleteRequest, Deleted, Entry, Lookup, NamespaceState, Page,
-    PutRequest, Snapshot, Store, StoreError, VersionEntry,
+    Alias, AliasPut, Codec, DeleteRequest, Deleted, Entry, LogRead, Lookup, NamespaceState, Page,
+    PutRequest, Revision, Snapshot, Store, StoreError, VersionEntry,
 };
 
 use crate::json_diff::{self, JsonDiff};
@@ -90,6 +90,26 @@ impl ConfigService {
     ) -> Result<Option<NamespaceState>, StoreError> {
         let ns = namespace.to_string();
         self.read(move |s| s.namespace(&ns)).await
+    }
+
+    /// Up to `limit` log events after `after` and the namespace's revision read after them
+    /// (0 when the namespace does not exist here). `after: None` reads only the revision.
+    pub async fn events(
+        &self,
+        namespace: &str,
+        after: Option<Revision>,
+        limit: usize,
+    ) -> Result<(LogRead, Revision), StoreError> {
+        let ns = namespace.to_string();
+        self.read(move |s| {
+            let read = match after {
+                Some(after) => s.events_since(&ns, after, limit)?,
+                None => LogRead::Events(Vec::new()),
+            };
+            let revision = s.namespace(&ns)?.map_or(0, |state| state.revision);
+            Ok((read, revision))
+        })
+        .await
     }
 
     /// The store underneath (for health checks and identity).

@@ -53,6 +53,13 @@ pub struct ForwardLabels {
     pub transport: &'static str,
 }
 
+/// Labels of a watch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `quic` or `sse`.
+    pub transport: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -87,6 +94,12 @@ pub struct Metrics {
     pub redirects: Counter,
     /// Namespaces this node holds.
     pub namespaces_held: Gauge,
+    /// Watches opened on this node, by transport.
+    pub watches_opened: Family<WatchLabels, Counter>,
+    /// Watches open on this node now.
+    pub watches_active: Gauge,
+    /// Namespaces this node's watch hub follows (one upstream each).
+    pub watch_topics: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +191,24 @@ impl Metrics {
             "Namespaces this node holds",
             namespaces_held.clone(),
         );
+        let watches_opened = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "push_watches_opened",
+            "Watches opened on this node, by transport",
+            watches_opened.clone(),
+        );
+        let watches_active = Gauge::default();
+        registry.register(
+            "push_watches_active",
+            "Watches open on this node",
+            watches_active.clone(),
+        );
+        let watch_topics = Gauge::default();
+        registry.register(
+            "push_watch_topics",
+            "Namespaces this node's watch hub follows (one upstream subscription each)",
+            watch_topics.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -193,6 +224,9 @@ impl Metrics {
             forwarded,
             redirects,
             namespaces_held,
+            watches_opened,
+            watches_active,
+            watch_topics,
         })
     }
 

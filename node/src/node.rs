@@ -23,7 +23,7 @@ use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
-use crate::push::Feeds;
+use crate::push::{Feeds, Hub};
 use crate::quic_server::{self, QuicContext};
 
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
@@ -226,6 +226,7 @@ impl Node {
         ));
 
         let verifier = TokenVerifier::new(token.clone());
+        let hub_token = token.clone();
         let feeds = Feeds::new();
         let peers = Peers::new(
             endpoint.clone(),
@@ -246,7 +247,9 @@ impl Node {
         let background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();
         let service = ConfigService::new(store, feeds);
+        let hub = Hub::new(cluster.clone(), service.clone(), hub_token, stopped.clone());
         let state = Arc::new(AppState {
+            hub: hub.clone(),
             service: service.clone(),
             verifier: verifier.clone(),
             metrics: Arc::clone(&metrics),
@@ -273,6 +276,7 @@ impl Node {
             cluster_id: config.cluster_id.clone(),
             node_id: node_id.clone(),
             links,
+            hub,
         });
         let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
         if !config.join.is_empty() && config.token_file.is_none() {

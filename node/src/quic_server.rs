@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cfgnode_transport::{
-    DecodeError, FrameError, MAX_FRAME_BYTES, RequestEnvelope, ResponseEnvelope, StreamError,
-    WireError, codes, decode_payload, encode_payload, read_frame, write_frame,
+    DecodeError, FrameError, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
+    StreamError, WireError, codes, decode_payload, encode_payload, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 use crate::auth::TokenVerifier;
 use crate::cluster::{Serving, serve_request};
 use crate::membership::DatagramLinks;
+use crate::push::Hub;
+use crate::push::watch::{WatchSpec, item_bytes, open as open_watch};
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ pub struct QuicContext {
     pub node_id: String,
     /// Every accepted connection also carries SWIM datagrams.
     pub links: DatagramLinks,
+    /// Serves watches (one upstream per namespace, fanned out).
+    pub hub: Hub,
 }
 
 /// Accepts connections until `shutdown` turns true, then lets in-flight requests finish (up to
@@ -127,6 +131,15 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, ctx: &QuicCont
                 .as_deref()
                 .and_then(|t| ctx.verifier.verify(t))
             {
+                Some(principal) if matches!(envelope.request, Request::Watch(_)) => {
+                    let Request::Watch(request) = envelope.request else {
+                        return;
+                    };
+                    match WatchSpec::check(request, &principal) {
+                        Ok(spec) => return serve_watch(send, id, spec, ctx).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Some(principal) => {
                     serve_request(
                         &ctx.serving,
@@ -150,18 +163,60 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, ctx: &QuicCont
             (0, Err(error))
         }
     };
-    let answer = ResponseEnvelope {
-        cluster_id: ctx.cluster_id.clone(),
-        request_id,
-        node_id: ctx.node_id.clone(),
-        result,
-    };
-    let payload = encode_payload(&answer);
-    match write_frame(&mut send, &payload).await {
+    match write_frame(&mut send, &answer_frame(ctx, request_id, result)).await {
         Ok(()) => {
             let _ = send.finish();
         }
         Err(e) => tracing::debug!(error = %e, "could not write a QUIC answer"),
+    }
+}
+
+fn answer_frame(
+    ctx: &QuicContext,
+    request_id: u64,
+    result: Result<Response, WireError>,
+) -> Vec<u8> {
+    encode_payload(&ResponseEnvelope {
+        cluster_id: ctx.cluster_id.clone(),
+        request_id,
+        node_id: ctx.node_id.clone(),
+        result,
+    })
+}
+
+/// Most watch items' bytes put in one frame (well under the frame limit).
+const WATCH_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Streams a watch's items as `Response::Watch` frames until the client stops reading or
+/// closes, or the node stops (the stream is then finished cleanly; the client resumes
+/// elsewhere from its cursors).
+async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx: &QuicContext) {
+    let mut watch = open_watch(&ctx.hub, spec, "quic");
+    loop {
+        let batch = tokio::select! {
+            batch = watch.items.recv() => batch,
+            _ = send.stopped() => return,
+        };
+        let Some(mut items) = batch else {
+            let _ = send.finish();
+            return;
+        };
+        // Coalesce what is already waiting into the same frame.
+        let mut bytes: usize = items.iter().map(item_bytes).sum();
+        while bytes < WATCH_FRAME_BYTES {
+            match watch.items.try_recv() {
+                Ok(more) => {
+                    bytes += more.iter().map(item_bytes).sum::<usize>();
+                    items.extend(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let frame = answer_frame(ctx, request_id, Ok(Response::Watch(items)));
+        if let Err(e) = write_frame(&mut send, &frame).await {
+            tracing::debug!(error = %e, "watch stream closed by the client");
+            return;
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! and its result into a wire [`Response`]. Pure translation; no IO of its own.
 
 use cfgnode_storage::{
-    Alias, Codec, DeleteRequest, Entry, NamespaceState, Page, PutRequest, StoreError, VersionEntry,
-    WriteMode,
+    Alias, Codec, DeleteRequest, Entry, Event, EventKind, LogRead, NamespaceState, Page,
+    PutRequest, StoreError, VersionEntry, WriteMode,
 };
 use cfgnode_transport::{
     Request, Response, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry,
-    WireError, WireNamespace, WirePage, WireSnapshot, WireVersion, WireWriteMode,
+    WireError, WireEvent, WireEventKind, WireNamespace, WirePage, WireSnapshot, WireVersion,
+    WireWriteMode,
 };
 
 use crate::auth::Principal;
@@ -151,6 +152,32 @@ async fn serve(
                 }),
             }
         }
+        Request::Events {
+            namespace,
+            after,
+            limit: n,
+            ..
+        } => {
+            let limit = (n as usize).clamp(1, MAX_EVENTS);
+            match service.events(&namespace, after, limit).await? {
+                (LogRead::Events(events), revision) => Response::Events {
+                    namespace,
+                    revision,
+                    events: events.into_iter().map(wire_event).collect(),
+                },
+                (
+                    LogRead::Compacted {
+                        oldest_retained,
+                        current,
+                    },
+                    _,
+                ) => Response::Compacted {
+                    namespace,
+                    oldest_retained,
+                    current,
+                },
+            }
+        }
         Request::Namespaces {
             prefix,
             cursor,
@@ -227,6 +254,35 @@ async fn serve(
             )));
         }
     })
+}
+
+/// Most events one `Events` request returns.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// A log event as the wire carries it.
+pub fn wire_event(event: Event) -> WireEvent {
+    let kind = match event.kind {
+        EventKind::Set {
+            key,
+            version,
+            value,
+            codec,
+        } => WireEventKind::Set {
+            key,
+            version,
+            value,
+            codec: codec.name().to_string(),
+        },
+        EventKind::Delete { key, version } => WireEventKind::Delete { key, version },
+        EventKind::AliasSet { alias, target } => WireEventKind::AliasSet { alias, target },
+        EventKind::AliasDelete { alias } => WireEventKind::AliasDelete { alias },
+    };
+    WireEvent {
+        namespace: event.namespace,
+        revision: event.revision,
+        at: event.at,
+        kind,
+    }
 }
 
 /// A storage error as the wire carries it: the shared code and the message.

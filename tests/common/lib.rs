@@ -49,18 +49,26 @@ pub struct TestCluster {
     /// The running nodes, by position (`nodes[0]` is `n1`); `None` once stopped.
     pub nodes: Vec<Option<Node>>,
     http: reqwest::Client,
+    /// Applied to every node's config (e.g. a short log retention).
+    tweak: fn(&mut NodeConfig),
 }
 
 impl TestCluster {
     /// Starts `n` nodes (n1 first, the others joining through it) and waits until every node
     /// sees every other alive.
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes whose configs `tweak` adjusts (also at restarts).
+    pub async fn start_with(n: usize, tweak: fn(&mut NodeConfig)) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         let mut cluster = TestCluster {
             dir,
             nodes: Vec::new(),
             http: reqwest::Client::new(),
+            tweak,
         };
         for i in 1..=n {
             cluster.add(&format!("n{i}")).await;
@@ -81,6 +89,7 @@ impl TestCluster {
         {
             config.join = vec![seed.quic_addr()];
         }
+        (self.tweak)(&mut config);
         config
     }
 

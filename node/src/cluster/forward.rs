@@ -14,8 +14,10 @@ use tower::ServiceExt;
 use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, handoff, sync};
 use crate::auth::Principal;
 use crate::config_service::ConfigService;
-use crate::push::longpoll::{LongPoll, wait_while_unchanged};
+use crate::push::longpoll::{LongPoll, MAX_WAIT, Waited, wait_for_state, wait_while_unchanged};
 use crate::wire_api;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Marks an HTTP request replayed on the holder: the routing middleware lets it through (a
 /// request extension, so no client can set it).
@@ -114,7 +116,8 @@ pub async fn serve_request(
             None => wire_api::handle(&serving.service, principal, request).await,
             Some(namespace) => {
                 serve_routed(
-                    serving,
+                    &serving.cluster,
+                    &serving.service,
                     principal,
                     token,
                     follow_redirects,
@@ -136,16 +139,19 @@ fn intent_of(request: &Request) -> Intent {
 }
 
 /// A client's request for `namespace`: serve, redirect, or forward (following redirects).
-async fn serve_routed(
-    serving: &Serving,
+/// Also how this node's own watch hub reads namespaces wherever they are held.
+pub async fn serve_routed(
+    cluster: &Cluster,
+    service: &ConfigService,
     principal: &Principal,
     token: Option<String>,
     follow_redirects: bool,
     namespace: &str,
     request: Request,
 ) -> Result<Response, WireError> {
-    let cluster = &serving.cluster;
     let intent = intent_of(&request);
+    let mut request = request;
+    settle_wait(cluster, service, &mut request).await?;
     let mut hops = 0u8;
     loop {
         let target = cluster
@@ -154,7 +160,7 @@ async fn serve_routed(
             .map_err(|e| e.to_wire())?;
         let (node, addr) = match &target {
             Target::Local(_) => {
-                let answer = wire_api::handle(&serving.service, principal, request).await;
+                let answer = wire_api::handle(service, principal, request).await;
                 drop(target);
                 return answer;
             }
@@ -180,7 +186,7 @@ async fn serve_routed(
             target,
             forwarded,
             token.clone(),
-            FORWARD_TIMEOUT,
+            FORWARD_TIMEOUT + waits_for(&request),
             write,
         );
         if let Some(answer) = hop.await? {
@@ -259,12 +265,62 @@ fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: b
     }
 }
 
+/// How long a request may wait on its holder before answering (an `Events` long-poll).
+fn waits_for(request: &Request) -> Duration {
+    match request {
+        Request::Events { wait_ms, .. } => Duration::from_millis(u64::from(*wait_ms)),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Does the waiting part of an `Events` long-poll here when this node holds the namespace,
+/// holding no gate permit (see [`wait_for_state`]): afterwards the request asks for no more
+/// wait, or (when the namespace is held elsewhere) for the time left, to be forwarded.
+async fn settle_wait(
+    cluster: &Cluster,
+    service: &ConfigService,
+    request: &mut Request,
+) -> Result<(), WireError> {
+    let Request::Events {
+        namespace,
+        after: Some(after),
+        wait_ms,
+        ..
+    } = request
+    else {
+        return Ok(());
+    };
+    if *wait_ms == 0 {
+        return Ok(());
+    }
+    let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let after = *after;
+    let waited = wait_for_state(cluster, service, namespace, deadline, |state| {
+        state.map_or(0, |s| s.revision) > after
+    })
+    .await
+    .map_err(|e| e.to_wire())?;
+    *wait_ms = match waited {
+        Waited::Moved => u32::try_from(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+        )
+        .unwrap_or(u32::MAX),
+        Waited::Changed | Waited::TimedOut => 0,
+    };
+    Ok(())
+}
+
 /// A request another node forwarded: serve it here, or redirect. Never forwarded again.
 async fn serve_forwarded(
     serving: &Serving,
     principal: &Principal,
     request: Request,
 ) -> Result<Response, WireError> {
+    let mut request = request;
+    settle_wait(&serving.cluster, &serving.service, &mut request).await?;
     let Some(namespace) = request.routed_namespace().map(str::to_string) else {
         return Err(WireError::new(
             codes::MALFORMED,

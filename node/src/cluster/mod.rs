@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::push::Feeds;
 
 pub use forward::{
-    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_request,
+    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_request, serve_routed,
 };
 pub use gossip::GossipHandler;
 pub use listing::namespaces as list_namespaces;

@@ -7,7 +7,8 @@ mod cluster_api;
 mod config_api;
 mod error;
 mod extract;
-mod views;
+pub(crate) mod views;
+mod watch_api;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub cluster: Cluster,
     /// Largest request body accepted.
     pub body_limit: usize,
+    /// The push role's watch hub (SSE watches).
+    pub hub: crate::push::Hub,
 }
 
 /// The largest request body for a node whose value limit is `max_value_bytes`: the value, or
@@ -70,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/cluster/pins/{ns}",
             put(k::put_pin).delete(k::delete_pin),
         )
+        .route("/v1/watch", get(watch_api::watch_sse))
         .route("/v1/namespaces", get(c::list_namespaces))
         .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
         .route(

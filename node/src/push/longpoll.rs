@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use cfgnode_ring::Intent;
+use cfgnode_storage::NamespaceState;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, RouteError, Target};
@@ -20,7 +21,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waited {
-    /// The namespace's ETag differs from the caller's (or the namespace is gone).
+    /// What the caller waited for happened (for a long-poll: the namespace's ETag differs
+    /// from the caller's, or the namespace is gone).
     Changed,
     /// The deadline passed with the ETag unchanged.
     TimedOut,
@@ -116,20 +118,35 @@ pub async fn wait_while_unchanged(
     namespace: &str,
     poll: &LongPoll,
 ) -> Result<Waited, RouteError> {
+    wait_for_state(cluster, service, namespace, poll.deadline, |state| {
+        !state.is_some_and(|s| etag_list_matches(&poll.if_none_match, &s.etag()))
+    })
+    .await
+}
+
+/// Waits until `done` holds for `namespace`'s state (`None` before the namespace exists), the
+/// deadline passes, or the namespace is held elsewhere. The state is read under a permit on
+/// the namespace's gate, which is dropped before waiting on the namespace's feed.
+pub async fn wait_for_state(
+    cluster: &Cluster,
+    service: &ConfigService,
+    namespace: &str,
+    deadline: Instant,
+    done: impl Fn(Option<&NamespaceState>) -> bool,
+) -> Result<Waited, RouteError> {
     loop {
         // Subscribe first: a change between the check and the wait still wakes us.
         let mut feed = service.feeds().subscribe(namespace);
-        let etag = match cluster.route(namespace, Intent::Read).await? {
+        let state = match cluster.route(namespace, Intent::Read).await? {
             Target::Remote { .. } => return Ok(Waited::Moved),
             Target::Local(permit) => {
                 let state = service.namespace_state(namespace).await?;
                 drop(permit);
-                state.map(|s| s.etag())
+                state
             }
         };
-        match etag {
-            Some(etag) if etag_list_matches(&poll.if_none_match, &etag) => {}
-            _ => return Ok(Waited::Changed),
+        if done(state.as_ref()) {
+            return Ok(Waited::Changed);
         }
         tokio::select! {
             changed = feed.changed() => {
@@ -137,7 +154,7 @@ pub async fn wait_while_unchanged(
                     return Ok(Waited::Changed);
                 }
             }
-            _ = tokio::time::sleep_until(poll.deadline) => return Ok(Waited::TimedOut),
+            _ = tokio::time::sleep_until(deadline) => return Ok(Waited::TimedOut),
         }
     }
 }
