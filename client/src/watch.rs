@@ -106,7 +106,10 @@ pub enum WatchEvent {
 pub struct Watch {
     client: Client,
     options: WatchOptions,
+    /// The last revision received per namespace: where a new stream resumes.
     cursors: BTreeMap<String, u64>,
+    /// The last revision handed to the caller per namespace.
+    delivered: BTreeMap<String, u64>,
     stream: Option<(SocketAddr, RecvStream)>,
     pending: VecDeque<WatchEvent>,
     backoff: Backoff,
@@ -120,7 +123,7 @@ fn silence_limit(progress: Option<Duration>) -> Duration {
 
 impl Watch {
     pub(crate) fn new(client: Client, options: WatchOptions) -> Self {
-        let cursors = options
+        let cursors: BTreeMap<String, u64> = options
             .namespaces
             .iter()
             .filter_map(|(ns, rev)| rev.map(|rev| (ns.clone(), rev)))
@@ -128,6 +131,7 @@ impl Watch {
         Watch {
             client,
             options,
+            delivered: cursors.clone(),
             cursors,
             stream: None,
             pending: VecDeque::new(),
@@ -139,7 +143,7 @@ impl Watch {
     /// The last revision delivered per namespace: save it to resume a later watch with
     /// [`WatchOptions::namespace_after`].
     pub fn cursors(&self) -> &BTreeMap<String, u64> {
-        &self.cursors
+        &self.delivered
     }
 
     /// The next item. Reconnects by itself (backoff with jitter, node after node) whenever the
@@ -147,6 +151,18 @@ impl Watch {
     pub async fn next(&mut self) -> Result<WatchEvent, ClientError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
+                let (namespace, revision) = match &event {
+                    WatchEvent::Change(e) => (&e.namespace, e.revision),
+                    WatchEvent::Progress {
+                        namespace,
+                        revision,
+                    } => (namespace, *revision),
+                    WatchEvent::Reset {
+                        namespace, current, ..
+                    } => (namespace, *current),
+                    WatchEvent::Resynced(snapshot) => (&snapshot.namespace, snapshot.revision),
+                };
+                self.delivered.insert(namespace.clone(), revision);
                 return Ok(event);
             }
             let Some((addr, stream)) = self.stream.as_mut() else {

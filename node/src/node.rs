@@ -243,6 +243,7 @@ impl Node {
             peers,
             metrics: Arc::clone(&metrics),
             feeds: feeds.clone(),
+            stop: stopped.clone(),
         });
         let background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();

@@ -161,6 +161,7 @@ struct Inner {
     view: Mutex<(watch::Receiver<Vec<MemberView>>, Arc<View>)>,
     metrics: Arc<Metrics>,
     feeds: Feeds,
+    stop: watch::Receiver<bool>,
 }
 
 /// What the cluster role of a node is made of.
@@ -182,6 +183,8 @@ pub struct ClusterParts {
     pub metrics: Arc<Metrics>,
     /// The namespaces' change feeds.
     pub feeds: Feeds,
+    /// Turns true when the node stops: long waits end early then.
+    pub stop: watch::Receiver<bool>,
 }
 
 impl Cluster {
@@ -196,6 +199,7 @@ impl Cluster {
             peers,
             metrics,
             feeds,
+            stop,
         } = parts;
         let mut members = membership.subscribe();
         let view = Arc::new(View::new(&me, &members.borrow_and_update()));
@@ -213,8 +217,14 @@ impl Cluster {
                 view: Mutex::new((members, view)),
                 metrics,
                 feeds,
+                stop,
             }),
         }
+    }
+
+    /// A receiver that turns true when the node stops (long-polls answer early then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.stop.clone()
     }
 
     /// This node's id.

@@ -134,6 +134,7 @@ pub async fn wait_for_state(
     deadline: Instant,
     done: impl Fn(Option<&NamespaceState>) -> bool,
 ) -> Result<Waited, RouteError> {
+    let mut stop = cluster.stopping();
     loop {
         // Subscribe first: a change between the check and the wait still wakes us.
         let mut feed = service.feeds().subscribe(namespace);
@@ -155,6 +156,8 @@ pub async fn wait_for_state(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(Waited::TimedOut),
+            // A stopping node answers with what it has rather than keep its caller waiting.
+            _ = super::until_stopped(&mut stop) => return Ok(Waited::TimedOut),
         }
     }
 }

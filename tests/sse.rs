@@ -1,0 +1,234 @@
+//! The SSE watch (`GET /v1/watch`) with a real HTTP client: named events with resume cursors
+//! as ids, `Last-Event-ID` resuming exactly after the last event seen (through another node),
+//! heartbeats, progress, and bad queries refused.
+
+use std::time::Duration;
+
+use cfgnode_tests::{DEADLINE, TestCluster, shutdown_all};
+use reqwest::Method;
+use serde_json::Value;
+
+/// One SSE message: its name, id and data (comments are kept apart).
+#[derive(Debug)]
+struct Message {
+    event: String,
+    id: String,
+    data: Value,
+}
+
+/// Reads an SSE response incrementally.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+    comments: Vec<String>,
+}
+
+impl SseReader {
+    /// The next message (skipping comments, which are recorded).
+    async fn next(&mut self) -> Message {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        self.comments.push(comment.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if event.is_empty() && data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).expect("data is JSON");
+                return Message { event, id, data };
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
+                .await
+                .expect("the stream sends within the deadline")
+                .expect("the stream is readable")
+                .expect("the stream stays open");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// The next message that is a change (skipping progress).
+    async fn next_change(&mut self) -> Message {
+        loop {
+            let message = self.next().await;
+            if message.event != "progress" {
+                return message;
+            }
+        }
+    }
+}
+
+async fn open(
+    cluster: &TestCluster,
+    via: usize,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> SseReader {
+    let mut request = cluster.request(
+        cluster.node(via),
+        Method::GET,
+        &format!("/v1/watch?{query}"),
+    );
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("watch answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().expect("type"),
+        "text/event-stream"
+    );
+    SseReader {
+        response,
+        buffer: String::new(),
+        comments: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_exactly_after_the_last_event_seen() {
+    let mut cluster = TestCluster::start(2).await;
+    cluster.put(cluster.node(0), "web", "a/0", "zero").await;
+    cluster.put(cluster.node(0), "api", "a/0", "zero").await;
+
+    // Through n2, two namespaces, from the start of their logs, with a prefix filter.
+    let mut sse = open(
+        &cluster,
+        1,
+        "namespaces=web&namespaces=api&prefixes=a%2F&from=0&heartbeat=200ms",
+        None,
+    )
+    .await;
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        cluster
+            .put(cluster.node(0), "web", &format!("a/{i}"), &format!("w{i}"))
+            .await;
+        cluster
+            .put(cluster.node(1), "web", "other/x", "filtered")
+            .await;
+    }
+    while seen
+        .iter()
+        .filter(|m: &&Message| m.data["namespace"] == "web")
+        .count()
+        < 4
+    {
+        let message = sse.next_change().await;
+        assert_eq!(message.event, "set", "{message:?}");
+        seen.push(message);
+    }
+    let web: Vec<&Message> = seen
+        .iter()
+        .filter(|m| m.data["namespace"] == "web")
+        .collect();
+    let keys: Vec<&str> = web
+        .iter()
+        .map(|m| m.data["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["a/0", "a/1", "a/2", "a/3"]);
+    let value = web[3].data["value"].as_str().expect("base64 value");
+    assert_eq!(value, "dzM=", "w3 in base64");
+    // The id is the cursor of both namespaces.
+    let last_id = web[3].id.clone();
+    assert!(
+        last_id.contains("web:") && last_id.contains("api:"),
+        "{last_id}"
+    );
+    assert!(
+        web.windows(2)
+            .all(|w| w[0].data["revision"].as_u64() < w[1].data["revision"].as_u64()),
+        "revision order"
+    );
+    // Heartbeats arrive while idle.
+    tokio::time::timeout(DEADLINE, async {
+        while sse.comments.is_empty() {
+            sse.buffer.clear();
+            let chunk = sse.response.chunk().await.expect("readable").expect("open");
+            sse.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            for line in sse.buffer.lines() {
+                if let Some(c) = line.strip_prefix(':') {
+                    sse.comments.push(c.trim().to_string());
+                }
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat within the deadline");
+    assert!(
+        sse.comments.iter().any(|c| c == "heartbeat"),
+        "{:?}",
+        sse.comments
+    );
+    drop(sse);
+
+    // Written while nobody listened; resumed through the other node from the last id.
+    cluster.put(cluster.node(1), "web", "a/4", "w4").await;
+    cluster.put(cluster.node(1), "api", "a/1", "one").await;
+    cluster.put(cluster.node(1), "web", "a/5", "w5").await;
+    let mut resumed = open(
+        &cluster,
+        0,
+        "namespaces=web,api&prefixes=a/",
+        Some(&last_id),
+    )
+    .await;
+    let mut after = Vec::new();
+    while after.len() < 3 {
+        let message = resumed.next_change().await;
+        after.push(format!(
+            "{}:{}",
+            message.data["namespace"].as_str().expect("ns"),
+            message.data["key"].as_str().expect("key")
+        ));
+    }
+    after.sort();
+    assert_eq!(
+        after,
+        ["api:a/1", "web:a/4", "web:a/5"],
+        "exactly the events after the id"
+    );
+    drop(resumed);
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_watch_queries_are_refused_with_a_reason() {
+    let mut cluster = TestCluster::start(1).await;
+    let node = cluster.node(0);
+    for (query, code) in [
+        ("", "invalid_watch"),
+        ("namespaces=Bad", "invalid_watch"),
+        ("namespaces=a&from=a:x", "invalid_watch"),
+        ("namespaces=a&bogus=1", "invalid_watch"),
+        ("namespaces=a&progress=10m", "invalid_watch"),
+    ] {
+        let resp = cluster
+            .request(node, Method::GET, &format!("/v1/watch?{query}"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(resp.status(), 400, "{query}");
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/v1/watch?namespaces=a", node.http_addr()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 401);
+    shutdown_all(&mut cluster).await;
+}
