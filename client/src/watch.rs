@@ -107,7 +107,7 @@ pub struct Watch {
     client: Client,
     options: WatchOptions,
     /// The last revision received per namespace: where a new stream resumes.
-    cursors: BTreeMap<String, u64>,
+    received: BTreeMap<String, u64>,
     /// The last revision handed to the caller per namespace.
     delivered: BTreeMap<String, u64>,
     stream: Option<(SocketAddr, RecvStream)>,
@@ -132,7 +132,7 @@ impl Watch {
             client,
             options,
             delivered: cursors.clone(),
-            cursors,
+            received: cursors,
             stream: None,
             pending: VecDeque::new(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
@@ -217,7 +217,7 @@ impl Watch {
     async fn take(&mut self, item: WireWatchItem) -> Result<(), ClientError> {
         match item {
             WireWatchItem::Event(event) => {
-                let cursor = self.cursors.entry(event.namespace.clone()).or_insert(0);
+                let cursor = self.received.entry(event.namespace.clone()).or_insert(0);
                 if event.revision > *cursor {
                     *cursor = event.revision;
                     self.pending.push_back(WatchEvent::Change(event));
@@ -227,7 +227,7 @@ impl Watch {
                 namespace,
                 revision,
             } => {
-                let cursor = self.cursors.entry(namespace.clone()).or_insert(revision);
+                let cursor = self.received.entry(namespace.clone()).or_insert(revision);
                 *cursor = (*cursor).max(revision);
                 let revision = *cursor;
                 self.pending.push_back(WatchEvent::Progress {
@@ -261,10 +261,10 @@ impl Watch {
                             Err(e) => return Err(e),
                         }
                     };
-                    self.cursors.insert(namespace, snapshot.revision);
+                    self.received.insert(namespace, snapshot.revision);
                     self.pending.push_back(WatchEvent::Resynced(snapshot));
                 } else {
-                    self.cursors.insert(namespace.clone(), current);
+                    self.received.insert(namespace.clone(), current);
                     self.pending.push_back(WatchEvent::Reset {
                         namespace,
                         oldest_retained,
@@ -283,7 +283,7 @@ impl Watch {
                 .options
                 .namespaces
                 .iter()
-                .map(|(ns, from)| (ns.clone(), self.cursors.get(ns).copied().or(*from)))
+                .map(|(ns, from)| (ns.clone(), self.received.get(ns).copied().or(*from)))
                 .collect(),
             prefixes: self.options.prefixes.clone(),
             progress_ms: self
