@@ -465,17 +465,7 @@ async fn a_write_right_after_pinning_a_new_namespace_lands_on_the_pinned_node() 
     // know it is the owner yet; the two exchange maps and the write lands on n3.
     for i in 0..20 {
         let ns = format!("fresh{i}");
-        let resp = cluster
-            .request(
-                cluster.node(0),
-                Method::PUT,
-                &format!("/v1/cluster/pins/{ns}"),
-            )
-            .json(&serde_json::json!({"node": "n3"}))
-            .send()
-            .await
-            .expect("pin");
-        assert_eq!(resp.status(), 200);
+        cluster.direct(0, "pins", &ns, "n3").await;
         cluster.put(cluster.node(0), &ns, "k", "v").await;
     }
     for i in 0..20 {

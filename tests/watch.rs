@@ -84,17 +84,7 @@ async fn every_watcher_sees_exactly_the_log_through_cuts_restarts_and_moves() {
     let https: Vec<_> = cluster.running().map(|n| n.http_addr()).collect();
     // The namespace starts on n1.
     cluster.put(cluster.node(0), NS, "seed", "0").await;
-    let claim = cluster
-        .request(
-            cluster.node(0),
-            Method::PUT,
-            &format!("/v1/cluster/claims/{NS}"),
-        )
-        .json(&serde_json::json!({ "node": "n1" }))
-        .send()
-        .await
-        .expect("claim");
-    assert!(claim.status().is_success());
+    cluster.direct(0, "claims", NS, "n1").await;
     cluster.wait_held_by(NS, "n1").await;
 
     // One watcher per node (each prefers its node), plus one whose connections get cut.
@@ -171,17 +161,7 @@ async fn every_watcher_sees_exactly_the_log_through_cuts_restarts_and_moves() {
         })
     };
     let _ = written.wait_for(|n| *n >= WRITES / 3).await;
-    let claim = cluster
-        .request(
-            cluster.node(0),
-            Method::PUT,
-            &format!("/v1/cluster/claims/{NS}"),
-        )
-        .json(&serde_json::json!({ "node": "n2" }))
-        .send()
-        .await
-        .expect("claim");
-    assert!(claim.status().is_success());
+    cluster.direct(0, "claims", NS, "n2").await;
     let _ = written.wait_for(|n| *n >= WRITES / 2).await;
     let n3 = cluster.stop(2).await;
     let (quic, http) = (n3.quic_addr(), n3.http_addr());
@@ -317,5 +297,56 @@ async fn prefixes_filter_and_bad_watches_are_refused() {
         let err = client.watch(options).next().await.expect_err("refused");
         assert!(matches!(err, ClientError::Invalid { .. }), "{err:?}");
     }
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_each_namespace_once_for_all_its_watchers() {
+    let mut cluster = TestCluster::start(2).await;
+    cluster.put(cluster.node(0), "shared", "k", "0").await;
+    cluster.direct(0, "claims", "shared", "n1").await;
+    cluster.wait_held_by("shared", "n1").await;
+    // Twenty watchers on n2, for a namespace n1 holds.
+    let client = cluster.client(cluster.node(1));
+    let mut watches = Vec::new();
+    for _ in 0..20 {
+        let mut w = client.watch(WatchOptions::new().namespace("shared"));
+        assert!(matches!(
+            w.next().await.expect("opens"),
+            WatchEvent::Progress { .. }
+        ));
+        watches.push(w);
+    }
+    let metrics = cluster
+        .request(cluster.node(1), Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        gauge("cfgnode_push_watch_topics").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(gauge("cfgnode_push_watches_active").as_deref(), Some("20"));
+    cluster.put(cluster.node(0), "shared", "k", "1").await;
+    for w in &mut watches {
+        let event = loop {
+            if let WatchEvent::Change(e) = w.next().await.expect("next") {
+                break e;
+            }
+        };
+        assert_eq!(event.revision, 2);
+    }
+    drop(watches);
     shutdown_all(&mut cluster).await;
 }

@@ -133,19 +133,7 @@ async fn convergence() {
 }
 
 fn main() {
-    // `RUST_LOG=info` shows the nodes' logs (handoffs, retries).
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    cfgnode_tests::run_bench(async {
         handoff().await;
         convergence().await;
     });

@@ -249,6 +249,21 @@ impl TestCluster {
             .expect("client")
     }
 
+    /// Sets a directive (`kind` is `claims` or `pins`) for `ns` to `node`, through node `via`.
+    pub async fn direct(&self, via: usize, kind: &str, ns: &str, node: &str) {
+        let resp = self
+            .request(
+                self.node(via),
+                reqwest::Method::PUT,
+                &format!("/v1/cluster/{kind}/{ns}"),
+            )
+            .json(&serde_json::json!({ "node": node }))
+            .send()
+            .await
+            .expect("directive answers");
+        assert_eq!(resp.status(), 200, "{kind} {ns} -> {node}");
+    }
+
     /// Writes a text value through `node` over HTTP; returns the answer's JSON.
     pub async fn put(&self, node: &Node, ns: &str, key: &str, value: &str) -> Value {
         let resp = self
@@ -291,6 +306,22 @@ impl TestCluster {
             .map(str::to_string);
         (status, resp.text().await.unwrap_or_default(), served_by)
     }
+}
+
+/// Runs a benchmark's body on a 2-worker runtime; `RUST_LOG` shows the nodes' logs.
+pub fn run_bench<F: Future<Output = ()>>(body: F) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(body);
 }
 
 /// Shuts every running node down.

@@ -370,3 +370,95 @@ async fn upstream(hub: Hub, topic: Arc<Topic>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic() -> Topic {
+        Topic {
+            namespace: "ns".to_string(),
+            tail: Mutex::new(Tail::default()),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn events(revisions: std::ops::RangeInclusive<u64>) -> Vec<WireEvent> {
+        revisions
+            .map(|revision| WireEvent {
+                namespace: "ns".to_string(),
+                revision,
+                at: 0,
+                kind: WireEventKind::Delete {
+                    key: format!("k{revision}"),
+                    version: 1,
+                },
+            })
+            .collect()
+    }
+
+    fn revisions(read: TopicRead) -> Vec<u64> {
+        match read {
+            TopicRead::Events(events) => events.iter().map(|e| e.revision).collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watchers_read_after_their_cursor_or_are_sent_to_the_log() {
+        let t = topic();
+        assert!(matches!(
+            t.read_after(0, 10),
+            TopicRead::UpToDate { ahead: false }
+        ));
+        t.extend(None, 5, Vec::new());
+        assert!(
+            matches!(t.read_after(3, 10), TopicRead::Behind),
+            "before the buffer"
+        );
+        assert!(matches!(
+            t.read_after(5, 10),
+            TopicRead::UpToDate { ahead: false }
+        ));
+        assert!(matches!(
+            t.read_after(9, 10),
+            TopicRead::UpToDate { ahead: true }
+        ));
+        t.extend(Some(5), 8, events(6..=8));
+        assert_eq!(revisions(t.read_after(5, 10)), vec![6, 7, 8]);
+        assert_eq!(revisions(t.read_after(6, 1)), vec![7]);
+        assert!(matches!(t.read_after(4, 10), TopicRead::Behind));
+    }
+
+    #[test]
+    fn a_hole_or_a_rewind_restarts_the_buffer_cleanly() {
+        let t = topic();
+        t.extend(None, 0, Vec::new());
+        t.extend(Some(0), 3, events(1..=3));
+        // Not contiguous with the head: only the new run is kept.
+        t.extend(Some(3), 9, events(7..=9));
+        assert!(matches!(t.read_after(3, 10), TopicRead::Behind));
+        assert_eq!(revisions(t.read_after(6, 10)), vec![7, 8, 9]);
+        // The namespace went back (re-created): the head follows it down.
+        t.extend(Some(9), 2, Vec::new());
+        assert!(matches!(
+            t.read_after(2, 10),
+            TopicRead::UpToDate { ahead: false }
+        ));
+        assert!(matches!(
+            t.read_after(9, 10),
+            TopicRead::UpToDate { ahead: true }
+        ));
+    }
+
+    #[test]
+    fn the_buffer_is_bounded() {
+        let t = topic();
+        t.extend(None, 0, Vec::new());
+        let n = BUFFER_EVENTS as u64 + 100;
+        t.extend(Some(0), n, events(1..=n));
+        assert!(matches!(t.read_after(50, 10), TopicRead::Behind));
+        assert_eq!(revisions(t.read_after(n - 2, 10)), vec![n - 1, n]);
+        assert_eq!(t.lock().events.len(), BUFFER_EVENTS);
+    }
+}
