@@ -107,7 +107,7 @@ async fn latency() {
     while let Some(arrivals) = tasks.join_next().await {
         late.push(arrivals.expect("watcher"));
     }
-    let acks = acks.lock().expect("acks");
+    let acks = std::mem::take(&mut *acks.lock().expect("acks"));
     for arrivals in &late {
         for (ns, revision, at) in arrivals {
             let acked = acks[&(*ns, *revision)];
