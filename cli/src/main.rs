@@ -10,6 +10,7 @@ mod connect;
 mod data;
 mod exit;
 mod start;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -124,6 +125,13 @@ enum Command {
         /// Print "not modified" (exit 0) if the namespace still has this ETag.
         #[arg(long)]
         if_none_match: Option<String>,
+    },
+    /// Follow changes in namespaces, one line per change, until Ctrl-C (or --count).
+    Watch {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(flatten)]
+        args: watch::WatchArgs,
     },
     /// List namespaces that hold keys.
     Namespaces {
@@ -306,6 +314,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             with_client(&conn, |c, out| async move {
                 data::snapshot(&c, out, &namespace, if_none_match.as_deref()).await
             })
+            .await
+        }
+        Command::Watch { conn, args } => {
+            with_client(
+                &conn,
+                |c, out| async move { watch::run(&c, out, args).await },
+            )
             .await
         }
         Command::Namespaces { conn, prefix } => {

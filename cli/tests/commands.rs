@@ -374,3 +374,60 @@ async fn mutual_tls_with_two_commands() {
         1,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_every_change_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&Launch::new(dir.path())).await;
+    assert_exit(&cli(&node, &["set", "shop", "a", "1"]), 0);
+    assert_exit(&cli(&node, &["set", "shop", "other/b", "2"]), 0);
+    assert_exit(&cli(&node, &["del", "shop", "a"]), 0);
+
+    // From the start of the log: the three changes, in order, then exit.
+    let replay = cli(&node, &["watch", "shop", "--after", "0", "--count", "3"]);
+    assert_exit(&replay, 0);
+    assert_eq!(
+        stdout(&replay).lines().collect::<Vec<_>>(),
+        [
+            "1 shop set a v1 1",
+            "2 shop set other/b v1 2",
+            "3 shop delete a v2"
+        ]
+    );
+
+    // From now, filtered, as JSON: only the change written after it started.
+    let mut live = command(&node.launch.root)
+        .args(["watch", "shop", "--prefix", "other/", "--count", "1"])
+        .args(["--addr", &node.quic.to_string(), "--output", "json"])
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    // Written repeatedly until the watch (which starts "from now") has seen one and exited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        assert_exit(&cli(&node, &["set", "shop", "a", "x"]), 0);
+        assert_exit(&cli(&node, &["set", "shop", "other/c", "3"]), 0);
+        if let Some(status) = live.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch did not exit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut live.stdout.take().expect("stdout"), &mut printed)
+        .expect("read");
+    let doc: serde_json::Value = serde_json::from_str(printed.trim()).expect("one JSON line");
+    assert_eq!(doc["key"], "other/c");
+    assert_eq!(doc["type"], "set");
+
+    let bad = cli(&node, &["watch", "Bad Name"]);
+    assert_exit(&bad, 1);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_watch"));
+    assert_exit(&cli(&node, &["watch"]), 2);
+}
