@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use crate::auth::TokenVerifier;
 use crate::cluster::{Serving, serve_request};
 use crate::membership::DatagramLinks;
-use crate::push::Hub;
 use crate::push::watch::{WatchSpec, item_bytes, open as open_watch};
+use crate::push::{Hub, until_stopped};
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,10 +192,12 @@ const WATCH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// elsewhere from its cursors).
 async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx: &QuicContext) {
     let mut watch = open_watch(&ctx.hub, spec, "quic");
+    let mut stop = ctx.hub.stopping();
     loop {
         let batch = tokio::select! {
             batch = watch.items.recv() => batch,
             _ = send.stopped() => return,
+            _ = until_stopped(&mut stop) => None,
         };
         let Some(mut items) = batch else {
             let _ = send.finish();
@@ -213,9 +215,15 @@ async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx
             }
         }
         let frame = answer_frame(ctx, request_id, Ok(Response::Watch(items)));
-        if let Err(e) = write_frame(&mut send, &frame).await {
-            tracing::debug!(error = %e, "watch stream closed by the client");
-            return;
+        tokio::select! {
+            written = write_frame(&mut send, &frame) => {
+                if let Err(e) = written {
+                    tracing::debug!(error = %e, "watch stream closed by the client");
+                    return;
+                }
+            }
+            // A client that stopped reading does not hold up the node's shutdown.
+            _ = until_stopped(&mut stop) => return,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::Principal;
 use crate::push::sse::{Cursor, WatchQuery, encode_cursor, render};
+use crate::push::until_stopped;
 use crate::push::watch::{self, WatchSpec};
 
 /// Opens the SSE stream, or answers 400/403 for a bad query (nothing is started then).
@@ -54,14 +55,22 @@ pub async fn watch_sse(
         .filter_map(|(ns, rev)| rev.map(|rev| (ns.clone(), rev)))
         .collect();
     let watch = watch::open(&state.hub, spec, "sse");
+    let stop = state.hub.stopping();
     let events = stream::unfold(
-        (watch, cursor, VecDeque::new()),
-        |(mut watch, mut cursor, mut pending)| async move {
+        (watch, cursor, VecDeque::new(), stop),
+        |(mut watch, mut cursor, mut pending, mut stop)| async move {
             loop {
                 if let Some(event) = pending.pop_front() {
-                    return Some((Ok::<Event, Infallible>(event), (watch, cursor, pending)));
+                    return Some((
+                        Ok::<Event, Infallible>(event),
+                        (watch, cursor, pending, stop),
+                    ));
                 }
-                let batch = watch.items.recv().await?;
+                // The stream ends when the node stops, even if followers are mid-send.
+                let batch = tokio::select! {
+                    batch = watch.items.recv() => batch?,
+                    _ = until_stopped(&mut stop) => return None,
+                };
                 for item in &batch {
                     let (name, data) = render(item, &mut cursor);
                     pending.push_back(
