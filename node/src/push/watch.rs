@@ -386,3 +386,39 @@ impl Follower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(namespaces: &[&str], prefixes: &[&str], progress_ms: u32) -> WireWatchRequest {
+        WireWatchRequest {
+            namespaces: namespaces.iter().map(|n| (n.to_string(), None)).collect(),
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            progress_ms,
+        }
+    }
+
+    fn refused(r: WireWatchRequest) -> String {
+        WatchSpec::check(r, &Principal::Admin)
+            .expect_err("refused")
+            .message
+    }
+
+    #[test]
+    fn watch_requests_are_checked_before_anything_starts() {
+        let spec =
+            WatchSpec::check(request(&["a", "b"], &["x/"], 0), &Principal::Admin).expect("valid");
+        assert_eq!(spec.progress, DEFAULT_PROGRESS);
+        assert_eq!(spec.prefixes.as_slice(), ["x/".to_string()]);
+        assert!(refused(request(&[], &[], 0)).contains("at least one"));
+        assert!(refused(request(&["a", "a"], &[], 0)).contains("twice"));
+        assert!(refused(request(&["_sys"], &[], 0)).contains("reserved"));
+        assert!(refused(request(&["a"], &[], 5)).contains("progress"));
+        let many: Vec<String> = (0..=MAX_NAMESPACES).map(|i| format!("n{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(refused(request(&many, &[], 0)).contains("at most"));
+        let long = "p".repeat(MAX_PREFIX_BYTES + 1);
+        assert!(refused(request(&["a"], &[&long], 0)).contains("longer"));
+    }
+}
