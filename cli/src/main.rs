@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 conflict (see `exit`).
 
+mod agent;
 mod bench;
 mod certs;
 mod cluster;
@@ -132,6 +133,21 @@ enum Command {
         conn: ConnectArgs,
         #[command(flatten)]
         args: watch::WatchArgs,
+    },
+    /// Keep a file, a local worker (POST) or a command in sync with a namespace (sidecar).
+    Agent {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        #[command(flatten)]
+        args: agent::AgentArgs,
+    },
+    /// Every agent of the cluster: namespace, applied revision, last seen.
+    Agents {
+        #[command(flatten)]
+        conn: ConnectArgs,
+        /// Only agents following this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
     },
     /// List namespaces that hold keys.
     Namespaces {
@@ -323,6 +339,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Agent { conn, args } => {
+            with_client(&conn, |c, _| async move { agent::run(c, args).await }).await
+        }
+        Command::Agents { conn, namespace } => {
+            with_client(&conn, |c, out| async move {
+                agents(&c, out, namespace.as_deref()).await
+            })
+            .await
+        }
         Command::Namespaces { conn, prefix } => {
             with_client(&conn, |c, out| async move {
                 data::namespaces(&c, out, &prefix).await
@@ -380,6 +405,57 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             with_client(&conn, |c, _| async move { bench::run(c, args).await }).await
         }
     }
+}
+
+/// Prints the cluster's agents.
+async fn agents(client: &Client, out: Output, namespace: Option<&str>) -> Result<(), CliError> {
+    let (agents, missing) = client.agents().await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let agents: Vec<_> = agents
+        .into_iter()
+        .filter(|a| namespace.is_none_or(|ns| a.agent.namespace == ns))
+        .collect();
+    match out {
+        Output::Json => {
+            println!(
+                "{}",
+                serde_json::json!({ "agents": agents.iter().map(|s| serde_json::json!({
+                    "id": s.agent.id,
+                    "namespace": s.agent.namespace,
+                    "applied_revision": s.agent.applied_revision,
+                    "mode": s.agent.mode,
+                    "outputs": s.agent.outputs,
+                    "last_seen_ms_ago": now.saturating_sub(s.last_seen),
+                    "node": s.node,
+                    "last_error": s.agent.last_error,
+                })).collect::<Vec<_>>(), "missing": missing })
+            );
+        }
+        Output::Text => {
+            println!(
+                "{:<32} {:<20} {:>9} {:<6} {:>9} {:<12} ERROR",
+                "ID", "NAMESPACE", "REVISION", "MODE", "SEEN", "NODE"
+            );
+            for s in &agents {
+                println!(
+                    "{:<32} {:<20} {:>9} {:<6} {:>8}s {:<12} {}",
+                    s.agent.id,
+                    s.agent.namespace,
+                    s.agent.applied_revision,
+                    s.agent.mode,
+                    now.saturating_sub(s.last_seen) / 1000,
+                    s.node,
+                    s.agent.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            if !missing.is_empty() {
+                eprintln!("warning: not asked (unreachable): {}", missing.join(", "));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds a client from the connection flags, runs `f`, and closes the connections.

@@ -48,6 +48,10 @@ pub type Member = WireMember;
 pub type Placement = WirePlacement;
 /// Namespaces per node.
 pub type RingShare = WireRingShare;
+/// An agent's heartbeat.
+pub type Agent = cfgnode_transport::WireAgent;
+/// An agent with when and where it was last heard from.
+pub type AgentSeen = cfgnode_transport::WireAgentSeen;
 
 /// The answer to [`Client::events`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,6 +278,7 @@ impl ClientBuilder {
             .map(|addr| NodeSlot {
                 addr: *addr,
                 connection: tokio::sync::Mutex::new(None),
+                last_answer: Mutex::new(Instant::now()),
                 breaker: Mutex::new(CircuitBreaker::new(
                     self.breaker_threshold,
                     self.breaker_cooldown,
@@ -307,6 +312,9 @@ struct NodeSlot {
     addr: SocketAddr,
     connection: tokio::sync::Mutex<Option<Connection>>,
     breaker: Mutex<CircuitBreaker>,
+    /// When this node last answered anything: a call that times out drops connections that
+    /// have been silent since before it (a node that died without closing them).
+    last_answer: Mutex<Instant>,
 }
 
 struct Inner {
@@ -373,9 +381,32 @@ impl Client {
     /// deadline. The building block of every typed method.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let deadline = self.inner.timeout;
+        let started = Instant::now();
         match tokio::time::timeout(deadline, self.route_call(request)).await {
             Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout(deadline)),
+            Err(_) => {
+                self.drop_silent_connections(started).await;
+                Err(ClientError::Timeout(deadline))
+            }
+        }
+    }
+
+    /// Drops the connections of nodes that have not answered anything since `since`: after a
+    /// timed-out call they are likely dead (a killed node never closes its connections, and
+    /// QUIC would otherwise only notice at the idle timeout). The next call reconnects.
+    async fn drop_silent_connections(&self, since: Instant) {
+        let holders: Vec<Arc<NodeSlot>> = self
+            .inner
+            .holder_slots
+            .lock()
+            .map(|slots| slots.values().cloned().collect())
+            .unwrap_or_default();
+        for node in self.inner.nodes.iter().chain(holders.iter().map(|n| &**n)) {
+            let silent = node.last_answer.lock().is_ok_and(|at| *at < since);
+            if silent {
+                self.forget(node, "no answer within the call deadline")
+                    .await;
+            }
         }
     }
 
@@ -483,6 +514,7 @@ impl Client {
             Arc::new(NodeSlot {
                 addr,
                 connection: tokio::sync::Mutex::new(None),
+                last_answer: Mutex::new(Instant::now()),
                 breaker: Mutex::new(CircuitBreaker::new(
                     self.inner.breaker_threshold,
                     self.inner.breaker_cooldown,
@@ -651,6 +683,9 @@ impl Client {
                 return Err(AttemptError::MaybeApplied(reason));
             }
         };
+        if let Ok(mut at) = node.last_answer.lock() {
+            *at = Instant::now();
+        }
         let envelope: ResponseEnvelope = decode_payload(&frame)
             .map_err(|e| AttemptError::MaybeApplied(format!("unreadable answer: {e}")))?;
         match envelope.result {
@@ -903,6 +938,31 @@ impl Client {
                 oldest_retained,
                 current,
             }),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Tells the node this agent is alive and what it has applied (`cfgnode agent` does it
+    /// every few seconds).
+    pub async fn agent_heartbeat(&self, agent: Agent) -> Result<(), ClientError> {
+        match self.call(Request::AgentHeartbeat(agent)).await? {
+            Response::Ack => Ok(()),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Tells the node this agent stops (it disappears from the list at once).
+    pub async fn agent_leave(&self, id: &str) -> Result<(), ClientError> {
+        match self.call(Request::AgentLeave { id: id.into() }).await? {
+            Response::Ack => Ok(()),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    /// Every agent of the cluster, and the members that could not be asked.
+    pub async fn agents(&self) -> Result<(Vec<AgentSeen>, Vec<String>), ClientError> {
+        match self.call(Request::Agents { local_only: false }).await? {
+            Response::Agents { agents, missing } => Ok((agents, missing)),
             other => Err(Self::unexpected(other)),
         }
     }

@@ -39,9 +39,9 @@ mod watch;
 pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use client::{
-    Access, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted, Diff, Entry,
-    EventsRead, Member, Namespace, Page, Placement, PutOptions, RetryPolicy, RingShare, Snapshot,
-    SnapshotResult, Version, WriteMode,
+    Access, Agent, AgentSeen, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted,
+    Diff, Entry, EventsRead, Member, Namespace, Page, Placement, PutOptions, RetryPolicy,
+    RingShare, Snapshot, SnapshotResult, Version, WriteMode,
 };
 pub use error::ClientError;
 pub use watch::{Event, EventKind, Watch, WatchEvent, WatchOptions};

@@ -148,6 +148,8 @@ impl Watch {
 
     /// The next item. Reconnects by itself (backoff with jitter, node after node) whenever the
     /// stream breaks; fails only for what retrying cannot fix (a bad filter, a refused token).
+    /// Dropping the future (a timeout around it) loses nothing: at worst the stream is
+    /// reopened from the cursors of what was already received.
     pub async fn next(&mut self) -> Result<WatchEvent, ClientError> {
         loop {
             if let Some(event) = self.pending.pop_front() {

@@ -23,7 +23,7 @@ use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
-use crate::push::{Feeds, Hub};
+use crate::push::{Agents, Feeds, Hub};
 use crate::quic_server::{self, QuicContext};
 
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
@@ -249,8 +249,10 @@ impl Node {
         let store_handle = store.clone();
         let service = ConfigService::new(store, feeds);
         let hub = Hub::new(cluster.clone(), service.clone(), hub_token, stopped.clone());
+        let agents = Agents::new();
         let state = Arc::new(AppState {
             hub: hub.clone(),
+            agents: agents.clone(),
             service: service.clone(),
             verifier: verifier.clone(),
             metrics: Arc::clone(&metrics),
@@ -272,6 +274,7 @@ impl Node {
                 cluster,
                 service,
                 http: http_app,
+                agents,
             },
             verifier,
             cluster_id: config.cluster_id.clone(),

@@ -29,10 +29,11 @@ pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, encode_frame};
 pub use message::{
-    Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAlias, WireCodec,
-    WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind, WireHttpRequest, WireHttpResponse,
-    WireMember, WireNamespace, WirePage, WirePlacement, WireRedirect, WireRingShare, WireSnapshot,
-    WireVersion, WireWatchItem, WireWatchRequest, WireWriteMode,
+    Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
+    WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind,
+    WireHttpRequest, WireHttpResponse, WireMember, WireNamespace, WirePage, WirePlacement,
+    WireRedirect, WireRingShare, WireSnapshot, WireVersion, WireWatchItem, WireWatchRequest,
+    WireWriteMode,
 };
 // The rustls types that appear in this crate's API, so dependents need no rustls of their own.
 pub use rustls::RootCertStore;

@@ -277,6 +277,20 @@ pub enum Request {
         /// for one before answering with none.
         wait_ms: u32,
     },
+    /// An agent says it is alive and what it has applied (docs/push.md, Agents). The receiving
+    /// node keeps it in memory.
+    AgentHeartbeat(WireAgent),
+    /// An agent stops (clean exit): forget it.
+    AgentLeave {
+        /// The agent's id.
+        id: String,
+    },
+    /// The agents known: this node's only (`local_only`, what nodes ask each other), or the
+    /// whole cluster's (the receiving node asks every alive member).
+    Agents {
+        /// Only the agents that heartbeat to this node.
+        local_only: bool,
+    },
     /// Opens a watch: the node answers with a stream of [`Response::Watch`] frames on this
     /// stream until the client closes it (docs/push.md). Served by any node.
     Watch(WireWatchRequest),
@@ -378,6 +392,9 @@ impl Request {
             Request::HandoffCommit { .. } => "handoff_commit",
             Request::Events { .. } => "events",
             Request::Watch(_) => "watch",
+            Request::AgentHeartbeat(_) => "agent_heartbeat",
+            Request::AgentLeave { .. } => "agent_leave",
+            Request::Agents { .. } => "agents",
         }
     }
 }
@@ -619,6 +636,49 @@ pub enum Response {
     },
     /// One frame of a watch stream: items in order.
     Watch(Vec<WireWatchItem>),
+    /// Answer to `Agents`.
+    Agents {
+        /// The agents, newest heartbeat per id.
+        agents: Vec<WireAgentSeen>,
+        /// Members that could not be asked (the list may miss their agents).
+        missing: Vec<String>,
+    },
+}
+
+/// What an agent reports in its heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAgent {
+    /// A stable id chosen by the agent (key syntax, at most 128 bytes).
+    pub id: String,
+    /// The namespace it follows.
+    pub namespace: String,
+    /// The key prefixes it follows.
+    pub prefixes: Vec<String>,
+    /// The namespace revision it has applied (0: nothing yet).
+    pub applied_revision: u64,
+    /// What it does with a change (`out:FILE`, `post:URL`, `exec`), for people.
+    pub outputs: Vec<String>,
+    /// `watch` or `poll`: how it is following right now.
+    pub mode: String,
+    /// The host it runs on.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it started (ms since the Unix epoch).
+    pub started_at: u64,
+    /// Its last error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// An agent with when a node last heard from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAgentSeen {
+    /// The heartbeat.
+    pub agent: WireAgent,
+    /// When it arrived (ms since the Unix epoch, the receiving node's clock).
+    pub last_seen: u64,
+    /// The node it heartbeats to.
+    pub node: String,
 }
 
 /// What a watch covers and where it starts.

@@ -349,6 +349,34 @@ impl Node {
         Node::start(&self.launch).await
     }
 
+    /// Starts the same launch again on the same HTTP and QUIC ports (after this one exited),
+    /// so clients configured with its address find it again.
+    pub async fn restart_in_place(&self) -> Node {
+        let stderr_path = output_path(&self.launch.root, "stderr");
+        let mut node = Node {
+            child: self.launch.spawn(self.addr, self.quic, &stderr_path),
+            launch: self.launch.clone(),
+            addr: self.addr,
+            quic: self.quic,
+            base: self.base.clone(),
+            token: String::new(),
+            stderr_path,
+            http: self.http.clone(),
+        };
+        match node.wait_serving().await {
+            Started::Ready(token) => {
+                node.token = token;
+                node
+            }
+            Started::Exited(status) => panic!(
+                "cfgnode did not restart on {} / {}: {status}; stderr:\n{}",
+                self.addr,
+                self.quic,
+                node.stderr()
+            ),
+        }
+    }
+
     /// Polls until `/health` answers and the token is accepted on a local route (so the answer came from this
     /// process, not from a stranger that holds the port), or until the process exits.
     async fn wait_serving(&mut self) -> Started {

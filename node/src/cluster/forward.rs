@@ -36,6 +36,8 @@ pub struct Serving {
     pub service: ConfigService,
     /// The HTTP router, to replay forwarded HTTP requests.
     pub http: axum::Router,
+    /// The agents that heartbeat to this node.
+    pub agents: crate::push::Agents,
 }
 
 /// Answers one QUIC request from an authenticated caller.
@@ -70,6 +72,11 @@ pub async fn serve_request(
             .set_directive(super::DirectiveKind::Pin, &namespace, None)
             .await
             .map(Response::Placement),
+        request @ (Request::AgentHeartbeat(_)
+        | Request::AgentLeave { .. }
+        | Request::Agents { .. }) => {
+            crate::push::agents::serve(cluster, &serving.agents, request).await
+        }
         Request::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
         Request::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
         Request::HandoffOffer {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The push role's watch hub (SSE watches).
     pub hub: crate::push::Hub,
+    /// The agents that heartbeat to this node.
+    pub agents: crate::push::Agents,
 }
 
 /// The largest request body for a node whose value limit is `max_value_bytes`: the value, or
@@ -74,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(k::put_pin).delete(k::delete_pin),
         )
         .route("/v1/watch", get(watch_api::watch_sse))
+        .route("/v1/agents", get(watch_api::agents))
         .route("/v1/namespaces", get(c::list_namespaces))
         .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
         .route(

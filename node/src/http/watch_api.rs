@@ -1,4 +1,5 @@
-//! `GET /v1/watch`: a watch as Server-Sent Events (docs/http-api.md, docs/push.md).
+//! The push role's HTTP routes (docs/http-api.md, docs/push.md): `GET /v1/watch`, a watch as
+//! Server-Sent Events, and `GET /v1/agents`, the agents registry.
 //!
 //! Same followers, cursors and guarantees as the QUIC watch; each event's `id:` is the resume
 //! cursor, and a reconnecting client's `Last-Event-ID` continues exactly after it.
@@ -16,10 +17,11 @@ use futures_util::stream;
 
 use super::AppState;
 use super::error::ApiError;
+use super::views::rfc3339;
 use crate::auth::Principal;
 use crate::push::sse::{Cursor, WatchQuery, encode_cursor, render};
-use crate::push::until_stopped;
 use crate::push::watch::{self, WatchSpec};
+use crate::push::{agents, until_stopped};
 
 /// Opens the SSE stream, or answers 400/403 for a bad query (nothing is started then).
 pub async fn watch_sse(
@@ -86,4 +88,51 @@ pub async fn watch_sse(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(query.heartbeat).text("heartbeat"))
         .into_response()
+}
+
+/// `GET /v1/agents[?namespace=NS]`: every agent of the cluster, newest heartbeat per id.
+pub async fn agents(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+    let mut namespace = None;
+    for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "namespace" => namespace = Some(value.into_owned()),
+            other => {
+                return ApiError::bad_request(format!(
+                    "unknown parameter {other:?}: use namespace"
+                ))
+                .into_response();
+            }
+        }
+    }
+    let now = agents::now_millis();
+    let (list, missing) = agents::cluster_wide(&state.cluster, &state.agents, now).await;
+    let agents: Vec<serde_json::Value> = list
+        .into_iter()
+        .filter(|seen| {
+            namespace
+                .as_ref()
+                .is_none_or(|ns| *ns == seen.agent.namespace)
+        })
+        .map(|seen| {
+            let age = now.saturating_sub(seen.last_seen);
+            let a = seen.agent;
+            serde_json::json!({
+                "id": a.id,
+                "namespace": a.namespace,
+                "prefixes": a.prefixes,
+                "applied_revision": a.applied_revision,
+                "outputs": a.outputs,
+                "mode": a.mode,
+                "hostname": a.hostname,
+                "pid": a.pid,
+                "started_at": rfc3339(a.started_at),
+                "last_error": a.last_error,
+                "last_seen": rfc3339(seen.last_seen),
+                "age_ms": age,
+                "status": if age < agents::STALE_AFTER_MS { "live" } else { "stale" },
+                "node": seen.node,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "agents": agents, "missing": missing })).into_response()
 }

@@ -9,16 +9,19 @@
 //!   shared by every watcher on the node.
 //! - [`watch`]: a watch's followers, one per namespace, each with its own cursor.
 //! - [`sse`]: the watch over HTTP as Server-Sent Events.
+//! - [`agents`]: the registry of `cfgnode agent` sidecars (soft state, listed cluster-wide).
 //!
 //! The namespace log (storage) is the source of every push: revisions are contiguous, the log
 //! moves with the namespace, and a reader behind the retained log is told so.
 
+pub mod agents;
 mod feeds;
 pub mod hub;
 pub mod longpoll;
 pub mod sse;
 pub mod watch;
 
+pub use agents::Agents;
 pub use feeds::Feeds;
 pub use hub::Hub;
 

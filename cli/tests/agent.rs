@@ -1,0 +1,294 @@
+//! `cfgnode agent` as a real process against a real node process: it keeps its file, a worker
+//! (POST) and a command in sync, shows in `GET /v1/agents` and `cfgnode agents`, survives a
+//! SIGKILL and restart of the node, deregisters on SIGTERM; bad flags are refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, Launch, Node, command, send_signal};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn cli(node: &Node, args: &[&str]) -> Output {
+    command(&node.launch.root)
+        .args(args)
+        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .output()
+        .expect("run cfgnode")
+}
+
+fn set(node: &Node, key: &str, value: &str) {
+    let out = cli(node, &["set", "shop", key, value]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// A tiny HTTP server recording each POST's ETag header and body; answers 200.
+async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/config", listener.local_addr().expect("addr"));
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = text[..end].to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + length {
+                        continue;
+                    }
+                    let etag = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.split_once(':')
+                                .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
+                                .map(|(_, v)| v.trim().to_string())
+                        })
+                        .unwrap_or_default();
+                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + length])
+                        .unwrap_or(Value::Null);
+                    seen.lock().expect("lock").push((etag, body));
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(&Launch::new(dir.path())).await;
+    set(&node, "app/port", "8080");
+    set(&node, "other/x", "ignored");
+    let out = dir.path().join("app.json");
+    let log = dir.path().join("exec.log");
+    let (url, posts) = receiver().await;
+    let stderr = std::fs::File::create(dir.path().join("agent.stderr")).expect("stderr");
+    let exec = format!("echo $CFGNODE_REVISION >> {}", log.display());
+    let mut agent = KillOnDrop(
+        command(dir.path())
+            .args(["agent", "--namespace", "shop", "--prefix", "app/"])
+            .arg("--out")
+            .arg(&out)
+            .args(["--post", &url, "--exec", &exec, "--id", "test-agent"])
+            .args(["--heartbeat", "200ms", "--poll-interval", "1s"])
+            .args(["--addr", &node.quic.to_string()])
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .env("RUST_LOG", "cfgnode=debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("agent runs"),
+    );
+
+    let file = until("the first file", || read_json(&out)).await;
+    assert_eq!(file["app/port"], "8080");
+    assert!(file.get("other/x").is_none(), "the prefix filters");
+
+    set(&node, "app/port", "9090");
+    until("the file to follow a write", || {
+        read_json(&out).filter(|f| f["app/port"] == "9090")
+    })
+    .await;
+    until("the command to run for revision 3", || {
+        let log = std::fs::read_to_string(&log).ok()?;
+        log.lines().any(|l| l == "3").then_some(())
+    })
+    .await;
+    until("the worker to get revision 3", || {
+        posts
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(etag, body)| etag.ends_with("-3\"") && body["app/port"] == "9090")
+            .then_some(())
+    })
+    .await;
+
+    // The registry shows the agent with what it applied.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let body: Value = node
+            .request(Method::GET, "/v1/agents?namespace=shop")
+            .send()
+            .await
+            .expect("agents")
+            .json()
+            .await
+            .expect("json");
+        let found = body["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["id"] == "test-agent").cloned());
+        if let Some(a) = found.filter(|a| a["applied_revision"] == 3) {
+            assert_eq!(a["status"], "live");
+            assert_eq!(a["namespace"], "shop");
+            break;
+        }
+        assert!(Instant::now() < end, "agent not listed: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let table = cli(&node, &["agents"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("test-agent"));
+
+    // The node crashes and comes back on the same address: the agent carries on.
+    node.kill9();
+    let node = node.restart_in_place().await;
+    set(&node, "app/port", "7070");
+    let agent_log = dir.path().join("agent.stderr");
+    let end = Instant::now() + DEADLINE;
+    while read_json(&out)
+        .filter(|f| f["app/port"] == "7070")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < end,
+            "the file did not follow after the node's restart; agent stderr:\n{}",
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGTERM: a clean exit that deregisters.
+    send_signal(agent.0.id(), "TERM");
+    let status = until("the agent to exit", || agent.0.try_wait().expect("wait")).await;
+    assert!(status.success(), "{status}");
+    let body: Value = node
+        .request(Method::GET, "/v1/agents")
+        .send()
+        .await
+        .expect("agents")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        body["agents"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|a| a["id"] != "test-agent"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_format_once_and_bad_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&Launch::new(dir.path())).await;
+    set(&node, "app/db-url", "postgres://x");
+    set(&node, "app/port", "8080");
+    let env = dir.path().join("app.env");
+    let once = cli(
+        &node,
+        &[
+            "agent",
+            "--namespace",
+            "shop",
+            "--prefix",
+            "app/",
+            "--format",
+            "env",
+            "--once",
+            "--out",
+            env.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env file"),
+        "DB_URL='postgres://x'\nPORT='8080'\n"
+    );
+    // Nothing to do: usage error.
+    assert_eq!(
+        cli(&node, &["agent", "--namespace", "shop"]).status.code(),
+        Some(2)
+    );
+    // Raw with several keys: refused with the reason, exit 1.
+    let raw = cli(
+        &node,
+        &[
+            "agent",
+            "--namespace",
+            "shop",
+            "--prefix",
+            "app/",
+            "--format",
+            "raw",
+            "--once",
+            "--out",
+            "raw.bin",
+        ],
+    );
+    assert_eq!(raw.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&raw.stderr).contains("exactly one"));
+    // A bad namespace: the node's reason, exit 1.
+    let bad = cli(
+        &node,
+        &["agent", "--namespace", "Bad", "--once", "--out", "x.json"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
+}
