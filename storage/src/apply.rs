@@ -9,8 +9,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::error::StoreError;
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, WriteMode};
 use crate::records::{
-    ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
-    META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode, encode,
+    ALIASES, ATTACHMENTS, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG,
+    META, META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode, encode,
 };
 use crate::transfer::{TransferOp, check_ops, upper_bound};
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Revision};
@@ -33,6 +33,7 @@ pub(crate) struct WriteTables<'t> {
     history: BytesTable<'t, (&'static str, &'static str, u64)>,
     log: BytesTable<'t, (&'static str, u64)>,
     aliases: BytesTable<'t, (&'static str, &'static str)>,
+    attachments: BytesTable<'t, (&'static str, &'static str)>,
     meta: BytesTable<'t, &'static str>,
     cluster: BytesTable<'t, &'static str>,
 }
@@ -46,6 +47,7 @@ impl<'t> WriteTables<'t> {
             history: txn.open_table(HISTORY)?,
             log: txn.open_table(LOG)?,
             aliases: txn.open_table(ALIASES)?,
+            attachments: txn.open_table(ATTACHMENTS)?,
             meta: txn.open_table(META)?,
             cluster: txn.open_table(CLUSTER)?,
         })
@@ -72,6 +74,26 @@ pub(crate) fn apply(
         }
         Mutation::Import { namespace, ops } => {
             import(t, &namespace, &ops).map(|()| Applied::Imported)
+        }
+        Mutation::PutAttachment {
+            namespace,
+            name,
+            bytes,
+        } => {
+            // Only on a namespace that exists here: it must be able to move with it.
+            if t.namespaces.get(namespace.as_str())?.is_none() {
+                return Err(StoreError::NamespaceNotFound { namespace });
+            }
+            match bytes {
+                Some(bytes) => {
+                    t.attachments
+                        .insert((namespace.as_str(), name.as_str()), bytes.as_slice())?;
+                }
+                None => {
+                    t.attachments.remove((namespace.as_str(), name.as_str()))?;
+                }
+            }
+            Ok(Applied::Attachment)
         }
         Mutation::Put(req) => put(t, req, now, retention).map(Applied::Put),
         Mutation::Delete(req) => delete(t, req, now, retention).map(Applied::Deleted),
@@ -100,6 +122,16 @@ fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), S
                     .retain_in((ns, "", 0)..(upper, "", 0), |_, _| false)?;
                 t.log.retain_in((ns, 0)..=(ns, u64::MAX), |_, _| false)?;
                 t.aliases.retain_in((ns, "")..(upper, ""), |_, _| false)?;
+                t.attachments
+                    .retain_in((ns, "")..(upper, ""), |_, _| false)?;
+            }
+            TransferOp::ClearAttachments => {
+                t.attachments
+                    .retain_in((ns, "")..(upper, ""), |_, _| false)?;
+            }
+            TransferOp::Attachment { name, record } => {
+                t.attachments
+                    .insert((ns, name.as_str()), record.as_slice())?;
             }
             TransferOp::ClearKey { key } => {
                 let key = key.as_str();

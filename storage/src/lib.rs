@@ -39,7 +39,7 @@ pub use model::{
 };
 pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
 pub use store::{Store, StoreOptions, validate_node_id};
-pub use transfer::{NamespaceExport, TransferOp};
+pub use transfer::{MAX_ATTACHMENT_BYTES, NamespaceExport, TransferOp};
 pub use types::{
     Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Revision,
     Snapshot, VersionEntry,

@@ -78,6 +78,12 @@ pub(crate) enum Mutation {
         namespace: String,
         ops: Vec<crate::transfer::TransferOp>,
     },
+    /// Set (`Some`) or remove (`None`) one of a namespace's attachments.
+    PutAttachment {
+        namespace: String,
+        name: String,
+        bytes: Option<Vec<u8>>,
+    },
     Put(PutRequest),
     Delete(DeleteRequest),
     PutAlias {
@@ -97,6 +103,7 @@ pub(crate) enum Applied {
     ClusterMembers,
     ClusterRecords,
     Imported,
+    Attachment,
     Put(Entry),
     Deleted(Deleted),
     AliasPut(AliasPut),

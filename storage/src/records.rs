@@ -28,6 +28,11 @@ pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new
 /// (namespace, alias) -> [`AliasRecord`].
 pub(crate) const ALIASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aliases");
 
+/// (namespace, name) -> bytes owned by the node (webhooks and their delivery cursors): they
+/// live and move with the namespace but are not part of its data (no revision, no log).
+pub(crate) const ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("attachments");
+
 /// Cluster facts kept for the node (directory records, pins, claims): opaque key -> bytes.
 pub(crate) const CLUSTER: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster");
 

@@ -301,6 +301,59 @@ impl Store {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) the attachment `name` of `namespace`: bytes owned by
+    /// the node (webhooks and their cursors) that move with the namespace but are not part of
+    /// its data (no revision, no log). Durable when this returns; the namespace must exist.
+    pub async fn put_attachment(
+        &self,
+        namespace: &str,
+        name: &str,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        validate_namespace(namespace)?;
+        crate::model::validate_key(name)?;
+        if let Some(b) = &bytes
+            && b.len() > crate::transfer::MAX_ATTACHMENT_BYTES
+        {
+            return Err(StoreError::Invalid(format!(
+                "attachment {name:?} is {} bytes, over the limit of {}",
+                b.len(),
+                crate::transfer::MAX_ATTACHMENT_BYTES
+            )));
+        }
+        let mutation = Mutation::PutAttachment {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            bytes,
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Attachment => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The attachments of `namespace` whose names start with `prefix`, in name order.
+    pub fn attachments(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        validate_namespace(namespace)?;
+        let txn = self.read()?;
+        let table = txn.open_table(crate::records::ATTACHMENTS)?;
+        let upper = crate::transfer::upper_bound(namespace);
+        let mut out = Vec::new();
+        for item in table.range((namespace, prefix)..(upper.as_str(), ""))? {
+            let (k, v) = item?;
+            let name = k.value().1;
+            if !name.starts_with(prefix) {
+                break;
+            }
+            out.push((name.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Removes every row of `namespace` (after it moved to another node).
     pub async fn drop_namespace(&self, namespace: &str) -> Result<(), StoreError> {
         self.import(namespace, vec![TransferOp::ClearNamespace])
@@ -609,6 +662,7 @@ fn init_schema(db: &Database, requested: Option<&str>) -> Result<String, StoreEr
         txn.open_table(LOG)?;
         txn.open_table(ALIASES)?;
         txn.open_table(CLUSTER)?;
+        txn.open_table(crate::records::ATTACHMENTS)?;
     }
     txn.commit()?;
     Ok(node_id)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::model::{validate_key, validate_namespace};
 use crate::records::{
-    ALIASES, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
+    ALIASES, ATTACHMENTS, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
     VersionRecord, decode,
 };
 use crate::types::{EventKind, NamespaceState, Revision};
@@ -83,13 +83,28 @@ pub enum TransferOp {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Remove every attachment of the namespace (before they are all sent again).
+    ClearAttachments,
+    /// An attachment row (opaque to storage).
+    Attachment {
+        /// The attachment's name.
+        name: String,
+        /// Its bytes.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
+
+/// Largest attachment (a webhook with its cursor and last error fits many times over).
+pub const MAX_ATTACHMENT_BYTES: usize = 64 * 1024;
 
 impl TransferOp {
     /// Roughly how many bytes the op takes on the wire (for chunking).
     pub fn size(&self) -> usize {
         16 + match self {
-            TransferOp::ClearNamespace | TransferOp::TrimLog { .. } => 0,
+            TransferOp::ClearNamespace
+            | TransferOp::TrimLog { .. }
+            | TransferOp::ClearAttachments => 0,
             TransferOp::ClearKey { key } => key.len(),
             TransferOp::ClearAlias { alias } => alias.len(),
             TransferOp::State { record } | TransferOp::Log { record, .. } => record.len(),
@@ -97,6 +112,7 @@ impl TransferOp {
                 key.len() + record.len()
             }
             TransferOp::Alias { alias, record } => alias.len() + record.len(),
+            TransferOp::Attachment { name, record } => name.len() + record.len(),
         }
     }
 }
@@ -109,6 +125,7 @@ enum Position {
     History(Option<(String, u64)>),
     Log(Option<Revision>),
     Aliases(Option<String>),
+    Attachments(Option<String>),
     Done,
 }
 
@@ -258,9 +275,24 @@ impl NamespaceExport {
                         |alias, record| TransferOp::Alias { alias, record },
                     )?;
                     self.position = if finished {
-                        Position::Done
+                        Position::Attachments(None)
                     } else {
                         Position::Aliases(last)
+                    };
+                }
+                Position::Attachments(after) => {
+                    let (last, finished) = copy_named_rows(
+                        &self.txn,
+                        ATTACHMENTS,
+                        ns,
+                        after,
+                        (&mut chunk, &mut bytes, max_bytes),
+                        |name, record| TransferOp::Attachment { name, record },
+                    )?;
+                    self.position = if finished {
+                        Position::Done
+                    } else {
+                        Position::Attachments(last)
                     };
                 }
                 Position::Done => {
@@ -385,6 +417,17 @@ pub(crate) fn changes_since(
             });
         }
     }
+    // Attachments change without log entries (a webhook's cursor): send them all.
+    ops.push(TransferOp::ClearAttachments);
+    let attachments = txn.open_table(ATTACHMENTS)?;
+    let upper = upper_bound(ns);
+    for item in attachments.range((ns, "")..(upper.as_str(), ""))? {
+        let (k, v) = item?;
+        ops.push(TransferOp::Attachment {
+            name: k.value().1.to_string(),
+            record: v.value().to_vec(),
+        });
+    }
     ops.push(TransferOp::TrimLog {
         before: state.log_start,
     });
@@ -414,7 +457,17 @@ pub(crate) fn check_ops(namespace: &str, ops: &[TransferOp]) -> Result<(), Store
     };
     for op in ops {
         match op {
-            TransferOp::ClearNamespace | TransferOp::TrimLog { .. } => {}
+            TransferOp::ClearNamespace
+            | TransferOp::TrimLog { .. }
+            | TransferOp::ClearAttachments => {}
+            TransferOp::Attachment { name, record } => {
+                validate_key(name)?;
+                if record.len() > MAX_ATTACHMENT_BYTES {
+                    return Err(StoreError::Invalid(format!(
+                        "transfer of namespace {namespace:?}: attachment {name:?} is over {MAX_ATTACHMENT_BYTES} bytes"
+                    )));
+                }
+            }
             TransferOp::ClearKey { key } => validate_key(key)?,
             TransferOp::ClearAlias { alias } => validate_key(alias)?,
             TransferOp::State { record } => {

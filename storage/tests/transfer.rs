@@ -198,3 +198,67 @@ async fn garbage_from_a_peer_is_refused_whole() {
     assert!(taker.namespace("app").expect("read").is_none());
     assert!(taker.snapshot("app").expect("read").is_none());
 }
+
+#[tokio::test]
+async fn attachments_move_with_the_namespace_and_changes_carry_them_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let giver = open(&dir, "giver", 100);
+    let taker = open(&dir, "taker", 100);
+    // Only on a namespace that exists.
+    let missing = giver
+        .put_attachment("hooks", "webhook/a", Some(b"x".to_vec()))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NamespaceNotFound { .. })),
+        "{missing:?}"
+    );
+    giver.put(put("hooks", "k", "v")).await.expect("put");
+    giver
+        .put_attachment("hooks", "webhook/a", Some(b"cursor=1".to_vec()))
+        .await
+        .expect("attach");
+    giver
+        .put_attachment("hooks", "webhook/b", Some(b"cursor=0".to_vec()))
+        .await
+        .expect("attach");
+    let revision = copy_all(&giver, &taker, "hooks", 64).await;
+    assert_eq!(
+        taker.attachments("hooks", "webhook/").expect("read"),
+        giver.attachments("hooks", "webhook/").expect("read")
+    );
+    // A cursor moves and one webhook goes, with no log entry: the changes still carry them.
+    giver
+        .put_attachment("hooks", "webhook/a", Some(b"cursor=2".to_vec()))
+        .await
+        .expect("attach");
+    giver
+        .put_attachment("hooks", "webhook/b", None)
+        .await
+        .expect("detach");
+    let (_, ops) = giver
+        .export_changes("hooks", revision)
+        .expect("changes")
+        .expect("log reaches back");
+    taker.import("hooks", ops).await.expect("import");
+    assert_eq!(
+        taker.attachments("hooks", "").expect("read"),
+        vec![("webhook/a".to_string(), b"cursor=2".to_vec())]
+    );
+    // Oversized or badly named attachments are refused.
+    let big = vec![0u8; cfgnode_storage::MAX_ATTACHMENT_BYTES + 1];
+    assert!(
+        giver
+            .put_attachment("hooks", "webhook/a", Some(big))
+            .await
+            .is_err()
+    );
+    assert!(
+        giver
+            .put_attachment("hooks", "/bad", Some(vec![]))
+            .await
+            .is_err()
+    );
+    // Dropping the namespace drops its attachments.
+    giver.drop_namespace("hooks").await.expect("drop");
+    assert!(giver.attachments("hooks", "").expect("read").is_empty());
+}
