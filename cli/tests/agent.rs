@@ -6,13 +6,12 @@ mod common;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cfgnode_tests::Receiver;
 use common::{KillOnDrop, Launch, Node, command, send_signal};
 use reqwest::Method;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -51,68 +50,6 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// A tiny HTTP server recording each POST's ETag header and body; answers 200.
-async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/config", listener.local_addr().expect("addr"));
-    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let seen = Arc::clone(&got);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = text[..end].to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + length {
-                        continue;
-                    }
-                    let etag = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.split_once(':')
-                                .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
-                                .map(|(_, v)| v.trim().to_string())
-                        })
-                        .unwrap_or_default();
-                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + length])
-                        .unwrap_or(Value::Null);
-                    seen.lock().expect("lock").push((etag, body));
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
-                    return;
-                }
-            });
-        }
-    });
-    (url, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -121,7 +58,8 @@ async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash
     set(&node, "other/x", "ignored");
     let out = dir.path().join("app.json");
     let log = dir.path().join("exec.log");
-    let (url, posts) = receiver().await;
+    let worker = Receiver::start().await;
+    let url = worker.url.clone();
     let stderr = std::fs::File::create(dir.path().join("agent.stderr")).expect("stderr");
     let exec = format!("echo $CFGNODE_REVISION >> {}", log.display());
     let mut agent = KillOnDrop(
@@ -156,11 +94,14 @@ async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash
     })
     .await;
     until("the worker to get revision 3", || {
-        posts
-            .lock()
-            .expect("lock")
+        worker
+            .received()
             .iter()
-            .any(|(etag, body)| etag.ends_with("-3\"") && body["app/port"] == "9090")
+            .any(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                r.headers.get("etag").is_some_and(|e| e.ends_with("-3\""))
+                    && body["app/port"] == "9090"
+            })
             .then_some(())
     })
     .await;

@@ -250,6 +250,12 @@ impl Node {
         let service = ConfigService::new(store, feeds);
         let hub = Hub::new(cluster.clone(), service.clone(), hub_token, stopped.clone());
         let agents = Agents::new();
+        let mut background = background;
+        background.push(tokio::spawn(crate::push::webhooks::supervise(
+            cluster.clone(),
+            service.clone(),
+            stopped.clone(),
+        )));
         let state = Arc::new(AppState {
             hub: hub.clone(),
             agents: agents.clone(),

@@ -308,6 +308,104 @@ impl TestCluster {
     }
 }
 
+/// One request a [`Receiver`] got: its headers (lowercase names) and body.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Header name (lowercase) -> value.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+/// A real HTTP/1.1 server on loopback for tests that need a receiver (webhooks, agent POSTs):
+/// records every request and answers with the status set by [`Receiver::set_status`] (200 at
+/// first); [`Receiver::set_down`] makes it refuse connections' requests by closing them.
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Receiver {
+    /// Starts the server.
+    pub async fn start() -> Receiver {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let got: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let status = Arc::new(AtomicU16::new(200));
+        let (seen, answer) = (Arc::clone(&got), Arc::clone(&status));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (seen, answer) = (Arc::clone(&seen), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            break (end, length);
+                        }
+                    };
+                    let status = answer.load(Ordering::Relaxed);
+                    if status == 0 {
+                        return; // "down": close without answering
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let headers = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
+                    if (200..300).contains(&status) {
+                        seen.lock().expect("lock").push(Received { headers, body });
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Receiver { url, got, status }
+    }
+
+    /// The status later requests get (only 2xx answers are recorded as received).
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes later requests' connections without an answer (a receiver that is down).
+    pub fn set_down(&self) {
+        self.set_status(0);
+    }
+
+    /// Every request answered with 2xx so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
 /// Runs a benchmark's body on a 2-worker runtime; `RUST_LOG` shows the nodes' logs.
 pub fn run_bench<F: Future<Output = ()>>(body: F) {
     if std::env::var_os("RUST_LOG").is_some() {

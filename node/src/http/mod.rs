@@ -9,6 +9,7 @@ mod error;
 mod extract;
 pub(crate) mod views;
 mod watch_api;
+mod webhooks_api;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/namespaces/{ns}/aliases/{*alias}",
             get(c::get_alias).put(c::put_alias).delete(c::delete_alias),
+        )
+        .route(
+            "/v1/namespaces/{ns}/webhooks",
+            get(webhooks_api::list_webhooks),
+        )
+        .route(
+            "/v1/namespaces/{ns}/webhooks/{name}",
+            get(webhooks_api::get_webhook)
+                .put(webhooks_api::put_webhook)
+                .delete(webhooks_api::delete_webhook),
         )
         // Layers run outside in: the token is checked before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(

@@ -9,6 +9,8 @@
 //!   shared by every watcher on the node.
 //! - [`watch`]: a watch's followers, one per namespace, each with its own cursor.
 //! - [`sse`]: the watch over HTTP as Server-Sent Events.
+//! - [`webhooks`]: the holder POSTs each webhook's events in order, signed, from a durable
+//!   cursor that moves with the namespace.
 //! - [`agents`]: the registry of `cfgnode agent` sidecars (soft state, listed cluster-wide).
 //!
 //! The namespace log (storage) is the source of every push: revisions are contiguous, the log
@@ -20,6 +22,7 @@ pub mod hub;
 pub mod longpoll;
 pub mod sse;
 pub mod watch;
+pub mod webhooks;
 
 pub use agents::Agents;
 pub use feeds::Feeds;

@@ -1,0 +1,270 @@
+//! Webhooks against a real HTTP receiver: every matching event once and in order, signed;
+//! a receiver that is down for a while gets everything once it is back (the cursor waits);
+//! the webhook and its cursor move with the namespace (claimed mid-stream onto another node),
+//! nothing is skipped; bad input is refused and changes nothing.
+
+use std::time::Duration;
+
+use cfgnode_tests::{DEADLINE, Receiver, TestCluster, poll_until, shutdown_all};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const NS: &str = "hooks";
+const SECRET: &str = "webhook-secret";
+
+/// The revisions a receiver got, in arrival order, after checking each signature.
+fn delivered(receiver: &Receiver) -> Vec<u64> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut revisions = Vec::new();
+    for r in receiver.received() {
+        let signature = r.headers.get("x-cfgnode-signature").expect("signed");
+        let hex = signature.strip_prefix("sha256=").expect("sha256=");
+        let tag: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        ring::hmac::verify(&key, &r.body, &tag).expect("the signature matches the body");
+        let body: Value = serde_json::from_slice(&r.body).expect("JSON body");
+        assert_eq!(body["namespace"], NS);
+        assert_eq!(body["webhook"], "deploy");
+        for event in body["events"].as_array().expect("events") {
+            assert!(
+                event["key"].as_str().expect("key").starts_with("app/"),
+                "{event}"
+            );
+            revisions.push(event["revision"].as_u64().expect("revision"));
+        }
+    }
+    revisions
+}
+
+async fn webhook(cluster: &TestCluster, via: usize) -> Value {
+    let resp = cluster
+        .request(
+            cluster.node(via),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/webhooks/deploy"),
+        )
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+/// Writes `n` events (every other one under `app/`) through node `via`; returns the revisions
+/// of the `app/` ones.
+async fn write(cluster: &TestCluster, via: usize, from: usize, n: usize) -> Vec<u64> {
+    let mut app = Vec::new();
+    for i in from..from + n {
+        let key = if i % 2 == 0 {
+            format!("app/k{i}")
+        } else {
+            format!("other/k{i}")
+        };
+        let body = cluster
+            .put(cluster.node(via), NS, &key, &format!("v{i}"))
+            .await;
+        if i % 2 == 0 {
+            app.push(body["revision"].as_u64().expect("revision"));
+        }
+    }
+    app
+}
+
+async fn wait_for(receiver: &Receiver, expected: &[u64]) {
+    poll_until("every event at the receiver", DEADLINE, || async {
+        let mut seen = delivered(receiver);
+        let mut first = std::collections::HashSet::new();
+        seen.retain(|r| first.insert(*r));
+        (seen.len() >= expected.len()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_once_in_order_through_downtime_and_a_move() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.put(cluster.node(0), NS, "seed", "0").await;
+    cluster.direct(0, "claims", NS, "n1").await;
+    cluster.wait_held_by(NS, "n1").await;
+    let receiver = Receiver::start().await;
+
+    // Created through n2 (forwarded to the holder), from now on.
+    let resp = cluster
+        .request(
+            cluster.node(1),
+            Method::PUT,
+            &format!("/v1/namespaces/{NS}/webhooks/deploy"),
+        )
+        .json(&json!({ "url": receiver.url, "prefixes": ["app/"], "secret": SECRET }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.expect("json");
+    assert_eq!(created["cursor"], 1);
+    assert!(created.get("secret").is_none(), "the secret is never shown");
+
+    // Phase 1: delivered once, in order.
+    let mut expected = write(&cluster, 0, 0, 20).await;
+    wait_for(&receiver, &expected).await;
+    assert_eq!(delivered(&receiver), expected);
+
+    // Phase 2: the receiver fails for a while; the cursor waits; then everything, once.
+    receiver.set_status(500);
+    let before = webhook(&cluster, 2).await["cursor"]
+        .as_u64()
+        .expect("cursor");
+    expected.extend(write(&cluster, 1, 20, 20).await);
+    let failing = poll_until("the failure to show", DEADLINE, || async {
+        let hook = webhook(&cluster, 0).await;
+        hook["last_error"].is_string().then_some(hook)
+    })
+    .await;
+    assert_eq!(
+        failing["cursor"].as_u64(),
+        Some(before),
+        "the cursor waits for the receiver"
+    );
+    assert!(failing["pending"].as_u64().expect("pending") > 0);
+    receiver.set_down();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.set_status(200);
+    wait_for(&receiver, &expected).await;
+    assert_eq!(
+        delivered(&receiver),
+        expected,
+        "exactly once, in order, after the downtime"
+    );
+    let hook = webhook(&cluster, 0).await;
+    assert!(hook["last_success_at"].is_string());
+
+    // Phase 3: claimed onto n3 while writes go on: nothing skipped (a batch may repeat).
+    let writer = {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", cluster.node(0).http_addr());
+        tokio::spawn(async move {
+            let mut app = Vec::new();
+            for i in 40..80usize {
+                let key = if i % 2 == 0 {
+                    format!("app/k{i}")
+                } else {
+                    format!("other/k{i}")
+                };
+                loop {
+                    let resp = http
+                        .put(format!("{base}/v1/namespaces/{NS}/keys/{key}"))
+                        .bearer_auth(cfgnode_tests::TOKEN)
+                        .header("content-type", "text/plain")
+                        .body(format!("v{i}"))
+                        .send()
+                        .await
+                        .expect("put");
+                    if resp.status().is_success() {
+                        let body: Value = resp.json().await.expect("json");
+                        if i % 2 == 0 {
+                            app.push(body["revision"].as_u64().expect("revision"));
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            app
+        })
+    };
+    cluster.direct(0, "claims", NS, "n3").await;
+    expected.extend(writer.await.expect("writer"));
+    cluster.wait_held_by(NS, "n3").await;
+    wait_for(&receiver, &expected).await;
+    let got = delivered(&receiver);
+    let mut firsts = Vec::new();
+    for r in &got {
+        if !firsts.contains(r) {
+            firsts.push(*r);
+        }
+    }
+    assert_eq!(firsts, expected, "every event, in order, none skipped");
+    assert!(
+        got.len() - firsts.len() <= 100,
+        "at most one batch repeated around the move"
+    );
+    let moved = poll_until("the cursor on the new holder", DEADLINE, || async {
+        let hook = webhook(&cluster, 2).await;
+        (hook["cursor"].as_u64() >= expected.last().copied()).then_some(hook)
+    })
+    .await;
+    assert_eq!(moved["url"], receiver.url.as_str());
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_webhooks_are_refused_and_change_nothing() {
+    let mut cluster = TestCluster::start(1).await;
+    let node = cluster.node(0);
+    let put = |name: &str, body: Value| {
+        cluster
+            .request(
+                node,
+                Method::PUT,
+                &format!("/v1/namespaces/{NS}/webhooks/{name}"),
+            )
+            .json(&body)
+    };
+    // No data yet: refused with what to do.
+    let resp = put("a", json!({"url": "http://127.0.0.1:9/", "secret": "s"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 404);
+    cluster.put(node, NS, "k", "v").await;
+    for body in [
+        json!({"url": "https://example.com/", "secret": "s"}),
+        json!({"url": "nonsense", "secret": "s"}),
+        json!({"url": "http://127.0.0.1:9/", "secret": ""}),
+        json!({"url": "http://127.0.0.1:9/", "secret": "s", "extra": 1}),
+        json!({"secret": "s"}),
+    ] {
+        let resp = put("a", body.clone()).send().await.expect("answer");
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+    let listed: Value = cluster
+        .request(node, Method::GET, &format!("/v1/namespaces/{NS}/webhooks"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["webhooks"], json!([]), "nothing was stored");
+    let resp = cluster
+        .request(
+            node,
+            Method::DELETE,
+            &format!("/v1/namespaces/{NS}/webhooks/ghost"),
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "webhook_not_found");
+    // A good one, listed, then deleted.
+    let resp = put("a", json!({"url": "http://127.0.0.1:9/", "secret": "s"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 201);
+    let resp = cluster
+        .request(
+            node,
+            Method::DELETE,
+            &format!("/v1/namespaces/{NS}/webhooks/a"),
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    shutdown_all(&mut cluster).await;
+}
