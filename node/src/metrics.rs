@@ -100,6 +100,8 @@ pub struct Metrics {
     pub watches_active: Gauge,
     /// Namespaces this node's watch hub follows (one upstream each).
     pub watch_topics: Gauge,
+    /// Webhook POSTs, by outcome.
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +211,12 @@ impl Metrics {
             "Namespaces this node's watch hub follows (one upstream subscription each)",
             watch_topics.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "push_webhook_deliveries",
+            "Webhook POSTs by outcome (ok, failed)",
+            webhook_deliveries.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -227,6 +235,7 @@ impl Metrics {
             watches_opened,
             watches_active,
             watch_topics,
+            webhook_deliveries,
         })
     }
 

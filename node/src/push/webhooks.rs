@@ -263,7 +263,14 @@ impl Delivery {
             let outcome = if matching.is_empty() {
                 Ok(())
             } else {
-                self.post(&hook, &matching).await
+                let outcome = self.post(&hook, &matching).await;
+                let label = if outcome.is_ok() { "ok" } else { "failed" };
+                self.cluster
+                    .metrics()
+                    .webhook_deliveries
+                    .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
+                    .inc();
+                outcome
             };
             let saved = match &outcome {
                 Ok(()) => {
