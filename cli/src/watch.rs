@@ -100,33 +100,7 @@ fn print_change(out: Output, event: &Event) {
             };
             println!("{} {} {what}", event.revision, event.namespace);
         }
-        Output::Json => {
-            let mut doc = json!({
-                "namespace": event.namespace,
-                "revision": event.revision,
-                "at": event.at,
-                "type": event.kind.name(),
-            });
-            let fields = match &event.kind {
-                EventKind::Set {
-                    key,
-                    version,
-                    value,
-                    codec,
-                } => json!({
-                    "key": key,
-                    "version": version,
-                    "codec": codec,
-                    "value": String::from_utf8_lossy(value),
-                }),
-                EventKind::Delete { key, version } => json!({"key": key, "version": version}),
-                EventKind::AliasSet { alias, target } => json!({"alias": alias, "target": target}),
-                EventKind::AliasDelete { alias } => json!({"alias": alias}),
-            };
-            if let (Some(doc), Some(fields)) = (doc.as_object_mut(), fields.as_object()) {
-                doc.extend(fields.clone());
-            }
-            println!("{doc}");
-        }
+        // The same shape as SSE events and webhook bodies (values in base64).
+        Output::Json => println!("{}", cfgnode_node::push::sse::event_json(event)),
     }
 }

@@ -34,6 +34,17 @@ fn set(node: &Node, key: &str, value: &str) {
     );
 }
 
+/// `GET /v1/agents{query}`.
+async fn agents(node: &Node, query: &str) -> Value {
+    node.request(Method::GET, &format!("/v1/agents{query}"))
+        .send()
+        .await
+        .expect("agents")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Polls `check` until it returns `Some`, or panics naming `what`.
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + DEADLINE;
@@ -109,14 +120,7 @@ async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash
     // The registry shows the agent with what it applied.
     let end = Instant::now() + DEADLINE;
     loop {
-        let body: Value = node
-            .request(Method::GET, "/v1/agents?namespace=shop")
-            .send()
-            .await
-            .expect("agents")
-            .json()
-            .await
-            .expect("json");
+        let body = agents(&node, "?namespace=shop").await;
         let found = body["agents"]
             .as_array()
             .and_then(|a| a.iter().find(|a| a["id"] == "test-agent").cloned());
@@ -153,14 +157,7 @@ async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash
     send_signal(agent.0.id(), "TERM");
     let status = until("the agent to exit", || agent.0.try_wait().expect("wait")).await;
     assert!(status.success(), "{status}");
-    let body: Value = node
-        .request(Method::GET, "/v1/agents")
-        .send()
-        .await
-        .expect("agents")
-        .json()
-        .await
-        .expect("json");
+    let body = agents(&node, "").await;
     assert!(
         body["agents"]
             .as_array()

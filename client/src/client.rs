@@ -395,12 +395,7 @@ impl Client {
     /// timed-out call they are likely dead (a killed node never closes its connections, and
     /// QUIC would otherwise only notice at the idle timeout). The next call reconnects.
     async fn drop_silent_connections(&self, since: Instant) {
-        let holders: Vec<Arc<NodeSlot>> = self
-            .inner
-            .holder_slots
-            .lock()
-            .map(|slots| slots.values().cloned().collect())
-            .unwrap_or_default();
+        let holders = self.holder_slots_now();
         for node in self.inner.nodes.iter().chain(holders.iter().map(|n| &**n)) {
             let silent = node.last_answer.lock().is_ok_and(|at| *at < since);
             if silent {
@@ -724,12 +719,7 @@ impl Client {
     /// Closes every open connection (calls and watches reconnect on their own). For a client
     /// that knows its network changed, and for tests that cut connections.
     pub async fn close_connections(&self) {
-        let holders: Vec<Arc<NodeSlot>> = self
-            .inner
-            .holder_slots
-            .lock()
-            .map(|slots| slots.values().cloned().collect())
-            .unwrap_or_default();
+        let holders = self.holder_slots_now();
         for node in self.inner.nodes.iter().chain(holders.iter().map(|n| &**n)) {
             if let Some(connection) = node.connection.lock().await.take() {
                 connection.close(0u32.into(), b"closed by the client");
@@ -739,6 +729,15 @@ impl Client {
                 });
             }
         }
+    }
+
+    /// The slots made for holders outside the address list, as they are now.
+    fn holder_slots_now(&self) -> Vec<Arc<NodeSlot>> {
+        self.inner
+            .holder_slots
+            .lock()
+            .map(|slots| slots.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Forgets the connection to `addr` (a watch found it broken).

@@ -56,6 +56,14 @@ async fn stored(state: &AppState, ns: &str, name: &str) -> ApiResult<Option<Webh
         .and_then(|(_, bytes)| webhooks::decode(&bytes)))
 }
 
+/// The stored webhook, or 404 `webhook_not_found`.
+async fn existing(state: &AppState, ns: &str, name: &str) -> ApiResult<Webhook> {
+    validate_namespace(ns)?;
+    stored(state, ns, name)
+        .await?
+        .ok_or_else(|| not_found(ns, name))
+}
+
 async fn revision(state: &AppState, ns: &str) -> ApiResult<u64> {
     Ok(state
         .service
@@ -129,10 +137,7 @@ pub async fn get_webhook(
     State(state): State<Arc<AppState>>,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    validate_namespace(&ns)?;
-    let hook = stored(&state, &ns, &name)
-        .await?
-        .ok_or_else(|| not_found(&ns, &name))?;
+    let hook = existing(&state, &ns, &name).await?;
     let current = revision(&state, &ns).await?;
     Ok(Json(view(&ns, &name, &hook, current)).into_response())
 }
@@ -142,10 +147,7 @@ pub async fn delete_webhook(
     State(state): State<Arc<AppState>>,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    validate_namespace(&ns)?;
-    let hook = stored(&state, &ns, &name)
-        .await?
-        .ok_or_else(|| not_found(&ns, &name))?;
+    let hook = existing(&state, &ns, &name).await?;
     state
         .service
         .store()
