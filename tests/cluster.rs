@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use cfgnode_client::{Client, ClientError, ConnectionEvent, PutOptions};
-use cfgnode_tests::{DEADLINE, TOKEN, TestCluster, poll_until, shutdown_all};
-use cfgnode_transport::Request;
+use cfgnode_tests::{DEADLINE, PeerProbe, TOKEN, TestCluster, poll_until, shutdown_all};
+use cfgnode_transport::{PeerRequest, Request};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -329,61 +329,66 @@ async fn cluster_requests_refuse_garbage_and_unknown_nodes() {
     let client = cluster.client(n1);
     let before = client.snapshot("keep", None).await.expect("snapshot");
 
-    // A chunk without an offer, a chunk of garbage, a commit out of nowhere.
-    let refused = client
-        .call(Request::HandoffChunk {
+    // A member (it holds the cluster key) sending nonsense: a chunk without an offer, a
+    // commit out of nowhere, an offer of a namespace the receiver holds.
+    let member = PeerProbe::connect(n1.quic_addr(), PeerProbe::cluster_key(), other, 1)
+        .await
+        .expect("a node with the key is accepted");
+    let refused = member
+        .call(PeerRequest::HandoffChunk {
             namespace: "keep".into(),
             epoch: 1,
             ops: vec![1, 2, 3],
         })
         .await
         .expect_err("no offer");
-    assert_eq!(refused.code(), Some("handoff_refused"), "{refused}");
-    let refused = client
-        .call(Request::HandoffCommit {
+    assert_eq!(refused.code, "handoff_refused", "{refused:?}");
+    let refused = member
+        .call(PeerRequest::HandoffCommit {
             namespace: "keep".into(),
             epoch: 9,
             revision: 1,
         })
         .await
         .expect_err("commit of a namespace this node holds");
-    assert!(refused.code().is_some(), "{refused}");
-    let refused = client
-        .call(Request::HandoffOffer {
+    assert!(!refused.code.is_empty(), "{refused:?}");
+    let refused = member
+        .call(PeerRequest::HandoffOffer {
             namespace: "keep".into(),
-            giver: other.into(),
             epoch: 1,
         })
         .await
         .expect_err("offer of a namespace this node holds");
-    assert_eq!(refused.code(), Some("handoff_refused"), "{refused}");
+    assert_eq!(refused.code, "handoff_refused", "{refused:?}");
     // An offer that does not match the record (a made-up giver and epoch) is refused by a node
     // that does not hold the namespace, and its map is unchanged.
     let other_node = cluster.node(cluster.index_of(other));
     let before_placement = cluster.placement(other_node, "keep").await;
-    let refused = cluster
-        .client(other_node)
-        .call(Request::HandoffOffer {
+    let made_up = PeerProbe::connect(other_node.quic_addr(), PeerProbe::cluster_key(), "n9", 1)
+        .await
+        .expect("a node with the key is accepted");
+    let refused = made_up
+        .call(PeerRequest::HandoffOffer {
             namespace: "keep".into(),
-            giver: "n9".into(),
             epoch: 99,
         })
         .await
         .expect_err("made-up offer");
-    assert_eq!(refused.code(), Some("handoff_refused"), "{refused}");
+    assert_eq!(refused.code, "handoff_refused", "{refused:?}");
     assert_eq!(
         cluster.placement(other_node, "keep").await,
         before_placement
     );
     // A forwarded request that is not a namespace request.
-    let refused = client
-        .call(Request::Forward {
+    let refused = member
+        .call(PeerRequest::Forward {
             hops: 1,
-            request: Box::new(Request::Ping),
+            principal: "admin".into(),
+            request: Request::Ping,
         })
         .await
         .expect_err("not forwardable");
-    assert_eq!(refused.code(), Some("malformed"), "{refused}");
+    assert_eq!(refused.code, "malformed", "{refused:?}");
     assert_eq!(
         client.snapshot("keep", None).await.expect("snapshot"),
         before,

@@ -1,9 +1,10 @@
-//! `cfgnode certs init|issue`: the cluster CA and the certificates it signs.
+//! `cfgnode certs init|issue|cluster-key`: the cluster CA, the certificates it signs, and the
+//! cluster key.
 
 use std::path::PathBuf;
 
-use cfgnode_transport::ClusterCa;
-use clap::Subcommand;
+use cfgnode_transport::{CertRole, ClusterCa, ClusterKey};
+use clap::{Subcommand, ValueEnum};
 
 use crate::exit::CliError;
 
@@ -27,7 +28,27 @@ pub enum CertsCommand {
         /// Where to write the certificate and key.
         #[arg(long)]
         out: PathBuf,
+        /// `node` (server and client auth: may join the cluster) or `client` (client auth
+        /// only: may call the API with a token, never act as a node).
+        #[arg(long, value_enum, default_value_t = Role::Node)]
+        role: Role,
     },
+    /// Write a new cluster key to FILE (mode 0600): start every node with
+    /// `--cluster-key-file FILE` (the first node of a cluster makes one by itself otherwise).
+    ClusterKey {
+        /// Where to write it (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What an issued certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// A cluster node.
+    Node,
+    /// An operator, agent or application.
+    Client,
 }
 
 /// Runs a certs command.
@@ -46,9 +67,27 @@ pub fn run(command: CertsCommand) -> Result<(), CliError> {
                 out.display()
             );
         }
-        CertsCommand::Issue { ca, name, out } => {
+        CertsCommand::ClusterKey { out } => {
+            let key = ClusterKey::generate().map_err(CliError::other)?;
+            write_new_private(&out, format!("{}\n", key.to_hex()).as_bytes())?;
+            println!("cluster key written: {}", out.display());
+            println!(
+                "copy it to every node and start each with --cluster-key-file {}",
+                out.display()
+            );
+        }
+        CertsCommand::Issue {
+            ca,
+            name,
+            out,
+            role,
+        } => {
             let authority = ClusterCa::load(&ca).map_err(tls)?;
-            let (cert, key) = authority.issue(&name, &out).map_err(tls)?;
+            let role = match role {
+                Role::Node => CertRole::Node,
+                Role::Client => CertRole::Client,
+            };
+            let (cert, key) = authority.issue_for(&name, role, &out).map_err(tls)?;
             println!("certificate written: {}, {}", cert.display(), key.display());
             println!(
                 "start a node with: cfgnode start --tls-ca {} --tls-cert {} --tls-key {}",
@@ -57,6 +96,28 @@ pub fn run(command: CertsCommand) -> Result<(), CliError> {
                 key.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Writes a new file readable only by its owner, durably; refuses to overwrite.
+fn write_new_private(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let fail = |e: std::io::Error| CliError::other(format!("cannot write {}: {e}", path.display()));
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(contents).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
     }
     Ok(())
 }

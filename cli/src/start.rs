@@ -77,6 +77,13 @@ pub struct StartArgs {
     /// across a cluster).
     #[arg(long, env = "CFGNODE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+
+    /// The cluster's secret key (64 hex characters), the same file on every node: nodes prove
+    /// it to each other before any gossip, handoff or forward. Default: `<data-dir>/cluster.key`,
+    /// created by the first node of a new cluster; a node started with --join needs this flag
+    /// (copy the first node's file).
+    #[arg(long, env = "CFGNODE_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<PathBuf>,
 }
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -98,6 +105,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         history_per_key: args.history_limit,
         log_per_namespace: args.log_retention,
         token_file: args.token_file,
+        cluster_key_file: args.cluster_key_file,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

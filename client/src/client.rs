@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cfgnode_transport::{
-    ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
+    ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestHeader, Response, ResponseEnvelope,
     SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
     WireMember, WireNamespace, WirePage, WirePlacement, WireRingShare, WireSnapshot, WireVersion,
-    WireWatchRequest, WireWriteMode, bind_endpoint, decode_payload, encode_payload, load_roots,
-    read_frame, write_frame,
+    WireWatchRequest, WireWriteMode, bind_endpoint, decode_payload, encode_request, load_roots,
+    read_frame,
 };
 use quinn::{Connection, Endpoint, RecvStream};
 
@@ -482,8 +482,8 @@ impl Client {
         request: &Request,
     ) -> Result<Response, Option<ClientError>> {
         let slot = self.holder_slot(addr);
-        let envelope = self.envelope(request.clone(), true);
-        match self.attempt(&slot, &encode_payload(&envelope)).await {
+        let payload = self.encode(request, true).map_err(Some)?;
+        match self.attempt(&slot, &payload).await {
             Ok(response) => response.result.map_err(|e| Some(ClientError::from_wire(e))),
             Err(AttemptError::Answered(error)) if error.code == "unavailable" => Err(None),
             Err(AttemptError::Answered(error)) => Err(Some(ClientError::from_wire(error))),
@@ -518,14 +518,22 @@ impl Client {
         }))
     }
 
-    fn envelope(&self, request: Request, follow_redirects: bool) -> RequestEnvelope {
-        RequestEnvelope {
+    /// The two frames of a request (header with the token, then the request itself).
+    fn encode(&self, request: &Request, follow_redirects: bool) -> Result<Vec<u8>, ClientError> {
+        let header = RequestHeader {
             cluster_id: self.inner.cluster_id.clone(),
             request_id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             token: self.inner.token.clone(),
             follow_redirects,
-            request,
-        }
+        };
+        encode_request(&header, request).map_err(|e| {
+            ClientError::Invalid {
+                code: "frame_too_large".to_string(),
+                message: format!(
+                    "the request cannot be sent ({e}); values must fit the node's limit and tokens are short"
+                ),
+            }
+        })
     }
 
     async fn call_with_retries(
@@ -534,8 +542,7 @@ impl Client {
         follow_redirects: bool,
     ) -> Result<Response, ClientError> {
         let idempotent = request.is_idempotent();
-        let envelope = self.envelope(request, follow_redirects);
-        let payload = encode_payload(&envelope);
+        let payload = self.encode(&request, follow_redirects)?;
         let mut backoff = Backoff::new(self.inner.retry.base_delay, self.inner.retry.max_delay);
         let mut last_error = String::from("every node's circuit breaker is open");
         let count = self.inner.nodes.len();
@@ -662,9 +669,7 @@ impl Client {
             }
         };
         let exchange = async {
-            write_frame(&mut send, payload)
-                .await
-                .map_err(|e| e.to_string())?;
+            send.write_all(payload).await.map_err(|e| e.to_string())?;
             send.finish().map_err(|e| e.to_string())?;
             read_frame(&mut recv, MAX_FRAME_BYTES)
                 .await
@@ -708,8 +713,10 @@ impl Client {
                 return Err(reason);
             }
         };
-        let envelope = self.envelope(Request::Watch(request), false);
-        write_frame(&mut send, &encode_payload(&envelope))
+        let payload = self
+            .encode(&Request::Watch(request), false)
+            .map_err(|e| e.to_string())?;
+        send.write_all(&payload)
             .await
             .map_err(|e| format!("{}: {e}", node.addr))?;
         send.finish().map_err(|e| format!("{}: {e}", node.addr))?;

@@ -44,11 +44,17 @@ impl Principal {
         }
     }
 
-    /// A short name for the principal, safe to show and log.
+    /// A short name for the principal, safe to show and log, and what a forwarding node sends
+    /// in place of the caller's token.
     pub fn name(&self) -> &'static str {
         match self {
             Principal::Admin => "admin",
         }
+    }
+
+    /// The principal named `name` (by [`Principal::name`]), for requests a peer forwards.
+    pub fn from_name(name: &str) -> Option<Principal> {
+        (name == "admin").then_some(Principal::Admin)
     }
 }
 
@@ -114,7 +120,9 @@ pub fn load_admin_token(
         ));
     }
     let token = generate_token()?;
-    write_private_file(&path, token.as_bytes())?;
+    let mut text = token.clone();
+    text.push('\n');
+    write_private_file(&path, text.as_bytes(), "token")?;
     Ok((
         token,
         TokenSource {
@@ -149,8 +157,12 @@ pub fn generate_token() -> Result<String, NodeError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes `contents` to a new file readable only by its owner.
-fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), NodeError> {
+/// Writes `contents` to a new file readable only by its owner (`what` names it in errors).
+pub(crate) fn write_private_file(
+    path: &Path,
+    contents: &[u8],
+    what: &str,
+) -> Result<(), NodeError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -160,13 +172,12 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), NodeError> {
     }
     let fail = |e: std::io::Error| {
         NodeError::Config(format!(
-            "cannot write the token file {}: {e}",
+            "cannot write the {what} file {}: {e}",
             path.display()
         ))
     };
     let mut file = options.open(path).map_err(fail)?;
     file.write_all(contents).map_err(fail)?;
-    file.write_all(b"\n").map_err(fail)?;
     file.sync_all().map_err(fail)?;
     Ok(())
 }

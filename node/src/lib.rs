@@ -8,6 +8,7 @@
 //! - [`wire_api`]: QUIC requests to service calls; `quic_server`: the QUIC accept loop.
 //! - `http`: the axum router: config API, health, readiness, metrics, auth, JSON errors.
 //! - [`auth`]: the admin bearer token and what a principal may do.
+//! - [`cluster_key`]: the cluster's shared secret, which every node proves to its peers.
 //! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
 //! - [`json_diff`]: structural diff of JSON documents (pure).
 //! - [`membership`]: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
@@ -23,6 +24,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod cluster_key;
 pub mod config_service;
 mod error;
 mod http;

@@ -60,6 +60,13 @@ pub struct WatchLabels {
     pub transport: &'static str,
 }
 
+/// Labels of a refusal, from a fixed set of reasons (never caller-chosen text).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why (`bad_proof`, `timeout`, `per_address_cap`, ...).
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -102,6 +109,11 @@ pub struct Metrics {
     pub watch_topics: Gauge,
     /// Webhook POSTs, by outcome.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Peer connections that failed the cluster-key handshake (either side), by reason: a
+    /// rogue node, a node with another key, or a client certificate posing as a node.
+    pub peer_auth_failures: Family<ReasonLabels, Counter>,
+    /// QUIC connections refused before their handshake, by reason (connection caps).
+    pub quic_connections_refused: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -217,6 +229,18 @@ impl Metrics {
             "Webhook POSTs by outcome (ok, failed)",
             webhook_deliveries.clone(),
         );
+        let peer_auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "peer_auth_failures",
+            "Peer connections refused by the cluster-key handshake, by reason",
+            peer_auth_failures.clone(),
+        );
+        let quic_connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "quic_connections_refused",
+            "QUIC connections refused at the connection caps, by reason",
+            quic_connections_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -236,6 +260,8 @@ impl Metrics {
             watches_active,
             watch_topics,
             webhook_deliveries,
+            peer_auth_failures,
+            quic_connections_refused,
         })
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cfgnode_storage::{Store, StoreOptions, validate_node_id};
 use cfgnode_transport::{
-    ClientTls, Identity, MAX_FRAME_BYTES, ServerTls, bind_endpoint, load_roots,
+    ClientTls, Identity, MAX_FRAME_BYTES, PeerClaim, PeerCredentials, ServerTls,
+    bind_node_endpoint, load_roots,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -16,6 +17,7 @@ use crate::auth::{TokenVerifier, load_admin_token};
 use crate::cluster::{
     self, Cluster, ClusterParts, GossipHandler, MapState, Peers, Serving, load_map,
 };
+use crate::cluster_key::load_cluster_key;
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
 use crate::http::{AppState, body_limit, router};
@@ -65,6 +67,9 @@ pub struct NodeConfig {
     pub log_per_namespace: u64,
     /// Use the token in this file instead of `<data_dir>/admin.token`.
     pub token_file: Option<PathBuf>,
+    /// The cluster key every node of the cluster holds (`--cluster-key-file`); `None` uses
+    /// `<data_dir>/cluster.key`, created by the first node of a new cluster.
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -85,6 +90,7 @@ impl NodeConfig {
             history_per_key: defaults.history_per_key,
             log_per_namespace: defaults.log_per_namespace,
             token_file: None,
+            cluster_key_file: None,
         }
     }
 }
@@ -149,6 +155,11 @@ impl Node {
         create_private_dir(&config.data_dir)?;
         let (token, token_source) =
             load_admin_token(&config.data_dir, config.token_file.as_deref())?;
+        let (cluster_key, key_source) = load_cluster_key(
+            &config.data_dir,
+            config.cluster_key_file.as_deref(),
+            !config.join.is_empty(),
+        )?;
 
         // The metrics registry is labelled with the node id, which storage settles; the observer
         // reaches the registry through a slot filled right after opening.
@@ -173,7 +184,10 @@ impl Node {
         let _ = metrics_slot.set(Arc::clone(&metrics));
 
         let (server_tls, client_tls) = tls_modes(&config)?;
-        let endpoint = bind_endpoint(config.quic_addr, Some(&server_tls), &client_tls)
+        // The same reset key at every start, so a restarted node resets its previous life's
+        // connections at once (docs/security.md).
+        let reset_key = cluster_key.derive(format!("quic stateless reset {node_id}").as_bytes());
+        let endpoint = bind_node_endpoint(config.quic_addr, &server_tls, &client_tls, reset_key)
             .map_err(|e| NodeError::Config(format!("{e} (--listen)")))?;
         let quic_addr = endpoint.local_addr().map_err(NodeError::Http)?;
 
@@ -190,7 +204,6 @@ impl Node {
         // Membership stops first (it announces its leave over the still-open endpoint).
         let (leave, leaving) = watch::channel(false);
         let (inbox_tx, inbox_rx) = mpsc::channel(1024);
-        let links = DatagramLinks::new(endpoint.clone(), inbox_tx);
         let map_state = Arc::new(MapState::new(load_map(&store).await?));
         let (broadcast_tx, broadcast_rx) = mpsc::channel(1024);
         let me = Peer {
@@ -201,7 +214,23 @@ impl Node {
             // identity supersedes its previous life everywhere.
             generation: generation_now(),
         };
+        let credentials = PeerCredentials {
+            key: cluster_key,
+            claim: PeerClaim {
+                cluster_id: config.cluster_id.clone(),
+                node_id: node_id.clone(),
+                generation: me.generation,
+            },
+        };
+        let links = DatagramLinks::new(
+            endpoint.clone(),
+            credentials,
+            Arc::clone(&metrics),
+            inbox_tx,
+        );
         let known = restore_members(&store);
+        // The first node of a new cluster: nobody to merge the map from, and nothing to miss.
+        let first_node = config.join.is_empty() && known.iter().all(|p| p.id == node_id);
         let membership_config = MembershipConfig {
             me,
             cluster_id: config.cluster_id.clone(),
@@ -225,15 +254,9 @@ impl Node {
             stopped.clone(),
         ));
 
-        let verifier = TokenVerifier::new(token.clone());
-        let hub_token = token.clone();
+        let verifier = TokenVerifier::new(token);
         let feeds = Feeds::new();
-        let peers = Peers::new(
-            endpoint.clone(),
-            links.clone(),
-            config.cluster_id.clone(),
-            token,
-        );
+        let peers = Peers::new(links.clone());
         let cluster = Cluster::new(ClusterParts {
             me: node_id.clone(),
             store: store.clone(),
@@ -244,11 +267,12 @@ impl Node {
             metrics: Arc::clone(&metrics),
             feeds: feeds.clone(),
             stop: stopped.clone(),
+            synced: first_node,
         });
         let background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();
         let service = ConfigService::new(store, feeds);
-        let hub = Hub::new(cluster.clone(), service.clone(), hub_token, stopped.clone());
+        let hub = Hub::new(cluster.clone(), service.clone(), stopped.clone());
         let agents = Agents::new();
         let mut background = background;
         background.push(tokio::spawn(crate::push::webhooks::supervise(
@@ -289,12 +313,6 @@ impl Node {
             hub,
         });
         let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
-        if !config.join.is_empty() && config.token_file.is_none() {
-            tracing::warn!(
-                "nodes authenticate to each other with the admin token: start every node of the \
-                 cluster with the same --token-file, or forwarding and handoffs are refused"
-            );
-        }
         metrics.up.set(1);
         tracing::info!(
             node_id = %node_id,
@@ -305,6 +323,8 @@ impl Node {
             data_dir = %config.data_dir.display(),
             token_file = %token_source.path.display(),
             token_created = token_source.created,
+            cluster_key_file = %key_source.path.display(),
+            cluster_key_created = key_source.created,
             "cfgnode node serving"
         );
         Ok(Node {

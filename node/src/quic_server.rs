@@ -1,23 +1,38 @@
-//! The QUIC front end: one request per bidirectional stream, answered through the
-//! [`ConfigService`] like the HTTP API.
+//! The QUIC front end: one request per bidirectional stream, answered like the HTTP API.
 //!
-//! Every stream is independent: a malformed, oversized, unauthenticated or slow request gets an
-//! error frame (or a timeout) on its own stream and never disturbs other streams or connections.
+//! Two kinds of connection, told apart by their ALPN:
+//! - **client** (`cfgnode/1`): each stream carries a small header frame (read with a
+//!   [`MAX_HEADER_BYTES`] bound) whose token is checked before the request frame is read, so an
+//!   unauthenticated caller never makes the node buffer more than a header per stream. Client
+//!   connections never carry SWIM datagrams or node-to-node requests.
+//! - **peer** (`cfgnode-peer/1`): the first stream must prove the cluster key
+//!   ([`accept_handshake`]) within a few seconds, or the connection is closed; only then are its
+//!   datagrams read (SWIM) and its streams served as [`PeerRequest`]s.
+//!
+//! Connections are capped in total and per remote IP before their TLS handshake. Every stream is
+//! independent: a malformed, oversized, unauthenticated or slow request gets an error frame (or
+//! a timeout) on its own stream and never disturbs other streams or connections.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
 use cfgnode_transport::{
-    DecodeError, FrameError, MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope,
-    StreamError, WireError, codes, decode_payload, encode_payload, read_frame, write_frame,
+    DecodeError, FrameError, MAX_FRAME_BYTES, MAX_HEADER_BYTES, PEER_ALPN, PeerClaim, PeerEnvelope,
+    Request, RequestHeader, Response, ResponseEnvelope, StreamError, WireError, accept_handshake,
+    codes, decode_payload, encode_payload, negotiated_alpn, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::TokenVerifier;
-use crate::cluster::{Serving, serve_request};
-use crate::membership::DatagramLinks;
+use crate::cluster::{Serving, serve_peer_request, serve_request};
+use crate::membership::{DatagramLinks, PeerLink, check_node_certificate, count_auth_failure};
+use crate::metrics::ReasonLabels;
 use crate::push::watch::{WatchSpec, item_bytes, open as open_watch};
 use crate::push::{Hub, until_stopped};
 
@@ -30,6 +45,54 @@ const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How long in-flight requests may run after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the node keeps at once, all peers and clients together. With the per-connection
+/// receive window, this bounds what QUIC can buffer for callers.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections one remote IP may keep at once (a node and its clients on one host stay far
+/// below; a flood from one host cannot take every slot).
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+
+/// Open connections by remote IP, for the caps.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds one connection's slot; dropping it frees the slot.
+struct ConnectionSlot<'a> {
+    counts: &'a ConnectionCounts,
+    ip: IpAddr,
+}
+
+impl ConnectionCounts {
+    /// Takes a slot for a connection from `ip`, or says which cap is full.
+    fn take(&self, ip: IpAddr) -> Result<ConnectionSlot<'_>, &'static str> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = per_ip.values().sum();
+        if total >= MAX_CONNECTIONS {
+            return Err("total_cap");
+        }
+        let mine = per_ip.entry(ip).or_default();
+        if *mine >= MAX_CONNECTIONS_PER_IP {
+            return Err("per_ip_cap");
+        }
+        *mine += 1;
+        Ok(ConnectionSlot { counts: self, ip })
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// What the QUIC front end needs to answer requests.
 #[derive(Debug)]
 pub struct QuicContext {
@@ -41,7 +104,7 @@ pub struct QuicContext {
     pub cluster_id: String,
     /// This node's id, sent in every answer.
     pub node_id: String,
-    /// Every accepted connection also carries SWIM datagrams.
+    /// Authenticated peer connections also carry SWIM datagrams.
     pub links: DatagramLinks,
     /// Serves watches (one upstream per namespace, fanned out).
     pub hub: Hub,
@@ -51,6 +114,7 @@ pub struct QuicContext {
 /// a deadline) and closes the endpoint.
 pub async fn serve(endpoint: Endpoint, ctx: Arc<QuicContext>, shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
+    let counts = Arc::new(ConnectionCounts::default());
     // A separate receiver for this loop's own wait, so connection tasks can take clones.
     let mut stop = shutdown.clone();
     loop {
@@ -59,7 +123,23 @@ pub async fn serve(endpoint: Endpoint, ctx: Arc<QuicContext>, shutdown: watch::R
                 let Some(incoming) = incoming else { break };
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
+                let counts = Arc::clone(&counts);
                 connections.spawn(async move {
+                    let ip = incoming.remote_address().ip();
+                    let _slot = match counts.take(ip) {
+                        Ok(slot) => slot,
+                        Err(reason) => {
+                            tracing::debug!(%ip, reason, "QUIC connection refused at the cap");
+                            ctx.serving
+                                .cluster
+                                .metrics()
+                                .quic_connections_refused
+                                .get_or_create(&ReasonLabels { reason })
+                                .inc();
+                            incoming.refuse();
+                            return;
+                        }
+                    };
                     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
                         Ok(Ok(connection)) => connection,
                         Ok(Err(e)) => {
@@ -99,14 +179,44 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let remote = connection.remote_address();
-    ctx.links.adopt(connection.clone());
+    let peer = if negotiated_alpn(&connection).as_deref() == Some(PEER_ALPN) {
+        let proved = match check_node_certificate(&connection) {
+            Ok(()) => accept_handshake(&connection, ctx.links.credentials()).await,
+            Err(e) => Err(e),
+        };
+        match proved {
+            Ok(claim) => {
+                ctx.links.adopt(PeerLink {
+                    connection: connection.clone(),
+                    claim: claim.clone(),
+                });
+                Some(Arc::new(claim))
+            }
+            Err(e) => {
+                count_auth_failure(ctx.serving.cluster.metrics(), &e);
+                tracing::warn!(%remote, error = %e, "peer connection refused: it did not prove the cluster key");
+                connection.close(1u32.into(), b"peer authentication failed");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let ctx = Arc::clone(&ctx);
-                    streams.spawn(async move { serve_stream(send, recv, &ctx).await });
+                    match &peer {
+                        Some(claim) => {
+                            let claim = Arc::clone(claim);
+                            streams.spawn(async move { serve_peer_stream(send, recv, &ctx, &claim).await });
+                        }
+                        None => {
+                            streams.spawn(async move { serve_stream(send, recv, &ctx).await });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "QUIC connection ended");
@@ -122,47 +232,62 @@ async fn serve_connection(
     connection.close(0u32.into(), b"bye");
 }
 
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, ctx: &QuicContext) {
+async fn serve_stream(send: SendStream, mut recv: RecvStream, ctx: &QuicContext) {
     let (request_id, result) = match read_request(&mut recv, ctx).await {
-        Ok(envelope) => {
-            let id = envelope.request_id;
-            let result = match envelope
-                .token
-                .as_deref()
-                .and_then(|t| ctx.verifier.verify(t))
-            {
-                Some(principal) if matches!(envelope.request, Request::Watch(_)) => {
-                    let Request::Watch(request) = envelope.request else {
-                        return;
-                    };
-                    match WatchSpec::check(request, &principal) {
-                        Ok(spec) => return serve_watch(send, id, spec, ctx).await,
-                        Err(e) => Err(e),
-                    }
-                }
-                Some(principal) => {
-                    serve_request(
-                        &ctx.serving,
-                        &principal,
-                        envelope.token,
-                        envelope.follow_redirects,
-                        envelope.request,
-                    )
-                    .await
-                }
-                None => Err(WireError::new(
-                    codes::UNAUTHENTICATED,
-                    "missing or wrong token: pass the node's admin token",
-                )),
-            };
-            (id, result)
+        Ok((header, principal, Request::Watch(request))) => {
+            match WatchSpec::check(request, &principal) {
+                Ok(spec) => return serve_watch(send, header.request_id, spec, ctx).await,
+                Err(e) => (header.request_id, Err(e)),
+            }
         }
-        Err(error) => {
+        Ok((header, principal, request)) => {
+            let result =
+                serve_request(&ctx.serving, &principal, header.follow_redirects, request).await;
+            (header.request_id, result)
+        }
+        Err((request_id, error)) => {
             // Nothing more will be read from this stream.
+            let _ = recv.stop(0u32.into());
+            (request_id, Err(error))
+        }
+    };
+    answer(send, ctx, request_id, result).await;
+}
+
+/// Serves one node-to-node request on an authenticated peer connection.
+async fn serve_peer_stream(
+    send: SendStream,
+    mut recv: RecvStream,
+    ctx: &QuicContext,
+    claim: &PeerClaim,
+) {
+    let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, MAX_FRAME_BYTES))
+        .await
+        .map_err(|_| WireError::new(codes::TIMEOUT, "no complete request frame within 30 s"))
+        .and_then(|r| r.map_err(stream_error))
+        .and_then(|f| {
+            f.ok_or_else(|| WireError::new(codes::MALFORMED, "the stream ended without a request"))
+        })
+        .and_then(|frame| decode_payload::<PeerEnvelope>(&frame).map_err(decode_error));
+    let (request_id, result) = match read {
+        Ok(envelope) => (
+            envelope.request_id,
+            serve_peer_request(&ctx.serving, claim, envelope.request).await,
+        ),
+        Err(error) => {
             let _ = recv.stop(0u32.into());
             (0, Err(error))
         }
     };
+    answer(send, ctx, request_id, result).await;
+}
+
+async fn answer(
+    mut send: SendStream,
+    ctx: &QuicContext,
+    request_id: u64,
+    result: Result<Response, WireError>,
+) {
     match write_frame(&mut send, &answer_frame(ctx, request_id, result)).await {
         Ok(()) => {
             let _ = send.finish();
@@ -228,24 +353,59 @@ async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx
     }
 }
 
-/// Reads and checks one request: frame, envelope, cluster id.
+/// Reads and checks one client request: the header frame (small bound), its cluster id and
+/// token, and only then the request frame. Errors carry the request id when it was read.
 async fn read_request(
     recv: &mut RecvStream,
     ctx: &QuicContext,
-) -> Result<RequestEnvelope, WireError> {
-    let frame = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(recv, MAX_FRAME_BYTES))
+) -> Result<(RequestHeader, crate::auth::Principal, Request), (u64, WireError)> {
+    let deadline = tokio::time::Instant::now() + REQUEST_READ_TIMEOUT;
+    let timed_out = || WireError::new(codes::TIMEOUT, "no complete request within 30 s");
+    let frame = tokio::time::timeout_at(deadline, read_frame(recv, MAX_HEADER_BYTES))
         .await
-        .map_err(|_| WireError::new(codes::TIMEOUT, "no complete request frame within 30 s"))?
-        .map_err(stream_error)?
-        .ok_or_else(|| WireError::new(codes::MALFORMED, "the stream ended without a request"))?;
-    let envelope: RequestEnvelope = decode_payload(&frame).map_err(decode_error)?;
-    if envelope.cluster_id != ctx.cluster_id {
-        return Err(decode_error(DecodeError::WrongCluster {
-            theirs: envelope.cluster_id,
-            ours: ctx.cluster_id.clone(),
-        }));
+        .map_err(|_| (0, timed_out()))?
+        .map_err(|e| (0, stream_error(e)))?
+        .ok_or_else(|| {
+            (
+                0,
+                WireError::new(codes::MALFORMED, "the stream ended without a request"),
+            )
+        })?;
+    let header: RequestHeader = decode_payload(&frame).map_err(|e| (0, decode_error(e)))?;
+    let id = header.request_id;
+    if header.cluster_id != ctx.cluster_id {
+        return Err((
+            id,
+            decode_error(DecodeError::WrongCluster {
+                theirs: header.cluster_id,
+                ours: ctx.cluster_id.clone(),
+            }),
+        ));
     }
-    Ok(envelope)
+    let Some(principal) = header.token.as_deref().and_then(|t| ctx.verifier.verify(t)) else {
+        return Err((
+            id,
+            WireError::new(
+                codes::UNAUTHENTICATED,
+                "missing or wrong token: pass the node's admin token",
+            ),
+        ));
+    };
+    let frame = tokio::time::timeout_at(deadline, read_frame(recv, MAX_FRAME_BYTES))
+        .await
+        .map_err(|_| (id, timed_out()))?
+        .map_err(|e| (id, stream_error(e)))?
+        .ok_or_else(|| {
+            (
+                id,
+                WireError::new(
+                    codes::MALFORMED,
+                    "the stream ended after the request header",
+                ),
+            )
+        })?;
+    let request: Request = decode_payload(&frame).map_err(|e| (id, decode_error(e)))?;
+    Ok((header, principal, request))
 }
 
 fn stream_error(error: StreamError) -> WireError {

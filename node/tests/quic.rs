@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use cfgnode_node::{Node, NodeConfig};
 use cfgnode_transport::{
-    ClientTls, MAGIC, PROTOCOL_VERSION, Request, RequestEnvelope, Response, ResponseEnvelope,
-    SERVER_NAME, bind_endpoint, decode_payload, encode_frame, encode_payload, read_frame,
-    write_frame,
+    ClientTls, MAGIC, MAX_HEADER_BYTES, PROTOCOL_VERSION, Request, RequestHeader, Response,
+    ResponseEnvelope, SERVER_NAME, bind_endpoint, decode_payload, encode_frame, encode_payload,
+    encode_request, read_frame,
 };
 use quinn::Connection;
 
@@ -52,15 +52,17 @@ async fn raw(connection: &Connection, bytes: &[u8]) -> ResponseEnvelope {
     decode_payload(&frame).expect("the answer is a valid envelope")
 }
 
-fn request(token: &str, cluster: &str, request: Request) -> Vec<u8> {
-    let envelope = RequestEnvelope {
+fn header(token: &str, cluster: &str) -> RequestHeader {
+    RequestHeader {
         cluster_id: cluster.to_string(),
         request_id: 7,
         token: Some(token.to_string()),
         follow_redirects: false,
-        request,
-    };
-    encode_frame(&encode_payload(&envelope), 1 << 24).expect("frame")
+    }
+}
+
+fn request(token: &str, cluster: &str, request: Request) -> Vec<u8> {
+    encode_request(&header(token, cluster), &request).expect("frames")
 }
 
 fn code(answer: &ResponseEnvelope) -> &str {
@@ -134,14 +136,8 @@ async fn bad_input_is_answered_on_its_own_stream() {
     assert_eq!(code(&invalid), "codec_mismatch");
 
     // The held stream, and the connection, still work.
-    let ping = encode_payload(&RequestEnvelope {
-        cluster_id: "cfgnode".into(),
-        request_id: 1,
-        token: Some(token.clone()),
-        follow_redirects: false,
-        request: Request::Ping,
-    });
-    write_frame(&mut held_send, &ping).await.expect("write");
+    let ping = request(&token, "cfgnode", Request::Ping);
+    held_send.write_all(&ping).await.expect("write");
     held_send.finish().expect("finish");
     let frame = read_frame(&mut held_recv, 1 << 20)
         .await
@@ -181,5 +177,56 @@ async fn a_peer_that_never_finishes_its_request_does_not_block_others() {
     let same_connection = raw(&slow, &request(&token, "cfgnode", Request::Ping)).await;
     assert_eq!(same_connection.result, Ok(Response::Pong));
     drop(send);
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_big_is_read_before_the_token_is_checked() {
+    let (_dir, node, token) = start().await;
+    let connection = connect(&node).await;
+
+    // A header over the small pre-authentication bound is refused from its length prefix.
+    let big_header = vec![0u8; MAX_HEADER_BYTES + 1];
+    let answer = raw(
+        &connection,
+        &encode_frame(&big_header, 1 << 24).expect("frame"),
+    )
+    .await;
+    assert_eq!(code(&answer), "frame_too_large");
+
+    // A wrong token is answered before the (here, 8 MiB) request frame is read: the node
+    // answers at once, and the stream's body is never buffered.
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    let head = encode_frame(&encode_payload(&header("wrong", "cfgnode")), 4096).expect("frame");
+    send.write_all(&head).await.expect("write");
+    send.write_all(&(8u32 << 20).to_be_bytes())
+        .await
+        .expect("write");
+    let frame = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv, 1 << 20))
+        .await
+        .expect("answered without the body")
+        .expect("readable")
+        .expect("frame");
+    let answer: ResponseEnvelope = decode_payload(&frame).expect("envelope");
+    assert_eq!(code(&answer), "unauthenticated");
+    drop(send);
+
+    // The frame that used to overflow the stack: a request nested in 50 000 forwards (the
+    // encoding of the old recursive `Forward { hops, request: Box<Request> }`, variant 23).
+    // `Request` is not recursive any more, so it is just a malformed request.
+    let mut nested = MAGIC.to_vec();
+    nested.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    for _ in 0..50_000 {
+        nested.extend_from_slice(&[23, 1]);
+    }
+    nested.push(0);
+    let mut bytes = encode_frame(&encode_payload(&header(&token, "cfgnode")), 4096).expect("frame");
+    bytes.extend(encode_frame(&nested, 1 << 24).expect("frame"));
+    let answer = raw(&connection, &bytes).await;
+    assert_eq!(code(&answer), "malformed");
+
+    // The node keeps serving.
+    let good = raw(&connection, &request(&token, "cfgnode", Request::Ping)).await;
+    assert_eq!(good.result, Ok(Response::Pong));
     node.shutdown().await.expect("shutdown");
 }

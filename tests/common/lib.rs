@@ -16,6 +16,9 @@ use serde_json::Value;
 /// The token every node of a test cluster accepts.
 pub const TOKEN: &str = "multi-node-test-token-0123456789abcdef";
 
+/// The cluster key every node of a test cluster holds (64 hex characters).
+pub const CLUSTER_KEY: &str = "7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57";
+
 /// How long a cluster-wide condition may take (debug build, busy 2-core machine).
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -64,6 +67,7 @@ impl TestCluster {
     pub async fn start_with(n: usize, tweak: fn(&mut NodeConfig)) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+        std::fs::write(dir.path().join("cluster.key"), CLUSTER_KEY).expect("cluster key file");
         let mut cluster = TestCluster {
             dir,
             nodes: Vec::new(),
@@ -84,6 +88,7 @@ impl TestCluster {
         config.quic_addr = "127.0.0.1:0".parse().expect("addr");
         config.node_id = Some(id.to_string());
         config.token_file = Some(self.dir.path().join("token"));
+        config.cluster_key_file = Some(self.dir.path().join("cluster.key"));
         if let Some(Some(seed)) = self.nodes.first()
             && seed.node_id() != id
         {
@@ -434,4 +439,98 @@ pub async fn shutdown_all(cluster: &mut TestCluster) {
 /// The data dir path helper for assertions.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A node-to-node speaker built from the project's own transport code, for tests that play a
+/// rogue or misbehaving node: it dials a node with the peer ALPN, runs the real cluster-key
+/// handshake with `key` (right or wrong) under a node id of its choice, then sends peer
+/// requests or raw datagrams on the authenticated connection.
+pub struct PeerProbe {
+    /// Kept so the connection stays open.
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+impl PeerProbe {
+    /// Dials `addr` as node `node_id` (generation `generation`) of cluster `cfgnode` holding
+    /// `key`. Fails when the handshake fails (a wrong key is refused by the node).
+    pub async fn connect(
+        addr: SocketAddr,
+        key: cfgnode_transport::ClusterKey,
+        node_id: &str,
+        generation: u64,
+    ) -> Result<PeerProbe, String> {
+        use cfgnode_transport::{ClientTls, PeerClaim, PeerCredentials};
+        let config = cfgnode_transport::peer_client_config(&ClientTls::Insecure { identity: None })
+            .map_err(|e| e.to_string())?;
+        let endpoint = cfgnode_transport::bind_endpoint_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            None,
+            config,
+        )
+        .map_err(|e| e.to_string())?;
+        let connection = endpoint
+            .connect(addr, cfgnode_transport::SERVER_NAME)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let credentials = PeerCredentials {
+            key,
+            claim: PeerClaim {
+                cluster_id: cfgnode_node::DEFAULT_CLUSTER_ID.to_string(),
+                node_id: node_id.to_string(),
+                generation,
+            },
+        };
+        cfgnode_transport::dial_handshake(&connection, &credentials)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(PeerProbe {
+            _endpoint: endpoint,
+            connection,
+        })
+    }
+
+    /// The test cluster's key.
+    pub fn cluster_key() -> cfgnode_transport::ClusterKey {
+        cfgnode_transport::ClusterKey::parse(CLUSTER_KEY).expect("the test key parses")
+    }
+
+    /// Sends one peer request and reads the answer.
+    pub async fn call(
+        &self,
+        request: cfgnode_transport::PeerRequest,
+    ) -> Result<cfgnode_transport::Response, cfgnode_transport::WireError> {
+        use cfgnode_transport::{
+            PeerEnvelope, ResponseEnvelope, WireError, decode_payload, encode_payload, read_frame,
+            write_frame,
+        };
+        let broke = |e: String| WireError::new("probe_failed", e);
+        let (mut send, mut recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| broke(e.to_string()))?;
+        let envelope = PeerEnvelope {
+            request_id: 1,
+            request,
+        };
+        write_frame(&mut send, &encode_payload(&envelope))
+            .await
+            .map_err(|e| broke(e.to_string()))?;
+        let _ = send.finish();
+        let frame = read_frame(&mut recv, cfgnode_transport::MAX_FRAME_BYTES)
+            .await
+            .map_err(|e| broke(e.to_string()))?
+            .ok_or_else(|| broke("no answer".to_string()))?;
+        let answer: ResponseEnvelope = decode_payload(&frame).map_err(|e| broke(e.to_string()))?;
+        answer.result
+    }
+
+    /// Sends a raw datagram on the connection.
+    pub fn send_datagram(&self, datagram: Vec<u8>) -> Result<(), String> {
+        self.connection
+            .send_datagram(datagram.into())
+            .map_err(|e| e.to_string())
+    }
 }

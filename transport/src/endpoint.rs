@@ -14,7 +14,7 @@ use quinn::{ClientConfig, Endpoint, RecvStream, SendStream, ServerConfig, Transp
 
 use crate::error::FrameError;
 use crate::frame::{FrameDecoder, MAX_FRAME_BYTES, encode_frame};
-use crate::tls::{ClientTls, ServerTls, TlsError, client_crypto, server_crypto};
+use crate::tls::{ClientTls, ServerTls, TlsError, client_crypto, client_crypto_for, server_crypto};
 
 /// Idle connections close after this long without traffic (keep-alives prevent it while both
 /// ends live).
@@ -23,6 +23,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Bidirectional streams a peer may have open at once on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Bytes a peer may send on one stream ahead of what the node has read.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// Bytes a peer may send on all streams of one connection ahead of what the node has read:
+/// with [`MAX_CONCURRENT_STREAMS`], what bounds quinn's buffering per connection (quinn's
+/// default is unbounded).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
 /// Datagram bytes buffered per connection in each direction before the oldest are dropped
 /// (SWIM tolerates loss; memory stays bounded).
 const DATAGRAM_BUFFER_BYTES: usize = 1024 * 1024;
@@ -82,6 +88,9 @@ pub enum EndpointError {
 ///   noticed within the timeout while a quiet live one stays connected;
 /// - at most [`MAX_CONCURRENT_STREAMS`] bidirectional streams per connection (one per request or
 ///   watch), so a peer cannot make us hold unbounded per-stream state; more wait for credit;
+/// - at most [`STREAM_RECEIVE_WINDOW`] unread bytes per stream and
+///   [`CONNECTION_RECEIVE_WINDOW`] per connection, so what a peer can park in our buffers is
+///   bounded whatever it opens;
 /// - no unidirectional streams: the protocol does not use them, and a peer must not be able to
 ///   park data in streams nobody reads;
 /// - datagrams on, with bounded buffers: SWIM membership messages ride them.
@@ -95,6 +104,8 @@ pub fn transport_config() -> Result<Arc<TransportConfig>, EndpointError> {
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into())
         .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
         .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
     Ok(Arc::new(transport))
@@ -103,6 +114,15 @@ pub fn transport_config() -> Result<Arc<TransportConfig>, EndpointError> {
 /// The quinn client config for `tls`, with [`transport_config`].
 pub fn client_config(tls: &ClientTls) -> Result<ClientConfig, EndpointError> {
     let mut config = ClientConfig::new(Arc::new(client_crypto(tls)?));
+    config.transport_config(transport_config()?);
+    Ok(config)
+}
+
+/// The quinn client config a node dials its peers with: ALPN
+/// [`PEER_ALPN`](crate::PEER_ALPN), so the peer expects the cluster-key handshake.
+pub fn peer_client_config(tls: &ClientTls) -> Result<ClientConfig, EndpointError> {
+    let crypto = client_crypto_for(tls, crate::peer_auth::PEER_ALPN)?;
+    let mut config = ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config()?);
     Ok(config)
 }
@@ -125,6 +145,29 @@ pub fn bind_endpoint(
 ) -> Result<Endpoint, EndpointError> {
     let server = server.map(server_config).transpose()?;
     bind_endpoint_with(addr, server, client_config(client)?)
+}
+
+/// Binds a node's endpoint on `addr`: it accepts clients and peers with `server`, dials peers
+/// with [`peer_client_config`], and signs QUIC stateless resets with `reset_key`. A key that
+/// stays the same across restarts (the node derives it from the cluster key and its id) lets a
+/// restarted node reset the connections its previous life had at once, instead of peers waiting
+/// for the idle timeout on a connection nobody answers.
+pub fn bind_node_endpoint(
+    addr: SocketAddr,
+    server: &ServerTls,
+    client: &ClientTls,
+    reset_key: [u8; 32],
+) -> Result<Endpoint, EndpointError> {
+    let bind_error = |source| EndpointError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key);
+    let config = quinn::EndpointConfig::new(Arc::new(hmac));
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| EndpointError::Config("no async runtime for QUIC".to_string()))?;
+    let mut endpoint =
+        Endpoint::new(config, Some(server_config(server)?), socket, runtime).map_err(bind_error)?;
+    endpoint.set_default_client_config(peer_client_config(client)?);
+    Ok(endpoint)
 }
 
 /// Binds an endpoint on `addr` with ready-made quinn configs: a server when `server` is given,

@@ -112,4 +112,7 @@ pub mod codes {
     pub const UNKNOWN_NODE: &str = "unknown_node";
     /// The request is only for nodes of the cluster (handoff, anti-entropy).
     pub const FORBIDDEN: &str = "forbidden";
+    /// The node cannot decide yet: it has not merged the cluster map from a peer since it
+    /// started, or the members do not agree yet on who creates a new namespace; retry shortly.
+    pub const NOT_READY: &str = "not_ready";
 }

@@ -13,6 +13,11 @@ pub const LENGTH_PREFIX: usize = 4;
 /// for the envelope under this.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// The bound on a client request's first frame, its header (cluster id, request id, token):
+/// read before the token is checked, so it is all an unauthenticated caller can make a node
+/// buffer per stream.
+pub const MAX_HEADER_BYTES: usize = 4 * 1024;
+
 /// Prefixes `payload` with its length.
 pub fn encode_frame(payload: &[u8], max_frame: usize) -> Result<Vec<u8>, FrameError> {
     if payload.len() > max_frame {

@@ -5,6 +5,10 @@
 //! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
 //! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
 //! - [`message`](crate::Request): the client protocol's requests and responses.
+//! - [`peer`](crate::PeerRequest): node-to-node requests, served only on authenticated peer
+//!   connections.
+//! - [`peer_auth`](crate::ClusterKey): the cluster key and the handshake that proves it on
+//!   every peer connection.
 //! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs.
 //! - [`endpoint`](crate::bind_endpoint): quinn endpoints and framed stream reads/writes.
 //! - `error`: framing and decoding errors, and [`WireError`], the error answer on the wire.
@@ -19,26 +23,36 @@ mod envelope;
 mod error;
 mod frame;
 mod message;
+mod peer;
+mod peer_auth;
 mod tls;
 
 pub use endpoint::{
-    EndpointError, IDLE_TIMEOUT, KEEP_ALIVE, MAX_CONCURRENT_STREAMS, StreamError, bind_endpoint,
-    bind_endpoint_with, client_config, read_frame, server_config, transport_config, write_frame,
+    CONNECTION_RECEIVE_WINDOW, EndpointError, IDLE_TIMEOUT, KEEP_ALIVE, MAX_CONCURRENT_STREAMS,
+    STREAM_RECEIVE_WINDOW, StreamError, bind_endpoint, bind_endpoint_with, bind_node_endpoint,
+    client_config, peer_client_config, read_frame, server_config, transport_config, write_frame,
 };
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
-pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, encode_frame};
+pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, MAX_HEADER_BYTES, encode_frame};
 pub use message::{
-    Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
+    Request, RequestHeader, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
     WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind,
     WireHttpRequest, WireHttpResponse, WireMember, WireNamespace, WirePage, WirePlacement,
     WireRedirect, WireRingShare, WireSnapshot, WireVersion, WireWatchItem, WireWatchRequest,
-    WireWriteMode,
+    WireWriteMode, encode_request,
+};
+pub use peer::{PeerEnvelope, PeerRequest, WireCreateCheck};
+pub use peer_auth::{
+    BadClusterKey, CLUSTER_KEY_BYTES, ClusterKey, HELLO_TIMEOUT, MAX_HELLO_BYTES, PEER_ALPN,
+    PeerAuthError, PeerClaim, PeerCredentials, PeerHello, PeerWelcome, Role, accept_handshake,
+    dial_handshake, negotiated_alpn, proof, verify,
 };
 // The rustls types that appear in this crate's API, so dependents need no rustls of their own.
 pub use rustls::RootCertStore;
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use tls::{
-    ALPN, ClientTls, ClusterCa, Identity, SERVER_NAME, ServerTls, TlsError, client_crypto,
-    load_certs, load_key, load_roots, server_crypto,
+    ALPN, CertRole, ClientTls, ClusterCa, Identity, SERVER_NAME, ServerTls, TlsError,
+    client_crypto, client_crypto_for, is_node_certificate, load_certs, load_key, load_roots,
+    server_crypto,
 };

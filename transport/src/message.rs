@@ -20,9 +20,12 @@ pub enum WireWriteMode {
     Update,
 }
 
-/// What the client sends on a stream, with the envelope fields every request carries.
+/// The first frame of every client request: who asks, and how to answer. It is small and read
+/// with a small bound ([`MAX_HEADER_BYTES`](crate::MAX_HEADER_BYTES)), and its token is checked
+/// before the second frame, the [`Request`] itself (up to the frame limit), is read: a caller
+/// without a valid token never makes the node buffer more than a header.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestEnvelope {
+pub struct RequestHeader {
     /// The cluster the client believes it talks to; a mismatch is refused.
     pub cluster_id: String,
     /// Chosen by the client, echoed in the answer (for logs and tracing).
@@ -33,8 +36,24 @@ pub struct RequestEnvelope {
     /// that does not hold the namespace then answers with the holder instead of forwarding.
     /// Callers that leave it false are served through forwarding.
     pub follow_redirects: bool,
-    /// The operation.
-    pub request: Request,
+}
+
+/// Both frames of a client request (header, then request), ready to write on a fresh stream.
+/// Fails when the header is over [`MAX_HEADER_BYTES`](crate::MAX_HEADER_BYTES) (a token that
+/// long is not a token) or the request over the frame limit.
+pub fn encode_request(
+    header: &RequestHeader,
+    request: &Request,
+) -> Result<Vec<u8>, crate::FrameError> {
+    let mut out = crate::encode_frame(
+        &crate::encode_payload(header),
+        crate::frame::MAX_HEADER_BYTES,
+    )?;
+    out.extend(crate::encode_frame(
+        &crate::encode_payload(request),
+        crate::MAX_FRAME_BYTES,
+    )?);
+    Ok(out)
 }
 
 /// What the node answers on the same stream.
@@ -50,7 +69,10 @@ pub struct ResponseEnvelope {
     pub result: Result<Response, WireError>,
 }
 
-/// One operation of the config role.
+/// One operation a client asks for (config, push and cluster-admin operations). Node-to-node
+/// operations are not here: they are [`PeerRequest`](crate::PeerRequest)s, served only on
+/// connections that proved the cluster key. `Request` is not recursive, so decoding one is
+/// bounded by its size alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness and identity.
@@ -220,50 +242,6 @@ pub enum Request {
         namespace: String,
     },
 
-    // ---- node to node (need the cluster's admin token) ----
-    /// A client's request passed on by the node that received it; the receiver serves it or
-    /// answers [`Response::Redirect`], never forwards again.
-    Forward {
-        /// How many nodes the request has been sent to so far (1 for the first forward).
-        hops: u8,
-        /// The client's request.
-        request: Box<Request>,
-    },
-    /// An HTTP request passed on by the node that received it (same rules as `Forward`).
-    ForwardHttp(WireHttpRequest),
-    /// Anti-entropy: "my cluster map has this digest". Answered with `ClusterMap` (the whole
-    /// map) when the digests differ, `ClusterInSync` otherwise.
-    ClusterSync {
-        /// The asker's map digest.
-        digest: u64,
-    },
-    /// Anti-entropy, second half: the asker's whole map, sent when the answerer's map lacked
-    /// some of its facts (node-defined bincode). Answered with `Ack`.
-    ClusterPush {
-        /// The encoded updates.
-        #[serde(with = "serde_bytes")]
-        updates: Vec<u8>,
-    },
-    /// Handoff, first step: drop any partial copy of the namespace and get ready to receive it
-    /// from the holder at `epoch`.
-    HandoffOffer {
-        /// Namespace.
-        namespace: String,
-        /// The giver (the holder).
-        giver: String,
-        /// The giver's holder epoch.
-        epoch: u64,
-    },
-    /// Handoff: rows of the namespace (node-defined bincode of its transfer ops).
-    HandoffChunk {
-        /// Namespace.
-        namespace: String,
-        /// The giver's holder epoch.
-        epoch: u64,
-        /// The ops.
-        #[serde(with = "serde_bytes")]
-        ops: Vec<u8>,
-    },
     /// Log events of one namespace after a revision: the catch-up read of a watch, and (with
     /// `wait_ms`) the long-poll a node's watch hub subscribes to the holder with.
     Events {
@@ -294,16 +272,6 @@ pub enum Request {
     /// Opens a watch: the node answers with a stream of [`Response::Watch`] frames on this
     /// stream until the client closes it (docs/push.md). Served by any node.
     Watch(WireWatchRequest),
-    /// Handoff, last step: the namespace is now held by the receiver under `epoch`, at
-    /// `revision` (the receiver checks it has exactly that).
-    HandoffCommit {
-        /// Namespace.
-        namespace: String,
-        /// The new holder epoch.
-        epoch: u64,
-        /// The namespace revision the receiver must have.
-        revision: u64,
-    },
 }
 
 impl Request {
@@ -312,7 +280,6 @@ impl Request {
     /// a second upsert would create a second version.
     pub fn is_idempotent(&self) -> bool {
         match self {
-            Request::Forward { request, .. } => request.is_idempotent(),
             other => !other.is_write(),
         }
     }
@@ -329,10 +296,6 @@ impl Request {
                 | Request::Release { .. }
                 | Request::Pin { .. }
                 | Request::Unpin { .. }
-                | Request::ForwardHttp(_)
-                | Request::HandoffOffer { .. }
-                | Request::HandoffChunk { .. }
-                | Request::HandoffCommit { .. }
         )
     }
 
@@ -383,13 +346,6 @@ impl Request {
             Request::Release { .. } => "release",
             Request::Pin { .. } => "pin",
             Request::Unpin { .. } => "unpin",
-            Request::Forward { .. } => "forward",
-            Request::ForwardHttp(_) => "forward_http",
-            Request::ClusterSync { .. } => "cluster_sync",
-            Request::ClusterPush { .. } => "cluster_push",
-            Request::HandoffOffer { .. } => "handoff_offer",
-            Request::HandoffChunk { .. } => "handoff_chunk",
-            Request::HandoffCommit { .. } => "handoff_commit",
             Request::Events { .. } => "events",
             Request::Watch(_) => "watch",
             Request::AgentHeartbeat(_) => "agent_heartbeat",
@@ -602,17 +558,18 @@ pub enum Response {
     /// "Not here": the namespace is held by another node. The client library follows it (at
     /// most two hops) and remembers the holder; a forwarding node does the same.
     Redirect(WireRedirect),
-    /// Answer to `ForwardHttp`.
+    /// Answer to a forwarded HTTP request.
     Http(WireHttpResponse),
-    /// Answer to `ClusterSync` when the digests differ: the whole map (node-defined bincode).
+    /// Answer to a peer's cluster sync when the digests differ: the whole map (node-defined
+    /// bincode).
     ClusterMap {
         /// The encoded updates.
         #[serde(with = "serde_bytes")]
         updates: Vec<u8>,
     },
-    /// Answer to `ClusterSync` when the digests match.
+    /// Answer to a peer's cluster sync when the digests match.
     ClusterInSync,
-    /// Answer to the handoff requests.
+    /// Answer to the handoff and cluster push requests.
     Ack,
     /// Answer to `Events`: the events (in revision order, no gap after `after`) and the
     /// namespace's current revision (0 when it does not exist yet).
@@ -636,6 +593,8 @@ pub enum Response {
     },
     /// One frame of a watch stream: items in order.
     Watch(Vec<WireWatchItem>),
+    /// Answer to a peer's create check.
+    CreateCheck(crate::peer::WireCreateCheck),
     /// Answer to `Agents`.
     Agents {
         /// The agents, newest heartbeat per id.
@@ -890,23 +849,25 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
-        let request = RequestEnvelope {
+        let header = RequestHeader {
             cluster_id: "prod".into(),
             request_id: 42,
             token: Some("t".into()),
             follow_redirects: true,
-            request: Request::Put {
-                namespace: "app".into(),
-                key: "db/url".into(),
-                value: vec![0, 1, 255],
-                codec: "bytes".into(),
-                mode: WireWriteMode::Create,
-                if_version: Some(0),
-            },
         };
-        let back: RequestEnvelope = decode_payload(&encode_payload(&request)).expect("decodes");
+        let back: RequestHeader = decode_payload(&encode_payload(&header)).expect("decodes");
+        assert_eq!(back, header);
+        let request = Request::Put {
+            namespace: "app".into(),
+            key: "db/url".into(),
+            value: vec![0, 1, 255],
+            codec: "bytes".into(),
+            mode: WireWriteMode::Create,
+            if_version: Some(0),
+        };
+        let back: Request = decode_payload(&encode_payload(&request)).expect("decodes");
         assert_eq!(back, request);
-        assert!(!back.request.is_idempotent());
+        assert!(!back.is_idempotent());
         assert!(
             Request::Get {
                 namespace: "a".into(),

@@ -294,6 +294,18 @@ impl ClusterCa {
     /// `[a-z0-9][a-z0-9.-]{0,62}` (it is a file name and a DNS name) and not be `ca`. Refuses to
     /// overwrite. Returns the certificate and key paths.
     pub fn issue(&self, name: &str, out_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+        self.issue_for(name, CertRole::Node, out_dir)
+    }
+
+    /// Like [`ClusterCa::issue`], for a node or a client: a client certificate is valid for
+    /// client auth only, so it cannot serve as a node, and a node refuses it as a peer
+    /// ([`is_node_certificate`]); holding one lets its owner call the API, never join.
+    pub fn issue_for(
+        &self,
+        name: &str,
+        role: CertRole,
+        out_dir: &Path,
+    ) -> Result<(PathBuf, PathBuf), TlsError> {
         validate_cert_name(name)?;
         let cert_path = out_dir.join(format!("{name}.pem"));
         let key_path = out_dir.join(format!("{name}.key"));
@@ -301,6 +313,9 @@ impl ClusterCa {
         create_private_dir(out_dir)?;
         let key = KeyPair::generate()?;
         let mut params = leaf_params(name)?;
+        if role == CertRole::Client {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
         let own_name = SanType::DnsName(name.try_into()?);
         if !params.subject_alt_names.contains(&own_name) {
             params.subject_alt_names.insert(0, own_name);
@@ -326,6 +341,28 @@ impl ClusterCa {
         let mut roots = RootCertStore::empty();
         roots.add(self.cert.clone()).map_err(config_error)?;
         Ok(roots)
+    }
+}
+
+/// What a certificate from the cluster CA is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertRole {
+    /// A node: server and client auth (a node both accepts and dials).
+    Node,
+    /// A client (operators, agents, applications): client auth only.
+    Client,
+}
+
+/// Whether `cert` (DER) says it is a node's: its extended key usage allows server auth, which
+/// [`CertRole::Client`] certificates lack. Used under mutual TLS to refuse a client's
+/// certificate on a peer connection. A certificate that does not parse is not a node's.
+pub fn is_node_certificate(cert: &CertificateDer<'_>) -> bool {
+    match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, parsed)) => matches!(
+            parsed.extended_key_usage(),
+            Ok(Some(eku)) if eku.value.server_auth
+        ),
+        Err(_) => false,
     }
 }
 
@@ -537,7 +574,7 @@ pub fn server_crypto(tls: &ServerTls) -> Result<quinn::crypto::rustls::QuicServe
                 .map_err(config_error)?
         }
     };
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), crate::peer_auth::PEER_ALPN.to_vec()];
     // No 0-RTT: early data could be replayed, and a replayed write would apply twice.
     config.max_early_data_size = 0;
     quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(config_error)
@@ -545,6 +582,15 @@ pub fn server_crypto(tls: &ServerTls) -> Result<quinn::crypto::rustls::QuicServe
 
 /// The rustls client config for `tls` (TLS 1.3, ALPN [`ALPN`], no 0-RTT), wrapped for quinn.
 pub fn client_crypto(tls: &ClientTls) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+    client_crypto_for(tls, ALPN)
+}
+
+/// The rustls client config for `tls` with ALPN `alpn` ([`ALPN`] for clients,
+/// [`PEER_ALPN`](crate::PEER_ALPN) for a node dialing a peer).
+pub fn client_crypto_for(
+    tls: &ClientTls,
+    alpn: &[u8],
+) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_error)?;
@@ -565,7 +611,7 @@ pub fn client_crypto(tls: &ClientTls) -> Result<quinn::crypto::rustls::QuicClien
             .map_err(config_error)?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_early_data = false;
     quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(config_error)
 }

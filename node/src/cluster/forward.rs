@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method};
 use cfgnode_ring::Intent;
 use cfgnode_transport::{
-    MAX_FRAME_BYTES, Request, Response, WireError, WireHttpRequest, WireHttpResponse, codes,
+    MAX_FRAME_BYTES, PeerClaim, PeerRequest, Request, Response, WireError, WireHttpRequest,
+    WireHttpResponse, codes,
 };
 use tower::ServiceExt;
 
@@ -40,11 +41,10 @@ pub struct Serving {
     pub agents: crate::push::Agents,
 }
 
-/// Answers one QUIC request from an authenticated caller.
+/// Answers one QUIC request from an authenticated client.
 pub async fn serve_request(
     serving: &Serving,
     principal: &Principal,
-    token: Option<String>,
     follow_redirects: bool,
     request: Request,
 ) -> Result<Response, WireError> {
@@ -77,23 +77,6 @@ pub async fn serve_request(
         | Request::Agents { .. }) => {
             crate::push::agents::serve(cluster, &serving.agents, request).await
         }
-        Request::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
-        Request::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
-        Request::HandoffOffer {
-            namespace,
-            giver,
-            epoch,
-        } => handoff::on_offer(cluster, &giver, &namespace, epoch).await,
-        Request::HandoffChunk {
-            namespace,
-            epoch,
-            ops,
-        } => handoff::on_chunk(cluster, &namespace, epoch, &ops).await,
-        Request::HandoffCommit {
-            namespace,
-            epoch,
-            revision,
-        } => handoff::on_commit(cluster, &namespace, epoch, revision).await,
         Request::Namespaces {
             prefix,
             cursor,
@@ -101,24 +84,6 @@ pub async fn serve_request(
         } => super::listing::namespaces(cluster, &serving.service, &prefix, cursor, limit)
             .await
             .map(Response::Namespaces),
-        Request::Forward { request, .. } => match *request {
-            // Another node lists the cluster: answer with the namespaces held here.
-            Request::Namespaces {
-                prefix,
-                cursor,
-                limit,
-            } => super::listing::held_here(
-                cluster,
-                &serving.service,
-                &prefix,
-                cursor.as_deref(),
-                limit,
-            )
-            .await
-            .map(Response::Namespaces),
-            request => serve_forwarded(serving, principal, request).await,
-        },
-        Request::ForwardHttp(http) => serve_forwarded_http(serving, http).await,
         request => match request.routed_namespace().map(str::to_string) {
             None => wire_api::handle(&serving.service, principal, request).await,
             Some(namespace) => {
@@ -126,7 +91,6 @@ pub async fn serve_request(
                     &serving.cluster,
                     &serving.service,
                     principal,
-                    token,
                     follow_redirects,
                     &namespace,
                     request,
@@ -135,6 +99,73 @@ pub async fn serve_request(
             }
         },
     }
+}
+
+/// Answers one node-to-node request from `peer`, which proved the cluster key on this
+/// connection (so its node id is authentic).
+pub async fn serve_peer_request(
+    serving: &Serving,
+    peer: &PeerClaim,
+    request: PeerRequest,
+) -> Result<Response, WireError> {
+    let cluster = &serving.cluster;
+    match request {
+        PeerRequest::Forward {
+            principal, request, ..
+        } => {
+            let principal = forwarded_principal(&principal)?;
+            serve_forwarded(serving, &principal, request).await
+        }
+        PeerRequest::ForwardHttp { principal, http } => {
+            let principal = forwarded_principal(&principal)?;
+            serve_forwarded_http(serving, principal, http).await
+        }
+        PeerRequest::HeldNamespaces {
+            prefix,
+            cursor,
+            limit,
+        } => {
+            super::listing::held_here(cluster, &serving.service, &prefix, cursor.as_deref(), limit)
+                .await
+                .map(Response::Namespaces)
+        }
+        PeerRequest::LocalAgents => {
+            crate::push::agents::serve(
+                cluster,
+                &serving.agents,
+                Request::Agents { local_only: true },
+            )
+            .await
+        }
+        PeerRequest::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
+        PeerRequest::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
+        PeerRequest::CreateCheck { namespace } => cluster
+            .answer_create_check(&namespace)
+            .map(Response::CreateCheck),
+        PeerRequest::HandoffOffer { namespace, epoch } => {
+            handoff::on_offer(cluster, &peer.node_id, &namespace, epoch).await
+        }
+        PeerRequest::HandoffChunk {
+            namespace,
+            epoch,
+            ops,
+        } => handoff::on_chunk(cluster, &peer.node_id, &namespace, epoch, &ops).await,
+        PeerRequest::HandoffCommit {
+            namespace,
+            epoch,
+            revision,
+        } => handoff::on_commit(cluster, &peer.node_id, &namespace, epoch, revision).await,
+    }
+}
+
+/// The principal a forwarding node vouches for (it checked the caller's token itself).
+fn forwarded_principal(name: &str) -> Result<Principal, WireError> {
+    Principal::from_name(name).ok_or_else(|| {
+        WireError::new(
+            codes::MALFORMED,
+            format!("forwarded request for an unknown principal {name:?}"),
+        )
+    })
 }
 
 fn intent_of(request: &Request) -> Intent {
@@ -151,7 +182,6 @@ pub async fn serve_routed(
     cluster: &Cluster,
     service: &ConfigService,
     principal: &Principal,
-    token: Option<String>,
     follow_redirects: bool,
     namespace: &str,
     request: Request,
@@ -181,9 +211,10 @@ pub async fn serve_routed(
             return Err(moving(namespace, hops));
         }
         hops += 1;
-        let forwarded = Request::Forward {
+        let forwarded = PeerRequest::Forward {
             hops,
-            request: Box::new(request.clone()),
+            principal: principal.name().to_string(),
+            request: request.clone(),
         };
         let write = request.is_write();
         let target = (node.as_str(), addr);
@@ -192,7 +223,6 @@ pub async fn serve_routed(
             namespace,
             target,
             forwarded,
-            token.clone(),
             FORWARD_TIMEOUT + waits_for(&request),
             write,
         );
@@ -210,12 +240,11 @@ pub async fn forward_hop(
     cluster: &Cluster,
     namespace: &str,
     (node, addr): (&str, std::net::SocketAddr),
-    request: Request,
-    token: Option<String>,
+    request: PeerRequest,
     timeout: std::time::Duration,
     write: bool,
 ) -> Result<Option<Response>, WireError> {
-    let transport = if matches!(request, Request::ForwardHttp(_)) {
+    let transport = if matches!(request, PeerRequest::ForwardHttp { .. }) {
         "http"
     } else {
         "quic"
@@ -225,7 +254,7 @@ pub async fn forward_hop(
         .forwarded
         .get_or_create(&crate::metrics::ForwardLabels { transport })
         .inc();
-    match cluster.peers().call(addr, request, token, timeout).await {
+    match cluster.peers().call(addr, request, timeout).await {
         Ok(Response::Redirect(redirect)) => {
             tracing::debug!(
                 namespace,
@@ -369,6 +398,7 @@ pub fn http_intent(method: &Method) -> Intent {
 /// holds the namespace, else redirect.
 async fn serve_forwarded_http(
     serving: &Serving,
+    principal: Principal,
     http: WireHttpRequest,
 ) -> Result<Response, WireError> {
     let malformed = |why: String| WireError::new(codes::MALFORMED, why);
@@ -410,6 +440,7 @@ async fn serve_forwarded_http(
         return Ok(Response::Redirect(redirect));
     }
     request.extensions_mut().insert(Routed);
+    request.extensions_mut().insert(principal);
     let response = serving
         .http
         .clone()

@@ -9,14 +9,22 @@
 //!    ones finish first.
 //! 4. **Catch up**: the rows changed after R (from the log), or the whole namespace again if the
 //!    log no longer reaches back to R.
-//! 5. **Commit**: the record `{receiver, epoch + 1}` is written durably here, merged and
-//!    gossiped; the receiver is told (it checks it has exactly the giver's revision). Waiting
+//! 5. **Commit**: the receiver is told to take the namespace over at `epoch + 1`; it checks it
+//!    has exactly the giver's revision, writes `{receiver, epoch + 1}` durably, and only then
+//!    answers. The giver then records the same fact durably, merges and gossips it. Waiting
 //!    requests wake up, see the new record, and go to the receiver.
-//! 6. The giver drops its copy.
+//! 6. The giver drops its copy: only after the receiver's durable acceptance.
 //!
 //! Failure before 5 leaves the giver holding the namespace (the receiver's partial copy is
-//! never served and is replaced by the next attempt); failure after 5 leaves the receiver
-//! holding a complete copy. A namespace is never served from an incomplete copy.
+//! never served and is replaced by the next attempt). A refused commit is such a failure: the
+//! giver unfreezes and keeps serving. A commit whose answer is lost is ambiguous (the receiver
+//! may or may not hold the namespace now): the giver stays frozen and asks again until it gets
+//! an answer or learns the new record, so neither copy is ever served next to the other. A
+//! namespace is never served from an incomplete copy.
+//!
+//! Every handoff request names no giver: the receiver takes the sender's node id from the
+//! authenticated connection, and accepts chunks and the commit only from the node whose offer
+//! it accepted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use cfgnode_ring::{Handoff, HandoffStep, HolderRecord, NodeId, Update, handoff_target};
 use cfgnode_storage::{TransferOp, validate_namespace};
-use cfgnode_transport::{Request, Response, WireError, codes};
+use cfgnode_transport::{PeerRequest, Response, WireError, codes};
 use tokio::sync::{Semaphore, watch};
 
 use super::{Cluster, GATE_WAIT};
@@ -43,6 +51,10 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest decoded chunk accepted from a giver.
 const MAX_CHUNK_BYTES: usize = 15 * 1024 * 1024;
+/// First delay before asking an unreachable receiver again whether it took a commit.
+const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Longest delay between those questions.
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Watches the map and the membership, and hands off every namespace this node holds whose
 /// desired owner is another alive node. A failed handoff is retried with exponential backoff
@@ -170,12 +182,8 @@ async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, S
         .addr_of(to)
         .ok_or_else(|| format!("no address known for {to}"))?;
     let mut steps = Handoff::new(record.clone(), to.to_string());
-    let call = |request: Request| async move {
-        match cluster
-            .peers()
-            .call(addr, request, None, STEP_TIMEOUT)
-            .await
-        {
+    let call = |request: PeerRequest| async move {
+        match cluster.peers().call(addr, request, STEP_TIMEOUT).await {
             Ok(Response::Ack) => Ok(()),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(format!("{}", e.into_wire())),
@@ -183,9 +191,8 @@ async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, S
     };
     let step = |steps: &mut Handoff, s: HandoffStep| steps.advance(s).map_err(|e| e.to_string());
 
-    call(Request::HandoffOffer {
+    call(PeerRequest::HandoffOffer {
         namespace: namespace.to_string(),
-        giver: cluster.me().to_string(),
         epoch: record.epoch,
     })
     .await?;
@@ -234,6 +241,24 @@ async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, S
     step(&mut steps, HandoffStep::CaughtUp)?;
 
     let next = steps.commit_record().map_err(|e| e.to_string())?;
+    // The receiver records the new holder durably before it answers; only then is it recorded
+    // here, and only then is this copy dropped.
+    let commit = PeerRequest::HandoffCommit {
+        namespace: namespace.to_string(),
+        epoch: next.epoch,
+        revision,
+    };
+    match confirm_commit(cluster, namespace, to, addr, &next, commit).await {
+        CommitOutcome::Accepted => {}
+        CommitOutcome::Refused(why) => {
+            // The receiver did not take it: this node still holds the namespace and serves it
+            // again as soon as the freeze ends.
+            return Err(format!("the receiver refused the commit: {why}"));
+        }
+        CommitOutcome::Stopping => {
+            return Err("the node is stopping; the commit's outcome is unknown".to_string());
+        }
+    }
     cluster
         .author(Update::Holder {
             namespace: namespace.to_string(),
@@ -244,22 +269,64 @@ async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, S
     step(&mut steps, HandoffStep::Committed)?;
     // Long-polls waiting here wake up, find the namespace elsewhere and follow it.
     cluster.feeds().changed(namespace);
-    if let Err(e) = call(Request::HandoffCommit {
-        namespace: namespace.to_string(),
-        epoch: next.epoch,
-        revision,
-    })
-    .await
-    {
-        // The record is durable here and gossiped; the receiver learns it from gossip or
-        // anti-entropy, and requests that reach it meanwhile are redirected back to it.
-        tracing::warn!(namespace, to, error = %e, "handoff committed, but the receiver did not confirm");
-    }
     drop(frozen);
     if let Err(e) = cluster.store().drop_namespace(namespace).await {
         tracing::warn!(namespace, error = %e, "could not drop the handed-off copy");
     }
     Ok(revision)
+}
+
+/// How asking the receiver to commit ended.
+enum CommitOutcome {
+    /// It holds the namespace now, durably.
+    Accepted,
+    /// It answered no: it does not hold it.
+    Refused(String),
+    /// This node stops before it knows.
+    Stopping,
+}
+
+/// Sends the commit until the outcome is known: an answer (yes or no), or the new record
+/// learned from the cluster map (the receiver gossiped it). While the receiver is unreachable
+/// the outcome is unknown, so the caller stays frozen: serving here could hide writes the
+/// receiver acknowledged, and dropping the copy could lose the only one.
+async fn confirm_commit(
+    cluster: &Cluster,
+    namespace: &str,
+    to: &str,
+    addr: std::net::SocketAddr,
+    next: &HolderRecord,
+    commit: PeerRequest,
+) -> CommitOutcome {
+    let mut delay = COMMIT_RETRY_FIRST;
+    let mut stop = cluster.stopping();
+    loop {
+        match cluster
+            .peers()
+            .call(addr, commit.clone(), STEP_TIMEOUT)
+            .await
+        {
+            Ok(Response::Ack) => return CommitOutcome::Accepted,
+            Ok(other) => return CommitOutcome::Refused(format!("unexpected answer {other:?}")),
+            Err(super::PeerError::Answered(e)) => return CommitOutcome::Refused(e.to_string()),
+            Err(super::PeerError::Unreachable(why)) => {
+                if cluster.holder(namespace).as_ref() == Some(next) {
+                    return CommitOutcome::Accepted;
+                }
+                tracing::warn!(
+                    namespace,
+                    to,
+                    error = %why,
+                    "handoff commit unanswered; the namespace stays frozen until the receiver answers"
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return CommitOutcome::Stopping,
+        }
+        delay = (delay * 2).min(COMMIT_RETRY_MAX);
+    }
 }
 
 /// Sends every row of the namespace, read at one revision; returns that revision (`None` when
@@ -271,7 +338,7 @@ async fn send_full_copy<F, Fut>(
     call: &F,
 ) -> Result<Option<u64>, String>
 where
-    F: Fn(Request) -> Fut,
+    F: Fn(PeerRequest) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let store = cluster.store().clone();
@@ -328,10 +395,10 @@ fn split(ops: Vec<TransferOp>) -> Vec<Vec<TransferOp>> {
     chunks
 }
 
-fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<Request, String> {
+fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<PeerRequest, String> {
     let ops = bincode::serde::encode_to_vec(ops, bincode::config::standard())
         .map_err(|e| format!("cannot encode a chunk: {e}"))?;
-    Ok(Request::HandoffChunk {
+    Ok(PeerRequest::HandoffChunk {
         namespace: namespace.to_string(),
         epoch,
         ops,
@@ -344,7 +411,8 @@ fn refuse(message: impl Into<String>) -> WireError {
     WireError::new("handoff_refused", message)
 }
 
-/// `HandoffOffer`: get ready to receive `namespace` from its holder at `epoch`.
+/// `HandoffOffer` from `giver` (authenticated by its connection): get ready to receive
+/// `namespace` from its holder at `epoch`.
 pub async fn on_offer(
     cluster: &Cluster,
     giver: &str,
@@ -410,18 +478,19 @@ pub async fn on_offer(
         .receiving
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(namespace.to_string(), epoch);
+        .insert(namespace.to_string(), (giver.to_string(), epoch));
     Ok(Response::Ack)
 }
 
-/// `HandoffChunk`: store rows of a namespace being received.
+/// `HandoffChunk` from `sender`: store rows of a namespace being received from it.
 pub async fn on_chunk(
     cluster: &Cluster,
+    sender: &str,
     namespace: &str,
     epoch: u64,
     payload: &[u8],
 ) -> Result<Response, WireError> {
-    expect_receiving(cluster, namespace, epoch)?;
+    expect_receiving(cluster, sender, namespace, epoch)?;
     let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
     let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(payload, config)
         .map_err(|e| WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}")))?;
@@ -439,9 +508,11 @@ pub async fn on_chunk(
     Ok(Response::Ack)
 }
 
-/// `HandoffCommit`: take the namespace over at `epoch`, if this node has exactly `revision`.
+/// `HandoffCommit` from `sender`: take the namespace over at `epoch`, if this node has exactly
+/// `revision`; answered only once the new record is durable here.
 pub async fn on_commit(
     cluster: &Cluster,
+    sender: &str,
     namespace: &str,
     epoch: u64,
     revision: u64,
@@ -455,7 +526,7 @@ pub async fn on_commit(
         return Ok(Response::Ack);
     }
     // Only the handoff in progress can be committed (the offer came at `epoch - 1`).
-    expect_receiving(cluster, namespace, epoch.saturating_sub(1))?;
+    expect_receiving(cluster, sender, namespace, epoch.saturating_sub(1))?;
     let store = cluster.store().clone();
     let ns = namespace.to_string();
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
@@ -493,16 +564,24 @@ pub async fn on_commit(
     Ok(Response::Ack)
 }
 
-fn expect_receiving(cluster: &Cluster, namespace: &str, epoch: u64) -> Result<(), WireError> {
+fn expect_receiving(
+    cluster: &Cluster,
+    sender: &str,
+    namespace: &str,
+    epoch: u64,
+) -> Result<(), WireError> {
     let receiving = cluster
         .inner
         .receiving
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(namespace)
-        .copied();
+        .cloned();
     match receiving {
-        Some(e) if e == epoch => Ok(()),
+        Some((giver, e)) if e == epoch && giver == sender => Ok(()),
+        Some((giver, _)) if giver != sender => Err(refuse(format!(
+            "the handoff of {namespace:?} in progress here comes from {giver}, not {sender}"
+        ))),
         _ => Err(refuse(format!(
             "no handoff of {namespace:?} at epoch {epoch} is in progress here; start with an offer"
         ))),

@@ -3,7 +3,7 @@
 //! up to its last one, so the first `limit` merged names are complete).
 
 use cfgnode_ring::NodeId;
-use cfgnode_transport::{Request, Response, WireError, WireNamespace, WirePage, codes};
+use cfgnode_transport::{PeerRequest, Response, WireError, WireNamespace, WirePage, codes};
 
 use super::{Cluster, FORWARD_TIMEOUT};
 use crate::config_service::ConfigService;
@@ -92,20 +92,14 @@ pub async fn namespaces(
         .collect();
     let mut asks = tokio::task::JoinSet::new();
     for (id, addr) in peers {
-        let request = Request::Forward {
-            hops: 1,
-            request: Box::new(Request::Namespaces {
-                prefix: prefix.to_string(),
-                cursor: cursor.clone(),
-                limit,
-            }),
+        let request = PeerRequest::HeldNamespaces {
+            prefix: prefix.to_string(),
+            cursor: cursor.clone(),
+            limit,
         };
         let cluster = cluster.clone();
         asks.spawn(async move {
-            let answer = cluster
-                .peers()
-                .call(addr, request, None, FORWARD_TIMEOUT)
-                .await;
+            let answer = cluster.peers().call(addr, request, FORWARD_TIMEOUT).await;
             (id, answer)
         });
     }

@@ -37,7 +37,8 @@ use crate::metrics::Metrics;
 use crate::push::Feeds;
 
 pub use forward::{
-    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_request, serve_routed,
+    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_peer_request,
+    serve_request, serve_routed,
 };
 pub use gossip::GossipHandler;
 pub use listing::namespaces as list_namespaces;
@@ -51,6 +52,11 @@ pub const MAX_HOPS: u8 = 2;
 const GATE_WAIT: Duration = Duration::from_secs(10);
 /// How long a forwarded request may take on the holder.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request that depends on a namespace being absent (a creation, a read of an
+/// unknown namespace) waits for a node that just started to merge the cluster map.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+/// How long a member may take to answer a create check.
+const CREATE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where a request for a namespace is served.
 #[derive(Debug)]
@@ -80,6 +86,39 @@ impl Target {
                 epoch: *epoch,
             }),
         }
+    }
+}
+
+/// Marks a namespace as being created here while it lives (create checks of other members
+/// see it).
+struct CreatingMark<'a> {
+    cluster: &'a Cluster,
+    namespace: String,
+}
+
+impl<'a> CreatingMark<'a> {
+    fn new(cluster: &'a Cluster, namespace: &str) -> Self {
+        cluster
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_string());
+        CreatingMark {
+            cluster,
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
+impl Drop for CreatingMark<'_> {
+    fn drop(&mut self) {
+        self.cluster
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.namespace);
     }
 }
 
@@ -113,6 +152,14 @@ pub enum RouteError {
         /// The namespace.
         namespace: String,
     },
+    /// The node cannot yet tell whether the namespace exists (or who creates it).
+    #[error("namespace {namespace:?}: {why}; retry in a moment")]
+    NotReady {
+        /// The namespace.
+        namespace: String,
+        /// What is missing.
+        why: String,
+    },
     /// Storage failed while recording a new namespace.
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -125,6 +172,7 @@ impl RouteError {
             RouteError::HolderDown { .. } => codes::HOLDER_DOWN,
             RouteError::Moving { .. } => codes::MOVING,
             RouteError::NoOwner { .. } => codes::UNAVAILABLE,
+            RouteError::NotReady { .. } => codes::NOT_READY,
             RouteError::Storage(e) => crate::config_service::error_code(e),
         };
         WireError::new(code, self.to_string())
@@ -153,10 +201,15 @@ struct Inner {
     broadcasts: mpsc::Sender<Vec<u8>>,
     peers: Peers,
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
-    /// Namespaces this node is receiving, with the giver's epoch.
-    receiving: Mutex<HashMap<String, u64>>,
+    /// Namespaces this node is receiving, with the giver and its epoch.
+    receiving: Mutex<HashMap<String, (NodeId, u64)>>,
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
+    /// Namespaces this node is checking or creating right now (see [`Cluster::route`]).
+    creating: Mutex<HashSet<String>>,
+    /// True once this node has merged the cluster map from a peer (or is a cluster's first
+    /// node): until then it cannot tell a new namespace from one it has not heard of yet.
+    synced: watch::Sender<bool>,
     /// The member list as last seen, and the routing view built from it.
     view: Mutex<(watch::Receiver<Vec<MemberView>>, Arc<View>)>,
     metrics: Arc<Metrics>,
@@ -185,6 +238,9 @@ pub struct ClusterParts {
     pub feeds: Feeds,
     /// Turns true when the node stops: long waits end early then.
     pub stop: watch::Receiver<bool>,
+    /// True for the first node of a new cluster (no `--join`, no member known from an earlier
+    /// run): its empty map is the whole truth, so it is synced from the start.
+    pub synced: bool,
 }
 
 impl Cluster {
@@ -200,6 +256,7 @@ impl Cluster {
             metrics,
             feeds,
             stop,
+            synced,
         } = parts;
         let mut members = membership.subscribe();
         let view = Arc::new(View::new(&me, &members.borrow_and_update()));
@@ -214,6 +271,8 @@ impl Cluster {
                 gates: Mutex::default(),
                 receiving: Mutex::default(),
                 giving: Mutex::default(),
+                creating: Mutex::default(),
+                synced: watch::channel(synced).0,
                 view: Mutex::new((members, view)),
                 metrics,
                 feeds,
@@ -225,6 +284,31 @@ impl Cluster {
     /// A receiver that turns true when the node stops (long-polls answer early then).
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.inner.stop.clone()
+    }
+
+    /// Whether this node has merged the cluster map from a peer since it started (or is the
+    /// first node of a new cluster). `/ready` answers 503 until it has.
+    pub fn is_synced(&self) -> bool {
+        *self.inner.synced.borrow()
+    }
+
+    /// Records that the map was merged from a peer (anti-entropy calls it).
+    pub fn mark_synced(&self) {
+        self.inner
+            .synced
+            .send_if_modified(|synced| !std::mem::replace(synced, true));
+    }
+
+    /// Waits (up to [`SYNC_WAIT`]) until the map was merged from a peer.
+    async fn wait_synced(&self, namespace: &str) -> Result<(), RouteError> {
+        let mut synced = self.inner.synced.subscribe();
+        match tokio::time::timeout(SYNC_WAIT, synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(RouteError::NotReady {
+                namespace: namespace.to_string(),
+                why: "this node has not yet merged the cluster map from a peer since it started (is any member reachable?)".to_string(),
+            }),
+        }
     }
 
     /// This node's id.
@@ -290,6 +374,12 @@ impl Cluster {
                     intent,
                 )
             });
+            if matches!(decision, Route::ServeAbsent | Route::Create) && !self.is_synced() {
+                // Absence means nothing before the map was merged from a peer: wait, then
+                // decide again.
+                self.wait_synced(namespace).await?;
+                continue;
+            }
             match decision {
                 Route::Serve | Route::ServeAbsent => {
                     let gate = self.gate(namespace);
@@ -318,6 +408,11 @@ impl Cluster {
                             namespace: namespace.to_string(),
                         })?;
                     if self.holder(namespace).is_none() {
+                        let _mark = CreatingMark::new(self, namespace);
+                        if !self.check_creation(namespace, &view).await? {
+                            // A member knew a holder: it is merged now; route again.
+                            continue;
+                        }
                         let update = Update::Holder {
                             namespace: namespace.to_string(),
                             record: HolderRecord {
@@ -357,6 +452,113 @@ impl Cluster {
         }
         Err(RouteError::Moving {
             namespace: namespace.to_string(),
+        })
+    }
+
+    /// Before creating `namespace`, asks every other alive member whether it knows a holder,
+    /// has merged the map, is creating it too, and agrees that this node is its desired owner.
+    /// `Ok(false)`: a member knew a holder (now merged here; route again). `Ok(true)`: every
+    /// member agrees, create. An error: they do not agree yet (views differ for a moment while
+    /// membership changes), so nobody creates now and the caller retries.
+    ///
+    /// With this, a new namespace is created by the one node every member sees as its owner,
+    /// never by two nodes whose records would then be settled by a tie-break that hides one
+    /// side's acknowledged writes (docs/cluster.md, Creation).
+    async fn check_creation(&self, namespace: &str, view: &View) -> Result<bool, RouteError> {
+        let me = self.inner.me.clone();
+        let mut asks = tokio::task::JoinSet::new();
+        for id in view.alive.iter().filter(|id| **id != me) {
+            let Some(addr) = view.addr_of(id) else {
+                continue;
+            };
+            let cluster = self.clone();
+            let id = id.clone();
+            let request = cfgnode_transport::PeerRequest::CreateCheck {
+                namespace: namespace.to_string(),
+            };
+            asks.spawn(async move {
+                let answer = cluster
+                    .peers()
+                    .call(addr, request, CREATE_CHECK_TIMEOUT)
+                    .await;
+                (id, answer)
+            });
+        }
+        let mut known = false;
+        let mut problem: Option<String> = None;
+        while let Some(joined) = asks.join_next().await {
+            let Ok((id, answer)) = joined else {
+                problem = Some("a create check task failed".to_string());
+                continue;
+            };
+            match answer {
+                Ok(cfgnode_transport::Response::CreateCheck(check)) => {
+                    if let Some((holder, epoch)) = check.holder {
+                        let update = Update::Holder {
+                            namespace: namespace.to_string(),
+                            record: HolderRecord { holder, epoch },
+                        };
+                        known |= self.inner.state.apply(update).is_ok();
+                    } else if !check.synced {
+                        problem = Some(format!("member {id} has not merged the cluster map yet"));
+                    } else if check.creating {
+                        problem = Some(format!("member {id} is creating it at the same time"));
+                    } else if check.desired_owner.as_deref() != Some(me.as_str()) {
+                        problem = Some(format!(
+                            "member {id} sees {:?} as its owner, not {me} (membership is changing)",
+                            check.desired_owner
+                        ));
+                    }
+                }
+                Ok(other) => {
+                    problem = Some(format!(
+                        "member {id} answered a create check with {other:?}"
+                    ))
+                }
+                Err(e) => {
+                    problem = Some(format!(
+                        "member {id} could not confirm it is new ({})",
+                        e.into_wire().message
+                    ))
+                }
+            }
+        }
+        if known {
+            return Ok(false);
+        }
+        match problem {
+            Some(why) => Err(RouteError::NotReady {
+                namespace: namespace.to_string(),
+                why: format!("cannot create it yet: {why}"),
+            }),
+            None => Ok(true),
+        }
+    }
+
+    /// Answers another member's create check for `namespace` (see [`Cluster::check_creation`]).
+    pub fn answer_create_check(
+        &self,
+        namespace: &str,
+    ) -> Result<cfgnode_transport::WireCreateCheck, WireError> {
+        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        let view = self.view();
+        let (holder, desired_owner) = self.inner.state.read(|map| {
+            (
+                map.holder(namespace).map(|r| (r.holder.clone(), r.epoch)),
+                view.desired(namespace, map).map(|p| p.owner),
+            )
+        });
+        let creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace);
+        Ok(cfgnode_transport::WireCreateCheck {
+            holder,
+            desired_owner,
+            synced: self.is_synced(),
+            creating,
         })
     }
 
@@ -674,6 +876,7 @@ pub fn spawn_background(
             stop.clone(),
         )),
         tokio::spawn(handoff::reconcile(cluster.clone(), stop.clone())),
+        tokio::spawn(peers::drop_stale_connections(cluster.clone(), stop.clone())),
         tokio::spawn(sync::anti_entropy(cluster.clone(), stop)),
     ]
 }

@@ -1,5 +1,9 @@
 //! [`Peers`]: node-to-node requests over QUIC, one request per stream.
 //!
+//! Every connection is a peer connection that proved the cluster key both ways
+//! ([`dial_peer`]); requests carry no token (the admin token never leaves the node), only the
+//! principal a forwarding node authenticated its caller as.
+//!
 //! Requests go on connections this node dialed itself: the peer serves streams on the
 //! connections it accepts (its QUIC front end), not on the ones it dialed for SWIM. The peer
 //! also sends SWIM datagrams on a connection it accepted, so this node reads datagrams on it
@@ -12,12 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cfgnode_transport::{
-    MAX_FRAME_BYTES, Request, RequestEnvelope, Response, ResponseEnvelope, SERVER_NAME, WireError,
-    codes, decode_payload, encode_payload, read_frame, write_frame,
+    MAX_FRAME_BYTES, PeerEnvelope, PeerRequest, Response, ResponseEnvelope, WireError, codes,
+    decode_payload, encode_payload, read_frame, write_frame,
 };
-use quinn::{Connection, Endpoint};
 
-use crate::membership::DatagramLinks;
+use crate::membership::{DatagramLinks, PeerLink, dial_peer};
 
 /// How long dialing a peer may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -42,84 +45,84 @@ impl PeerError {
     }
 }
 
-/// Sends requests to other nodes with this node's credentials.
+/// Sends requests to other nodes over authenticated peer connections.
 #[derive(Debug)]
 pub struct Peers {
-    endpoint: Endpoint,
     links: DatagramLinks,
-    connections: Mutex<HashMap<SocketAddr, Connection>>,
-    cluster_id: String,
-    token: String,
+    connections: Mutex<HashMap<SocketAddr, PeerLink>>,
     next_id: AtomicU64,
 }
 
 impl Peers {
-    /// Requests from `endpoint`, in cluster `cluster_id`, carrying `token` (the cluster's
-    /// shared admin token) unless a caller's own token is passed on.
-    pub fn new(
-        endpoint: Endpoint,
-        links: DatagramLinks,
-        cluster_id: String,
-        token: String,
-    ) -> Self {
+    /// Requests over connections dialed (and authenticated) like `links`' own.
+    pub fn new(links: DatagramLinks) -> Self {
         Peers {
-            endpoint,
             links,
             connections: Mutex::default(),
-            cluster_id,
-            token,
             next_id: AtomicU64::new(1),
         }
     }
 
+    /// Closes cached connections to an earlier life of `node` than `generation` (or every
+    /// one, with `None`: it is down), for requests and datagrams alike. Without this, the
+    /// first requests after a peer's restart would wait on a connection nobody answers.
+    pub fn forget_stale(&self, node: &str, generation: Option<u64>) {
+        if let Ok(mut map) = self.connections.lock() {
+            map.retain(|_, link| {
+                let stale = link.claim.node_id == node
+                    && generation.is_none_or(|current| link.claim.generation < current);
+                if stale {
+                    link.connection
+                        .close(0u32.into(), b"peer restarted or down");
+                }
+                !stale
+            });
+        }
+        self.links.forget_stale(node, generation);
+    }
+
     /// Sends `request` to the node at `to` and waits up to `timeout` for its answer.
-    /// `token` is the caller's own token for forwarded requests; `None` uses the node's.
     pub async fn call(
         &self,
         to: SocketAddr,
-        request: Request,
-        token: Option<String>,
+        request: PeerRequest,
         timeout: Duration,
     ) -> Result<Response, PeerError> {
-        tokio::time::timeout(timeout, self.exchange(to, request, token))
+        tokio::time::timeout(timeout, self.exchange(to, request))
             .await
             .map_err(|_| {
                 PeerError::Unreachable(format!("node at {to} did not answer within {timeout:?}"))
             })?
     }
 
-    /// The cached connection to `to`, or a new one.
-    async fn connection(&self, to: SocketAddr) -> Result<Connection, String> {
-        let cached = self
-            .connections
-            .lock()
-            .ok()
-            .and_then(|map| map.get(&to).filter(|c| c.close_reason().is_none()).cloned());
+    /// The cached connection to `to`, or a new, authenticated one.
+    async fn connection(&self, to: SocketAddr) -> Result<quinn::Connection, String> {
+        let cached = self.connections.lock().ok().and_then(|map| {
+            map.get(&to)
+                .filter(|l| l.connection.close_reason().is_none())
+                .map(|l| l.connection.clone())
+        });
         if let Some(connection) = cached {
             return Ok(connection);
         }
-        let connecting = self
-            .endpoint
-            .connect(to, SERVER_NAME)
-            .map_err(|e| format!("cannot dial {to}: {e}"))?;
-        let connection = tokio::time::timeout(DIAL_TIMEOUT, connecting)
-            .await
-            .map_err(|_| format!("dialing {to} timed out after {DIAL_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot connect to {to}: {e}"))?;
+        let link = dial_peer(
+            self.links.endpoint(),
+            self.links.credentials(),
+            self.links.metrics(),
+            to,
+            DIAL_TIMEOUT,
+        )
+        .await?;
+        let connection = link.connection.clone();
         if let Ok(mut map) = self.connections.lock() {
-            map.insert(to, connection.clone());
+            map.insert(to, link.clone());
         }
         // The peer adopts this connection for SWIM datagrams too (it accepted it): read them.
-        self.links.adopt(connection.clone());
+        self.links.adopt(link);
         Ok(connection)
     }
 
-    async fn exchange(
-        &self,
-        to: SocketAddr,
-        request: Request,
-        token: Option<String>,
-    ) -> Result<Response, PeerError> {
+    async fn exchange(&self, to: SocketAddr, request: PeerRequest) -> Result<Response, PeerError> {
         let unreachable = |e: String| PeerError::Unreachable(e);
         let connection = self.connection(to).await.map_err(unreachable)?;
         let (mut send, mut recv) = match connection.open_bi().await {
@@ -131,11 +134,8 @@ impl Peers {
                 return Err(unreachable(format!("cannot open a stream to {to}: {e}")));
             }
         };
-        let envelope = RequestEnvelope {
-            cluster_id: self.cluster_id.clone(),
+        let envelope = PeerEnvelope {
             request_id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            token: Some(token.unwrap_or_else(|| self.token.clone())),
-            follow_redirects: true,
             request,
         };
         write_frame(&mut send, &encode_payload(&envelope))
@@ -149,5 +149,38 @@ impl Peers {
         let answer: ResponseEnvelope = decode_payload(&frame)
             .map_err(|e| unreachable(format!("undecodable answer from {to}: {e}")))?;
         answer.result.map_err(PeerError::Answered)
+    }
+}
+
+/// Drops cached connections to members that restarted (a higher generation) or went down, as
+/// soon as membership sees it, so the first request after a peer's restart dials afresh
+/// instead of waiting on a connection nobody answers. Runs until `stop`.
+pub async fn drop_stale_connections(
+    cluster: super::Cluster,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::membership::MemberState;
+    let peers = cluster.peers();
+    let mut members = cluster.membership().subscribe();
+    // Member id -> (generation, down) as last seen.
+    let mut seen: HashMap<String, (u64, bool)> = HashMap::new();
+    loop {
+        for member in members.borrow_and_update().iter() {
+            let down = member.state == MemberState::Down;
+            let generation = member.peer.generation;
+            let before = seen.insert(member.peer.id.clone(), (generation, down));
+            match before {
+                Some((old, _)) if generation > old => {
+                    tracing::debug!(member = %member.peer.id, generation, "member restarted; dropping connections to its previous life");
+                    peers.forget_stale(&member.peer.id, Some(generation));
+                }
+                Some((_, false)) if down => peers.forget_stale(&member.peer.id, None),
+                _ => {}
+            }
+        }
+        tokio::select! {
+            changed = members.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cfgnode_transport::{Request, Response};
+use cfgnode_transport::{PeerRequest, Response};
 use tokio::sync::watch;
 
 use super::Cluster;
@@ -72,10 +72,10 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
     let digest = cluster.map_state().read(|m| m.digest());
     let answer = cluster
         .peers()
-        .call(addr, Request::ClusterSync { digest }, None, SYNC_TIMEOUT)
+        .call(addr, PeerRequest::ClusterSync { digest }, SYNC_TIMEOUT)
         .await;
     match answer {
-        Ok(Response::ClusterInSync) => {}
+        Ok(Response::ClusterInSync) => cluster.mark_synced(),
         Ok(Response::ClusterMap { updates }) => match decode_updates(&updates) {
             Ok(updates) => {
                 let mut theirs = cfgnode_ring::ClusterMap::new();
@@ -89,14 +89,15 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
                 if changed > 0 {
                     tracing::debug!(peer, changed, "anti-entropy brought in cluster map changes");
                 }
+                cluster.mark_synced();
                 // They lack some of our facts: push our map (push-pull, so a fact known only
                 // here reaches them now rather than when they next pull from us).
                 let (ours, updates) = cluster.map_state().read(|m| (m.digest(), m.updates()));
                 if ours != theirs.digest() {
-                    let push = Request::ClusterPush {
+                    let push = PeerRequest::ClusterPush {
                         updates: encode_updates(&updates),
                     };
-                    if let Err(e) = cluster.peers().call(addr, push, None, SYNC_TIMEOUT).await {
+                    if let Err(e) = cluster.peers().call(addr, push, SYNC_TIMEOUT).await {
                         tracing::debug!(peer, error = ?e, "cluster push failed");
                     }
                 }

@@ -10,13 +10,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cfgnode_storage::validate_namespace;
-use cfgnode_transport::{
-    Request as WireRequest, Response as WireResponse, WireError, WireHttpRequest, codes,
-};
+use cfgnode_transport::{PeerRequest, Response as WireResponse, WireError, WireHttpRequest, codes};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
 
 /// How much longer than its wait a forwarded long-poll may take.
@@ -26,8 +25,11 @@ use crate::cluster::{
     http_namespace, moving,
 };
 
-/// Headers that describe one connection, not the request: never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that describe one connection, not the request: never forwarded. `authorization`
+/// is not sent either: the caller's token stays on the node that checked it, and the holder
+/// is told the principal instead.
+const HOP_BY_HOP: [&str; 9] = [
+    "authorization",
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -57,6 +59,9 @@ pub async fn route_to_holder(
         return next.run(request).await;
     }
     let intent = http_intent(request.method());
+    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+        return ApiError::unauthenticated("the request was not authenticated").into_response();
+    };
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(body) => body,
@@ -122,13 +127,15 @@ pub async fn route_to_holder(
             body: body.to_vec(),
         };
         let write = intent == cfgnode_ring::Intent::Write;
-        let request = WireRequest::ForwardHttp(forwarded);
+        let request = PeerRequest::ForwardHttp {
+            principal: principal.name().to_string(),
+            http: forwarded,
+        };
         let hop = forward_hop(
             &state.cluster,
             &namespace,
             (&node, addr),
             request,
-            None,
             timeout,
             write,
         );
@@ -179,6 +186,7 @@ pub fn from_wire(e: WireError) -> ApiError {
     let (status, code) = match e.code.as_str() {
         codes::HOLDER_DOWN => (StatusCode::SERVICE_UNAVAILABLE, codes::HOLDER_DOWN),
         codes::MOVING => (StatusCode::SERVICE_UNAVAILABLE, codes::MOVING),
+        codes::NOT_READY => (StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY),
         codes::UNAVAILABLE => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
         codes::TIMEOUT => (StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT),
         codes::UNAUTHENTICATED => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),

@@ -1,4 +1,11 @@
-//! [`DatagramLinks`]: a QUIC connection per peer, used for SWIM datagrams both ways.
+//! [`DatagramLinks`]: one authenticated QUIC connection per peer, used for SWIM datagrams both
+//! ways, and [`dial_peer`], the one way this node opens a connection to another node.
+//!
+//! Only connections that completed the cluster-key handshake are ever adopted: a datagram is
+//! read from, or sent on, a connection whose other end proved the key (and, under mutual TLS,
+//! presented a node certificate). Each link remembers the peer's claimed id and generation, so
+//! links to a previous life of a restarted node can be dropped as soon as membership sees the
+//! new one ([`DatagramLinks::forget_stale`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -6,16 +13,90 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cfgnode_transport::SERVER_NAME;
+use cfgnode_transport::{
+    PeerAuthError, PeerClaim, PeerCredentials, SERVER_NAME, dial_handshake, is_node_certificate,
+};
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
+
+use crate::metrics::{Metrics, ReasonLabels};
 
 /// How long dialing a peer may take before its datagrams are dropped (SWIM tolerates loss).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// An authenticated peer connection and who is at its other end.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    /// The connection.
+    pub connection: Connection,
+    /// What the peer proved it is.
+    pub claim: PeerClaim,
+}
+
+/// Dials `to` and proves the cluster key over the new connection (and checks the peer's
+/// proof). Under mutual TLS the peer's certificate must also be a node's. Failures are counted
+/// in `metrics` by reason.
+pub async fn dial_peer(
+    endpoint: &Endpoint,
+    credentials: &PeerCredentials,
+    metrics: &Metrics,
+    to: SocketAddr,
+    timeout: Duration,
+) -> Result<PeerLink, String> {
+    let connecting = endpoint
+        .connect(to, SERVER_NAME)
+        .map_err(|e| format!("cannot dial {to}: {e}"))?;
+    let connection = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| format!("dialing {to} timed out after {timeout:?}"))?
+        .map_err(|e| format!("cannot connect to {to}: {e}"))?;
+    let checked = match check_node_certificate(&connection) {
+        Ok(()) => dial_handshake(&connection, credentials).await,
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(claim) => Ok(PeerLink { connection, claim }),
+        Err(e) => {
+            count_auth_failure(metrics, &e);
+            tracing::warn!(peer = %to, error = %e, "peer refused: it did not prove the cluster key");
+            connection.close(1u32.into(), b"peer authentication failed");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Under mutual TLS, the other end's certificate must say it is a node (a client's certificate
+/// from the same CA must not be able to join). Without mutual TLS there is no certificate to
+/// check: the cluster key alone decides.
+pub fn check_node_certificate(connection: &Connection) -> Result<(), PeerAuthError> {
+    let Some(identity) = connection.peer_identity() else {
+        return Ok(());
+    };
+    let leaf_is_node = identity
+        .downcast::<Vec<cfgnode_transport::CertificateDer<'static>>>()
+        .ok()
+        .and_then(|chain| chain.first().map(is_node_certificate))
+        .unwrap_or(false);
+    if leaf_is_node {
+        Ok(())
+    } else {
+        Err(PeerAuthError::NotANode(connection.remote_address()))
+    }
+}
+
+/// Counts a failed peer handshake.
+pub fn count_auth_failure(metrics: &Metrics, error: &PeerAuthError) {
+    metrics
+        .peer_auth_failures
+        .get_or_create(&ReasonLabels {
+            reason: error.reason(),
+        })
+        .inc();
+}
+
 /// Connections to peers, keyed by the peer's QUIC address. Accepted connections are adopted
-/// too: a node's one endpoint dials from its listening port, so the remote address of an
-/// accepted connection is the peer's own address.
+/// too (after their handshake): a node's one endpoint dials from its listening port, so the
+/// remote address of an accepted connection is the peer's own address.
 #[derive(Clone)]
 pub struct DatagramLinks {
     inner: Arc<Inner>,
@@ -23,7 +104,9 @@ pub struct DatagramLinks {
 
 struct Inner {
     endpoint: Endpoint,
-    connections: Mutex<HashMap<SocketAddr, Connection>>,
+    credentials: PeerCredentials,
+    metrics: Arc<Metrics>,
+    connections: Mutex<HashMap<SocketAddr, PeerLink>>,
     dialing: Mutex<HashSet<SocketAddr>>,
     inbox: mpsc::Sender<Vec<u8>>,
 }
@@ -35,12 +118,19 @@ impl std::fmt::Debug for DatagramLinks {
 }
 
 impl DatagramLinks {
-    /// Links over `endpoint`; every datagram received goes to `inbox` (dropped when it is full:
-    /// a SWIM packet is worth nothing late).
-    pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<Vec<u8>>) -> Self {
+    /// Links over `endpoint`, dialing with `credentials`; every datagram received goes to
+    /// `inbox` (dropped when it is full: a SWIM packet is worth nothing late).
+    pub fn new(
+        endpoint: Endpoint,
+        credentials: PeerCredentials,
+        metrics: Arc<Metrics>,
+        inbox: mpsc::Sender<Vec<u8>>,
+    ) -> Self {
         DatagramLinks {
             inner: Arc::new(Inner {
                 endpoint,
+                credentials,
+                metrics,
                 connections: Mutex::default(),
                 dialing: Mutex::default(),
                 inbox,
@@ -48,11 +138,27 @@ impl DatagramLinks {
         }
     }
 
-    /// Uses `connection` for this peer from now on and reads its datagrams.
-    pub fn adopt(&self, connection: Connection) {
+    /// This node's credentials (the QUIC front end checks accepted peers with them).
+    pub fn credentials(&self) -> &PeerCredentials {
+        &self.inner.credentials
+    }
+
+    /// The endpoint links dial from.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The node's metrics (handshake failures are counted there).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Uses an authenticated connection for this peer from now on and reads its datagrams.
+    pub fn adopt(&self, link: PeerLink) {
+        let connection = link.connection.clone();
         let remote = connection.remote_address();
         if let Ok(mut map) = self.inner.connections.lock() {
-            map.insert(remote, connection.clone());
+            map.insert(remote, link);
         }
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
@@ -62,22 +168,38 @@ impl DatagramLinks {
             if let Ok(mut map) = inner.connections.lock()
                 && map
                     .get(&remote)
-                    .is_some_and(|c| c.stable_id() == connection.stable_id())
+                    .is_some_and(|l| l.connection.stable_id() == connection.stable_id())
             {
                 map.remove(&remote);
             }
         });
     }
 
+    /// Closes every link to an earlier life of `node` than `generation` (or, with `None`, every
+    /// link to `node`: it is down). The next datagram dials afresh.
+    pub fn forget_stale(&self, node: &str, generation: Option<u64>) {
+        let Ok(mut map) = self.inner.connections.lock() else {
+            return;
+        };
+        map.retain(|_, link| {
+            let stale = link.claim.node_id == node
+                && generation.is_none_or(|current| link.claim.generation < current);
+            if stale {
+                link.connection
+                    .close(0u32.into(), b"peer restarted or down");
+            }
+            !stale
+        });
+    }
+
     /// Sends a datagram to `to`, dialing first when there is no live connection. Never blocks;
     /// a datagram that cannot go now is dropped.
     pub fn send(&self, to: SocketAddr, datagram: Vec<u8>) {
-        let live = self
-            .inner
-            .connections
-            .lock()
-            .ok()
-            .and_then(|map| map.get(&to).filter(|c| c.close_reason().is_none()).cloned());
+        let live = self.inner.connections.lock().ok().and_then(|map| {
+            map.get(&to)
+                .filter(|l| l.connection.close_reason().is_none())
+                .map(|l| l.connection.clone())
+        });
         if let Some(connection) = live {
             if let Err(e) = connection.send_datagram(Bytes::from(datagram)) {
                 tracing::debug!(%to, error = %e, "SWIM datagram not sent");
@@ -95,22 +217,24 @@ impl DatagramLinks {
         }
         let links = self.clone();
         tokio::spawn(async move {
-            let dialed = match links.inner.endpoint.connect(to, SERVER_NAME) {
-                Ok(connecting) => tokio::time::timeout(DIAL_TIMEOUT, connecting)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                Err(_) => None,
-            };
-            if let Ok(mut dialing) = links.inner.dialing.lock() {
+            let inner = &links.inner;
+            let dialed = dial_peer(
+                &inner.endpoint,
+                &inner.credentials,
+                &inner.metrics,
+                to,
+                DIAL_TIMEOUT,
+            )
+            .await;
+            if let Ok(mut dialing) = inner.dialing.lock() {
                 dialing.remove(&to);
             }
             match dialed {
-                Some(connection) => {
-                    let _ = connection.send_datagram(Bytes::from(datagram));
-                    links.adopt(connection);
+                Ok(link) => {
+                    let _ = link.connection.send_datagram(Bytes::from(datagram));
+                    links.adopt(link);
                 }
-                None => tracing::debug!(%to, "SWIM peer unreachable"),
+                Err(e) => tracing::debug!(%to, error = %e, "SWIM peer unreachable"),
             }
         });
     }
@@ -118,8 +242,8 @@ impl DatagramLinks {
     /// Closes every link (at shutdown).
     pub fn close(&self) {
         if let Ok(mut map) = self.inner.connections.lock() {
-            for (_, connection) in map.drain() {
-                connection.close(0u32.into(), b"leaving");
+            for (_, link) in map.drain() {
+                link.connection.close(0u32.into(), b"leaving");
             }
         }
     }

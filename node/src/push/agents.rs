@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cfgnode_storage::{validate_key, validate_namespace};
-use cfgnode_transport::{Request, Response, WireAgent, WireAgentSeen, WireError, codes};
+use cfgnode_transport::{
+    PeerRequest, Request, Response, WireAgent, WireAgentSeen, WireError, codes,
+};
 
 use crate::cluster::Cluster;
 use crate::membership::MemberState;
@@ -176,8 +178,7 @@ pub async fn cluster_wide(
                 .peers()
                 .call(
                     member.peer.quic,
-                    Request::Agents { local_only: true },
-                    None,
+                    PeerRequest::LocalAgents,
                     std::time::Duration::from_secs(3),
                 )
                 .await;

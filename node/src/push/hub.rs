@@ -48,8 +48,6 @@ pub struct Hub {
 struct HubInner {
     cluster: Cluster,
     service: ConfigService,
-    /// The cluster's shared admin token: the hub reads other nodes' logs with it.
-    token: String,
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     stop: watch::Receiver<bool>,
 }
@@ -93,17 +91,11 @@ pub enum TopicRead {
 
 impl Hub {
     /// A hub serving this node's watchers; its tasks end when `stop` turns true.
-    pub fn new(
-        cluster: Cluster,
-        service: ConfigService,
-        token: String,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(cluster: Cluster, service: ConfigService, stop: watch::Receiver<bool>) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 cluster,
                 service,
-                token,
                 topics: Mutex::new(HashMap::new()),
                 stop,
             }),
@@ -156,7 +148,6 @@ impl Hub {
             &self.inner.cluster,
             &self.inner.service,
             &Principal::Admin,
-            Some(self.inner.token.clone()),
             false,
             namespace,
             request,

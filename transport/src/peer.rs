@@ -1,0 +1,137 @@
+//! Node-to-node messages: what one node asks another, on a connection that proved the cluster
+//! key (see [`crate::peer_auth`]). A client connection can never carry them: the node decodes
+//! a [`PeerEnvelope`] only on connections negotiated with [`PEER_ALPN`](crate::PEER_ALPN) whose
+//! handshake proved the key.
+//!
+//! Answers are [`ResponseEnvelope`](crate::ResponseEnvelope)s, like a client's.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Request, WireHttpRequest};
+
+/// One node-to-node request on its own stream (one frame).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEnvelope {
+    /// Chosen by the sender, echoed in the answer.
+    pub request_id: u64,
+    /// The operation.
+    pub request: PeerRequest,
+}
+
+/// What a node asks another node. The sender's node id is not in the message: the receiver
+/// knows it from the connection's handshake, so no request can speak for another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A client's namespace request passed on by the node that received it; the receiver
+    /// serves it or answers [`Response::Redirect`](crate::Response::Redirect), never forwards
+    /// again. `request` is a client [`Request`], which cannot itself be a forward: the shape is
+    /// not recursive.
+    Forward {
+        /// How many nodes the request has been sent to so far (1 for the first forward).
+        hops: u8,
+        /// Who the forwarding node authenticated the client as (its token stays there).
+        principal: String,
+        /// The client's request.
+        request: Request,
+    },
+    /// An HTTP request passed on by the node that received it (same rules as `Forward`); the
+    /// forwarding node checked the caller's token, and strips it before sending.
+    ForwardHttp {
+        /// Who the forwarding node authenticated the caller as.
+        principal: String,
+        /// The request.
+        http: WireHttpRequest,
+    },
+    /// A cluster-wide listing asks each member for the namespaces it holds.
+    HeldNamespaces {
+        /// Name prefix.
+        prefix: String,
+        /// Cursor from the previous page.
+        cursor: Option<String>,
+        /// Page size (1..=1000).
+        limit: u32,
+    },
+    /// A cluster-wide agents listing asks each member for the agents that heartbeat to it.
+    LocalAgents,
+    /// Anti-entropy: "my cluster map has this digest". Answered with `ClusterMap` (the whole
+    /// map) when the digests differ, `ClusterInSync` otherwise.
+    ClusterSync {
+        /// The asker's map digest.
+        digest: u64,
+    },
+    /// Anti-entropy, second half: the asker's whole map, sent when the answerer's map lacked
+    /// some of its facts (node-defined bincode). Answered with `Ack`.
+    ClusterPush {
+        /// The encoded updates.
+        #[serde(with = "serde_bytes")]
+        updates: Vec<u8>,
+    },
+    /// Before creating a namespace nobody holds, its desired owner asks every alive member
+    /// whether it knows a holder or sees another desired owner (docs/cluster.md, Creation).
+    /// Answered with `CreateCheck`.
+    CreateCheck {
+        /// The namespace.
+        namespace: String,
+    },
+    /// Handoff, first step: drop any partial copy of the namespace and get ready to receive it
+    /// from the sender, which holds it at `epoch`.
+    HandoffOffer {
+        /// The namespace.
+        namespace: String,
+        /// The sender's holder epoch.
+        epoch: u64,
+    },
+    /// Handoff: rows of the namespace (node-defined bincode of its transfer ops).
+    HandoffChunk {
+        /// The namespace.
+        namespace: String,
+        /// The sender's holder epoch.
+        epoch: u64,
+        /// The ops.
+        #[serde(with = "serde_bytes")]
+        ops: Vec<u8>,
+    },
+    /// Handoff, last step: the receiver takes the namespace over under `epoch` if it has
+    /// exactly `revision`, records that durably, and only then answers `Ack`; the sender drops
+    /// its copy only after that answer.
+    HandoffCommit {
+        /// The namespace.
+        namespace: String,
+        /// The new holder epoch.
+        epoch: u64,
+        /// The namespace revision the receiver must have.
+        revision: u64,
+    },
+}
+
+impl PeerRequest {
+    /// The operation's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerRequest::Forward { .. } => "forward",
+            PeerRequest::ForwardHttp { .. } => "forward_http",
+            PeerRequest::HeldNamespaces { .. } => "held_namespaces",
+            PeerRequest::LocalAgents => "local_agents",
+            PeerRequest::ClusterSync { .. } => "cluster_sync",
+            PeerRequest::ClusterPush { .. } => "cluster_push",
+            PeerRequest::CreateCheck { .. } => "create_check",
+            PeerRequest::HandoffOffer { .. } => "handoff_offer",
+            PeerRequest::HandoffChunk { .. } => "handoff_chunk",
+            PeerRequest::HandoffCommit { .. } => "handoff_commit",
+        }
+    }
+}
+
+/// A member's answer to [`PeerRequest::CreateCheck`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCreateCheck {
+    /// The holder record it knows, as `(holder, epoch)`.
+    pub holder: Option<(String, u64)>,
+    /// The node it would pick as the namespace's desired owner.
+    pub desired_owner: Option<String>,
+    /// True when it has merged the cluster map from a peer since it started (a node that has
+    /// not cannot vouch that the namespace is new).
+    pub synced: bool,
+    /// True when it is itself checking or creating the namespace right now.
+    pub creating: bool,
+}
