@@ -84,6 +84,33 @@ pub struct StartArgs {
     /// (copy the first node's file).
     #[arg(long, env = "CFGNODE_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<PathBuf>,
+    /// Most HTTP connections open at once; connections beyond it are closed as soon as they
+    /// are accepted (counted in cfgnode_http_connections_refused_total).
+    #[arg(
+        long,
+        env = "CFGNODE_HTTP_MAX_CONNECTIONS",
+        default_value_t = cfgnode_node::HTTP_DEFAULT_MAX_CONNECTIONS
+    )]
+    http_max_connections: usize,
+
+    /// How long an HTTP client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for its next request) before its connection is closed.
+    #[arg(
+        long,
+        env = "CFGNODE_HTTP_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    http_header_timeout: std::time::Duration,
+
+    /// How long an HTTP request body may take to arrive in full before the request gets 408.
+    #[arg(
+        long,
+        env = "CFGNODE_HTTP_BODY_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    http_body_timeout: std::time::Duration,
 }
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -106,6 +133,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         log_per_namespace: args.log_retention,
         token_file: args.token_file,
         cluster_key_file: args.cluster_key_file,
+        http_max_connections: args.http_max_connections,
+        http_header_timeout: args.http_header_timeout,
+        http_body_timeout: args.http_body_timeout,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

@@ -37,5 +37,9 @@ mod quic_server;
 pub mod wire_api;
 
 pub use error::NodeError;
-pub use http::{ApiError, ENVELOPE_CONTENT_TYPE};
+pub use http::{
+    ApiError, DEFAULT_BODY_TIMEOUT as HTTP_DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT as HTTP_DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS as HTTP_DEFAULT_MAX_CONNECTIONS, ENVELOPE_CONTENT_TYPE,
+};
 pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};

@@ -1,4 +1,5 @@
-//! Prometheus metrics: HTTP requests by route and status, request latency, the storage
+//! Prometheus metrics: HTTP requests by route and status, request latency, HTTP connections
+//! open and refused, the storage
 //! writer's commits, batch sizes and commit latency, and the cluster's handoffs, forwards and
 //! redirects.
 
@@ -16,10 +17,11 @@ use prometheus_client::registry::Registry;
 /// Labels of one HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method, one of [`METHOD_LABELS`] (any other is `other`): a client picks the
+    /// method, so taking it as it comes would let anyone grow the metric without bound.
+    pub method: &'static str,
     /// The matched route template (`/v1/namespaces/{ns}/keys/{*key}`), never the raw path, so
-    /// label cardinality stays bounded.
+    /// label cardinality stays bounded; [`UNMATCHED_ROUTE`] when no route matched.
     pub route: String,
     /// The response status code.
     pub status: u16,
@@ -65,6 +67,20 @@ pub struct WatchLabels {
 pub struct ReasonLabels {
     /// Why (`bad_proof`, `timeout`, `per_address_cap`, ...).
     pub reason: &'static str,
+}
+
+/// The methods that keep their own `method` label; every other is counted as `other`.
+pub const METHOD_LABELS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// The `route` label of a request no route matched (a 404 from the fallback).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label of `method`: itself when it is one of [`METHOD_LABELS`], else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHOD_LABELS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 fn latency_histogram() -> Histogram {
@@ -114,6 +130,10 @@ pub struct Metrics {
     pub peer_auth_failures: Family<ReasonLabels, Counter>,
     /// QUIC connections refused before their handshake, by reason (connection caps).
     pub quic_connections_refused: Family<ReasonLabels, Counter>,
+    /// HTTP connections open now (each holds a slot under `--http-max-connections`).
+    pub http_connections_open: Gauge,
+    /// HTTP connections closed as soon as accepted because every slot was taken.
+    pub http_connections_refused: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -241,6 +261,18 @@ impl Metrics {
             "QUIC connections refused at the connection caps, by reason",
             quic_connections_refused.clone(),
         );
+        let http_connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open on the admin port",
+            http_connections_open.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because --http-max-connections were open",
+            http_connections_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -262,14 +294,17 @@ impl Metrics {
             webhook_deliveries,
             peer_auth_failures,
             quic_connections_refused,
+            http_connections_open,
+            http_connections_refused,
         })
     }
 
-    /// Records one finished HTTP request.
+    /// Records one finished HTTP request. `method` is the request's own (any string: it is
+    /// folded into [`method_label`]); `route` must be a route template or [`UNMATCHED_ROUTE`].
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.http_requests
             .get_or_create(&RequestLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 route: route.to_string(),
                 status,
             })
@@ -307,5 +342,20 @@ impl CommitObserver for CommitMetrics {
         m.rejected_writes.inc_by(stats.rejected as u64);
         m.commit_latency.observe(stats.duration.as_secs_f64());
         m.queue_wait.observe(stats.queue_wait.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_known_set_share_one_label() {
+        for known in METHOD_LABELS {
+            assert_eq!(method_label(known), known);
+        }
+        for custom in ["PROPFIND", "get", "XYZZY", "", "GETT"] {
+            assert_eq!(method_label(custom), "other", "{custom}");
+        }
     }
 }

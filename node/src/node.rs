@@ -20,7 +20,7 @@ use crate::cluster::{
 use crate::cluster_key::load_cluster_key;
 use crate::config_service::ConfigService;
 use crate::error::NodeError;
-use crate::http::{AppState, body_limit, router};
+use crate::http::{self as http_api, AppState, HttpLimits, body_limit, router};
 use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
@@ -70,6 +70,13 @@ pub struct NodeConfig {
     /// The cluster key every node of the cluster holds (`--cluster-key-file`); `None` uses
     /// `<data_dir>/cluster.key`, created by the first node of a new cluster.
     pub cluster_key_file: Option<PathBuf>,
+    /// Most HTTP connections open at once (`--http-max-connections`); more are closed at once.
+    pub http_max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers, and an idle keep-alive
+    /// connection may wait for its next request (`--http-header-timeout`).
+    pub http_header_timeout: std::time::Duration,
+    /// How long an HTTP request body may take to arrive in full (`--http-body-timeout`).
+    pub http_body_timeout: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -91,6 +98,9 @@ impl NodeConfig {
             log_per_namespace: defaults.log_per_namespace,
             token_file: None,
             cluster_key_file: None,
+            http_max_connections: http_api::DEFAULT_MAX_CONNECTIONS,
+            http_header_timeout: http_api::DEFAULT_HEADER_TIMEOUT,
+            http_body_timeout: http_api::DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -126,11 +136,29 @@ pub struct Node {
     persister: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     store: Store,
+    cluster: Cluster,
 }
 
 impl Node {
     /// Opens storage, loads (or creates) the admin token, binds the HTTP port and starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::start_observed(config, None).await
+    }
+
+    /// [`Node::start`], with `hook` told of every storage commit on the writer thread (after
+    /// the commit, before the writes are answered). Tests use it to hold the writer still.
+    #[doc(hidden)]
+    pub async fn start_with_commit_hook(
+        config: NodeConfig,
+        hook: Arc<dyn cfgnode_storage::CommitObserver>,
+    ) -> Result<Node, NodeError> {
+        Self::start_observed(config, Some(hook)).await
+    }
+
+    async fn start_observed(
+        config: NodeConfig,
+        hook: Option<Arc<dyn cfgnode_storage::CommitObserver>>,
+    ) -> Result<Node, NodeError> {
         if let Some(id) = &config.node_id {
             validate_node_id(id)?;
         }
@@ -139,6 +167,7 @@ impl Node {
                 "--max-value-bytes must be at least 1".to_string(),
             ));
         }
+        check_http_limits(&config)?;
         if config.advertise_quic.is_none() && config.quic_addr.ip().is_unspecified() {
             return Err(NodeError::Config(format!(
                 "--listen {} accepts on every interface, but peers and clients need one address to reach this node at: add --advertise HOST:PORT",
@@ -164,7 +193,7 @@ impl Node {
         // The metrics registry is labelled with the node id, which storage settles; the observer
         // reaches the registry through a slot filled right after opening.
         let metrics_slot: Arc<std::sync::OnceLock<Arc<Metrics>>> = Arc::default();
-        let observer = Arc::new(LateCommitMetrics(Arc::clone(&metrics_slot)));
+        let observer = Arc::new(LateCommitMetrics(Arc::clone(&metrics_slot), hook));
         let options = StoreOptions {
             max_value_bytes: config.max_value_bytes,
             history_per_key: config.history_per_key,
@@ -288,17 +317,22 @@ impl Node {
             metrics: Arc::clone(&metrics),
             cluster: cluster.clone(),
             body_limit: body_limit(config.max_value_bytes),
+            body_timeout: config.http_body_timeout,
         });
-        let mut http_stopped = stopped.clone();
         let app = router(state);
         let http_app = app.clone();
-        let http_server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let limits = HttpLimits {
+            max_connections: config.http_max_connections,
+            header_read_timeout: config.http_header_timeout,
+        };
+        let http_server = tokio::spawn(http_api::serve(
+            listener,
+            app,
+            limits,
+            Arc::clone(&metrics),
+            stopped.clone(),
+        ));
+        let node_cluster = cluster.clone();
         let context = Arc::new(QuicContext {
             serving: Serving {
                 cluster,
@@ -342,7 +376,15 @@ impl Node {
             persister,
             background,
             store: store_handle,
+            cluster: node_cluster,
         })
+    }
+
+    /// Whether a handoff could freeze `namespace` right now (no request holds its gate). For
+    /// tests that check how long requests hold a namespace.
+    #[doc(hidden)]
+    pub fn could_freeze(&self, namespace: &str) -> bool {
+        self.cluster.could_freeze(namespace)
     }
 
     /// This node's id.
@@ -393,6 +435,8 @@ impl Node {
             .await
             .map_err(joined)?
             .map_err(NodeError::Http)?;
+        // Its store handle must not count in the wait below.
+        drop(self.cluster);
         // Connection tasks of the HTTP server may drop their handle on the router (and so on
         // storage) a moment after the server returns: wait until ours is the last handle, so
         // "shutdown returned" means "the database is closed".
@@ -457,15 +501,42 @@ fn generation_now() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Forwards commit stats to the metrics once they exist.
-struct LateCommitMetrics(Arc<std::sync::OnceLock<Arc<Metrics>>>);
+/// Forwards commit stats to the metrics once they exist, then to the test hook if any.
+struct LateCommitMetrics(
+    Arc<std::sync::OnceLock<Arc<Metrics>>>,
+    Option<Arc<dyn cfgnode_storage::CommitObserver>>,
+);
 
 impl cfgnode_storage::CommitObserver for LateCommitMetrics {
     fn on_commit(&self, stats: &cfgnode_storage::CommitStats) {
         if let Some(metrics) = self.0.get() {
             cfgnode_storage::CommitObserver::on_commit(&CommitMetrics(Arc::clone(metrics)), stats);
         }
+        if let Some(hook) = &self.1 {
+            hook.on_commit(stats);
+        }
     }
+}
+
+/// Refuses HTTP limits that would make the admin port unusable.
+fn check_http_limits(config: &NodeConfig) -> Result<(), NodeError> {
+    let most = tokio::sync::Semaphore::MAX_PERMITS;
+    if config.http_max_connections == 0 || config.http_max_connections > most {
+        return Err(NodeError::Config(format!(
+            "--http-max-connections must be between 1 and {most}"
+        )));
+    }
+    if config.http_header_timeout.is_zero() {
+        return Err(NodeError::Config(
+            "--http-header-timeout must be longer than zero".to_string(),
+        ));
+    }
+    if config.http_body_timeout.is_zero() {
+        return Err(NodeError::Config(
+            "--http-body-timeout must be longer than zero".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates the data dir (mode 0700 on Unix: it holds the admin token).

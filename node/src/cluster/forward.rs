@@ -436,18 +436,24 @@ async fn serve_forwarded_http(
         .route(&namespace, intent)
         .await
         .map_err(|e| e.to_wire())?;
-    if let Some(redirect) = target.redirect(&namespace) {
-        return Ok(Response::Redirect(redirect));
-    }
+    let permit = match target {
+        Target::Local(permit) => permit,
+        remote @ Target::Remote { .. } => {
+            let redirect = remote
+                .redirect(&namespace)
+                .expect("a remote target always has a redirect");
+            return Ok(Response::Redirect(redirect));
+        }
+    };
     request.extensions_mut().insert(Routed);
     request.extensions_mut().insert(principal);
-    let response = serving
-        .http
-        .clone()
-        .oneshot(request)
+    // Same rule as for a client's own HTTP request: the permit lasts until the handler is
+    // done, even if this future is dropped (see `Permit::run_to_completion`).
+    let response = permit
+        .run_to_completion(serving.http.clone().oneshot(request))
         .await
+        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
         .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?;
-    drop(target);
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await

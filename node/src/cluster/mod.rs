@@ -127,6 +127,29 @@ impl Drop for CreatingMark<'_> {
 #[derive(Debug)]
 pub struct Permit(#[allow(dead_code)] OwnedRwLockReadGuard<()>);
 
+impl Permit {
+    /// Runs `work` (serving one request here) to its end in a task of its own that holds this
+    /// permit until then, and waits for it.
+    ///
+    /// Why a task: a request future is dropped when its client hangs up. Dropped with it, the
+    /// permit would let a handoff freeze and copy the namespace while the request's write still
+    /// waits in the storage writer; that write would then commit on the old holder after the
+    /// copy, and be lost. The task is not dropped with the caller, so the permit lasts until
+    /// the write is committed and answered (nobody may be left to read the answer).
+    pub async fn run_to_completion<F>(self, work: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(async move {
+            let output = work.await;
+            drop(self);
+            output
+        })
+        .await
+    }
+}
+
 /// Why a request cannot be routed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -578,6 +601,14 @@ impl Cluster {
         if let Err(e) = self.inner.state.apply(update) {
             tracing::debug!(error = %e, "ignoring a malformed redirect");
         }
+    }
+
+    /// Whether a handoff could freeze `namespace` right now: takes its gate exclusively and
+    /// lets go at once; false while any request holds a [`Permit`]. For tests that check when
+    /// permits are released.
+    #[doc(hidden)]
+    pub fn could_freeze(&self, namespace: &str) -> bool {
+        self.gate(namespace).try_write().is_ok()
     }
 
     /// The per-namespace gate: requests hold it shared, a handoff's freeze holds it exclusive.

@@ -94,13 +94,18 @@ pub async fn route_to_holder(
             Ok(target) => target,
             Err(e) => return route_error(&e).into_response(),
         };
-        let (node, addr) = match &target {
-            Target::Local(_) => {
-                let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-                drop(target);
-                return response;
+        let (node, addr) = match target {
+            Target::Local(permit) => {
+                // Runs on even if the client hangs up now, holding the permit until the
+                // handler (and its write) is done: see `Permit::run_to_completion`.
+                let request = Request::from_parts(parts, Body::from(body));
+                return match permit.run_to_completion(next.run(request)).await {
+                    Ok(response) => response,
+                    Err(e) => ApiError::internal(format!("the request handler failed: {e}"))
+                        .into_response(),
+                };
             }
-            Target::Remote { node, addr, .. } => (node.clone(), *addr),
+            Target::Remote { node, addr, .. } => (node, addr),
         };
         if hops >= MAX_HOPS {
             return from_wire(moving(&namespace, hops)).into_response();

@@ -2,19 +2,26 @@
 //!
 //! Every route but `/health` and `/ready` needs `Authorization: Bearer <token>`. Every error is
 //! `{"error":{"code","message"}}` (see [`ApiError`]).
+//!
+//! Layers, outside in: `track_request` (metrics, `x-cfgnode-node`), then on authenticated
+//! routes `require_token`, `read_body_within` (the whole body within the body timeout, only
+//! once the token checked out) and `cluster_api::route_to_holder`. Connections are served by
+//! [`serve`] (`server`), which caps them and times out their headers.
 
 mod cluster_api;
 mod config_api;
 mod error;
 mod extract;
+mod server;
 pub(crate) mod views;
 mod watch_api;
 mod webhooks_api;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -24,11 +31,14 @@ use serde_json::json;
 
 pub use config_api::ENVELOPE_CONTENT_TYPE;
 pub use error::ApiError;
+pub use server::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpLimits, serve,
+};
 
 use crate::auth::TokenVerifier;
 use crate::cluster::Cluster;
 use crate::config_service::ConfigService;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 
 /// The header naming the node that served a request (the holder, for forwarded requests).
 pub const SERVED_BY: &str = "x-cfgnode-node";
@@ -45,6 +55,9 @@ pub struct AppState {
     pub cluster: Cluster,
     /// Largest request body accepted.
     pub body_limit: usize,
+    /// How long a request body may take to arrive in full (a client that trickles it would
+    /// otherwise hold its connection, and its buffer, for as long as it likes).
+    pub body_timeout: Duration,
     /// The push role's watch hub (SSE watches).
     pub hub: crate::push::Hub,
     /// The agents that heartbeat to this node.
@@ -106,10 +119,15 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(webhooks_api::put_webhook)
                 .delete(webhooks_api::delete_webhook),
         )
-        // Layers run outside in: the token is checked before anything is forwarded.
+        // Layers run outside in: the token is checked before the body is read, and the body
+        // is read before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             cluster_api::route_to_holder,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            read_body_within,
         ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -169,6 +187,59 @@ async fn require_token(
     }
 }
 
+/// Reads the whole request body, within the body timeout and the body limit, before the
+/// handler runs: a body that trickles in gets 408 instead of holding its connection (and, on
+/// namespace routes, the namespace) for as long as the client likes. The deadline covers the
+/// whole body, not the gap between two chunks, so sending a byte now and then does not help.
+async fn read_body_within(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(state.body_timeout, read_body(body, state.body_limit));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {:?}; send it in one go (the node's --http-body-timeout)",
+                    state.body_timeout
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Collects `body`, refusing it as soon as it grows over `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("the request body is over this node's limit of {limit} bytes"),
+        )
+    };
+    let mut stream = body.into_data_stream();
+    let mut collected = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        })?;
+        if collected.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(collected))
+}
+
 /// Counts and times every request by its route template.
 async fn track_request(
     State(state): State<Arc<AppState>>,
@@ -177,10 +248,11 @@ async fn track_request(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
+    // A route template or `unmatched`, never the raw path: the path is the client's choice.
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| UNMATCHED_ROUTE.to_string(), |p| p.as_str().to_string());
     let mut response = next.run(request).await;
     // Which node served (a forwarded answer keeps the holder's).
     if let Ok(node) = HeaderValue::from_str(state.service.store().node_id()) {
