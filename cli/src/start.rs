@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cfgnode_node::{Node, NodeConfig, TlsFiles};
+use cfgnode_node::{Cidr, Node, NodeConfig, TlsFiles};
 use clap::Args;
 
 /// Flags of `cfgnode start`; each can also come from `CFGNODE_<NAME>`.
@@ -77,6 +77,12 @@ pub struct StartArgs {
     /// across a cluster).
     #[arg(long, env = "CFGNODE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+
+    /// Non-public networks webhooks may be delivered to, comma-separated CIDRs (e.g.
+    /// 10.1.0.0/16,fd00::/8); loopback, private, link-local, CGNAT and the like are refused
+    /// otherwise. Give every node the same list.
+    #[arg(long, env = "CFGNODE_WEBHOOK_ALLOW", value_delimiter = ',')]
+    webhook_allow: Vec<Cidr>,
 }
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -98,6 +104,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         history_per_key: args.history_limit,
         log_per_namespace: args.log_retention,
         token_file: args.token_file,
+        webhook_allow: args.webhook_allow,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

@@ -23,6 +23,7 @@ use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
+use crate::push::webhook_targets::{Cidr, TargetPolicy};
 use crate::push::{Agents, Feeds, Hub};
 use crate::quic_server::{self, QuicContext};
 
@@ -65,6 +66,10 @@ pub struct NodeConfig {
     pub log_per_namespace: u64,
     /// Use the token in this file instead of `<data_dir>/admin.token`.
     pub token_file: Option<PathBuf>,
+    /// Non-public networks webhooks may still be delivered to (`--webhook-allow`); public
+    /// addresses are always allowed, loopback, private, link-local and the like only when
+    /// listed here (docs/push.md, "Webhook targets").
+    pub webhook_allow: Vec<Cidr>,
 }
 
 impl NodeConfig {
@@ -85,6 +90,7 @@ impl NodeConfig {
             history_per_key: defaults.history_per_key,
             log_per_namespace: defaults.log_per_namespace,
             token_file: None,
+            webhook_allow: Vec::new(),
         }
     }
 }
@@ -251,9 +257,11 @@ impl Node {
         let hub = Hub::new(cluster.clone(), service.clone(), hub_token, stopped.clone());
         let agents = Agents::new();
         let mut background = background;
+        let webhook_targets = TargetPolicy::new(config.webhook_allow.clone());
         background.push(tokio::spawn(crate::push::webhooks::supervise(
             cluster.clone(),
             service.clone(),
+            webhook_targets.clone(),
             stopped.clone(),
         )));
         let state = Arc::new(AppState {
@@ -264,6 +272,7 @@ impl Node {
             metrics: Arc::clone(&metrics),
             cluster: cluster.clone(),
             body_limit: body_limit(config.max_value_bytes),
+            webhook_targets,
         });
         let mut http_stopped = stopped.clone();
         let app = router(state);
