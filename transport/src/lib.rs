@@ -7,6 +7,8 @@
 //! - [`message`](crate::Request): the client protocol's requests and responses.
 //! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs.
 //! - [`endpoint`](crate::bind_endpoint): quinn endpoints and framed stream reads/writes.
+//! - [`fs_atomic`](crate::write_atomically): crash-safe writes of small files (temporary file,
+//!   fsync, rename or no-clobber link, directory fsync), shared with the node and the CLI.
 //! - `error`: framing and decoding errors, and [`WireError`], the error answer on the wire.
 //!
 //! # Place in the map
@@ -18,6 +20,7 @@ mod endpoint;
 mod envelope;
 mod error;
 mod frame;
+mod fs_atomic;
 mod message;
 mod tls;
 
@@ -28,6 +31,7 @@ pub use endpoint::{
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, encode_frame};
+pub use fs_atomic::{AtomicWrite, write_atomically, write_private_atomically};
 pub use message::{
     Request, RequestEnvelope, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
     WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind,
