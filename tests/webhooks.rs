@@ -348,10 +348,20 @@ async fn loopback_targets_are_refused_unless_allowed() {
             && error.ends_with(" is loopback): see --webhook-allow"),
         "{error}"
     );
-    assert_eq!(failed["cursor"], created["cursor"], "nothing counted as delivered");
-    assert!(receiver.received().is_empty(), "nothing reached the receiver");
+    assert_eq!(
+        failed["cursor"], created["cursor"],
+        "nothing counted as delivered"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the receiver"
+    );
     let listed: Value = cluster
-        .request(cluster.node(0), Method::GET, &format!("/v1/namespaces/{NS}/webhooks"))
+        .request(
+            cluster.node(0),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/webhooks"),
+        )
         .send()
         .await
         .expect("list")
@@ -380,7 +390,10 @@ async fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
     assert_eq!(failed["last_error"], "redirect refused (HTTP 302)");
     assert_eq!(failed["cursor"], created["cursor"], "the cursor waits");
     assert!(failed["last_success_at"].is_null());
-    assert!(elsewhere.received().is_empty(), "the redirect was not followed");
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
     shutdown_all(&mut cluster).await;
 }
 
@@ -393,7 +406,10 @@ async fn a_failing_receiver_is_reported_without_its_answer() {
     let (status, _) = create(&cluster, "failing", &receiver.url).await;
     assert_eq!(status, 201);
     cluster.put(cluster.node(0), NS, "app/x", "1").await;
-    assert_eq!(first_failure(&cluster, "failing").await["last_error"], "HTTP 500");
+    assert_eq!(
+        first_failure(&cluster, "failing").await["last_error"],
+        "HTTP 500"
+    );
     receiver.set_down();
     // The next failure is the closed connection, in generic words, without the URL.
     let closed = poll_until("the closed connection to show", DEADLINE, || async {

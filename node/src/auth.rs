@@ -300,10 +300,7 @@ mod tests {
             std::fs::remove_file(&path).expect("rm");
             load_admin_token(dir.path(), None).expect("generated")
         };
-        assert_eq!(
-            load_admin_token(dir.path(), None).expect("loads").0,
-            token
-        );
+        assert_eq!(load_admin_token(dir.path(), None).expect("loads").0, token);
         std::fs::write(&path, "hand-written-token-of-mine\n").expect("write");
         assert_eq!(
             load_admin_token(dir.path(), None).expect("loads").0,

@@ -36,5 +36,5 @@ pub mod wire_api;
 
 pub use error::NodeError;
 pub use http::{ApiError, ENVELOPE_CONTENT_TYPE};
-pub use push::webhook_targets::{Cidr, CidrError};
 pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};
+pub use push::webhook_targets::{Cidr, CidrError};

@@ -31,8 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// How [`write_atomically`] writes a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AtomicWrite {
-    /// The Unix permission bits of the file, set from its creation (ignored elsewhere).
-    pub mode: u32,
+    /// The Unix permission bits of the file (`0o777` at most), set from its creation and
+    /// exactly, whatever the umask (ignored elsewhere). `None`: the default for new files
+    /// (0666 less the umask).
+    pub mode: Option<u32>,
     /// The Unix owner and group to give the file before it appears under its name (e.g. an
     /// agent running as root keeping an operator's ownership). When the writer may not give it
     /// (not root, not a member of the group), the file keeps the writer's and a warning is
@@ -46,7 +48,7 @@ pub struct AtomicWrite {
 impl AtomicWrite {
     /// A new secret: mode 0600, never replacing an existing file.
     pub const PRIVATE_NEW: AtomicWrite = AtomicWrite {
-        mode: 0o600,
+        mode: Some(0o600),
         owner: None,
         replace: false,
     };
@@ -90,7 +92,11 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// Creates a fresh, uniquely named temporary file next to `path`, mode `mode`.
-fn create_temp(dir: &Path, path: &Path, mode: u32) -> std::io::Result<(PathBuf, std::fs::File)> {
+fn create_temp(
+    dir: &Path,
+    path: &Path,
+    mode: Option<u32>,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
@@ -104,7 +110,7 @@ fn create_temp(dir: &Path, path: &Path, mode: u32) -> std::io::Result<(PathBuf, 
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
-        {
+        if let Some(mode) = mode {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(mode);
         }
@@ -125,8 +131,7 @@ fn fill(mut file: std::fs::File, contents: &[u8], how: AtomicWrite) -> std::io::
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // The umask may have taken bits off the creation mode; a kept mode must be exact.
-        file.set_permissions(std::fs::Permissions::from_mode(how.mode))?;
+        // Owner first: a chown may clear mode bits.
         if let Some((uid, gid)) = how.owner {
             let meta = file.metadata()?;
             if (meta.uid(), meta.gid()) != (uid, gid)
@@ -134,6 +139,10 @@ fn fill(mut file: std::fs::File, contents: &[u8], how: AtomicWrite) -> std::io::
             {
                 tracing::warn!(uid, gid, error = %e, "cannot keep the file's owner; it gets the writer's");
             }
+        }
+        // The umask may have taken bits off the creation mode; a kept mode must be exact.
+        if let Some(mode) = how.mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
         }
     }
     file.sync_all()
@@ -208,7 +217,11 @@ mod tests {
         let e = write_private_atomically(&path, b"new").expect_err("exists");
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).expect("read"), b"the operator's");
-        assert_eq!(names(dir.path()), ["ca.key"], "the temporary file is removed");
+        assert_eq!(
+            names(dir.path()),
+            ["ca.key"],
+            "the temporary file is removed"
+        );
         #[cfg(unix)]
         {
             // Not even through a dangling symlink (which `exists()` would call absent).
@@ -216,7 +229,10 @@ mod tests {
             std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).expect("symlink");
             let e = write_private_atomically(&link, b"new").expect_err("exists");
             assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-            assert!(!dir.path().join("nowhere").exists(), "nothing written through it");
+            assert!(
+                !dir.path().join("nowhere").exists(),
+                "nothing written through it"
+            );
         }
     }
 
@@ -226,7 +242,7 @@ mod tests {
         let path = dir.path().join("node.pem");
         std::fs::write(&path, b"old contents, longer than the new").expect("write");
         let how = AtomicWrite {
-            mode: 0o640,
+            mode: Some(0o640),
             owner: None,
             replace: true,
         };
@@ -249,12 +265,16 @@ mod tests {
         std::fs::create_dir(&path).expect("dir");
         std::fs::write(path.join("inside"), b"x").expect("write");
         let how = AtomicWrite {
-            mode: 0o600,
+            mode: Some(0o600),
             owner: None,
             replace: true,
         };
         assert!(write_atomically(&path, b"new", how).is_err());
-        assert_eq!(names(dir.path()), ["taken"], "the temporary file is removed");
+        assert_eq!(
+            names(dir.path()),
+            ["taken"],
+            "the temporary file is removed"
+        );
         // A directory that does not exist: nothing is created anywhere.
         assert!(write_private_atomically(&dir.path().join("no/such/file"), b"x").is_err());
         assert_eq!(names(dir.path()), ["taken"]);

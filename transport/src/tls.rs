@@ -681,7 +681,7 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
 /// How a TLS file is written: mode 0600 for keys, 0644 for certificates.
 fn file_write(private: bool, replace: bool) -> AtomicWrite {
     AtomicWrite {
-        mode: if private { 0o600 } else { 0o644 },
+        mode: Some(if private { 0o600 } else { 0o644 }),
         owner: None,
         replace,
     }
@@ -741,7 +741,10 @@ mod tests {
         // The certificate's name was taken after the up-front check (another command).
         std::fs::write(&cert, b"someone else's").expect("write");
         let err = write_new_pair(&cert, b"cert", &key, b"key").expect_err("taken");
-        assert!(matches!(err, TlsError::Exists(ref p) if p == &cert), "{err:?}");
+        assert!(
+            matches!(err, TlsError::Exists(ref p) if p == &cert),
+            "{err:?}"
+        );
         assert_eq!(std::fs::read(&cert).expect("read"), b"someone else's");
         assert_eq!(names(dir.path()), ["n.pem"], "no key, no temporary file");
 

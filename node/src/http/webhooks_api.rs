@@ -91,7 +91,11 @@ pub async fn put_webhook(
                 "{refused}: webhooks reach only public addresses unless the nodes are started \
                  with --webhook-allow (e.g. --webhook-allow {}/{})",
                 refused.ip.to_canonical(),
-                if refused.ip.to_canonical().is_ipv4() { 32 } else { 128 }
+                if refused.ip.to_canonical().is_ipv4() {
+                    32
+                } else {
+                    128
+                }
             ),
         )
     })?;

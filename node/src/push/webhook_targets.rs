@@ -30,7 +30,9 @@ pub struct Cidr {
 
 /// Why a `--webhook-allow` entry is not a CIDR; the message shows the accepted forms.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a CIDR ({why}); write networks like 10.0.0.0/8, 127.0.0.1/32 or fd00::/8")]
+#[error(
+    "{input:?} is not a CIDR ({why}); write networks like 10.0.0.0/8, 127.0.0.1/32 or fd00::/8"
+)]
 pub struct CidrError {
     /// What was given.
     input: String,
@@ -359,7 +361,10 @@ mod tests {
         assert!(allowing.check(ip("127.0.0.1")).is_ok());
         assert!(allowing.check(ip("::ffff:127.0.0.1")).is_ok());
         assert!(allowing.check(ip("10.1.2.3")).is_ok());
-        assert!(allowing.check(ip("10.2.0.1")).is_err(), "only what is listed");
+        assert!(
+            allowing.check(ip("10.2.0.1")).is_err(),
+            "only what is listed"
+        );
         assert!(allowing.check(ip("127.0.0.2")).is_err());
         assert!(allowing.check(ip("::1")).is_err());
     }

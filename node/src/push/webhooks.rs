@@ -202,9 +202,8 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             // Port 0: the connector puts in the URL's port.
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             for addr in &addrs {
                 policy.check(addr.ip())?;
             }
@@ -458,7 +457,9 @@ impl Delivery {
         events: &[cfgnode_transport::WireEvent],
     ) -> Result<(), String> {
         if let Some(ip) = literal_ip(&hook.url) {
-            self.policy.check(ip).map_err(|refused| refused.to_string())?;
+            self.policy
+                .check(ip)
+                .map_err(|refused| refused.to_string())?;
         }
         let first = events.first().map_or(0, |e| e.revision);
         let last = events.last().map_or(0, |e| e.revision);
@@ -560,7 +561,10 @@ mod tests {
         }
         assert!(check_target("http://localhost:9/", &strict).is_ok());
         assert!(check_target("http://93.184.216.34/", &strict).is_ok());
-        assert!(check_target("not a url", &strict).is_ok(), "check() reports it");
+        assert!(
+            check_target("not a url", &strict).is_ok(),
+            "check() reports it"
+        );
         let loopback = TargetPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")]);
         assert!(check_target("http://127.0.0.1:9/hook", &loopback).is_ok());
         assert!(check_target("http://[::1]:9/", &loopback).is_err());
