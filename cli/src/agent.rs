@@ -186,10 +186,11 @@ pub async fn run(client: Client, args: AgentArgs) -> Result<(), CliError> {
         options = options.prefix(prefix.clone());
     }
     let mut watch = client.watch(options);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
     let result = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(args.poll_interval, watch.next()) => next,
-            _ = shutdown_signal() => break Ok(()),
+            _ = &mut shutdown => break Ok(()),
         };
         match next {
             Ok(Ok(item)) => {
@@ -539,19 +540,33 @@ async fn heartbeats(client: Client, mut agent: Agent, status: Arc<Mutex<Status>>
     }
 }
 
-async fn shutdown_signal() {
+/// Starts watching SIGTERM and SIGINT now and resolves at the first one. Registered once, before
+/// the loop, and polled by every turn of it: a signal that arrives while a change is being
+/// applied (outside the `select!`) is kept for the next turn instead of being lost.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn hostname() -> String {
