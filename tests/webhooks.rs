@@ -1,11 +1,15 @@
 //! Webhooks against a real HTTP receiver: every matching event once and in order, signed;
 //! a receiver that is down for a while gets everything once it is back (the cursor waits);
 //! the webhook and its cursor move with the namespace (claimed mid-stream onto another node),
-//! nothing is skipped; bad input is refused and changes nothing.
+//! nothing is skipped; bad input is refused and changes nothing. Targets: loopback is refused
+//! unless allowed (`--webhook-allow`), at creation for a literal IP and at delivery for a name
+//! that resolves to it; a redirect is a failed delivery and is not followed.
 
 use std::time::Duration;
 
-use cfgnode_tests::{DEADLINE, Receiver, TestCluster, poll_until, shutdown_all};
+use cfgnode_tests::{
+    DEADLINE, Receiver, TestCluster, allow_loopback_webhooks, poll_until, shutdown_all,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -84,7 +88,7 @@ async fn wait_for(receiver: &Receiver, expected: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_once_in_order_through_downtime_and_a_move() {
-    let mut cluster = TestCluster::start(3).await;
+    let mut cluster = TestCluster::start_with(3, allow_loopback_webhooks).await;
     cluster.put(cluster.node(0), NS, "seed", "0").await;
     cluster.direct(0, "claims", NS, "n1").await;
     cluster.wait_held_by(NS, "n1").await;
@@ -112,6 +116,11 @@ async fn every_event_once_in_order_through_downtime_and_a_move() {
     assert_eq!(delivered(&receiver), expected);
 
     // Phase 2: the receiver fails for a while; the cursor waits; then everything, once.
+    // (First the cursor must have passed phase 1's last events, which may trail the POST.)
+    poll_until("the cursor to catch up", DEADLINE, || async {
+        (webhook(&cluster, 0).await["pending"] == 0).then_some(())
+    })
+    .await;
     receiver.set_status(500);
     let before = webhook(&cluster, 2).await["cursor"]
         .as_u64()
@@ -201,7 +210,7 @@ async fn every_event_once_in_order_through_downtime_and_a_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_webhooks_are_refused_and_change_nothing() {
-    let mut cluster = TestCluster::start(1).await;
+    let mut cluster = TestCluster::start_with(1, allow_loopback_webhooks).await;
     let node = cluster.node(0);
     let put = |name: &str, body: Value| {
         cluster
@@ -266,5 +275,148 @@ async fn bad_webhooks_are_refused_and_change_nothing() {
         .await
         .expect("answer");
     assert_eq!(resp.status(), 200);
+    shutdown_all(&mut cluster).await;
+}
+
+/// `PUT` of webhook `name` to `url` through node 0; returns status and body.
+async fn create(cluster: &TestCluster, name: &str, url: &str) -> (u16, Value) {
+    let resp = cluster
+        .request(
+            cluster.node(0),
+            Method::PUT,
+            &format!("/v1/namespaces/{NS}/webhooks/{name}"),
+        )
+        .json(&json!({ "url": url, "prefixes": ["app/"], "secret": SECRET }))
+        .send()
+        .await
+        .expect("put");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+/// Waits until webhook `name` reports a failure; returns the webhook.
+async fn first_failure(cluster: &TestCluster, name: &str) -> Value {
+    poll_until("the delivery to fail", DEADLINE, || async {
+        let hook: Value = cluster
+            .request(
+                cluster.node(0),
+                Method::GET,
+                &format!("/v1/namespaces/{NS}/webhooks/{name}"),
+            )
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        hook["last_error"].is_string().then_some(hook)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_targets_are_refused_unless_allowed() {
+    // No --webhook-allow: the node's default.
+    let mut cluster = TestCluster::start(1).await;
+    cluster.put(cluster.node(0), NS, "seed", "0").await;
+    let receiver = Receiver::start().await;
+    let port = receiver.url.rsplit(':').next().expect("port");
+
+    // A literal loopback IP, in either spelling: refused at creation, naming the flag.
+    for url in [
+        receiver.url.clone(),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+    ] {
+        let (status, body) = create(&cluster, "literal", &url).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "webhook_target_not_allowed");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("is loopback") && message.contains("--webhook-allow 127.0.0.1/32"),
+            "{message}"
+        );
+    }
+
+    // A name that resolves to loopback: accepted, then refused at every delivery.
+    let (status, created) = create(&cluster, "named", &format!("http://localhost:{port}")).await;
+    assert_eq!(status, 201, "{created}");
+    cluster.put(cluster.node(0), NS, "app/x", "1").await;
+    let failed = first_failure(&cluster, "named").await;
+    let error = failed["last_error"].as_str().expect("last_error");
+    assert!(
+        error.starts_with("target address not allowed (")
+            && error.ends_with(" is loopback): see --webhook-allow"),
+        "{error}"
+    );
+    assert_eq!(
+        failed["cursor"], created["cursor"],
+        "nothing counted as delivered"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the receiver"
+    );
+    let listed: Value = cluster
+        .request(
+            cluster.node(0),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/webhooks"),
+        )
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        listed["webhooks"].as_array().map(Vec::len),
+        Some(1),
+        "the refused literal was not stored"
+    );
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
+    let mut cluster = TestCluster::start_with(1, allow_loopback_webhooks).await;
+    cluster.put(cluster.node(0), NS, "seed", "0").await;
+    let elsewhere = Receiver::start().await;
+    let redirecting = Receiver::start().await;
+    redirecting.set_redirect(&elsewhere.url);
+    let (status, created) = create(&cluster, "moved", &redirecting.url).await;
+    assert_eq!(status, 201, "{created}");
+    cluster.put(cluster.node(0), NS, "app/x", "1").await;
+    let failed = first_failure(&cluster, "moved").await;
+    assert_eq!(failed["last_error"], "redirect refused (HTTP 302)");
+    assert_eq!(failed["cursor"], created["cursor"], "the cursor waits");
+    assert!(failed["last_success_at"].is_null());
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_is_reported_without_its_answer() {
+    let mut cluster = TestCluster::start_with(1, allow_loopback_webhooks).await;
+    cluster.put(cluster.node(0), NS, "seed", "0").await;
+    let receiver = Receiver::start().await;
+    receiver.set_status(500);
+    let (status, _) = create(&cluster, "failing", &receiver.url).await;
+    assert_eq!(status, 201);
+    cluster.put(cluster.node(0), NS, "app/x", "1").await;
+    assert_eq!(
+        first_failure(&cluster, "failing").await["last_error"],
+        "HTTP 500"
+    );
+    receiver.set_down();
+    // The next failure is the closed connection, in generic words, without the URL.
+    let closed = poll_until("the closed connection to show", DEADLINE, || async {
+        let hook = first_failure(&cluster, "failing").await;
+        (hook["last_error"] != "HTTP 500").then_some(hook)
+    })
+    .await;
+    assert_eq!(closed["last_error"], "request failed", "{closed}");
     shutdown_all(&mut cluster).await;
 }

@@ -10,7 +10,6 @@
 //! Rendering is pure ([`render`], [`env_name`]); the IO is in [`run`].
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use base64::Engine;
 use cfgnode_client::{
     Agent, Client, ClientError, Snapshot, SnapshotResult, WatchEvent, WatchOptions,
 };
+use cfgnode_transport::AtomicWrite;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
@@ -45,9 +45,14 @@ pub struct AgentArgs {
     /// Only keys starting with this; may be given several times.
     #[arg(long = "prefix")]
     pub prefixes: Vec<String>,
-    /// Keep this file in sync (written atomically: temp file, fsync, rename).
+    /// Keep this file in sync (written atomically: temp file, fsync, rename; an existing
+    /// file keeps its mode and, when the agent runs as root, its owner).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let `--out` be a symbolic link: the file it points to is replaced (in that file's
+    /// directory) and the link kept. Without it a link at `--out` is refused.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// How `--out` is rendered.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
@@ -98,6 +103,10 @@ pub async fn run(client: Client, args: AgentArgs) -> Result<(), CliError> {
     }
     if args.format == Format::Raw && args.out.is_none() {
         return Err(CliError::usage("--format raw needs --out FILE"));
+    }
+    if let Some(out) = &args.out {
+        // Up front, so a refused link is a usage error now, not a failure at every change.
+        out_target(out, args.follow_symlinks).map_err(CliError::usage)?;
     }
     if let Some(url) = &args.post
         && !url.starts_with("http://")
@@ -177,10 +186,11 @@ pub async fn run(client: Client, args: AgentArgs) -> Result<(), CliError> {
         options = options.prefix(prefix.clone());
     }
     let mut watch = client.watch(options);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
     let result = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(args.poll_interval, watch.next()) => next,
-            _ = shutdown_signal() => break Ok(()),
+            _ = &mut shutdown => break Ok(()),
         };
         match next {
             Ok(Ok(item)) => {
@@ -263,8 +273,8 @@ async fn apply(
     if let Some(out) = &args.out {
         match render(args.format, snapshot, &args.prefixes) {
             Ok(bytes) => {
-                if let Err(e) = write_atomically(out, &bytes) {
-                    error = Some(format!("writing {}: {e}", out.display()));
+                if let Err(e) = write_out(out, &bytes, args.follow_symlinks) {
+                    error = Some(e);
                 }
             }
             Err(e) => error = Some(e),
@@ -419,32 +429,85 @@ pub fn env_name(key: &str, prefixes: &[String]) -> String {
     name
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same dir, fsync, rename, fsync the
-/// dir); does nothing when the file already holds exactly `bytes`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if std::fs::read(path).is_ok_and(|have| have == bytes) {
+/// Most symbolic links followed from `--out` (the kernel's own limit is 40).
+const MAX_LINK_HOPS: usize = 40;
+
+/// The file `--out` names: `path` itself, or (with `follow`) the file its chain of symbolic
+/// links leads to, which may not exist yet. A link without `follow` is refused, since
+/// replacing what it points to could overwrite any file the agent may write (and replacing the
+/// link itself would silently stop updating the file it pointed to).
+fn out_target(path: &Path, follow: bool) -> Result<PathBuf, String> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINK_HOPS {
+        let is_link = match std::fs::symlink_metadata(&current) {
+            Ok(meta) => meta.file_type().is_symlink(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(format!("--out {}: {e}", path.display())),
+        };
+        if !is_link {
+            return Ok(current);
+        }
+        let points_to =
+            std::fs::read_link(&current).map_err(|e| format!("--out {}: {e}", path.display()))?;
+        if !follow {
+            return Err(format!(
+                "--out {} is a symbolic link (to {}): refusing to write through it; point --out \
+                 at the file itself, or pass --follow-symlinks to replace the file it points to",
+                path.display(),
+                points_to.display()
+            ));
+        }
+        current = match current.parent() {
+            Some(dir) => dir.join(points_to),
+            None => points_to,
+        };
+    }
+    Err(format!(
+        "--out {}: more than {MAX_LINK_HOPS} symbolic links (a loop?)",
+        path.display()
+    ))
+}
+
+/// Writes `bytes` to `--out` atomically (temp file in the target's dir, fsync, rename, fsync
+/// the dir: `cfgnode_transport::write_atomically`); does nothing when the file already holds
+/// exactly `bytes`. An existing file keeps its mode and owner (the owner only when the agent
+/// may give it, i.e. as root), so an operator's 0600 file stays 0600. The error says which
+/// file and why.
+fn write_out(path: &Path, bytes: &[u8], follow: bool) -> Result<(), String> {
+    let target = out_target(path, follow)?;
+    if std::fs::read(&target).is_ok_and(|have| have == bytes) {
         return Ok(());
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let existing = std::fs::metadata(&target).ok();
+    let how = AtomicWrite {
+        mode: existing.as_ref().and_then(unix_mode),
+        owner: existing.as_ref().and_then(unix_owner),
+        replace: true,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_string());
-    let tmp = dir.join(format!(".{name}.cfgnode-{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    cfgnode_transport::write_atomically(&target, bytes, how)
+        .map_err(|e| format!("writing {}: {e}", target.display()))
+}
+
+#[cfg(unix)]
+fn unix_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(meta.permissions().mode() & 0o777)
+}
+
+#[cfg(unix)]
+fn unix_owner(meta: &std::fs::Metadata) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.uid(), meta.gid()))
+}
+
+#[cfg(not(unix))]
+fn unix_mode(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+#[cfg(not(unix))]
+fn unix_owner(_meta: &std::fs::Metadata) -> Option<(u32, u32)> {
+    None
 }
 
 fn outputs(args: &AgentArgs) -> Vec<String> {
@@ -477,19 +540,33 @@ async fn heartbeats(client: Client, mut agent: Agent, status: Arc<Mutex<Status>>
     }
 }
 
-async fn shutdown_signal() {
+/// Starts watching SIGTERM and SIGINT now and resolves at the first one. Registered once, before
+/// the loop, and polled by every turn of it: a signal that arrives while a change is being
+/// applied (outside the `select!`) is kept for the next turn instead of being lost.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn hostname() -> String {
@@ -564,6 +641,109 @@ mod tests {
             render(Format::Raw, &s, &["app/".into()]).is_err(),
             "several keys"
         );
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_file_keeps_its_mode_and_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("app.json");
+        std::fs::write(&out, b"old").expect("write");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // As root (where an owner can be kept), the file belongs to someone else.
+        let root = std::fs::metadata(&out).expect("meta").uid() == 0;
+        if root {
+            std::os::unix::fs::chown(&out, Some(4242), Some(4243)).expect("chown");
+        }
+        write_out(&out, b"new", false).expect("written");
+        assert_eq!(std::fs::read(&out).expect("read"), b"new");
+        assert_eq!(mode(&out), 0o600, "the operator's 0600 stays");
+        if root {
+            let meta = std::fs::metadata(&out).expect("meta");
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "the owner stays");
+        }
+        assert_eq!(names(dir.path()), ["app.json"], "no temporary file left");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_is_refused_unless_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real_dir = dir.path().join("real");
+        std::fs::create_dir(&real_dir).expect("dir");
+        let target = real_dir.join("app.json");
+        std::fs::write(&target, b"old").expect("write");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("real/app.json", &link).expect("symlink");
+
+        let err = write_out(&link, b"new", false).expect_err("refused");
+        assert!(
+            err.contains("symbolic link") && err.contains("--follow-symlinks"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&target).expect("read"), b"old", "untouched");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
+
+        write_out(&link, b"new", true).expect("followed");
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+        assert_eq!(mode(&target), 0o640, "the target keeps its mode");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink(),
+            "the link is kept"
+        );
+        assert_eq!(names(&real_dir), ["app.json"], "replaced in its own dir");
+        assert_eq!(names(dir.path()), ["link.json", "real"]);
+
+        // A dangling link, followed, creates the file it names.
+        std::fs::remove_file(&target).expect("rm");
+        write_out(&link, b"again", true).expect("created");
+        assert_eq!(std::fs::read(&target).expect("read"), b"again");
+        // A loop is an error, not a hang.
+        let a = dir.path().join("a");
+        std::os::unix::fs::symlink("b", &a).expect("symlink");
+        std::os::unix::fs::symlink("a", dir.path().join("b")).expect("symlink");
+        assert!(
+            write_out(&a, b"x", true)
+                .expect_err("loop")
+                .contains("loop")
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_file_and_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).expect("dir");
+        std::fs::write(taken.join("x"), b"x").expect("write");
+        let err = write_out(&taken, b"new", false).expect_err("a directory");
+        assert!(err.contains("taken"), "{err}");
+        assert_eq!(names(dir.path()), ["taken"]);
     }
 
     #[test]

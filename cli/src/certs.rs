@@ -69,7 +69,11 @@ pub fn run(command: CertsCommand) -> Result<(), CliError> {
         }
         CertsCommand::ClusterKey { out } => {
             let key = ClusterKey::generate().map_err(CliError::other)?;
-            write_new_private(&out, format!("{}\n", key.to_hex()).as_bytes())?;
+            cfgnode_transport::write_private_atomically(
+                &out,
+                format!("{}\n", key.to_hex()).as_bytes(),
+            )
+            .map_err(|e| CliError::other(format!("cannot write {}: {e}", out.display())))?;
             println!("cluster key written: {}", out.display());
             println!(
                 "copy it to every node and start each with --cluster-key-file {}",
@@ -96,28 +100,6 @@ pub fn run(command: CertsCommand) -> Result<(), CliError> {
                 key.display()
             );
         }
-    }
-    Ok(())
-}
-
-/// Writes a new file readable only by its owner, durably; refuses to overwrite.
-fn write_new_private(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let fail = |e: std::io::Error| CliError::other(format!("cannot write {}: {e}", path.display()));
-    let mut file = options.open(path).map_err(fail)?;
-    file.write_all(contents).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cfgnode_node::{Node, NodeConfig, TlsFiles};
+use cfgnode_node::{Cidr, Node, NodeConfig, TlsFiles};
 use clap::Args;
 
 /// Flags of `cfgnode start`; each can also come from `CFGNODE_<NAME>`.
@@ -111,6 +111,11 @@ pub struct StartArgs {
         value_parser = humantime::parse_duration
     )]
     http_body_timeout: std::time::Duration,
+    /// Non-public networks webhooks may be delivered to, comma-separated CIDRs (e.g.
+    /// 10.1.0.0/16,fd00::/8); loopback, private, link-local, CGNAT and the like are refused
+    /// otherwise. Give every node the same list.
+    #[arg(long, env = "CFGNODE_WEBHOOK_ALLOW", value_delimiter = ',')]
+    webhook_allow: Vec<Cidr>,
 }
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -136,6 +141,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         http_max_connections: args.http_max_connections,
         http_header_timeout: args.http_header_timeout,
         http_body_timeout: args.http_body_timeout,
+        webhook_allow: args.webhook_allow,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

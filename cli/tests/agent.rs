@@ -230,3 +230,61 @@ async fn env_format_once_and_bad_flags() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_out_file_keeps_its_mode_and_a_symlink_needs_follow_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&Launch::new(dir.path())).await;
+    set(&node, "app/port", "8080");
+    let once = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["agent", "--namespace", "shop", "--once", "--out"];
+        args.push(out.to_str().expect("path"));
+        args.extend_from_slice(extra);
+        cli(&node, &args)
+    };
+    let mode = |path: &Path| std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
+
+    // The operator's private file stays private when the agent replaces it.
+    let private = dir.path().join("private.json");
+    std::fs::write(&private, b"{}").expect("write");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = once(&private, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_json(&private).expect("json")["app/port"], "8080");
+    assert_eq!(mode(&private), 0o600);
+
+    // A symlink at --out: refused (usage, exit 2), the file it points to untouched.
+    let target = dir.path().join("target.json");
+    std::fs::write(&target, b"{}").expect("write");
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let refused = once(&link, &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains("--follow-symlinks"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&target).expect("read"), b"{}");
+
+    // With --follow-symlinks: the target is replaced, the link stays a link.
+    let followed = once(&link, &["--follow-symlinks"]);
+    assert!(
+        followed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    assert_eq!(read_json(&target).expect("json")["app/port"], "8080");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
+}

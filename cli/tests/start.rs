@@ -400,6 +400,7 @@ async fn help_lists_every_flag() {
         "--token-file",
         "--log-format",
         "--listen",
+        "--webhook-allow",
         "CFGNODE_DATA_DIR",
     ] {
         assert!(
@@ -425,6 +426,7 @@ async fn invalid_flag_values_are_usage_errors() {
         ("--log-retention", "many"),
         ("--max-value-bytes", "1MiB"),
         ("--log-format", "xml"),
+        ("--webhook-allow", "10.0.0.0/33"),
     ] {
         let run = run_to_exit(
             tmp.path(),

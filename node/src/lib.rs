@@ -43,3 +43,4 @@ pub use http::{
     DEFAULT_MAX_CONNECTIONS as HTTP_DEFAULT_MAX_CONNECTIONS, ENVELOPE_CONTENT_TYPE,
 };
 pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};
+pub use push::webhook_targets::{Cidr, CidrError};

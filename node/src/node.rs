@@ -25,6 +25,7 @@ use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
+use crate::push::webhook_targets::{Cidr, TargetPolicy};
 use crate::push::{Agents, Feeds, Hub};
 use crate::quic_server::{self, QuicContext};
 
@@ -77,6 +78,10 @@ pub struct NodeConfig {
     pub http_header_timeout: std::time::Duration,
     /// How long an HTTP request body may take to arrive in full (`--http-body-timeout`).
     pub http_body_timeout: std::time::Duration,
+    /// Non-public networks webhooks may still be delivered to (`--webhook-allow`); public
+    /// addresses are always allowed, loopback, private, link-local and the like only when
+    /// listed here (docs/push.md, "Webhook targets").
+    pub webhook_allow: Vec<Cidr>,
 }
 
 impl NodeConfig {
@@ -101,6 +106,7 @@ impl NodeConfig {
             http_max_connections: http_api::DEFAULT_MAX_CONNECTIONS,
             http_header_timeout: http_api::DEFAULT_HEADER_TIMEOUT,
             http_body_timeout: http_api::DEFAULT_BODY_TIMEOUT,
+            webhook_allow: Vec::new(),
         }
     }
 }
@@ -304,9 +310,11 @@ impl Node {
         let hub = Hub::new(cluster.clone(), service.clone(), stopped.clone());
         let agents = Agents::new();
         let mut background = background;
+        let webhook_targets = TargetPolicy::new(config.webhook_allow.clone());
         background.push(tokio::spawn(crate::push::webhooks::supervise(
             cluster.clone(),
             service.clone(),
+            webhook_targets.clone(),
             stopped.clone(),
         )));
         let state = Arc::new(AppState {
@@ -318,6 +326,7 @@ impl Node {
             cluster: cluster.clone(),
             body_limit: body_limit(config.max_value_bytes),
             body_timeout: config.http_body_timeout,
+            webhook_targets,
         });
         let app = router(state);
         let http_app = app.clone();

@@ -313,6 +313,14 @@ impl TestCluster {
     }
 }
 
+/// A config tweak for [`TestCluster::start_with`]: lets webhooks reach receivers on
+/// 127.0.0.1 (like `--webhook-allow 127.0.0.1/32`), which the node refuses by default.
+pub fn allow_loopback_webhooks(config: &mut NodeConfig) {
+    config
+        .webhook_allow
+        .push("127.0.0.1/32".parse().expect("a CIDR"));
+}
+
 /// One request a [`Receiver`] got: its headers (lowercase names) and body.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -330,6 +338,8 @@ pub struct Receiver {
     pub url: String,
     got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// When set, every request is answered `302 Found` to this location (and not recorded).
+    redirect: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Receiver {
@@ -344,10 +354,12 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let got: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
         let status = Arc::new(AtomicU16::new(200));
-        let (seen, answer) = (Arc::clone(&got), Arc::clone(&status));
+        let redirect: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let (seen, answer, moved) = (Arc::clone(&got), Arc::clone(&status), Arc::clone(&redirect));
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (seen, answer) = (Arc::clone(&seen), Arc::clone(&answer));
+                let moved = Arc::clone(&moved);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
@@ -369,6 +381,14 @@ impl Receiver {
                             break (end, length);
                         }
                     };
+                    let location = moved.lock().expect("lock").clone();
+                    if let Some(location) = location {
+                        let reply = format!(
+                            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = socket.write_all(reply.as_bytes()).await;
+                        return;
+                    }
                     let status = answer.load(Ordering::Relaxed);
                     if status == 0 {
                         return; // "down": close without answering
@@ -391,7 +411,17 @@ impl Receiver {
                 });
             }
         });
-        Receiver { url, got, status }
+        Receiver {
+            url,
+            got,
+            status,
+            redirect,
+        }
+    }
+
+    /// Answers later requests with `302 Found` to `location` (a receiver that redirects).
+    pub fn set_redirect(&self, location: &str) {
+        *self.redirect.lock().expect("lock") = Some(location.to_string());
     }
 
     /// The status later requests get (only 2xx answers are recorded as received).

@@ -11,6 +11,8 @@
 //!   every peer connection.
 //! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs.
 //! - [`endpoint`](crate::bind_endpoint): quinn endpoints and framed stream reads/writes.
+//! - [`fs_atomic`](crate::write_atomically): crash-safe writes of small files (temporary file,
+//!   fsync, rename or no-clobber link, directory fsync), shared with the node and the CLI.
 //! - `error`: framing and decoding errors, and [`WireError`], the error answer on the wire.
 //!
 //! # Place in the map
@@ -22,6 +24,7 @@ mod endpoint;
 mod envelope;
 mod error;
 mod frame;
+mod fs_atomic;
 mod message;
 mod peer;
 mod peer_auth;
@@ -35,6 +38,7 @@ pub use endpoint::{
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
 pub use error::{DecodeError, FrameError, WireError, codes};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, MAX_HEADER_BYTES, encode_frame};
+pub use fs_atomic::{AtomicWrite, write_atomically, write_private_atomically};
 pub use message::{
     Request, RequestHeader, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
     WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind,

@@ -28,7 +28,6 @@
 //! early data, clients send none), so no request, and in particular no write, can be replayed
 //! from early data.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +42,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::fs_atomic::{AtomicWrite, write_atomically};
 
 /// The name every node certificate carries and every client verifies (see the module's trust
 /// model): one fixed name, because nodes are reached by address and move between addresses.
@@ -159,9 +160,9 @@ impl Identity {
     /// first use and reused afterwards, so clients can pin it. Returns whether it was created
     /// now.
     ///
-    /// The key is written before the certificate, each through a temporary file and a rename,
-    /// so a crash leaves either nothing usable (retried at the next start) or the complete
-    /// pair. The key file is mode 0600 and the directory 0700. The certificate names
+    /// The key is written before the certificate, each through a synced temporary file, a
+    /// rename and a directory sync ([`crate::fs_atomic`]), so a crash leaves either nothing
+    /// usable (retried at the next start) or the complete pair. The key file is mode 0600 and the directory 0700. The certificate names
     /// [`SERVER_NAME`], `localhost`, 127.0.0.1 and ::1.
     pub fn load_or_generate_self_signed(data_dir: &Path) -> Result<(Identity, bool), TlsError> {
         let dir = data_dir.join(SELF_SIGNED_DIR);
@@ -180,7 +181,6 @@ impl Identity {
         let certificate = leaf_params(&common_name)?.self_signed(&key_pair)?;
         replace_file(&key, key_pair.serialize_pem().as_bytes(), true)?;
         replace_file(&cert, certificate.pem().as_bytes(), false)?;
-        sync_dir(&dir)?;
         tracing::info!(cert = %cert.display(), "made a self-signed node certificate");
         Ok((Identity::load(&cert, &key)?, true))
     }
@@ -724,30 +724,25 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
     builder.create(dir).map_err(io_error(dir))
 }
 
-fn open_options(private: bool) -> std::fs::OpenOptions {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
+/// How a TLS file is written: mode 0600 for keys, 0644 for certificates.
+fn file_write(private: bool, replace: bool) -> AtomicWrite {
+    AtomicWrite {
+        mode: Some(if private { 0o600 } else { 0o644 }),
+        owner: None,
+        replace,
     }
-    #[cfg(not(unix))]
-    let _ = private;
-    options
 }
 
-/// Writes a new file (never overwriting), mode 0600 when `private`, and syncs it.
+/// Writes a new file (never overwriting, see [`crate::fs_atomic`]): complete or absent after a
+/// crash, mode 0600 when `private`.
 fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
-    let mut file = open_options(private).open(path).map_err(|e| {
+    write_atomically(path, contents, file_write(private, false)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             TlsError::Exists(path.to_path_buf())
         } else {
             io_error(path)(e)
         }
-    })?;
-    file.write_all(contents).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))
+    })
 }
 
 /// Writes a certificate and its key as new files. The key goes first and is removed again if
@@ -767,29 +762,54 @@ fn write_new_pair(
     Ok(())
 }
 
-/// Replaces `path` atomically: a fresh temporary file (mode 0600 when `private`), synced, then
-/// renamed over it.
+/// Replaces `path` atomically (see [`crate::fs_atomic`]), mode 0600 when `private`.
 fn replace_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A leftover from a crash: removed so the new file gets its mode from `open_options`.
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&tmp)(e)),
-    }
-    write_new(&tmp, contents, private)?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    write_atomically(path, contents, file_write(private, true)).map_err(io_error(path))
 }
 
-/// Makes the renames in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), TlsError> {
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pair_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("n.pem"), dir.path().join("n.key"));
+        // The certificate's name was taken after the up-front check (another command).
+        std::fs::write(&cert, b"someone else's").expect("write");
+        let err = write_new_pair(&cert, b"cert", &key, b"key").expect_err("taken");
+        assert!(
+            matches!(err, TlsError::Exists(ref p) if p == &cert),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(&cert).expect("read"), b"someone else's");
+        assert_eq!(names(dir.path()), ["n.pem"], "no key, no temporary file");
+
+        std::fs::remove_file(&cert).expect("rm");
+        write_new_pair(&cert, b"cert", &key, b"key").expect("written");
+        assert_eq!(std::fs::read(&cert).expect("read"), b"cert");
+        assert_eq!(std::fs::read(&key).expect("read"), b"key");
+        assert_eq!(names(dir.path()), ["n.key", "n.pem"]);
+    }
+
+    #[test]
+    fn self_signed_material_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Identity::load_or_generate_self_signed(dir.path()).expect("made");
+        let tls = dir.path().join(SELF_SIGNED_DIR);
+        assert_eq!(names(&tls), ["node.key", "node.pem"]);
+        // A key alone (a crash between the two files) is replaced in place.
+        std::fs::remove_file(tls.join("node.pem")).expect("rm");
+        Identity::load_or_generate_self_signed(dir.path()).expect("remade");
+        assert_eq!(names(&tls), ["node.key", "node.pem"]);
+    }
 }

@@ -62,6 +62,9 @@ pub struct AppState {
     pub hub: crate::push::Hub,
     /// The agents that heartbeat to this node.
     pub agents: crate::push::Agents,
+    /// Which webhook targets this node delivers to (`--webhook-allow`): refused literal IP
+    /// targets get a 400 at creation.
+    pub webhook_targets: crate::push::webhook_targets::TargetPolicy,
 }
 
 /// The largest request body for a node whose value limit is `max_value_bytes`: the value, or

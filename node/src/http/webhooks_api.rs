@@ -83,6 +83,22 @@ pub async fn put_webhook(
     let config: WebhookConfig = json_body(&body)?;
     webhooks::check(&name, &config)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_webhook", why))?;
+    webhooks::check_target(&config.url, &state.webhook_targets).map_err(|refused| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "webhook_target_not_allowed",
+            format!(
+                "{refused}: webhooks reach only public addresses unless the nodes are started \
+                 with --webhook-allow (e.g. --webhook-allow {}/{})",
+                refused.ip.to_canonical(),
+                if refused.ip.to_canonical().is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            ),
+        )
+    })?;
     let current = revision(&state, &ns).await?;
     if current == 0 {
         return Err(ApiError::new(

@@ -11,6 +11,8 @@
 //! - [`sse`]: the watch over HTTP as Server-Sent Events.
 //! - [`webhooks`]: the holder POSTs each webhook's events in order, signed, from a durable
 //!   cursor that moves with the namespace.
+//! - [`webhook_targets`]: which addresses a webhook may reach (pure): public ones, plus the
+//!   networks of `--webhook-allow`.
 //! - [`agents`]: the registry of `cfgnode agent` sidecars (soft state, listed cluster-wide).
 //!
 //! The namespace log (storage) is the source of every push: revisions are contiguous, the log
@@ -22,6 +24,7 @@ pub mod hub;
 pub mod longpoll;
 pub mod sse;
 pub mod watch;
+pub mod webhook_targets;
 pub mod webhooks;
 
 pub use agents::Agents;

@@ -7,8 +7,23 @@
 //! node holds the namespace; the POST itself holds nothing (a slow receiver never delays a
 //! handoff). So an event may be delivered twice around a move or a crash (at-least-once),
 //! never skipped.
+//!
+//! # Targets
+//!
+//! A webhook's URL is chosen by an API caller but requested by the node, so deliveries are
+//! fenced (docs/push.md, "Webhook targets"): only addresses [`TargetPolicy`] allows are
+//! connected to. A literal IP host is checked at creation ([`check_target`]) and before every
+//! POST; a host name is resolved by [`CheckedResolver`] at every new connection, every address
+//! it yields is checked, and the connection goes to those checked addresses (no second
+//! lookup that could answer differently). Redirects are never followed (a 3xx could point
+//! anywhere) and no proxy from the environment is used (it would connect on the node's
+//! behalf, unchecked). `last_error` says what failed in a few generic words
+//! ([`delivery_error`]); the target's answer and the error chain go to the debug log only, so
+//! the API never becomes a way to read internal services' responses.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cfgnode_ring::Intent;
@@ -22,6 +37,7 @@ use crate::cluster::{Cluster, Target};
 use crate::config_service::ConfigService;
 use crate::push::sse::event_json;
 use crate::push::until_stopped;
+use crate::push::webhook_targets::{TargetPolicy, TargetRefused};
 use crate::wire_api::wire_event;
 
 /// Attachment names of webhooks start with this.
@@ -30,6 +46,8 @@ pub const PREFIX: &str = "webhook/";
 const BATCH: usize = 100;
 /// How long a receiver may take to answer.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (resolution included) may take, within [`POST_TIMEOUT`].
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry pauses after a failed delivery: from the first to the longest, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -105,6 +123,29 @@ pub fn check(name: &str, config: &WebhookConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the host of a webhook URL against the node's target rule when it is a literal IP
+/// address (a name is checked at every delivery, once resolved). `Ok` for a URL that does not
+/// parse: [`check`] reports that.
+pub fn check_target(url: &str, policy: &TargetPolicy) -> Result<(), TargetRefused> {
+    match literal_ip(url) {
+        Some(ip) => policy.check(ip),
+        None => Ok(()),
+    }
+}
+
+/// The host of `url` when it is an IP address (in any form the URL standard accepts, e.g.
+/// `0x7f.1` is 127.0.0.1).
+fn literal_ip(url: &str) -> Option<IpAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    // The parser has normalised the host: dotted IPv4, or bracketed IPv6.
+    let host = url.host_str()?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
 /// The attachment name of webhook `name`.
 pub fn attachment(name: &str) -> String {
     format!("{PREFIX}{name}")
@@ -133,9 +174,95 @@ fn now() -> u64 {
     crate::push::agents::now_millis()
 }
 
+/// The HTTP client of deliveries: names resolved through [`CheckedResolver`], no redirects,
+/// no proxy from the environment.
+fn delivery_client(policy: &Arc<TargetPolicy>) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver {
+            policy: Arc::clone(policy),
+        }))
+        .build()
+}
+
+/// Resolves a webhook's host name and yields its addresses only when every one of them is
+/// allowed: the client then connects to exactly these (reqwest asks no one else), so a name
+/// cannot pass the check with one answer and connect with another (DNS rebinding). A name
+/// with any refused address is refused whole: a receiver's DNS is the caller's to choose.
+struct CheckedResolver {
+    policy: Arc<TargetPolicy>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = Arc::clone(&self.policy);
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: the connector puts in the URL's port.
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            for addr in &addrs {
+                policy.check(addr.ip())?;
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// What `last_error` says about a failed request: generic words about the target, or the
+/// refusal of its address (found in the error chain, where the resolver put it).
+fn delivery_error(error: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<TargetRefused>() {
+            return refused.to_string();
+        }
+        source = e.source();
+    }
+    if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    }
+}
+
+/// The whole chain of `error`, for the node's debug log (never for the API).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// What `last_error` says about an answer that is not a success.
+fn status_error(status: reqwest::StatusCode) -> String {
+    if status.is_redirection() {
+        format!("redirect refused (HTTP {})", status.as_u16())
+    } else {
+        format!("HTTP {}", status.as_u16())
+    }
+}
+
 /// Keeps one delivery task per webhook of every namespace held here, until the node stops.
-pub async fn supervise(cluster: Cluster, service: ConfigService, mut stop: watch::Receiver<bool>) {
-    let http = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+/// Deliveries reach only the addresses `policy` allows.
+pub async fn supervise(
+    cluster: Cluster,
+    service: ConfigService,
+    policy: TargetPolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let policy = Arc::new(policy);
+    let http = match delivery_client(&policy) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: no HTTP client");
@@ -162,6 +289,7 @@ pub async fn supervise(cluster: Cluster, service: ConfigService, mut stop: watch
                     cluster: cluster.clone(),
                     service: service.clone(),
                     http: http.clone(),
+                    policy: Arc::clone(&policy),
                     namespace: namespace.clone(),
                     attachment: name,
                 };
@@ -182,7 +310,10 @@ pub async fn supervise(cluster: Cluster, service: ConfigService, mut stop: watch
 struct Delivery {
     cluster: Cluster,
     service: ConfigService,
+    /// Built by [`delivery_client`]: resolves through the policy.
     http: reqwest::Client,
+    /// For literal IP hosts, which the client connects to without resolving.
+    policy: Arc<TargetPolicy>,
     namespace: String,
     attachment: String,
 }
@@ -325,6 +456,11 @@ impl Delivery {
         hook: &Webhook,
         events: &[cfgnode_transport::WireEvent],
     ) -> Result<(), String> {
+        if let Some(ip) = literal_ip(&hook.url) {
+            self.policy
+                .check(ip)
+                .map_err(|refused| refused.to_string())?;
+        }
         let first = events.first().map_or(0, |e| e.revision);
         let last = events.last().map_or(0, |e| e.revision);
         let body = json!({
@@ -345,10 +481,17 @@ impl Delivery {
             .body(body)
             .send()
             .await;
+        // The body of a failed answer is never read: it is the target's, not the caller's.
         match answer {
             Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("{} answered {}", hook.url, resp.status())),
-            Err(e) => Err(format!("{}: {e}", hook.url)),
+            Ok(resp) => {
+                tracing::debug!(namespace = %self.namespace, webhook = self.name(), url = %hook.url, status = %resp.status(), "webhook delivery refused by the receiver");
+                Err(status_error(resp.status()))
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.namespace, webhook = self.name(), url = %hook.url, error = %error_chain(&e), "webhook delivery failed");
+                Err(delivery_error(&e))
+            }
         }
     }
 
@@ -399,6 +542,71 @@ mod tests {
         let mut c = config("http://h/");
         c.secret = String::new();
         assert!(check("x", &c).is_err());
+    }
+
+    #[test]
+    fn literal_ip_targets_are_checked_names_wait_for_delivery() {
+        let strict = TargetPolicy::default();
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]:9/",
+            "http://[::ffff:10.0.0.5]/",
+            "http://0x7f.1/",
+            "http://2130706433/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/",
+            "http://[fd00::1]/",
+        ] {
+            assert!(check_target(url, &strict).is_err(), "{url}");
+        }
+        assert!(check_target("http://localhost:9/", &strict).is_ok());
+        assert!(check_target("http://93.184.216.34/", &strict).is_ok());
+        assert!(
+            check_target("not a url", &strict).is_ok(),
+            "check() reports it"
+        );
+        let loopback = TargetPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")]);
+        assert!(check_target("http://127.0.0.1:9/hook", &loopback).is_ok());
+        assert!(check_target("http://[::1]:9/", &loopback).is_err());
+    }
+
+    #[test]
+    fn failed_answers_are_described_generically() {
+        assert_eq!(
+            status_error(reqwest::StatusCode::FOUND),
+            "redirect refused (HTTP 302)"
+        );
+        assert_eq!(
+            status_error(reqwest::StatusCode::INTERNAL_SERVER_ERROR),
+            "HTTP 500"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_with_a_refused_address() {
+        use reqwest::dns::Resolve;
+        let resolver = CheckedResolver {
+            policy: Arc::new(TargetPolicy::default()),
+        };
+        let name = "localhost".parse().expect("name");
+        let error = match resolver.resolve(name).await {
+            Ok(_) => panic!("localhost is loopback"),
+            Err(e) => e,
+        };
+        let refused = error.downcast_ref::<TargetRefused>().expect("a refusal");
+        assert!(refused.ip.is_loopback(), "{refused}");
+        let allowing = CheckedResolver {
+            policy: Arc::new(TargetPolicy::new(vec![
+                "127.0.0.0/8".parse().expect("cidr"),
+                "::1".parse().expect("cidr"),
+            ])),
+        };
+        let addrs: Vec<SocketAddr> = allowing
+            .resolve("localhost".parse().expect("name"))
+            .await
+            .expect("allowed")
+            .collect();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
     }
 
     #[test]
