@@ -1,6 +1,6 @@
 //! Prometheus metrics: HTTP requests by route and status, request latency, the storage
-//! writer's commits, batch sizes and commit latency, and the cluster's handoffs, forwards and
-//! redirects.
+//! writer's commits, batch sizes and commit latency, and the cluster's handoffs, forwards,
+//! redirects and refused map updates.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +60,14 @@ pub struct WatchLabels {
     pub transport: &'static str,
 }
 
+/// Labels of a refused cluster-map update.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Why: `above_maximum` or `too_far_ahead` (`cfgnode_ring::ImplausibleUpdate::reason`),
+    /// a bounded set, never the sender or the namespace.
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -102,6 +110,9 @@ pub struct Metrics {
     pub watch_topics: Gauge,
     /// Webhook POSTs, by outcome.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Cluster-map updates from peers refused as implausible (epochs no honest history
+    /// reaches), by reason: any increase means a faulty or hostile node.
+    pub cluster_updates_refused: Family<RefusedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -217,6 +228,12 @@ impl Metrics {
             "Webhook POSTs by outcome (ok, failed)",
             webhook_deliveries.clone(),
         );
+        let cluster_updates_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "cluster_updates_refused",
+            "Cluster-map updates from peers refused as implausible (epoch above the maximum or too far ahead), by reason",
+            cluster_updates_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -236,6 +253,7 @@ impl Metrics {
             watches_active,
             watch_topics,
             webhook_deliveries,
+            cluster_updates_refused,
         })
     }
 
