@@ -1,7 +1,6 @@
 //! Prometheus metrics: HTTP requests by route and status, request latency, HTTP connections
-//! open and refused, the storage
-//! writer's commits, batch sizes and commit latency, and the cluster's handoffs, forwards and
-//! redirects.
+//! open and refused, the storage writer's commits, batch sizes and commit latency, the cluster's
+//! handoffs, forwards, redirects and refused map updates, and refused peers and connections.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +82,14 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Labels of a refused cluster-map update.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Why: `above_maximum` or `too_far_ahead` (`cfgnode_ring::ImplausibleUpdate::reason`),
+    /// a bounded set, never the sender or the namespace.
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -134,6 +141,9 @@ pub struct Metrics {
     pub http_connections_open: Gauge,
     /// HTTP connections closed as soon as accepted because every slot was taken.
     pub http_connections_refused: Counter,
+    /// Cluster-map updates from peers refused as implausible (epochs no honest history
+    /// reaches), by reason: any increase means a faulty or hostile node.
+    pub cluster_updates_refused: Family<RefusedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -273,6 +283,12 @@ impl Metrics {
             "HTTP connections closed at once because --http-max-connections were open",
             http_connections_refused.clone(),
         );
+        let cluster_updates_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "cluster_updates_refused",
+            "Cluster-map updates from peers refused as implausible (epoch above the maximum or too far ahead), by reason",
+            cluster_updates_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -296,6 +312,7 @@ impl Metrics {
             quic_connections_refused,
             http_connections_open,
             http_connections_refused,
+            cluster_updates_refused,
         })
     }
 

@@ -239,15 +239,18 @@ impl Node {
         // Membership stops first (it announces its leave over the still-open endpoint).
         let (leave, leaving) = watch::channel(false);
         let (inbox_tx, inbox_rx) = mpsc::channel(1024);
-        let map_state = Arc::new(MapState::new(load_map(&store).await?));
+        let map_state = Arc::new(MapState::new(
+            load_map(&store).await?,
+            metrics.cluster_updates_refused.clone(),
+        ));
         let (broadcast_tx, broadcast_rx) = mpsc::channel(1024);
         let me = Peer {
             id: node_id.clone(),
             quic: config.advertise_quic.unwrap_or(quic_addr),
             http: config.advertise_http.unwrap_or(http_addr),
-            // Grows at every start (wall-clock milliseconds), so a restarted node's new
-            // identity supersedes its previous life everywhere.
-            generation: generation_now(),
+            // Grows at every start (a durable counter, whatever the wall clock says), so a
+            // restarted node's new identity supersedes its previous life everywhere.
+            generation: store.generation(),
         };
         let credentials = PeerCredentials {
             key: cluster_key,
@@ -502,12 +505,6 @@ fn tls_modes(config: &NodeConfig) -> Result<(ServerTls, ClientTls), NodeError> {
             ))
         }
     }
-}
-
-fn generation_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Forwards commit stats to the metrics once they exist, then to the test hook if any.

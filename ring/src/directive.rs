@@ -2,10 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::{Epoch, EpochError, next_epoch};
 use crate::ring::NodeId;
-
-/// A directive's version: every change of a pin or claim takes the next epoch.
-pub type Epoch = u64;
 
 /// One pin or claim on a namespace. `target: None` records a release (claim) or an unpin, so a
 /// removal spreads and wins over the older directive like any other change.
@@ -21,12 +19,18 @@ pub struct Directive {
 
 impl Directive {
     /// The next version of this directive, pointing at `target`, written by `author`.
-    pub fn next(current: Option<&Directive>, target: Option<NodeId>, author: NodeId) -> Directive {
-        Directive {
+    /// Refused once the epoch is exhausted (the current one is at [`crate::MAX_EPOCH`], which
+    /// only a faulty or hostile writer reaches), so it never wraps.
+    pub fn next(
+        current: Option<&Directive>,
+        target: Option<NodeId>,
+        author: NodeId,
+    ) -> Result<Directive, EpochError> {
+        Ok(Directive {
             target,
-            epoch: current.map_or(1, |d| d.epoch + 1),
+            epoch: current.map_or(Ok(1), |d| next_epoch(d.epoch))?,
             author,
-        }
+        })
     }
 
     /// Whether `self` wins over `other`: the higher epoch, then the higher author id, then
@@ -72,9 +76,9 @@ mod tests {
 
     #[test]
     fn next_versions_win_and_releases_are_versions() {
-        let first = Directive::next(None, Some("n1".into()), "n1".into());
+        let first = Directive::next(None, Some("n1".into()), "n1".into()).expect("epoch 1");
         assert_eq!(first.epoch, 1);
-        let released = Directive::next(Some(&first), None, "n2".into());
+        let released = Directive::next(Some(&first), None, "n2".into()).expect("epoch 2");
         assert_eq!(released.epoch, 2);
         assert_eq!(Directive::merge(first.clone(), released.clone()), released);
         let concurrent = Directive {
@@ -87,5 +91,20 @@ mod tests {
             concurrent,
             "tie: higher author"
         );
+    }
+
+    #[test]
+    fn next_refuses_an_exhausted_epoch_instead_of_wrapping() {
+        for epoch in [crate::MAX_EPOCH, u64::MAX] {
+            let top = Directive {
+                target: Some("evil".into()),
+                epoch,
+                author: "evil".into(),
+            };
+            assert_eq!(
+                Directive::next(Some(&top), None, "n1".into()),
+                Err(EpochError::Exhausted { current: epoch })
+            );
+        }
     }
 }

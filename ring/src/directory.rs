@@ -7,7 +7,8 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::directive::{Directive, Epoch};
+use crate::directive::Directive;
+use crate::epoch::{Epoch, EpochError, ImplausibleUpdate, MAX_EPOCH, MAX_EPOCH_JUMP, next_epoch};
 use crate::ring::NodeId;
 
 /// Who holds a namespace's data and serves it, and since which holder epoch.
@@ -30,12 +31,14 @@ impl HolderRecord {
         (self.epoch, &self.holder) > (other.epoch, &other.holder)
     }
 
-    /// The record a holder writes when it hands the namespace to `to`.
-    pub fn passed_to(&self, to: NodeId) -> HolderRecord {
-        HolderRecord {
+    /// The record a holder writes when it hands the namespace to `to`. Refused once the epoch
+    /// is exhausted (at [`MAX_EPOCH`], which only a faulty or hostile writer reaches), so it
+    /// never wraps.
+    pub fn passed_to(&self, to: NodeId) -> Result<HolderRecord, EpochError> {
+        Ok(HolderRecord {
             holder: to,
-            epoch: self.epoch + 1,
-        }
+            epoch: next_epoch(self.epoch)?,
+        })
     }
 }
 
@@ -76,6 +79,12 @@ pub enum UpdateKind {
     Claim,
 }
 
+impl std::fmt::Display for UpdateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl UpdateKind {
     /// A short stable name (storage keys, logs).
     pub fn name(self) -> &'static str {
@@ -103,6 +112,14 @@ impl Update {
             Update::Holder { .. } => UpdateKind::Holder,
             Update::Pin { .. } => UpdateKind::Pin,
             Update::Claim { .. } => UpdateKind::Claim,
+        }
+    }
+
+    /// The epoch the update carries.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Update::Holder { record, .. } => record.epoch,
+            Update::Pin { directive, .. } | Update::Claim { directive, .. } => directive.epoch,
         }
     }
 }
@@ -141,6 +158,57 @@ impl ClusterMap {
                 directive,
             } => merge_directive(&mut self.claims, namespace, directive),
         }
+    }
+
+    /// Checks that `update` could come from an honest history, before it is merged: its epoch
+    /// is at most [`MAX_EPOCH`] and at most [`MAX_EPOCH_JUMP`] ahead of the epoch this map
+    /// knows for the same fact (0 when unknown). Every record an honest node writes passes
+    /// (it takes the next epoch of a fact it knows, or epoch 1), so a refusal names a faulty or
+    /// hostile sender; merging its update could freeze the fact at an epoch nobody can
+    /// supersede. Only the epoch is checked here: names are the node's to validate.
+    ///
+    /// The maximum is a property of the update alone, so it keeps merging convergent. The jump
+    /// bound depends on what this map knows: a record crafted right at the edge of one node's
+    /// window can be taken by it and refused by a node that knows an older epoch, and that
+    /// fact then differs between them until a newer version is written. No honest history
+    /// gets near the edge (a node would have to miss 2^32 changes of one fact); see
+    /// `docs/cluster.md`.
+    pub fn check_plausible(&self, update: &Update) -> Result<(), ImplausibleUpdate> {
+        let epoch = update.epoch();
+        if epoch > MAX_EPOCH {
+            return Err(ImplausibleUpdate::AboveMaximum {
+                namespace: update.namespace().to_string(),
+                kind: update.kind(),
+                epoch,
+            });
+        }
+        let known = self.known_epoch(update.namespace(), update.kind());
+        if epoch.saturating_sub(known) > MAX_EPOCH_JUMP {
+            return Err(ImplausibleUpdate::TooFarAhead {
+                namespace: update.namespace().to_string(),
+                kind: update.kind(),
+                epoch,
+                known,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`ClusterMap::check_plausible`], then [`ClusterMap::apply`]: how updates received from
+    /// peers are merged. A refused update changes nothing.
+    pub fn apply_plausible(&mut self, update: Update) -> Result<bool, ImplausibleUpdate> {
+        self.check_plausible(&update)?;
+        Ok(self.apply(update))
+    }
+
+    /// The epoch this map knows for one fact, 0 when it knows nothing of it.
+    pub fn known_epoch(&self, namespace: &str, kind: UpdateKind) -> Epoch {
+        match kind {
+            UpdateKind::Holder => self.holders.get(namespace).map(|r| r.epoch),
+            UpdateKind::Pin => self.pins.get(namespace).map(|d| d.epoch),
+            UpdateKind::Claim => self.claims.get(namespace).map(|d| d.epoch),
+        }
+        .unwrap_or(0)
     }
 
     /// The holder record of `namespace`, if any node ever held it.
@@ -258,6 +326,107 @@ mod tests {
         assert!(map.apply(holder("b", "n3", 1)));
         assert!(!map.apply(holder("b", "n2", 1)));
         assert_eq!(map.holder("b").map(|r| r.holder.as_str()), Some("n3"));
+    }
+
+    fn pin(ns: &str, epoch: u64) -> Update {
+        Update::Pin {
+            namespace: ns.into(),
+            directive: Directive {
+                target: Some("n1".into()),
+                epoch,
+                author: "n1".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn epochs_above_the_maximum_are_refused_and_change_nothing() {
+        let mut map = ClusterMap::new();
+        map.apply(holder("a", "n1", 5));
+        let before = map.clone();
+        for epoch in [MAX_EPOCH + 1, u64::MAX] {
+            for update in [
+                holder("a", "evil", epoch),
+                pin("a", epoch),
+                holder("b", "evil", epoch),
+            ] {
+                let refused = map.apply_plausible(update.clone());
+                assert_eq!(
+                    refused,
+                    Err(ImplausibleUpdate::AboveMaximum {
+                        namespace: update.namespace().into(),
+                        kind: update.kind(),
+                        epoch,
+                    })
+                );
+                assert_eq!(refused.map_err(|e| e.reason()), Err("above_maximum"));
+            }
+        }
+        assert_eq!(map, before);
+        // The maximum itself is a plausible epoch (when close enough to the known one).
+        let mut high = ClusterMap::new();
+        high.apply(holder("a", "n1", MAX_EPOCH - 1));
+        assert_eq!(high.apply_plausible(holder("a", "n2", MAX_EPOCH)), Ok(true));
+    }
+
+    #[test]
+    fn epochs_too_far_ahead_of_the_known_one_are_refused() {
+        let mut map = ClusterMap::new();
+        // Unknown facts count from 0.
+        assert_eq!(
+            map.check_plausible(&pin("a", MAX_EPOCH_JUMP + 1))
+                .map_err(|e| e.reason()),
+            Err("too_far_ahead")
+        );
+        assert_eq!(map.apply_plausible(pin("a", MAX_EPOCH_JUMP)), Ok(true));
+        // Known facts count from their epoch: exactly the jump passes, one more does not.
+        let known = MAX_EPOCH_JUMP;
+        assert_eq!(
+            map.apply_plausible(pin("a", known + MAX_EPOCH_JUMP + 1)),
+            Err(ImplausibleUpdate::TooFarAhead {
+                namespace: "a".into(),
+                kind: UpdateKind::Pin,
+                epoch: known + MAX_EPOCH_JUMP + 1,
+                known,
+            })
+        );
+        assert_eq!(map.known_epoch("a", UpdateKind::Pin), known);
+        assert_eq!(
+            map.apply_plausible(pin("a", known + MAX_EPOCH_JUMP)),
+            Ok(true)
+        );
+        // Each fact has its own known epoch: the pin's does not vouch for a claim or a holder.
+        assert!(
+            map.check_plausible(&holder("a", "n1", MAX_EPOCH_JUMP + 2))
+                .is_err()
+        );
+        // Old and equal epochs are plausible (and merely stale).
+        assert_eq!(map.apply_plausible(pin("a", 1)), Ok(false));
+    }
+
+    #[test]
+    fn passed_to_refuses_an_exhausted_epoch_instead_of_wrapping() {
+        let record = HolderRecord {
+            holder: "n1".into(),
+            epoch: 7,
+        };
+        assert_eq!(
+            record.passed_to("n2".into()),
+            Ok(HolderRecord {
+                holder: "n2".into(),
+                epoch: 8
+            })
+        );
+        for epoch in [MAX_EPOCH, u64::MAX] {
+            let top = HolderRecord {
+                holder: "n1".into(),
+                epoch,
+            };
+            assert_eq!(
+                top.passed_to("n2".into()),
+                Err(EpochError::Exhausted { current: epoch })
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   epoch, ties broken by author id, so any two nodes that saw the same directives agree.
 //! - [`desired_owner`]: a pin (strict) > a claim whose claimant is alive > the ring.
 //! - [`ClusterMap`]: the directory (each namespace's [`HolderRecord`]), pins and claims, merged
-//!   from [`Update`]s in any order.
+//!   from [`Update`]s in any order; [`ClusterMap::check_plausible`] refuses updates from peers
+//!   whose epoch no honest history reaches.
+//! - [`Epoch`]: the version of every fact, grown only by [`next_epoch`], which stops at
+//!   [`MAX_EPOCH`] with an [`EpochError`] instead of wrapping.
 //! - [`route`] and [`handoff_target`]: what a node does with a request, and when it must hand a
 //!   namespace over; [`Handoff`] keeps a handoff's steps in their only valid order.
 //!
@@ -22,12 +25,16 @@
 
 mod directive;
 mod directory;
+mod epoch;
 mod placement;
 mod ring;
 mod route;
 
-pub use directive::{Directive, Epoch};
+pub use directive::Directive;
 pub use directory::{ClusterMap, HolderRecord, Update, UpdateKind};
+pub use epoch::{Epoch, EpochError, ImplausibleUpdate, MAX_EPOCH, MAX_EPOCH_JUMP, next_epoch};
 pub use placement::{Placement, Reason, desired_owner};
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
-pub use route::{Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route};
+pub use route::{
+    CommitError, Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route,
+};

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::directory::{ClusterMap, HolderRecord};
+use crate::epoch::EpochError;
 use crate::placement::Placement;
 use crate::ring::NodeId;
 
@@ -146,6 +147,17 @@ impl std::fmt::Display for OutOfOrder {
 
 impl std::error::Error for OutOfOrder {}
 
+/// Why a handoff cannot write its commit record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The receiver has not caught up yet (or the handoff already committed).
+    #[error(transparent)]
+    OutOfOrder(#[from] OutOfOrder),
+    /// The holder epoch cannot grow (see [`EpochError`]); the namespace stays where it is.
+    #[error("cannot hand the namespace over: {0}")]
+    Epoch(#[from] EpochError),
+}
+
 impl Handoff {
     /// A handoff about to start.
     pub fn new(record: HolderRecord, to: NodeId) -> Handoff {
@@ -181,15 +193,16 @@ impl Handoff {
         Ok(())
     }
 
-    /// The record to write at commit; only once the receiver has caught up.
-    pub fn commit_record(&self) -> Result<HolderRecord, OutOfOrder> {
+    /// The record to write at commit; only once the receiver has caught up, and only while
+    /// the holder epoch can grow.
+    pub fn commit_record(&self) -> Result<HolderRecord, CommitError> {
         if self.done == Some(HandoffStep::CaughtUp) {
-            Ok(self.record.passed_to(self.to.clone()))
+            Ok(self.record.passed_to(self.to.clone())?)
         } else {
-            Err(OutOfOrder {
+            Err(CommitError::OutOfOrder(OutOfOrder {
                 attempted: HandoffStep::Committed,
                 done: self.done,
-            })
+            }))
         }
     }
 
@@ -299,5 +312,33 @@ mod tests {
         h.advance(HandoffStep::Committed).expect("commit");
         assert!(!h.holds_writes());
         assert!(h.advance(HandoffStep::Offered).is_err());
+    }
+
+    #[test]
+    fn a_handoff_from_an_exhausted_epoch_cannot_commit() {
+        let record = HolderRecord {
+            holder: "n1".into(),
+            epoch: crate::MAX_EPOCH,
+        };
+        let mut h = Handoff::new(record, "n2".into());
+        for step in [
+            HandoffStep::Offered,
+            HandoffStep::Copied,
+            HandoffStep::Frozen,
+            HandoffStep::CaughtUp,
+        ] {
+            h.advance(step).expect("in order");
+        }
+        assert_eq!(
+            h.commit_record(),
+            Err(CommitError::Epoch(EpochError::Exhausted {
+                current: crate::MAX_EPOCH
+            }))
+        );
+        assert!(
+            h.commit_record()
+                .map_err(|e| e.to_string())
+                .is_err_and(|m| m.contains("epoch exhausted"))
+        );
     }
 }

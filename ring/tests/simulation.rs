@@ -5,6 +5,11 @@
 //! any order, duplicated, lost, or carried over later by anti-entropy (one node applying all of
 //! another's `updates()`).
 //!
+//! A second gossip simulation adds an adversary that forges updates (epochs above
+//! [`MAX_EPOCH`], far ahead of anything known, or small and plausible): there every delivery
+//! goes through `apply_plausible`, as the node merges what peers send, and the refusal rule is
+//! written out again in [`Cluster::apply`].
+//!
 //! The merge order the protocol promises (higher epoch, then higher holder id for holder
 //! records; higher epoch, then author, then target for pins and claims) is written out again
 //! here in [`rank`], independently of the crate's `supersedes`, so that a change of the crate's
@@ -13,8 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use cfgnode_ring::{
-    ClusterMap, DEFAULT_VNODES, Directive, Handoff, HandoffStep, HolderRecord, Intent, NodeId,
-    Placement, Reason, Ring, Route, Update, UpdateKind, desired_owner, handoff_target, route,
+    ClusterMap, CommitError, DEFAULT_VNODES, Directive, Handoff, HandoffStep, HolderRecord, Intent,
+    MAX_EPOCH, MAX_EPOCH_JUMP, NodeId, Placement, Reason, Ring, Route, Update, UpdateKind,
+    desired_owner, handoff_target, route,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -76,8 +82,13 @@ struct Cluster {
     in_flight: Vec<(usize, Update)>,
     /// Every update each node has applied (delivered, authored or pulled by anti-entropy).
     applied: Vec<HashSet<Update>>,
-    /// Every update any node authored, in order.
+    /// Every update any node authored, in order (and, with an adversary, every forged update
+    /// some node accepted: from then on it is a fact like any other).
     authored: Vec<Update>,
+    /// Whether deliveries go through `apply_plausible` (the adversary simulation).
+    checked: bool,
+    /// Every update the adversary forged.
+    forged: HashSet<Update>,
 }
 
 impl Cluster {
@@ -89,6 +100,16 @@ impl Cluster {
             in_flight: Vec::new(),
             applied: vec![HashSet::new(); n],
             authored: Vec::new(),
+            checked: false,
+            forged: HashSet::new(),
+        }
+    }
+
+    /// A cluster whose nodes merge what they receive with `apply_plausible`.
+    fn checked(ids: Vec<NodeId>) -> Cluster {
+        Cluster {
+            checked: true,
+            ..Cluster::new(ids)
         }
     }
 
@@ -99,11 +120,48 @@ impl Cluster {
     /// Applies `update` at node `to` and checks `apply` against the protocol's order: it
     /// changes the map exactly when the update is newer than what the node knew, the map then
     /// holds the newer of the two, and anything the node was already given changes nothing.
+    ///
+    /// In a checked cluster, also checks the refusal rule: an update is refused exactly when
+    /// its epoch is above `MAX_EPOCH` or more than `MAX_EPOCH_JUMP` ahead of the fact's known
+    /// epoch (0 when unknown); a refused update changes nothing, and no honest update is ever
+    /// refused.
     fn apply(&mut self, to: usize, update: Update) -> Result<bool, TestCaseError> {
         let map = &mut self.maps[to];
         let before = current(map, update.namespace(), update.kind());
+        if self.checked {
+            let known = before.as_ref().map_or(0, |b| rank(b).0);
+            let epoch = rank(&update).0;
+            let implausible = epoch > MAX_EPOCH || epoch > known.saturating_add(MAX_EPOCH_JUMP);
+            let snapshot = map.clone();
+            match map.apply_plausible(update.clone()) {
+                Err(refusal) => {
+                    prop_assert!(implausible, "{update:?} refused over {before:?}: {refusal}");
+                    let reason = if epoch > MAX_EPOCH {
+                        "above_maximum"
+                    } else {
+                        "too_far_ahead"
+                    };
+                    prop_assert_eq!(refusal.reason(), reason, "{}", refusal);
+                    prop_assert!(
+                        self.forged.contains(&update),
+                        "an honest update was refused: {update:?}"
+                    );
+                    prop_assert_eq!(&*map, &snapshot, "a refused update changed the map");
+                    return Ok(false);
+                }
+                Ok(changed) => {
+                    prop_assert!(!implausible, "{update:?} accepted over {before:?}");
+                    // Undo, to check the merge below like any other delivery.
+                    *map = snapshot;
+                    let _ = changed;
+                }
+            }
+        }
         let newer = before.as_ref().is_none_or(|b| rank(&update) > rank(b));
         let changed = map.apply(update.clone());
+        if changed && self.forged.contains(&update) && !self.authored.contains(&update) {
+            self.authored.push(update.clone());
+        }
         prop_assert_eq!(
             changed,
             newer,
@@ -311,7 +369,8 @@ fn run_gossip_event(cluster: &mut Cluster, event: &Event) -> Result<(), TestCase
                 known,
                 target.map(|t| cluster.ids[t.index(n)].clone()),
                 cluster.ids[author].clone(),
-            );
+            )
+            .map_err(|e| TestCaseError::fail(format!("honest epochs never run out: {e}")))?;
             let update = if *pin {
                 Update::Pin {
                     namespace,
@@ -353,7 +412,8 @@ fn run_gossip_event(cluster: &mut Cluster, event: &Event) -> Result<(), TestCase
             let record = cluster.maps[giver]
                 .holder(namespace)
                 .expect("a self-holder has a record")
-                .passed_to(cluster.ids[to].clone());
+                .passed_to(cluster.ids[to].clone())
+                .map_err(|e| TestCaseError::fail(format!("honest epochs never run out: {e}")))?;
             cluster.author(
                 giver,
                 Update::Holder {
@@ -366,6 +426,94 @@ fn run_gossip_event(cluster: &mut Cluster, event: &Event) -> Result<(), TestCase
         Event::Duplicate(pick) => cluster.deliver(*pick, true)?,
         Event::Drop(pick) => cluster.drop_message(*pick),
         Event::Sync { from, to } => cluster.sync(from.index(n), to.index(n))?,
+    }
+    Ok(())
+}
+
+/// The highest epoch any honest fact reaches in the adversary simulation (at most one per
+/// event, and forged plausible epochs are below 8): forged "leaps" start far above it.
+const HONEST_CEILING: u64 = 1_000;
+
+/// An epoch the adversary forges: above the maximum, the maximum itself, a leap far ahead of
+/// anything honest nodes know, or a small plausible one (which honest nodes must merge like any
+/// other fact, and still converge).
+fn forged_epoch() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        2 => (MAX_EPOCH + 1)..=u64::MAX,
+        1 => Just(u64::MAX),
+        1 => Just(MAX_EPOCH),
+        2 => (MAX_EPOCH_JUMP + HONEST_CEILING)..(MAX_EPOCH_JUMP + HONEST_CEILING + 10),
+        2 => 0u64..8,
+    ]
+}
+
+/// One event of the adversary simulation.
+#[derive(Clone, Debug)]
+enum AdversaryEvent {
+    /// Anything honest nodes do (see [`Event`]).
+    Honest(Event),
+    /// The adversary sends one forged update to `to`: a holder record, pin or claim (by `kind`)
+    /// naming an honest node or `mallory`.
+    Forge {
+        to: Index,
+        ns: Index,
+        kind: u8,
+        epoch: u64,
+        who: Option<Index>,
+    },
+}
+
+fn adversary_event() -> impl Strategy<Value = AdversaryEvent> {
+    prop_oneof![
+        3 => event().prop_map(AdversaryEvent::Honest),
+        1 => (any::<Index>(), any::<Index>(), 0..3u8, forged_epoch(), proptest::option::of(any::<Index>()))
+            .prop_map(|(to, ns, kind, epoch, who)| AdversaryEvent::Forge { to, ns, kind, epoch, who }),
+    ]
+}
+
+/// Puts a forged update in flight to one honest node.
+fn forge(cluster: &mut Cluster, to: &Index, ns: &Index, kind: u8, epoch: u64, who: &Option<Index>) {
+    let n = cluster.len();
+    let namespace = NAMESPACES[ns.index(NAMESPACES.len())].to_string();
+    let who = who.map_or_else(
+        || "mallory".to_string(),
+        |w| cluster.ids[w.index(n)].clone(),
+    );
+    let directive = Directive {
+        target: Some(who.clone()),
+        epoch,
+        author: "mallory".into(),
+    };
+    let update = match kind {
+        0 => Update::Holder {
+            namespace,
+            record: HolderRecord { holder: who, epoch },
+        },
+        1 => Update::Pin {
+            namespace,
+            directive,
+        },
+        _ => Update::Claim {
+            namespace,
+            directive,
+        },
+    };
+    cluster.forged.insert(update.clone());
+    cluster.in_flight.push((to.index(n), update));
+}
+
+/// Checks that no node holds an epoch only the adversary could have written (above the
+/// honest ceiling: every such forgery must have been refused).
+fn check_no_implausible_epoch(cluster: &Cluster) -> Result<(), TestCaseError> {
+    for (n, map) in cluster.maps.iter().enumerate() {
+        for update in map.updates() {
+            prop_assert!(
+                update.epoch() < HONEST_CEILING,
+                "{} holds {:?}",
+                &cluster.ids[n],
+                update
+            );
+        }
     }
     Ok(())
 }
@@ -499,6 +647,45 @@ proptest! {
         }
         cluster.check_digests()?;
         cluster.repair()?;
+        cluster.check_converged()?;
+    }
+
+    /// Gossip under an adversary. As the gossip convergence test, with an adversary that sends
+    /// forged updates to random nodes: epochs above `MAX_EPOCH`, `u64::MAX`, `MAX_EPOCH`
+    /// itself, leaps more than `MAX_EPOCH_JUMP` ahead of anything known, and small plausible
+    /// ones. Every node merges what it receives with `apply_plausible`. Checks at every
+    /// delivery that exactly the implausible updates are refused (by the rule written out
+    /// again in `Cluster::apply`), that a refusal changes nothing and never hits an honest
+    /// update; after every event, that no node holds a forged high epoch; and at the end, once
+    /// the forgeries still in flight arrived and after anti-entropy, that all maps are equal and hold the newest version of every
+    /// fact authored or accepted.
+    #[test]
+    fn gossip_with_an_adversary_refuses_implausible_epochs_and_converges(
+        n in 3usize..=6,
+        events in vec(adversary_event(), 1..200),
+    ) {
+        let mut cluster = Cluster::checked(node_ids(n));
+        for event in &events {
+            match event {
+                AdversaryEvent::Honest(event) => run_gossip_event(&mut cluster, event)?,
+                AdversaryEvent::Forge { to, ns, kind, epoch, who } => {
+                    forge(&mut cluster, to, ns, *kind, *epoch, who);
+                }
+            }
+            check_no_implausible_epoch(&cluster)?;
+        }
+        cluster.check_digests()?;
+        // The adversary's last messages arrive (a plausible one still in flight would be news
+        // after convergence, as any unsent update would).
+        let (forged, honest): (Vec<_>, Vec<_>) = std::mem::take(&mut cluster.in_flight)
+            .into_iter()
+            .partition(|(_, update)| cluster.forged.contains(update));
+        cluster.in_flight = honest;
+        for (to, update) in forged {
+            cluster.apply(to, update)?;
+        }
+        cluster.repair()?;
+        check_no_implausible_epoch(&cluster)?;
         cluster.check_converged()?;
     }
 
@@ -679,10 +866,13 @@ proptest! {
                     prop_assert_eq!(done, 4, "commit_record after {:?}", handoff.done);
                     prop_assert_eq!(next, HolderRecord { holder: "receiver".into(), epoch: epoch + 1 });
                 }
-                Err(e) => {
+                Err(CommitError::OutOfOrder(e)) => {
                     prop_assert_ne!(done, 4, "commit_record refused after CaughtUp");
                     prop_assert_eq!(e.attempted, HandoffStep::Committed);
                     prop_assert_eq!(e.done, handoff.done);
+                }
+                Err(e @ CommitError::Epoch(_)) => {
+                    return Err(TestCaseError::fail(format!("epoch {epoch} cannot run out: {e}")));
                 }
             }
             prop_assert_eq!(handoff.holds_writes(), done == 3 || done == 4);

@@ -38,7 +38,7 @@ pub use model::{
     validate_system_namespace,
 };
 pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
-pub use store::{Store, StoreOptions, validate_node_id};
+pub use store::{GENERATION_STEP, Store, StoreOptions, validate_node_id};
 pub use transfer::{MAX_ATTACHMENT_BYTES, NamespaceExport, TransferOp};
 pub use types::{
     Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Revision,

@@ -14,7 +14,7 @@ use crate::types::{EventKind, Millis, Revision};
 /// The record format this build writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
 
-/// Node-wide facts: schema version, node id.
+/// Node-wide facts: schema version, node id, generation counter, cluster members.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// namespace -> [`crate::types::NamespaceState`].
 pub(crate) const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
@@ -42,6 +42,15 @@ pub(crate) const META_SCHEMA: &str = "schema";
 pub(crate) const META_NODE_ID: &str = "node_id";
 /// Meta key holding the last known cluster members (opaque bytes owned by the node).
 pub(crate) const META_CLUSTER_MEMBERS: &str = "cluster_members";
+/// Meta key holding the node's generation counter ([`GenerationRecord`]).
+pub(crate) const META_GENERATION: &str = "generation";
+
+/// The generation the node took at its last start: the next start takes a higher one (see
+/// `Store::generation`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct GenerationRecord {
+    pub last: u64,
+}
 
 /// A live key's current version.
 #[derive(Serialize, Deserialize)]

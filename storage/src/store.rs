@@ -11,8 +11,9 @@ use crate::error::StoreError;
 use crate::model::{validate_key, validate_namespace};
 use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest};
 use crate::records::{
-    ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
-    META_CLUSTER_MEMBERS, META_NODE_ID, META_SCHEMA, NAMESPACES, VersionRecord, decode,
+    ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, GenerationRecord, HISTORY,
+    LOG, META, META_CLUSTER_MEMBERS, META_GENERATION, META_NODE_ID, META_SCHEMA, NAMESPACES,
+    VersionRecord, decode, encode,
 };
 use crate::transfer::{NamespaceExport, TransferOp, changes_since, check_ops};
 use crate::types::{
@@ -22,6 +23,13 @@ use crate::writer::{CommitObserver, GroupCommitWriter, WriterSettings};
 
 /// The schema this build creates and understands.
 const SCHEMA_VERSION: u8 = 1;
+
+/// How far the generation counter moves at each open. The node's SWIM identity takes the
+/// generation, and foca renews an identity declared down within one life by adding 1
+/// (`Identity::renew`): leaving 1024 values per life keeps the next start above every renewal
+/// of the previous one, so a restarted node never comes back as an identity its peers already
+/// saw (and may hold as down).
+pub const GENERATION_STEP: u64 = 1024;
 
 /// How a [`Store`] behaves; [`StoreOptions::default`] suits a production node.
 #[derive(Clone)]
@@ -89,6 +97,8 @@ struct Inner {
     // the writer joins that thread once it has committed everything queued.
     writer: GroupCommitWriter,
     node_id: String,
+    /// Taken from the durable counter at open: every open gets a higher one.
+    generation: u64,
     path: PathBuf,
     max_value_bytes: usize,
 }
@@ -110,7 +120,7 @@ impl Store {
             },
             other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
         })?;
-        let node_id = init_schema(&db, node_id)?;
+        let (node_id, generation) = init_schema(&db, node_id)?;
         let db = Arc::new(db);
         let retention = Retention {
             history_per_key: options.history_per_key.max(1),
@@ -130,10 +140,24 @@ impl Store {
                 db,
                 writer,
                 node_id,
+                generation,
                 path: path.to_path_buf(),
                 max_value_bytes: options.max_value_bytes,
             }),
         })
+    }
+
+    /// This open's generation: higher than every generation any earlier open of this data dir
+    /// took, durably (the counter is committed before [`Store::open`] returns), whatever the
+    /// wall clock says. The node uses it as its SWIM identity's generation, so a restarted
+    /// node always supersedes its previous life in its peers' membership.
+    ///
+    /// Each open moves the counter by [`GENERATION_STEP`]. A data dir without a counter (a
+    /// new one, or one from before the counter existed, whose node used the wall clock in
+    /// milliseconds as its generation) starts at the wall clock in milliseconds, so it still
+    /// supersedes every identity of the earlier lives.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
     }
 
     /// How many handles (clones) of this store are alive. The database closes when the last
@@ -618,10 +642,15 @@ impl Store {
     }
 }
 
-/// Creates every table, checks the schema version, and settles the node id.
-fn init_schema(db: &Database, requested: Option<&str>) -> Result<String, StoreError> {
-    let txn = db.begin_write()?;
+/// Creates every table, checks the schema version, settles the node id and takes the next
+/// generation (see [`Store::generation`]), in one durable commit.
+fn init_schema(db: &Database, requested: Option<&str>) -> Result<(String, u64), StoreError> {
+    // Fsynced before the store is handed out: no two opens can ever take the same
+    // generation, even across a crash.
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
     let node_id;
+    let generation;
     {
         let mut meta = txn.open_table(META)?;
         let schema = meta.get(META_SCHEMA)?.map(|v| v.value().to_vec());
@@ -656,6 +685,15 @@ fn init_schema(db: &Database, requested: Option<&str>) -> Result<String, StoreEr
                 id
             }
         };
+        let last = meta
+            .get(META_GENERATION)?
+            .map(|v| decode::<GenerationRecord>(v.value()))
+            .transpose()?;
+        generation = next_generation(last.map(|r| r.last), crate::writer::now_millis())?;
+        meta.insert(
+            META_GENERATION,
+            encode(&GenerationRecord { last: generation }).as_slice(),
+        )?;
         txn.open_table(NAMESPACES)?;
         txn.open_table(ENTRIES)?;
         txn.open_table(HISTORY)?;
@@ -665,7 +703,22 @@ fn init_schema(db: &Database, requested: Option<&str>) -> Result<String, StoreEr
         txn.open_table(crate::records::ATTACHMENTS)?;
     }
     txn.commit()?;
-    Ok(node_id)
+    Ok((node_id, generation))
+}
+
+/// The generation after `last` (the counter's stored value, `None` when there is none yet),
+/// with the wall clock at `now_millis`: see [`Store::generation`].
+fn next_generation(last: Option<u64>, now_millis: u64) -> Result<u64, StoreError> {
+    match last {
+        None => Ok(now_millis.max(1)),
+        Some(last) => last.checked_add(GENERATION_STEP).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the generation counter is exhausted ({last}); it grows by {GENERATION_STEP} \
+                 per start from the wall clock, so the meta table is damaged: restore the data \
+                 dir from a backup"
+            ))
+        }),
+    }
 }
 
 /// Checks a node id: the namespace name rules, at most 64 bytes.
@@ -765,4 +818,32 @@ fn unexpected(applied: &Applied) -> StoreError {
     StoreError::Storage(format!(
         "writer answered with the wrong kind of result: {applied:?}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_start_at_the_wall_clock_then_step_up() {
+        // No counter yet (new data dir, or one from when the wall clock was the generation).
+        assert_eq!(
+            next_generation(None, 1_764_577_800_000).ok(),
+            Some(1_764_577_800_000)
+        );
+        assert_eq!(
+            next_generation(None, 0).ok(),
+            Some(1),
+            "a clock at 0 still gives >= 1"
+        );
+        // A counter: the wall clock no longer matters, even when it went back.
+        assert_eq!(
+            next_generation(Some(5_000), 1).ok(),
+            Some(5_000 + GENERATION_STEP)
+        );
+        assert!(matches!(
+            next_generation(Some(u64::MAX - 1), 0),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
 }

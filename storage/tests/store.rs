@@ -14,8 +14,8 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cfgnode_storage::{
-    Codec, CommitObserver, CommitStats, DeleteRequest, Entry, Event, EventKind, LogRead, Lookup,
-    Page, PutRequest, Store, StoreError, StoreOptions, WriteMode,
+    Codec, CommitObserver, CommitStats, DeleteRequest, Entry, Event, EventKind, GENERATION_STEP,
+    LogRead, Lookup, Page, PutRequest, Store, StoreError, StoreOptions, WriteMode,
 };
 use tempfile::TempDir;
 
@@ -1220,4 +1220,70 @@ async fn a_data_dir_belongs_to_one_store_and_one_node_id() {
     drop(same);
     let any = Store::open(&path, None, StoreOptions::default()).expect("no id asked");
     assert_eq!(any.node_id(), "node-a");
+}
+
+/// The wall clock in milliseconds (what generations were before the counter).
+fn wall_clock_millis() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the test machine's clock is after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
+}
+
+#[test]
+fn every_open_takes_a_higher_generation_that_survives_reopen() {
+    let before = wall_clock_millis();
+    let (_dir, path, store) = fresh(StoreOptions::default());
+    let first = store.generation();
+    // A new data dir starts at the wall clock, so it supersedes any earlier life of its id.
+    assert!(first >= before, "{first} < {before}");
+    drop(store);
+
+    let mut seen = std::collections::BTreeSet::from([first]);
+    let mut last = first;
+    for _ in 0..5 {
+        let store = reopen(&path);
+        let generation = store.generation();
+        assert_eq!(
+            generation,
+            last + GENERATION_STEP,
+            "one step per open, from disk"
+        );
+        assert!(
+            seen.insert(generation),
+            "generation {generation} taken twice"
+        );
+        last = generation;
+        drop(store);
+    }
+    // A refused open (another id asked for) takes nothing the next open could repeat.
+    assert!(Store::open(&path, Some("someone-else"), StoreOptions::default()).is_err());
+    let store = reopen(&path);
+    assert!(store.generation() > last);
+}
+
+#[test]
+fn a_data_dir_without_a_counter_starts_above_its_wall_clock_generations() {
+    let (_dir, path, store) = fresh(StoreOptions::default());
+    drop(store);
+    // A data dir from before the counter: its node used the wall clock in ms as generation.
+    {
+        let db = redb::Database::create(&path).expect("open the raw database");
+        let txn = db.begin_write().expect("write");
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut meta = txn.open_table(meta).expect("meta table");
+            assert!(meta.remove("generation").expect("remove").is_some());
+        }
+        txn.commit().expect("commit");
+    }
+    let previous_life = wall_clock_millis();
+    let store = reopen(&path);
+    let migrated = store.generation();
+    assert!(
+        migrated >= previous_life,
+        "a counter restarted below the old wall-clock generation {previous_life}: {migrated}"
+    );
+    drop(store);
+    assert_eq!(reopen(&path).generation(), migrated + GENERATION_STEP);
 }

@@ -262,7 +262,7 @@ pub async fn forward_hop(
                 to = redirect.holder,
                 "following a redirect"
             );
-            cluster.learn(&redirect);
+            cluster.learn(&redirect, node);
             if redirect.epoch == 0 {
                 sync::sync_with(cluster, node).await;
             }

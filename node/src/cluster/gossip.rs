@@ -2,7 +2,9 @@
 //!
 //! foca calls the handler for every item received (and for every item this node adds). An item
 //! that is new to this node is merged and passed on (foca retransmits it a bounded number of
-//! times); a stale or duplicate one is dropped; garbage is an error, and foca drops the packet.
+//! times); a stale or duplicate one is dropped, and so is one with an implausible epoch
+//! (counted and logged by [`MapState::apply_from_peer`]); garbage is an error, and foca drops
+//! the packet.
 
 use std::sync::Arc;
 
@@ -57,11 +59,16 @@ impl BroadcastHandler<Peer> for GossipHandler {
             kind: update.kind(),
             namespace: update.namespace().to_string(),
         };
-        if sender.is_none() {
+        let Some(sender) = sender else {
             // Added by this node: already merged (and saved) by the code that made it.
             return Ok(Some(key));
-        }
-        let changed = self.state.apply(update).map_err(GossipError)?;
+        };
+        // An implausible epoch is refused as "no change": not passed on, and not an error, so
+        // the rest of the packet is still used.
+        let changed = self
+            .state
+            .apply_from_peer(update, &sender.id)
+            .map_err(GossipError)?;
         Ok(changed.then_some(key))
     }
 }

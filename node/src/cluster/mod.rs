@@ -521,7 +521,7 @@ impl Cluster {
                             namespace: namespace.to_string(),
                             record: HolderRecord { holder, epoch },
                         };
-                        known |= self.inner.state.apply(update).is_ok();
+                        known |= self.inner.state.apply_from_peer(update, &id).is_ok();
                     } else if !check.synced {
                         problem = Some(format!("member {id} has not merged the cluster map yet"));
                     } else if check.creating {
@@ -585,9 +585,9 @@ impl Cluster {
         })
     }
 
-    /// Takes in what a redirect says: the holder record it is based on (authored by that
-    /// holder, so merging it is safe).
-    pub fn learn(&self, redirect: &WireRedirect) {
+    /// Takes in what a redirect from node `from` says: the holder record it is based on
+    /// (authored by that holder, so merging it is safe), unless its epoch is implausible.
+    pub fn learn(&self, redirect: &WireRedirect, from: &str) {
         if redirect.epoch == 0 {
             return;
         }
@@ -598,7 +598,7 @@ impl Cluster {
                 epoch: redirect.epoch,
             },
         };
-        if let Err(e) = self.inner.state.apply(update) {
+        if let Err(e) = self.inner.state.apply_from_peer(update, from) {
             tracing::debug!(error = %e, "ignoring a malformed redirect");
         }
     }
@@ -736,8 +736,9 @@ impl Cluster {
                 DirectiveKind::Pin => map.pin(namespace),
                 DirectiveKind::Claim => map.claim(namespace),
             };
-            let directive = Directive::next(current, target, self.inner.me.clone());
-            match kind {
+            let directive = Directive::next(current, target, self.inner.me.clone())
+                .map_err(|e| WireError::new(codes::INTERNAL, format!("{namespace:?}: {e}")))?;
+            Ok(match kind {
                 DirectiveKind::Pin => Update::Pin {
                     namespace: namespace.to_string(),
                     directive,
@@ -746,8 +747,8 @@ impl Cluster {
                     namespace: namespace.to_string(),
                     directive,
                 },
-            }
-        });
+            })
+        })?;
         self.author(update)
             .await
             .map_err(crate::wire_api::to_wire_error)?;

@@ -4,16 +4,27 @@
 //! Every change is validated, merged, queued for persistence and announced on a `watch`
 //! counter (the reconcile loop and the persister wait on it).
 //!
+//! What peers send (gossip, anti-entropy, redirects) goes through
+//! [`MapState::apply_from_peer`]: an update whose epoch no honest history reaches
+//! ([`ClusterMap::check_plausible`]) changes nothing, is counted in
+//! `cfgnode_cluster_updates_refused_total{reason}` and logged at warn once per sender and
+//! namespace, so a faulty or hostile peer can neither freeze a fact nor flood the log.
+//!
 //! One task, the persister, writes every change to storage, in the order the changes were
 //! merged; so storage always ends with the newest fact per key (two concurrent saves could
 //! otherwise land out of order and leave an older record on disk). A change this node authors
 //! waits until the persister has made it durable ([`MapState::apply_durably`]).
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-use cfgnode_ring::{ClusterMap, Update};
+use cfgnode_ring::{ClusterMap, ImplausibleUpdate, Update};
 use cfgnode_storage::{Store, validate_namespace, validate_node_id};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{Notify, watch};
+
+use crate::metrics::RefusedLabels;
 
 /// Largest encoded update accepted from a peer (a namespace name and two node ids fit easily).
 pub const MAX_UPDATE_BYTES: usize = 1024;
@@ -28,20 +39,32 @@ pub struct MapState {
     version: watch::Sender<u64>,
     /// How many queued changes are durable.
     saved: watch::Sender<u64>,
+    /// Refused peer updates by reason (`cfgnode_cluster_updates_refused_total`).
+    refused: Family<RefusedLabels, Counter>,
+    /// The (sender, namespace) pairs already warned about: one warn each, so a peer that keeps
+    /// sending refused updates does not flood the log (the counter still counts every one).
+    warned: Mutex<HashSet<(String, String)>>,
 }
+
+/// Most (sender, namespace) pairs remembered for warnings; past it refusals log at debug, so
+/// a peer inventing namespace names cannot grow this set without bound.
+const MAX_WARNED: usize = 1024;
 
 /// How long an authored change may wait for its durable save.
 const SAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl MapState {
-    /// A map loaded from storage (see [`load`]).
-    pub fn new(map: ClusterMap) -> Self {
+    /// A map loaded from storage (see [`load`]); refused peer updates are counted in
+    /// `refused` (the node's `Metrics::cluster_updates_refused`).
+    pub fn new(map: ClusterMap, refused: Family<RefusedLabels, Counter>) -> Self {
         MapState {
             map: Mutex::new(map),
             unsaved: Mutex::default(),
             wake_persister: Notify::new(),
             version: watch::channel(0).0,
             saved: watch::channel(0).0,
+            refused,
+            warned: Mutex::default(),
         }
     }
 
@@ -51,12 +74,59 @@ impl MapState {
         f(&map)
     }
 
-    /// Checks and merges one update. True when it changed the map; it is then queued for
-    /// persistence and announced.
+    /// Checks and merges one update this node wrote or vouches for. True when it changed the
+    /// map; it is then queued for persistence and announced. An implausible epoch is an error
+    /// here (this node's own writes never carry one: see `cfgnode_ring::next_epoch`).
     pub fn apply(&self, update: Update) -> Result<bool, String> {
         check(&update)?;
+        self.merge(update).map_err(|refusal| refusal.to_string())
+    }
+
+    /// Checks and merges one update received from `peer` (a node id, or what carried it when
+    /// the sender is unknown). As [`MapState::apply`], except that an update with an
+    /// implausible epoch is refused: it changes nothing, is counted and logged (see the
+    /// module docs), and reads as "no change" (`Ok(false)`), so it is not passed on. Malformed
+    /// names are still an error.
+    pub fn apply_from_peer(&self, update: Update, peer: &str) -> Result<bool, String> {
+        check(&update)?;
+        match self.merge(update) {
+            Ok(changed) => Ok(changed),
+            Err(refusal) => {
+                self.record_refusal(peer, &refusal);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Counts a refusal, and warns about it once per (sender, namespace).
+    fn record_refusal(&self, peer: &str, refusal: &ImplausibleUpdate) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                reason: refusal.reason(),
+            })
+            .inc();
+        let first = {
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            let pair = (peer.to_string(), refusal.namespace().to_string());
+            warned.len() < MAX_WARNED && warned.insert(pair)
+        };
+        if first {
+            tracing::warn!(
+                peer,
+                namespace = refusal.namespace(),
+                reason = refusal.reason(),
+                "{refusal}; further refusals from this peer for this namespace are only counted \
+                 (cfgnode_cluster_updates_refused_total)"
+            );
+        } else {
+            tracing::debug!(peer, %refusal, "refused a cluster map update");
+        }
+    }
+
+    /// Merges a checked update if its epoch is plausible; queues and announces a change.
+    fn merge(&self, update: Update) -> Result<bool, ImplausibleUpdate> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let changed = map.apply(update.clone());
+        let changed = map.apply_plausible(update.clone())?;
         if changed {
             // Queued under the map lock, so the queue is in merge order.
             let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,13 +237,17 @@ pub fn storage_key(update: &Update) -> String {
     format!("{}/{}", update.kind().name(), update.namespace())
 }
 
-/// Loads the map saved in storage. Records that do not decode are skipped with a warning.
+/// Loads the map saved in storage. Records that do not decode are skipped with a warning, and
+/// so are records with an implausible epoch (saved by a build that did not check epochs, from
+/// a faulty or hostile peer).
 pub fn load(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
     let mut map = ClusterMap::new();
     for (key, bytes) in store.cluster_records()? {
         match decode_update(&bytes) {
             Ok(update) => {
-                map.apply(update);
+                if let Err(refusal) = map.apply_plausible(update) {
+                    tracing::warn!(%key, %refusal, "skipping a saved cluster record");
+                }
             }
             Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable cluster record"),
         }
@@ -234,5 +308,103 @@ pub async fn persist(
         if stopping {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cfgnode_ring::{HolderRecord, MAX_EPOCH, MAX_EPOCH_JUMP};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn holder(epoch: u64) -> Update {
+        Update::Holder {
+            namespace: "ns".into(),
+            record: HolderRecord {
+                holder: "n2".into(),
+                epoch,
+            },
+        }
+    }
+
+    #[test]
+    fn implausible_peer_updates_change_nothing_and_are_counted_and_warned_once() {
+        let metrics = Metrics::new("n1");
+        let state = MapState::new(ClusterMap::new(), metrics.cluster_updates_refused.clone());
+        assert_eq!(state.apply_from_peer(holder(3), "n2"), Ok(true));
+        let before = state.read(|m| m.clone());
+        assert_eq!(state.take_unsaved().0, vec![holder(3)]);
+        let changes = state.subscribe();
+        for _ in 0..3 {
+            assert_eq!(state.apply_from_peer(holder(u64::MAX), "n2"), Ok(false));
+        }
+        assert_eq!(
+            state.apply_from_peer(holder(MAX_EPOCH_JUMP + 4), "n3"),
+            Ok(false)
+        );
+        assert_eq!(
+            state.read(|m| m.clone()),
+            before,
+            "a refusal changed the map"
+        );
+        assert!(
+            !changes.has_changed().expect("open"),
+            "a refusal was announced"
+        );
+        assert!(
+            state.take_unsaved().0.is_empty(),
+            "a refusal was queued for saving"
+        );
+
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "cfgnode_cluster_updates_refused_total{node=\"n1\",reason=\"above_maximum\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "cfgnode_cluster_updates_refused_total{node=\"n1\",reason=\"too_far_ahead\"} 1"
+            ),
+            "{text}"
+        );
+        // One warning per (sender, namespace), however many refusals.
+        let warned = state.warned.lock().expect("not poisoned").clone();
+        let expected: HashSet<(String, String)> =
+            [("n2".into(), "ns".into()), ("n3".into(), "ns".into())].into();
+        assert_eq!(warned, expected);
+        // A plausible update still goes through afterwards.
+        assert_eq!(state.apply_from_peer(holder(4), "n2"), Ok(true));
+    }
+
+    #[test]
+    fn this_nodes_own_implausible_update_is_an_error() {
+        let state = MapState::new(ClusterMap::new(), Family::default());
+        let refused = state.apply(holder(MAX_EPOCH + 1));
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("above the maximum")),
+            "{refused:?}"
+        );
+        assert!(state.read(|m| m.is_empty()));
+    }
+
+    #[test]
+    fn the_warned_set_is_bounded() {
+        let state = MapState::new(ClusterMap::new(), Family::default());
+        for i in 0..MAX_WARNED + 10 {
+            let update = Update::Holder {
+                namespace: format!("ns{i}"),
+                record: HolderRecord {
+                    holder: "n2".into(),
+                    epoch: u64::MAX,
+                },
+            };
+            assert_eq!(state.apply_from_peer(update, "n2"), Ok(false));
+        }
+        assert_eq!(state.warned.lock().expect("not poisoned").len(), MAX_WARNED);
     }
 }

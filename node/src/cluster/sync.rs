@@ -82,7 +82,7 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
                 let mut changed = 0usize;
                 for update in updates {
                     theirs.apply(update.clone());
-                    if matches!(cluster.map_state().apply(update), Ok(true)) {
+                    if matches!(cluster.map_state().apply_from_peer(update, peer), Ok(true)) {
                         changed += 1;
                     }
                 }
@@ -117,7 +117,8 @@ pub fn merge_pushed(
     let updates = decode_updates(updates)
         .map_err(|e| cfgnode_transport::WireError::new(cfgnode_transport::codes::MALFORMED, e))?;
     for update in updates {
-        let _ = cluster.map_state().apply(update);
+        // The pushing peer is not known here: refusals are logged under "push".
+        let _ = cluster.map_state().apply_from_peer(update, "push");
     }
     Ok(Response::Ack)
 }
