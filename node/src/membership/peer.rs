@@ -23,7 +23,7 @@ impl foca::Identity for Peer {
 
     fn renew(&self) -> Option<Self> {
         Some(Peer {
-            generation: self.generation + 1,
+            generation: self.generation.checked_add(1)?,
             ..self.clone()
         })
     }
