@@ -399,6 +399,13 @@ impl Node {
         self.cluster.could_freeze(namespace)
     }
 
+    /// Fault injection for tests: while `refuse` is true, this node refuses every handoff
+    /// commit it receives.
+    #[doc(hidden)]
+    pub fn refuse_handoff_commits(&self, refuse: bool) {
+        self.cluster.refuse_handoff_commits(refuse);
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id

@@ -13,6 +13,12 @@ async fn start(dir: &std::path::Path, id: &str, join: &[std::net::SocketAddr]) -
     config.quic_addr = "127.0.0.1:0".parse().expect("addr");
     config.node_id = Some(id.to_string());
     config.join = join.to_vec();
+    // Every node of a cluster holds the same cluster key.
+    let key = dir.join("cluster.key");
+    if !key.exists() {
+        std::fs::write(&key, "ab".repeat(32)).expect("cluster key");
+    }
+    config.cluster_key_file = Some(key);
     Node::start(config).await.expect("node starts")
 }
 
@@ -83,6 +89,7 @@ async fn a_node_started_before_its_seed_joins_when_the_seed_comes_up() {
     seed_config.http_addr = "127.0.0.1:0".parse().expect("addr");
     seed_config.quic_addr = seed_addr;
     seed_config.node_id = Some("seed".to_string());
+    seed_config.cluster_key_file = Some(dir.path().join("cluster.key"));
     let seed = Node::start(seed_config).await.expect("seed starts");
     for node in [&early, &seed] {
         wait_until(node, "both alive", all_alive(&["early", "seed"])).await;

@@ -24,7 +24,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Bidirectional streams a peer may have open at once on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Bytes a peer may send on one stream ahead of what the node has read.
-pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+pub const STREAM_RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
 /// Bytes a peer may send on all streams of one connection ahead of what the node has read:
 /// with [`MAX_CONCURRENT_STREAMS`], what bounds quinn's buffering per connection (quinn's
 /// default is unbounded).

@@ -525,6 +525,11 @@ pub async fn on_commit(
         // Already learned through gossip or a redirect: nothing more to do.
         return Ok(Response::Ack);
     }
+    if cluster.refuses_commits() {
+        return Err(refuse(format!(
+            "commit of {namespace:?} refused (fault injection)"
+        )));
+    }
     // Only the handoff in progress can be committed (the offer came at `epoch - 1`).
     expect_receiving(cluster, sender, namespace, epoch.saturating_sub(1))?;
     let store = cluster.store().clone();

@@ -228,6 +228,8 @@ struct Inner {
     receiving: Mutex<HashMap<String, (NodeId, u64)>>,
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
+    /// Set by tests only: refuse every handoff commit received.
+    refuse_commits: std::sync::atomic::AtomicBool,
     /// Namespaces this node is checking or creating right now (see [`Cluster::route`]).
     creating: Mutex<HashSet<String>>,
     /// True once this node has merged the cluster map from a peer (or is a cluster's first
@@ -295,6 +297,7 @@ impl Cluster {
                 receiving: Mutex::default(),
                 giving: Mutex::default(),
                 creating: Mutex::default(),
+                refuse_commits: std::sync::atomic::AtomicBool::new(false),
                 synced: watch::channel(synced).0,
                 view: Mutex::new((members, view)),
                 metrics,
@@ -609,6 +612,23 @@ impl Cluster {
     #[doc(hidden)]
     pub fn could_freeze(&self, namespace: &str) -> bool {
         self.gate(namespace).try_write().is_ok()
+    }
+
+    /// Fault injection for tests: while set, this node refuses every handoff commit it
+    /// receives (as a receiver whose copy does not match would), so a test can show that the
+    /// giver keeps its copy and goes on serving.
+    #[doc(hidden)]
+    pub fn refuse_handoff_commits(&self, refuse: bool) {
+        self.inner
+            .refuse_commits
+            .store(refuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Cluster::refuse_handoff_commits`] is set.
+    fn refuses_commits(&self) -> bool {
+        self.inner
+            .refuse_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The per-namespace gate: requests hold it shared, a handoff's freeze holds it exclusive.

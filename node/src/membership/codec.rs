@@ -128,4 +128,94 @@ mod tests {
         assert_eq!(back, member);
         assert!(BincodeCodec.decode_member(&[0xff, 0xff, 0xff][..]).is_err());
     }
+
+    /// A real SWIM packet (an announce from `a` to `b`), sealed for cluster `prod`.
+    fn real_packet() -> Vec<u8> {
+        use rand::SeedableRng;
+        let addr = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let peer = |id: &str, port| Peer {
+            id: id.into(),
+            quic: addr(port),
+            http: addr(port),
+            generation: 1,
+        };
+        let mut a = foca::Foca::new(
+            peer("a", 1),
+            foca::Config::simple(),
+            rand::rngs::StdRng::seed_from_u64(1),
+            BincodeCodec,
+        );
+        let mut runtime = foca::AccumulatingRuntime::new();
+        a.announce(peer("b", 2), &mut runtime).expect("announce");
+        let (_, data) = runtime.to_send().expect("a packet");
+        seal("prod", &data)
+    }
+
+    /// Feeds a datagram to a fresh foca, as the membership task does (open, then handle_data).
+    fn feed(datagram: &[u8]) {
+        use rand::SeedableRng;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 2));
+        let mut b = foca::Foca::new(
+            Peer {
+                id: "b".into(),
+                quic: addr,
+                http: addr,
+                generation: 1,
+            },
+            foca::Config::simple(),
+            rand::rngs::StdRng::seed_from_u64(2),
+            BincodeCodec,
+        );
+        let mut runtime = foca::AccumulatingRuntime::new();
+        if let Some(payload) = open("prod", datagram) {
+            let _ = b.handle_data(payload, &mut runtime);
+        }
+    }
+
+    #[test]
+    fn a_real_packet_is_accepted() {
+        use rand::SeedableRng;
+        let packet = real_packet();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 2));
+        let mut b = foca::Foca::new(
+            Peer {
+                id: "b".into(),
+                quic: addr,
+                http: addr,
+                generation: 1,
+            },
+            foca::Config::simple(),
+            rand::rngs::StdRng::seed_from_u64(2),
+            BincodeCodec,
+        );
+        let mut runtime = foca::AccumulatingRuntime::new();
+        let payload = open("prod", &packet).expect("ours");
+        b.handle_data(payload, &mut runtime)
+            .expect("a valid packet");
+        assert_eq!(b.num_members(), 1, "the announcer is now a member");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+        /// Mutated real packets and random bytes never panic the datagram path.
+        #[test]
+        fn mutated_and_random_datagrams_never_panic(
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::prelude::any::<usize>(),
+            random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200),
+        ) {
+            let mut packet = real_packet();
+            let len = packet.len();
+            for (i, b) in flips {
+                packet[i % len] ^= b | 1;
+            }
+            packet.truncate(cut % (len + 1));
+            feed(&packet);
+            feed(&random);
+            let mut sealed = seal("prod", &random);
+            sealed.truncate(sealed.len());
+            feed(&sealed);
+        }
+    }
 }
