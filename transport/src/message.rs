@@ -279,9 +279,7 @@ impl Request {
     /// Clients retry only these blindly; a write whose answer was lost is not resent, because
     /// a second upsert would create a second version.
     pub fn is_idempotent(&self) -> bool {
-        match self {
-            other => !other.is_write(),
-        }
+        !self.is_write()
     }
 
     /// True for the requests that change a namespace (they may create it).
