@@ -52,6 +52,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Writes a cluster key (64 hex characters, as `cfgnode certs cluster-key` makes) to
+/// `<dir>/cluster.key` and returns its path. Every node of a test cluster is started with
+/// `--cluster-key-file` on this one file: a node that joins must hold the key its seed holds,
+/// or the seed refuses its connections.
+pub fn write_cluster_key(dir: &Path) -> PathBuf {
+    let path = dir.join("cluster.key");
+    std::fs::write(&path, cfgnode_tests::CLUSTER_KEY).expect("write the cluster key file");
+    path
+}
+
 /// A `Command` for the binary, isolated from the developer's environment: no inherited
 /// `CFGNODE_*` or `RUST_LOG`, run in `cwd` (so a default `./cfgnode-data` would land in the temp
 /// dir, never in the source tree), stdin closed.
