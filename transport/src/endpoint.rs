@@ -151,7 +151,9 @@ pub fn bind_endpoint(
 /// with [`peer_client_config`], and signs QUIC stateless resets with `reset_key`. A key that
 /// stays the same across restarts (the node derives it from the cluster key and its id) lets a
 /// restarted node reset the connections its previous life had at once, instead of peers waiting
-/// for the idle timeout on a connection nobody answers.
+/// for the idle timeout on a connection nobody answers. The connection-id generator's key is
+/// derived from it too, so the restarted node recognises those connections' ids as its own
+/// and answers them with a reset rather than dropping them.
 pub fn bind_node_endpoint(
     addr: SocketAddr,
     server: &ServerTls,
@@ -161,13 +163,32 @@ pub fn bind_node_endpoint(
     let bind_error = |source| EndpointError::Bind { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key);
-    let config = quinn::EndpointConfig::new(Arc::new(hmac));
+    let cid_key = connection_id_key(&hmac);
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac));
+    // quinn checks the connection id of a packet for an unknown connection against its
+    // generator's key, and drops it unanswered when the check fails. Its default generator draws
+    // that key at random per process, so a restarted node would drop its previous life's
+    // packets instead of resetting them, and the reset key would never be used.
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let runtime = quinn::default_runtime()
         .ok_or_else(|| EndpointError::Config("no async runtime for QUIC".to_string()))?;
     let mut endpoint =
         Endpoint::new(config, Some(server_config(server)?), socket, runtime).map_err(bind_error)?;
     endpoint.set_default_client_config(peer_client_config(client)?);
     Ok(endpoint)
+}
+
+/// The key of a node's connection-id generator, derived from its stateless-reset key so it is
+/// the same in every life of the node. The generator's check only filters stray packets (a
+/// forged id earns at most a reset, smaller than the packet that asked for it and rate-limited
+/// by quinn); the reset key behind it is what a reset must prove.
+fn connection_id_key(reset_key: &ring::hmac::Key) -> u64 {
+    let tag = ring::hmac::sign(reset_key, b"quic connection id generator");
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(bytes)
 }
 
 /// Binds an endpoint on `addr` with ready-made quinn configs: a server when `server` is given,

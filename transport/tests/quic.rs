@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cfgnode_transport::{
     ClientTls, FrameError, Identity, MAX_CONCURRENT_STREAMS, MAX_FRAME_BYTES, SERVER_NAME,
-    ServerTls, StreamError, bind_endpoint, read_frame, write_frame,
+    ServerTls, StreamError, bind_endpoint, bind_node_endpoint, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint};
 
@@ -220,4 +220,88 @@ async fn datagrams_are_on_and_streams_are_bounded() {
         () = std::future::ready(()) => {}
     }
     drop(open);
+}
+
+/// A node endpoint restarted on the same address with the same reset key resets the
+/// connections of its previous life at the first packet they send: the peer sees
+/// `ConnectionError::Reset` at once, instead of `TimedOut` after the 30 s idle timeout. (Before
+/// the endpoint kept its connection-id key across lives, the new endpoint dropped those packets
+/// unanswered and this test timed out.)
+#[tokio::test]
+async fn a_restarted_node_endpoint_resets_its_previous_lifes_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reset_key = [0x5e; 32];
+    let insecure = ClientTls::Insecure { identity: None };
+    let server_tls = || {
+        let (identity, _) = Identity::load_or_generate_self_signed(dir.path()).expect("cert");
+        ServerTls::SelfSigned(identity)
+    };
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    // The first life runs its QUIC drivers on a runtime of its own, so it can die without a
+    // word (no CONNECTION_CLOSE), as under kill -9, by shutting that runtime down.
+    let first_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("the first life's runtime");
+    let first_life = {
+        let _inside = first_runtime.enter();
+        bind_node_endpoint(loopback, &server_tls(), &insecure, reset_key).expect("first life")
+    };
+    let addr = first_life.local_addr().expect("addr");
+    let client_endpoint = bind_endpoint(loopback, None, &insecure).expect("client endpoint");
+    // quinn spawns a connection's driver on the runtime that accepts it: accept there too.
+    let accepting = first_life.clone();
+    let accept = first_runtime.spawn(async move {
+        let connection = accepting
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("server handshake");
+        let (mut send, _recv) = connection.accept_bi().await.expect("accept");
+        write_frame(&mut send, b"hello").await.expect("write");
+        let _ = send.finish();
+        connection
+    });
+    let accept = async { accept.await.expect("the accepting task") };
+    let dial = async {
+        let connection = client_endpoint
+            .connect(addr, SERVER_NAME)
+            .expect("connect")
+            .await
+            .expect("client handshake");
+        let (mut send, mut recv) = connection.open_bi().await.expect("open");
+        write_frame(&mut send, b"hi").await.expect("write");
+        let frame = read_frame(&mut recv, 1024).await.expect("read");
+        assert_eq!(frame.as_deref(), Some(&b"hello"[..]));
+        connection
+    };
+    let (old_server_side, client) = within("handshake", async { tokio::join!(accept, dial) }).await;
+
+    // Stop the first life's drivers for good before its handles go: dropped while a driver
+    // still ran, the last handle would make it send CONNECTION_CLOSE.
+    tokio::task::spawn_blocking(move || first_runtime.shutdown_timeout(DEADLINE))
+        .await
+        .expect("shut the first life's runtime down");
+    drop((old_server_side, first_life));
+    let second_life = within("the address to be free", async {
+        loop {
+            match bind_node_endpoint(addr, &server_tls(), &insecure, reset_key) {
+                Ok(endpoint) => break endpoint,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+
+    // The client's next packet on the old connection reaches the second life.
+    let (mut send, _recv) = client.open_bi().await.expect("open");
+    write_frame(&mut send, b"anyone?").await.expect("write");
+    let closed = within("the old connection to be reset", client.closed()).await;
+    assert!(
+        matches!(closed, quinn::ConnectionError::Reset),
+        "the second life resets the first life's connection: {closed:?}"
+    );
+    drop(second_life);
 }
