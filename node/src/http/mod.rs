@@ -199,6 +199,10 @@ async fn read_body_within(
     request: Request,
     next: Next,
 ) -> Response {
+    // Most requests (GETs) have no body: nothing to time or collect.
+    if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(state.body_timeout, read_body(body, state.body_limit));
     let body = match read.await {
