@@ -151,21 +151,27 @@ mod tests {
         seal("prod", &data)
     }
 
-    /// Feeds a datagram to a fresh foca, as the membership task does (open, then handle_data).
-    fn feed(datagram: &[u8]) {
+    /// A fresh foca for member `b`, as a receiving node would have.
+    fn fresh_foca() -> foca::Foca<Peer, BincodeCodec, rand::rngs::StdRng, foca::NoCustomBroadcast> {
         use rand::SeedableRng;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 2));
-        let mut b = foca::Foca::new(
-            Peer {
-                id: "b".into(),
-                quic: addr,
-                http: addr,
-                generation: 1,
-            },
+        let me = Peer {
+            id: "b".into(),
+            quic: addr,
+            http: addr,
+            generation: 1,
+        };
+        foca::Foca::new(
+            me,
             foca::Config::simple(),
             rand::rngs::StdRng::seed_from_u64(2),
             BincodeCodec,
-        );
+        )
+    }
+
+    /// Feeds a datagram to a fresh foca, as the membership task does (open, then handle_data).
+    fn feed(datagram: &[u8]) {
+        let mut b = fresh_foca();
         let mut runtime = foca::AccumulatingRuntime::new();
         if let Some(payload) = open("prod", datagram) {
             let _ = b.handle_data(payload, &mut runtime);
@@ -174,20 +180,8 @@ mod tests {
 
     #[test]
     fn a_real_packet_is_accepted() {
-        use rand::SeedableRng;
         let packet = real_packet();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 2));
-        let mut b = foca::Foca::new(
-            Peer {
-                id: "b".into(),
-                quic: addr,
-                http: addr,
-                generation: 1,
-            },
-            foca::Config::simple(),
-            rand::rngs::StdRng::seed_from_u64(2),
-            BincodeCodec,
-        );
+        let mut b = fresh_foca();
         let mut runtime = foca::AccumulatingRuntime::new();
         let payload = open("prod", &packet).expect("ours");
         b.handle_data(payload, &mut runtime)
@@ -213,9 +207,7 @@ mod tests {
             packet.truncate(cut % (len + 1));
             feed(&packet);
             feed(&random);
-            let mut sealed = seal("prod", &random);
-            sealed.truncate(sealed.len());
-            feed(&sealed);
+            feed(&seal("prod", &random));
         }
     }
 }
