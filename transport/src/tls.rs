@@ -770,15 +770,7 @@ fn replace_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::fs_atomic::names;
 
     #[test]
     fn a_pair_is_written_whole_or_not_at_all() {
