@@ -22,8 +22,9 @@ use std::sync::Mutex;
 
 use cfgnode_transport::{
     DecodeError, FrameError, MAX_FRAME_BYTES, MAX_HEADER_BYTES, PEER_ALPN, PeerClaim, PeerEnvelope,
-    Request, RequestHeader, Response, ResponseEnvelope, StreamError, WireError, accept_handshake,
-    codes, decode_payload, encode_payload, negotiated_alpn, read_frame, write_frame,
+    PushRequest, PushResponse, Request, RequestHeader, Response, ResponseEnvelope, StreamError,
+    WireError, accept_handshake, codes, decode_payload, encode_payload, negotiated_alpn,
+    read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
@@ -234,7 +235,7 @@ async fn serve_connection(
 
 async fn serve_stream(send: SendStream, mut recv: RecvStream, ctx: &QuicContext) {
     let (request_id, result) = match read_request(&mut recv, ctx).await {
-        Ok((header, principal, Request::Watch(request))) => {
+        Ok((header, principal, Request::Push(PushRequest::Watch(request)))) => {
             match WatchSpec::check(request, &principal) {
                 Ok(spec) => return serve_watch(send, header.request_id, spec, ctx).await,
                 Err(e) => (header.request_id, Err(e)),
@@ -312,7 +313,7 @@ fn answer_frame(
 /// Most watch items' bytes put in one frame (well under the frame limit).
 const WATCH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// Streams a watch's items as `Response::Watch` frames until the client stops reading or
+/// Streams a watch's items as `Response::Push(PushResponse::Watch)` frames until the client stops reading or
 /// closes, or the node stops (the stream is then finished cleanly; the client resumes
 /// elsewhere from its cursors).
 async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx: &QuicContext) {
@@ -339,7 +340,11 @@ async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx
                 Err(_) => break,
             }
         }
-        let frame = answer_frame(ctx, request_id, Ok(Response::Watch(items)));
+        let frame = answer_frame(
+            ctx,
+            request_id,
+            Ok(Response::Push(PushResponse::Watch(items))),
+        );
         tokio::select! {
             written = write_frame(&mut send, &frame) => {
                 if let Err(e) = written {

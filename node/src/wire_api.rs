@@ -6,9 +6,9 @@ use cfgnode_storage::{
     PutRequest, StoreError, VersionEntry, WriteMode,
 };
 use cfgnode_transport::{
-    Request, Response, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry,
-    WireError, WireEvent, WireEventKind, WireNamespace, WirePage, WireSnapshot, WireVersion,
-    WireWriteMode,
+    ConfigRequest, ConfigResponse, PushRequest, PushResponse, Request, Response, WireAccess,
+    WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError, WireEvent, WireEventKind,
+    WireNamespace, WirePage, WireSnapshot, WireVersion, WireWriteMode,
 };
 
 use crate::auth::Principal;
@@ -36,18 +36,21 @@ async fn serve(
 ) -> Result<Response, StoreError> {
     Ok(match request {
         Request::Ping => Response::Pong,
-        Request::Get { namespace, key } => {
+        Request::Config(ConfigRequest::Get { namespace, key }) => {
             let resolved = service.get(&namespace, &key).await?;
-            Response::Entry(wire_entry(resolved.entry, resolved.alias))
+            Response::Config(ConfigResponse::Entry(wire_entry(
+                resolved.entry,
+                resolved.alias,
+            )))
         }
-        Request::Put {
+        Request::Config(ConfigRequest::Put {
             namespace,
             key,
             value,
             codec,
             mode,
             if_version,
-        } => {
+        }) => {
             let codec: Codec = codec.parse()?;
             let mode = match mode {
                 WireWriteMode::Upsert => WriteMode::Upsert,
@@ -66,13 +69,13 @@ async fn serve(
                 .await?;
             let mut meta = wire_entry(entry, None);
             meta.value = Vec::new();
-            Response::Written(meta)
+            Response::Config(ConfigResponse::Written(meta))
         }
-        Request::Delete {
+        Request::Config(ConfigRequest::Delete {
             namespace,
             key,
             if_version,
-        } => {
+        }) => {
             let d = service
                 .delete(DeleteRequest {
                     namespace,
@@ -80,160 +83,166 @@ async fn serve(
                     if_version,
                 })
                 .await?;
-            Response::Deleted(WireDeleted {
+            Response::Config(ConfigResponse::Deleted(WireDeleted {
                 namespace: d.namespace,
                 key: d.key,
                 version: d.version,
                 revision: d.revision,
-            })
+            }))
         }
-        Request::List {
+        Request::Config(ConfigRequest::List {
             namespace,
             prefix,
             cursor,
             limit: n,
-        } => {
+        }) => {
             let (_, page) = service
                 .list(&namespace, &prefix, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Entries(wire_page(page, |e| wire_entry(e, None)))
+            Response::Config(ConfigResponse::Entries(wire_page(page, |e| {
+                wire_entry(e, None)
+            })))
         }
-        Request::Versions {
+        Request::Config(ConfigRequest::Versions {
             namespace,
             key,
             cursor,
             limit: n,
-        } => {
+        }) => {
             let page = service
                 .versions(&namespace, &key, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Versions(wire_page(page, wire_version))
+            Response::Config(ConfigResponse::Versions(wire_page(page, wire_version)))
         }
-        Request::Version {
+        Request::Config(ConfigRequest::Version {
             namespace,
             key,
             version,
-        } => Response::Version(wire_version(
+        }) => Response::Config(ConfigResponse::Version(wire_version(
             service.version(&namespace, &key, version).await?,
-        )),
-        Request::Diff {
+        ))),
+        Request::Config(ConfigRequest::Diff {
             namespace,
             key,
             v1,
             v2,
-        } => {
+        }) => {
             let diff = service.diff(&namespace, &key, v1, v2).await?;
             let structural_json = diff
                 .structural
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_else(|_| "null".to_string()));
-            Response::Diff(WireDiff {
+            Response::Config(ConfigResponse::Diff(WireDiff {
                 v1: wire_version(diff.old),
                 v2: wire_version(diff.new),
                 changed: diff.changed,
                 structural_json,
-            })
+            }))
         }
-        Request::Snapshot {
+        Request::Config(ConfigRequest::Snapshot {
             namespace,
             if_none_match,
-        } => {
+        }) => {
             match service
                 .snapshot(&namespace, if_none_match.as_deref())
                 .await?
             {
-                SnapshotOutcome::NotModified { etag } => Response::NotModified { etag },
-                SnapshotOutcome::Snapshot(s) => Response::Snapshot(WireSnapshot {
-                    namespace: s.state.name.clone(),
-                    revision: s.state.revision,
-                    etag: s.state.etag(),
-                    entries: s.entries.into_iter().map(|e| wire_entry(e, None)).collect(),
-                    aliases: s.aliases.into_iter().map(wire_alias).collect(),
-                }),
+                SnapshotOutcome::NotModified { etag } => {
+                    Response::Config(ConfigResponse::NotModified { etag })
+                }
+                SnapshotOutcome::Snapshot(s) => {
+                    Response::Config(ConfigResponse::Snapshot(WireSnapshot {
+                        namespace: s.state.name.clone(),
+                        revision: s.state.revision,
+                        etag: s.state.etag(),
+                        entries: s.entries.into_iter().map(|e| wire_entry(e, None)).collect(),
+                        aliases: s.aliases.into_iter().map(wire_alias).collect(),
+                    }))
+                }
             }
         }
-        Request::Events {
+        Request::Push(PushRequest::Events {
             namespace,
             after,
             limit: n,
             ..
-        } => {
+        }) => {
             let limit = (n as usize).clamp(1, MAX_EVENTS);
             match service.events(&namespace, after, limit).await? {
-                (LogRead::Events(events), revision) => Response::Events {
+                (LogRead::Events(events), revision) => Response::Push(PushResponse::Events {
                     namespace,
                     revision,
                     events: events.into_iter().map(wire_event).collect(),
-                },
+                }),
                 (
                     LogRead::Compacted {
                         oldest_retained,
                         current,
                     },
                     _,
-                ) => Response::Compacted {
+                ) => Response::Push(PushResponse::Compacted {
                     namespace,
                     oldest_retained,
                     current,
-                },
+                }),
             }
         }
-        Request::Namespaces {
+        Request::Config(ConfigRequest::Namespaces {
             prefix,
             cursor,
             limit: n,
-        } => {
+        }) => {
             let page = service
                 .namespaces(&prefix, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Namespaces(wire_page(page, wire_namespace))
+            Response::Config(ConfigResponse::Namespaces(wire_page(page, wire_namespace)))
         }
-        Request::Access { namespace } => {
+        Request::Config(ConfigRequest::Access { namespace }) => {
             cfgnode_storage::validate_namespace(&namespace)?;
             let access = principal.access(&namespace);
-            Response::Access(WireAccess {
+            Response::Config(ConfigResponse::Access(WireAccess {
                 namespace,
                 principal: principal.name().to_string(),
                 read: access.read,
                 write: access.write,
-            })
+            }))
         }
-        Request::PutAlias {
+        Request::Config(ConfigRequest::PutAlias {
             namespace,
             alias,
             target,
-        } => {
+        }) => {
             let put = service.put_alias(&namespace, &alias, &target).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(put.alias),
                 created: put.created,
-            }
+            })
         }
-        Request::GetAlias { namespace, alias } => {
+        Request::Config(ConfigRequest::GetAlias { namespace, alias }) => {
             let alias = service.get_alias(&namespace, &alias).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
-            }
+            })
         }
-        Request::DeleteAlias { namespace, alias } => {
+        Request::Config(ConfigRequest::DeleteAlias { namespace, alias }) => {
             let alias = service.delete_alias(&namespace, &alias).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
-            }
+            })
         }
-        Request::ListAliases {
+        Request::Config(ConfigRequest::ListAliases {
             namespace,
             cursor,
             limit: n,
-        } => {
+        }) => {
             let page = service
                 .aliases(&namespace, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Aliases(wire_page(page, wire_alias))
+            Response::Config(ConfigResponse::Aliases(wire_page(page, wire_alias)))
         }
-        Request::Codecs => Response::Codecs(
+        Request::Config(ConfigRequest::Codecs) => Response::Config(ConfigResponse::Codecs(
             service
                 .codecs()
                 .iter()
@@ -244,7 +253,7 @@ async fn serve(
                     description: c.description().to_string(),
                 })
                 .collect(),
-        ),
+        )),
         other => {
             // Cluster and node-to-node requests are answered by the cluster role before
             // reaching the config role.

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method};
 use cfgnode_ring::Intent;
 use cfgnode_transport::{
-    MAX_FRAME_BYTES, PeerClaim, PeerRequest, Request, Response, WireError, WireHttpRequest,
+    ClusterRequest, ClusterResponse, ConfigRequest, ConfigResponse, MAX_FRAME_BYTES, PeerClaim,
+    PeerRequest, PeerResponse, PushRequest, Request, Response, WireError, WireHttpRequest,
     WireHttpResponse, codes,
 };
 use tower::ServiceExt;
@@ -50,40 +51,46 @@ pub async fn serve_request(
 ) -> Result<Response, WireError> {
     let cluster = &serving.cluster;
     match request {
-        Request::Members => Ok(Response::Members(cluster.members())),
-        Request::Placement { namespace } => cluster.placement(&namespace).map(Response::Placement),
-        Request::Ring => Ok(Response::Ring(cluster.ring_shares())),
-        Request::Claim { namespace, node } => {
+        Request::Cluster(ClusterRequest::Members) => Ok(Response::Cluster(
+            ClusterResponse::Members(cluster.members()),
+        )),
+        Request::Cluster(ClusterRequest::Placement { namespace }) => cluster
+            .placement(&namespace)
+            .map(|answer| Response::Cluster(ClusterResponse::Placement(answer))),
+        Request::Cluster(ClusterRequest::Ring) => Ok(Response::Cluster(ClusterResponse::Ring(
+            cluster.ring_shares(),
+        ))),
+        Request::Cluster(ClusterRequest::Claim { namespace, node }) => {
             let node = node.unwrap_or_else(|| cluster.me().to_string());
             cluster
                 .set_directive(super::DirectiveKind::Claim, &namespace, Some(node))
                 .await
-                .map(Response::Placement)
+                .map(|answer| Response::Cluster(ClusterResponse::Placement(answer)))
         }
-        Request::Release { namespace } => cluster
+        Request::Cluster(ClusterRequest::Release { namespace }) => cluster
             .set_directive(super::DirectiveKind::Claim, &namespace, None)
             .await
-            .map(Response::Placement),
-        Request::Pin { namespace, node } => cluster
+            .map(|answer| Response::Cluster(ClusterResponse::Placement(answer))),
+        Request::Cluster(ClusterRequest::Pin { namespace, node }) => cluster
             .set_directive(super::DirectiveKind::Pin, &namespace, Some(node))
             .await
-            .map(Response::Placement),
-        Request::Unpin { namespace } => cluster
+            .map(|answer| Response::Cluster(ClusterResponse::Placement(answer))),
+        Request::Cluster(ClusterRequest::Unpin { namespace }) => cluster
             .set_directive(super::DirectiveKind::Pin, &namespace, None)
             .await
-            .map(Response::Placement),
-        request @ (Request::AgentHeartbeat(_)
-        | Request::AgentLeave { .. }
-        | Request::Agents { .. }) => {
+            .map(|answer| Response::Cluster(ClusterResponse::Placement(answer))),
+        request @ (Request::Push(PushRequest::AgentHeartbeat(_))
+        | Request::Push(PushRequest::AgentLeave { .. })
+        | Request::Push(PushRequest::Agents { .. })) => {
             crate::push::agents::serve(cluster, &serving.agents, request).await
         }
-        Request::Namespaces {
+        Request::Config(ConfigRequest::Namespaces {
             prefix,
             cursor,
             limit,
-        } => super::listing::namespaces(cluster, &serving.service, &prefix, cursor, limit)
+        }) => super::listing::namespaces(cluster, &serving.service, &prefix, cursor, limit)
             .await
-            .map(Response::Namespaces),
+            .map(|answer| Response::Config(ConfigResponse::Namespaces(answer))),
         request => match request.routed_namespace().map(str::to_string) {
             None => wire_api::handle(&serving.service, principal, request).await,
             Some(namespace) => {
@@ -127,13 +134,13 @@ pub async fn serve_peer_request(
         } => {
             super::listing::held_here(cluster, &serving.service, &prefix, cursor.as_deref(), limit)
                 .await
-                .map(Response::Namespaces)
+                .map(|answer| Response::Config(ConfigResponse::Namespaces(answer)))
         }
         PeerRequest::LocalAgents => {
             crate::push::agents::serve(
                 cluster,
                 &serving.agents,
-                Request::Agents { local_only: true },
+                Request::Push(PushRequest::Agents { local_only: true }),
             )
             .await
         }
@@ -141,7 +148,7 @@ pub async fn serve_peer_request(
         PeerRequest::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
         PeerRequest::CreateCheck { namespace } => cluster
             .answer_create_check(&namespace)
-            .map(Response::CreateCheck),
+            .map(|answer| Response::Peer(PeerResponse::CreateCheck(answer))),
         PeerRequest::HandoffOffer { namespace, epoch } => {
             handoff::on_offer(cluster, &peer.node_id, &namespace, epoch).await
         }
@@ -304,7 +311,9 @@ fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: b
 /// How long a request may wait on its holder before answering (an `Events` long-poll).
 fn waits_for(request: &Request) -> Duration {
     match request {
-        Request::Events { wait_ms, .. } => Duration::from_millis(u64::from(*wait_ms)),
+        Request::Push(PushRequest::Events { wait_ms, .. }) => {
+            Duration::from_millis(u64::from(*wait_ms))
+        }
         _ => Duration::ZERO,
     }
 }
@@ -317,12 +326,12 @@ async fn settle_wait(
     service: &ConfigService,
     request: &mut Request,
 ) -> Result<(), WireError> {
-    let Request::Events {
+    let Request::Push(PushRequest::Events {
         namespace,
         after: Some(after),
         wait_ms,
         ..
-    } = request
+    }) = request
     else {
         return Ok(());
     };
@@ -463,7 +472,7 @@ async fn serve_forwarded_http(
                 format!("the answer is too large to forward ({e}); ask the holder directly"),
             )
         })?;
-    Ok(Response::Http(WireHttpResponse {
+    Ok(Response::Peer(PeerResponse::Http(WireHttpResponse {
         status: parts.status.as_u16(),
         headers: parts
             .headers
@@ -471,5 +480,5 @@ async fn serve_forwarded_http(
             .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
             .collect(),
         body: body.to_vec(),
-    }))
+    })))
 }

@@ -3,7 +3,9 @@
 //! up to its last one, so the first `limit` merged names are complete).
 
 use cfgnode_ring::NodeId;
-use cfgnode_transport::{PeerRequest, Response, WireError, WireNamespace, WirePage, codes};
+use cfgnode_transport::{
+    ConfigResponse, PeerRequest, Response, WireError, WireNamespace, WirePage, codes,
+};
 
 use super::{Cluster, FORWARD_TIMEOUT};
 use crate::config_service::ConfigService;
@@ -107,7 +109,7 @@ pub async fn namespaces(
         let (id, answer) = joined
             .map_err(|e| WireError::new(codes::INTERNAL, format!("listing task failed: {e}")))?;
         match answer {
-            Ok(Response::Namespaces(page)) => pages.push(page),
+            Ok(Response::Config(ConfigResponse::Namespaces(page))) => pages.push(page),
             Ok(other) => {
                 return Err(WireError::new(
                     codes::INTERNAL,

@@ -518,7 +518,9 @@ impl Cluster {
                 continue;
             };
             match answer {
-                Ok(cfgnode_transport::Response::CreateCheck(check)) => {
+                Ok(cfgnode_transport::Response::Peer(
+                    cfgnode_transport::PeerResponse::CreateCheck(check),
+                )) => {
                     if let Some((holder, epoch)) = check.holder {
                         let update = Update::Holder {
                             namespace: namespace.to_string(),

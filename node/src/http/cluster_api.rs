@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cfgnode_storage::validate_namespace;
-use cfgnode_transport::{PeerRequest, Response as WireResponse, WireError, WireHttpRequest, codes};
+use cfgnode_transport::{
+    PeerRequest, PeerResponse, Response as WireResponse, WireError, WireHttpRequest, codes,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -152,7 +154,7 @@ pub async fn route_to_holder(
             write,
         );
         match hop.await {
-            Ok(Some(WireResponse::Http(answer))) => {
+            Ok(Some(WireResponse::Peer(PeerResponse::Http(answer)))) => {
                 let mut response = Response::new(Body::from(answer.body));
                 *response.status_mut() =
                     StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use cfgnode_storage::{validate_key, validate_namespace};
 use cfgnode_transport::{
-    PeerRequest, Request, Response, WireAgent, WireAgentSeen, WireError, codes,
+    PeerRequest, PushRequest, PushResponse, Request, Response, WireAgent, WireAgentSeen, WireError,
+    codes,
 };
 
 use crate::cluster::Cluster;
@@ -122,18 +123,22 @@ pub async fn serve(
 ) -> Result<Response, WireError> {
     let now = now_millis();
     match request {
-        Request::AgentHeartbeat(agent) => agents.heartbeat(agent, now).map(|()| Response::Ack),
-        Request::AgentLeave { id } => {
+        Request::Push(PushRequest::AgentHeartbeat(agent)) => {
+            agents.heartbeat(agent, now).map(|()| Response::Ack)
+        }
+        Request::Push(PushRequest::AgentLeave { id }) => {
             agents.leave(&id);
             Ok(Response::Ack)
         }
-        Request::Agents { local_only: true } => Ok(Response::Agents {
-            agents: agents.list(cluster.me(), now),
-            missing: Vec::new(),
-        }),
-        Request::Agents { local_only: false } => {
+        Request::Push(PushRequest::Agents { local_only: true }) => {
+            Ok(Response::Push(PushResponse::Agents {
+                agents: agents.list(cluster.me(), now),
+                missing: Vec::new(),
+            }))
+        }
+        Request::Push(PushRequest::Agents { local_only: false }) => {
             let (agents, missing) = cluster_wide(cluster, agents, now).await;
-            Ok(Response::Agents { agents, missing })
+            Ok(Response::Push(PushResponse::Agents { agents, missing }))
         }
         other => Err(WireError::new(
             codes::MALFORMED,
@@ -188,7 +193,7 @@ pub async fn cluster_wide(
     let mut missing = Vec::new();
     while let Some(joined) = asks.join_next().await {
         match joined {
-            Ok((_, Ok(Response::Agents { agents, .. }))) => all.extend(agents),
+            Ok((_, Ok(Response::Push(PushResponse::Agents { agents, .. })))) => all.extend(agents),
             Ok((id, answer)) => {
                 tracing::debug!(node = %id, answer = ?answer.err(), "agents listing: member did not answer");
                 missing.push(id);

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cfgnode_storage::Revision;
-use cfgnode_transport::{Request, Response, WireError, WireEvent, WireEventKind};
+use cfgnode_transport::{
+    PushRequest, PushResponse, Request, Response, WireError, WireEvent, WireEventKind,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -138,12 +140,12 @@ impl Hub {
         limit: u32,
         wait: Duration,
     ) -> Result<Response, WireError> {
-        let request = Request::Events {
+        let request = Request::Push(PushRequest::Events {
             namespace: namespace.to_string(),
             after,
             limit,
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-        };
+        });
         serve_routed(
             &self.inner.cluster,
             &self.inner.service,
@@ -332,15 +334,15 @@ async fn upstream(hub: Hub, topic: Arc<Topic>) {
             _ = super::until_stopped(&mut stop) => return,
         };
         let failed = match read {
-            Ok(Response::Events {
+            Ok(Response::Push(PushResponse::Events {
                 revision, events, ..
-            }) => {
+            })) => {
                 topic.extend(after, revision, events);
                 None
             }
-            Ok(Response::Compacted {
+            Ok(Response::Push(PushResponse::Compacted {
                 oldest_retained, ..
-            }) => {
+            })) => {
                 topic.restart_at(oldest_retained.saturating_sub(1));
                 None
             }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cfgnode_storage::{Revision, validate_namespace};
-use cfgnode_transport::{Response, WireError, WireEvent, WireWatchItem, WireWatchRequest, codes};
+use cfgnode_transport::{
+    PushResponse, Response, WireError, WireEvent, WireWatchItem, WireWatchRequest, codes,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -197,7 +199,7 @@ impl Follower {
                 _ = self.tx.closed() => return,
             };
             match read {
-                Ok(Response::Events { revision, .. }) => break revision,
+                Ok(Response::Push(PushResponse::Events { revision, .. })) => break revision,
                 other => {
                     tracing::debug!(namespace = self.namespace(), answer = ?other.err(), "watch: cannot resolve \"now\" yet");
                     if !self.pause(&mut retry, &mut stop).await {
@@ -312,17 +314,17 @@ impl Follower {
             .read(self.namespace(), Some(*cursor), limit, Duration::ZERO)
             .await
         {
-            Ok(Response::Events { events, .. }) if !events.is_empty() => {
+            Ok(Response::Push(PushResponse::Events { events, .. })) if !events.is_empty() => {
                 self.deliver(cursor, events, quiet_since).await
             }
             // The topic is ahead of where the log is read (the namespace just moved, or a
             // node read it before a crash): wait and read again.
-            Ok(Response::Events { .. }) => Step::Retry,
-            Ok(Response::Compacted {
+            Ok(Response::Push(PushResponse::Events { .. })) => Step::Retry,
+            Ok(Response::Push(PushResponse::Compacted {
                 oldest_retained,
                 current,
                 ..
-            }) => self.reset(cursor, oldest_retained, current).await,
+            })) => self.reset(cursor, oldest_retained, current).await,
             Ok(_) => Step::Retry,
             Err(e) => {
                 tracing::debug!(namespace = self.namespace(), error = %e, "watch catch-up read failed");
@@ -339,7 +341,7 @@ impl Follower {
             .read(self.namespace(), None, 1, Duration::ZERO)
             .await
         {
-            Ok(Response::Events { revision, .. }) if revision < *cursor => {
+            Ok(Response::Push(PushResponse::Events { revision, .. })) if revision < *cursor => {
                 *quiet_since = Instant::now();
                 self.reset(cursor, 0, revision).await
             }
