@@ -419,7 +419,7 @@ pub async fn on_offer(
     namespace: &str,
     epoch: u64,
 ) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
     let still_giving = cluster
         .inner
         .giving
@@ -504,7 +504,7 @@ pub async fn on_chunk(
         .store()
         .import(namespace, ops)
         .await
-        .map_err(crate::wire_api::to_wire_error)?;
+        .map_err(crate::error::to_wire_error)?;
     Ok(Response::Ack)
 }
 
@@ -517,7 +517,7 @@ pub async fn on_commit(
     epoch: u64,
     revision: u64,
 ) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
     if let Some(r) = cluster.holder(namespace)
         && r.holder == cluster.me()
         && r.epoch >= epoch
@@ -537,7 +537,7 @@ pub async fn on_commit(
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
         .await
         .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
-        .map_err(crate::wire_api::to_wire_error)?;
+        .map_err(crate::error::to_wire_error)?;
     let have = state.map_or(0, |s| s.revision);
     if have != revision {
         return Err(refuse(format!(
@@ -553,7 +553,7 @@ pub async fn on_commit(
             },
         })
         .await
-        .map_err(crate::wire_api::to_wire_error)?;
+        .map_err(crate::error::to_wire_error)?;
     cluster
         .inner
         .receiving

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use cfgnode_storage::StoreError;
 use serde_json::json;
 
-use crate::config_service::error_code;
+use crate::error::error_code;
 
 /// An error answer: a status, a stable machine-readable code, and a message saying what to do.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::hub::{Hub, Topic, TopicRead, event_bytes};
 use crate::auth::Principal;
 use crate::metrics::WatchLabels;
-use crate::wire_api::MAX_EVENTS;
+use cfgnode_transport::limits::MAX_EVENTS;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Most namespaces one watch covers.
@@ -195,7 +195,7 @@ impl Follower {
             }
             let read = tokio::select! {
                 read = self.hub.read(self.namespace(), None, 1, Duration::ZERO) => read,
-                _ = super::until_stopped(&mut stop) => return,
+                _ = crate::shutdown::until_stopped(&mut stop) => return,
                 _ = self.tx.closed() => return,
             };
             match read {
@@ -243,7 +243,7 @@ impl Follower {
                             }
                             quiet_since = Instant::now();
                         }
-                        _ = super::until_stopped(&mut stop) => return,
+                        _ = crate::shutdown::until_stopped(&mut stop) => return,
                         _ = self.tx.closed() => return,
                     }
                 }
@@ -383,7 +383,7 @@ impl Follower {
         *retry = (*retry * 2).min(RETRY_MAX);
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
-            _ = super::until_stopped(stop) => false,
+            _ = crate::shutdown::until_stopped(stop) => false,
             _ = self.tx.closed() => false,
         }
     }

@@ -7,11 +7,12 @@ use cfgnode_transport::{
     ConfigResponse, PeerRequest, Response, WireError, WireNamespace, WirePage, codes,
 };
 
-use super::{Cluster, FORWARD_TIMEOUT};
-use crate::config_service::ConfigService;
-use crate::config_service::{DEFAULT_PAGE, MAX_PAGE, encode_cursor};
+use crate::cluster::{Cluster, FORWARD_TIMEOUT};
+use crate::error::to_wire_error;
 use crate::membership::MemberState;
-use crate::wire_api::{to_wire_error, wire_namespace};
+use crate::roles::config::ConfigService;
+use crate::roles::config::quic::wire_namespace;
+use crate::roles::config::{DEFAULT_PAGE, MAX_PAGE, encode_cursor};
 
 /// The namespaces held by this node, one page.
 pub async fn held_here(

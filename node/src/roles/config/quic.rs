@@ -2,23 +2,24 @@
 //! and its result into a wire [`Response`]. Pure translation; no IO of its own.
 
 use cfgnode_storage::{
-    Alias, Codec, DeleteRequest, Entry, Event, EventKind, LogRead, NamespaceState, Page,
-    PutRequest, StoreError, VersionEntry, WriteMode,
+    Alias, Codec, DeleteRequest, Entry, NamespaceState, Page, PutRequest, StoreError, VersionEntry,
+    WriteMode,
 };
 use cfgnode_transport::{
-    ConfigRequest, ConfigResponse, PushRequest, PushResponse, Request, Response, WireAccess,
-    WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError, WireEvent, WireEventKind,
-    WireNamespace, WirePage, WireSnapshot, WireVersion, WireWriteMode,
+    ConfigRequest, ConfigResponse, Response, WireAccess, WireAlias, WireCodec, WireDeleted,
+    WireDiff, WireEntry, WireError, WireNamespace, WirePage, WireSnapshot, WireVersion,
+    WireWriteMode,
 };
 
+use super::service::{ConfigService, SnapshotOutcome};
 use crate::auth::Principal;
-use crate::config_service::{ConfigService, SnapshotOutcome, error_code};
+use crate::error::to_wire_error;
 
-/// Serves one request for an authenticated principal.
+/// Serves one config request for an authenticated principal.
 pub async fn handle(
     service: &ConfigService,
     principal: &Principal,
-    request: Request,
+    request: ConfigRequest,
 ) -> Result<Response, WireError> {
     serve(service, principal, request)
         .await
@@ -32,25 +33,24 @@ fn limit(n: u32) -> Option<usize> {
 async fn serve(
     service: &ConfigService,
     principal: &Principal,
-    request: Request,
+    request: ConfigRequest,
 ) -> Result<Response, StoreError> {
     Ok(match request {
-        Request::Ping => Response::Pong,
-        Request::Config(ConfigRequest::Get { namespace, key }) => {
+        ConfigRequest::Get { namespace, key } => {
             let resolved = service.get(&namespace, &key).await?;
             Response::Config(ConfigResponse::Entry(wire_entry(
                 resolved.entry,
                 resolved.alias,
             )))
         }
-        Request::Config(ConfigRequest::Put {
+        ConfigRequest::Put {
             namespace,
             key,
             value,
             codec,
             mode,
             if_version,
-        }) => {
+        } => {
             let codec: Codec = codec.parse()?;
             let mode = match mode {
                 WireWriteMode::Upsert => WriteMode::Upsert,
@@ -71,11 +71,11 @@ async fn serve(
             meta.value = Vec::new();
             Response::Config(ConfigResponse::Written(meta))
         }
-        Request::Config(ConfigRequest::Delete {
+        ConfigRequest::Delete {
             namespace,
             key,
             if_version,
-        }) => {
+        } => {
             let d = service
                 .delete(DeleteRequest {
                     namespace,
@@ -90,12 +90,12 @@ async fn serve(
                 revision: d.revision,
             }))
         }
-        Request::Config(ConfigRequest::List {
+        ConfigRequest::List {
             namespace,
             prefix,
             cursor,
             limit: n,
-        }) => {
+        } => {
             let (_, page) = service
                 .list(&namespace, &prefix, cursor.as_deref(), limit(n))
                 .await?;
@@ -103,30 +103,30 @@ async fn serve(
                 wire_entry(e, None)
             })))
         }
-        Request::Config(ConfigRequest::Versions {
+        ConfigRequest::Versions {
             namespace,
             key,
             cursor,
             limit: n,
-        }) => {
+        } => {
             let page = service
                 .versions(&namespace, &key, cursor.as_deref(), limit(n))
                 .await?;
             Response::Config(ConfigResponse::Versions(wire_page(page, wire_version)))
         }
-        Request::Config(ConfigRequest::Version {
+        ConfigRequest::Version {
             namespace,
             key,
             version,
-        }) => Response::Config(ConfigResponse::Version(wire_version(
+        } => Response::Config(ConfigResponse::Version(wire_version(
             service.version(&namespace, &key, version).await?,
         ))),
-        Request::Config(ConfigRequest::Diff {
+        ConfigRequest::Diff {
             namespace,
             key,
             v1,
             v2,
-        }) => {
+        } => {
             let diff = service.diff(&namespace, &key, v1, v2).await?;
             let structural_json = diff
                 .structural
@@ -139,10 +139,10 @@ async fn serve(
                 structural_json,
             }))
         }
-        Request::Config(ConfigRequest::Snapshot {
+        ConfigRequest::Snapshot {
             namespace,
             if_none_match,
-        }) => {
+        } => {
             match service
                 .snapshot(&namespace, if_none_match.as_deref())
                 .await?
@@ -161,43 +161,17 @@ async fn serve(
                 }
             }
         }
-        Request::Push(PushRequest::Events {
-            namespace,
-            after,
-            limit: n,
-            ..
-        }) => {
-            let limit = (n as usize).clamp(1, MAX_EVENTS);
-            match service.events(&namespace, after, limit).await? {
-                (LogRead::Events(events), revision) => Response::Push(PushResponse::Events {
-                    namespace,
-                    revision,
-                    events: events.into_iter().map(wire_event).collect(),
-                }),
-                (
-                    LogRead::Compacted {
-                        oldest_retained,
-                        current,
-                    },
-                    _,
-                ) => Response::Push(PushResponse::Compacted {
-                    namespace,
-                    oldest_retained,
-                    current,
-                }),
-            }
-        }
-        Request::Config(ConfigRequest::Namespaces {
+        ConfigRequest::Namespaces {
             prefix,
             cursor,
             limit: n,
-        }) => {
+        } => {
             let page = service
                 .namespaces(&prefix, cursor.as_deref(), limit(n))
                 .await?;
             Response::Config(ConfigResponse::Namespaces(wire_page(page, wire_namespace)))
         }
-        Request::Config(ConfigRequest::Access { namespace }) => {
+        ConfigRequest::Access { namespace } => {
             cfgnode_storage::validate_namespace(&namespace)?;
             let access = principal.access(&namespace);
             Response::Config(ConfigResponse::Access(WireAccess {
@@ -207,42 +181,42 @@ async fn serve(
                 write: access.write,
             }))
         }
-        Request::Config(ConfigRequest::PutAlias {
+        ConfigRequest::PutAlias {
             namespace,
             alias,
             target,
-        }) => {
+        } => {
             let put = service.put_alias(&namespace, &alias, &target).await?;
             Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(put.alias),
                 created: put.created,
             })
         }
-        Request::Config(ConfigRequest::GetAlias { namespace, alias }) => {
+        ConfigRequest::GetAlias { namespace, alias } => {
             let alias = service.get_alias(&namespace, &alias).await?;
             Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
             })
         }
-        Request::Config(ConfigRequest::DeleteAlias { namespace, alias }) => {
+        ConfigRequest::DeleteAlias { namespace, alias } => {
             let alias = service.delete_alias(&namespace, &alias).await?;
             Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
             })
         }
-        Request::Config(ConfigRequest::ListAliases {
+        ConfigRequest::ListAliases {
             namespace,
             cursor,
             limit: n,
-        }) => {
+        } => {
             let page = service
                 .aliases(&namespace, cursor.as_deref(), limit(n))
                 .await?;
             Response::Config(ConfigResponse::Aliases(wire_page(page, wire_alias)))
         }
-        Request::Config(ConfigRequest::Codecs) => Response::Config(ConfigResponse::Codecs(
+        ConfigRequest::Codecs => Response::Config(ConfigResponse::Codecs(
             service
                 .codecs()
                 .iter()
@@ -254,53 +228,7 @@ async fn serve(
                 })
                 .collect(),
         )),
-        other => {
-            // Cluster and node-to-node requests are answered by the cluster role before
-            // reaching the config role.
-            return Err(StoreError::Invalid(format!(
-                "{} is not a config request",
-                other.name()
-            )));
-        }
     })
-}
-
-/// Most events one `Events` request returns.
-pub const MAX_EVENTS: usize = 10_000;
-
-/// A log event as the wire carries it.
-pub fn wire_event(event: Event) -> WireEvent {
-    let kind = match event.kind {
-        EventKind::Set {
-            key,
-            version,
-            value,
-            codec,
-        } => WireEventKind::Set {
-            key,
-            version,
-            value,
-            codec: codec.name().to_string(),
-        },
-        EventKind::Delete { key, version } => WireEventKind::Delete { key, version },
-        EventKind::AliasSet { alias, target } => WireEventKind::AliasSet { alias, target },
-        EventKind::AliasDelete { alias } => WireEventKind::AliasDelete { alias },
-    };
-    WireEvent {
-        namespace: event.namespace,
-        revision: event.revision,
-        at: event.at,
-        kind,
-    }
-}
-
-/// A storage error as the wire carries it: the shared code and the message.
-pub fn to_wire_error(error: StoreError) -> WireError {
-    let code = error_code(&error);
-    if code == "internal" {
-        tracing::error!(error = %error, "internal error answering a QUIC request");
-    }
-    WireError::new(code, error.to_string())
 }
 
 fn wire_page<T, U>(page: Page<T>, f: impl FnMut(T) -> U) -> WirePage<U> {
