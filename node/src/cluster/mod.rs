@@ -221,8 +221,8 @@ struct Inner {
     broadcasts: mpsc::Sender<Vec<u8>>,
     peers: Peers,
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
-    /// Namespaces this node is receiving, with the giver and its epoch.
-    receiving: Mutex<HashMap<String, (NodeId, u64)>>,
+    /// Namespaces this node is receiving, with the accepted offer (the rule in `cfgnode_ring`).
+    receiving: Mutex<cfgnode_ring::Receiving>,
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
     /// Set by tests only: refuse every handoff commit received.
