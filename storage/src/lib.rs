@@ -7,7 +7,9 @@
 //! - `apply`: one mutation inside a write transaction; checks first, writes second.
 //! - `writer`: the group-commit writer thread that owns every write transaction.
 //! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
-//! - [`Store`]: the facade the node uses: async writes, synchronous reads.
+//! - [`Store`] (`store/`): the facade the node uses: `store/writes` (async, answered after the
+//!   durable commit), `store/reads` (synchronous read transactions), `store/schema` (tables,
+//!   schema version, node id and generation, settled at open).
 //!
 //! # Place in the map
 //!

@@ -11,7 +11,10 @@
 //! - [`codes`]: every error code, shared by QUIC and HTTP answers.
 //! - [`peer_auth`](crate::ClusterKey): the cluster key and the handshake that proves it on
 //!   every peer connection.
-//! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs.
+//! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs: `tls/issue`
+//!   (the CA and the certificates it signs, self-signed node certificates), `tls/load` (PEM
+//!   files read and checked), `tls/config` (rustls configs for quinn), `tls/files` (TLS files
+//!   written crash-safely with their modes, over `fs_atomic`).
 //! - [`endpoint`](crate::bind_endpoint): quinn endpoints and framed stream reads/writes.
 //! - [`fs_atomic`](crate::write_atomically): crash-safe writes of small files (temporary file,
 //!   fsync, rename or no-clobber link, directory fsync), shared with the node and the CLI.

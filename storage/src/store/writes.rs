@@ -1,0 +1,172 @@
+//! Writes: each mutation is checked on the caller's task (names, sizes, codecs), then queued
+//! to the group-commit writer; its future resolves only after the durable commit.
+
+use crate::error::StoreError;
+use crate::model::{validate_key, validate_namespace};
+use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest};
+use crate::transfer::{TransferOp, check_ops};
+use crate::types::{Alias, Entry};
+
+use super::Store;
+
+impl Store {
+    /// Writes a key. Validates names, size and codec on the caller's task, then waits for the
+    /// durable commit.
+    pub async fn put(&self, request: PutRequest) -> Result<Entry, StoreError> {
+        validate_namespace(&request.namespace)?;
+        validate_key(&request.key)?;
+        if request.value.len() > self.inner.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                size: request.value.len(),
+                limit: self.inner.max_value_bytes,
+            });
+        }
+        request.codec.validate(&request.value)?;
+        match self.inner.writer.submit(Mutation::Put(request)).await? {
+            Applied::Put(entry) => Ok(entry),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a key, optionally only if it is at `if_version`.
+    pub async fn delete(&self, request: DeleteRequest) -> Result<Deleted, StoreError> {
+        validate_namespace(&request.namespace)?;
+        validate_key(&request.key)?;
+        match self.inner.writer.submit(Mutation::Delete(request)).await? {
+            Applied::Deleted(deleted) => Ok(deleted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates an alias. Re-creating the same alias with the same target succeeds without a
+    /// new revision, so retries are safe.
+    pub async fn put_alias(
+        &self,
+        namespace: &str,
+        alias: &str,
+        target: &str,
+    ) -> Result<AliasPut, StoreError> {
+        validate_namespace(namespace)?;
+        validate_key(alias)?;
+        validate_key(target)?;
+        if alias == target {
+            return Err(StoreError::Invalid(format!(
+                "alias {alias:?} may not point at itself"
+            )));
+        }
+        let mutation = Mutation::PutAlias {
+            namespace: namespace.to_string(),
+            alias: alias.to_string(),
+            target: target.to_string(),
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::AliasPut(put) => Ok(put),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes an alias.
+    pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, StoreError> {
+        validate_namespace(namespace)?;
+        validate_key(alias)?;
+        let mutation = Mutation::DeleteAlias {
+            namespace: namespace.to_string(),
+            alias: alias.to_string(),
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::AliasDeleted(alias) => Ok(alias),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stores the node's last known cluster members (opaque bytes, serialized by the node), so
+    /// a restarted node can rejoin without seeds.
+    pub async fn save_cluster_members(&self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self
+            .inner
+            .writer
+            .submit(Mutation::PutClusterMembers(bytes))
+            .await?
+        {
+            Applied::ClusterMembers => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Upserts cluster facts (directory records, pins, claims), opaque to storage, in one
+    /// durable commit.
+    pub async fn save_cluster_records(
+        &self,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .writer
+            .submit(Mutation::PutClusterRecords(records))
+            .await?
+        {
+            Applied::ClusterRecords => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies transfer ops to `namespace` in one durable commit (all checked first: a
+    /// malformed op refuses the whole import and writes nothing).
+    pub async fn import(&self, namespace: &str, ops: Vec<TransferOp>) -> Result<(), StoreError> {
+        check_ops(namespace, &ops)?;
+        let mutation = Mutation::Import {
+            namespace: namespace.to_string(),
+            ops,
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Imported => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) the attachment `name` of `namespace`: bytes owned by
+    /// the node (webhooks and their cursors) that move with the namespace but are not part of
+    /// its data (no revision, no log). Durable when this returns; the namespace must exist.
+    pub async fn put_attachment(
+        &self,
+        namespace: &str,
+        name: &str,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        validate_namespace(namespace)?;
+        crate::model::validate_key(name)?;
+        if let Some(b) = &bytes
+            && b.len() > crate::transfer::MAX_ATTACHMENT_BYTES
+        {
+            return Err(StoreError::Invalid(format!(
+                "attachment {name:?} is {} bytes, over the limit of {}",
+                b.len(),
+                crate::transfer::MAX_ATTACHMENT_BYTES
+            )));
+        }
+        let mutation = Mutation::PutAttachment {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            bytes,
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Attachment => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes every row of `namespace` (after it moved to another node).
+    pub async fn drop_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        self.import(namespace, vec![TransferOp::ClearNamespace])
+            .await
+    }
+}
+
+fn unexpected(applied: &Applied) -> StoreError {
+    StoreError::Storage(format!(
+        "writer answered with the wrong kind of result: {applied:?}"
+    ))
+}
