@@ -101,6 +101,6 @@ fn print_change(out: Output, event: &Event) {
             println!("{} {} {what}", event.revision, event.namespace);
         }
         // The same shape as SSE events and webhook bodies (values in base64).
-        Output::Json => println!("{}", cfgnode_node::push::sse::event_json(event)),
+        Output::Json => println!("{}", cfgnode_node::event_json(event)),
     }
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cfgnode_transport::{
-    ClientTls, Identity, MAX_FRAME_BYTES, Request, RequestHeader, Response, ResponseEnvelope,
+    ClientTls, ClusterRequest, ClusterResponse, ConfigRequest, ConfigResponse, Identity,
+    MAX_FRAME_BYTES, PushRequest, PushResponse, Request, RequestHeader, Response, ResponseEnvelope,
     SERVER_NAME, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireError,
     WireMember, WireNamespace, WirePage, WirePlacement, WireRingShare, WireSnapshot, WireVersion,
     WireWatchRequest, WireWriteMode, bind_endpoint, decode_payload, encode_request, load_roots,
@@ -714,7 +715,7 @@ impl Client {
             }
         };
         let payload = self
-            .encode(&Request::Watch(request), false)
+            .encode(&Request::Push(PushRequest::Watch(request)), false)
             .map_err(|e| e.to_string())?;
         send.write_all(&payload)
             .await
@@ -771,12 +772,12 @@ impl Client {
 
     /// Reads a key (an alias resolves to its target; `alias` in the answer says so).
     pub async fn get(&self, namespace: &str, key: &str) -> Result<Entry, ClientError> {
-        let request = Request::Get {
+        let request = Request::Config(ConfigRequest::Get {
             namespace: namespace.into(),
             key: key.into(),
-        };
+        });
         match self.call(request).await? {
-            Response::Entry(entry) => Ok(entry),
+            Response::Config(ConfigResponse::Entry(entry)) => Ok(entry),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -790,16 +791,16 @@ impl Client {
         value: impl Into<Vec<u8>>,
         options: PutOptions,
     ) -> Result<Entry, ClientError> {
-        let request = Request::Put {
+        let request = Request::Config(ConfigRequest::Put {
             namespace: namespace.into(),
             key: key.into(),
             value: value.into(),
             codec: options.codec.unwrap_or_else(|| "bytes".to_string()),
             mode: options.mode,
             if_version: options.if_version,
-        };
+        });
         match self.call(request).await? {
-            Response::Written(entry) => Ok(entry),
+            Response::Config(ConfigResponse::Written(entry)) => Ok(entry),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -811,13 +812,13 @@ impl Client {
         key: &str,
         if_version: Option<u64>,
     ) -> Result<Deleted, ClientError> {
-        let request = Request::Delete {
+        let request = Request::Config(ConfigRequest::Delete {
             namespace: namespace.into(),
             key: key.into(),
             if_version,
-        };
+        });
         match self.call(request).await? {
-            Response::Deleted(deleted) => Ok(deleted),
+            Response::Config(ConfigResponse::Deleted(deleted)) => Ok(deleted),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -830,14 +831,14 @@ impl Client {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<Entry>, ClientError> {
-        let request = Request::List {
+        let request = Request::Config(ConfigRequest::List {
             namespace: namespace.into(),
             prefix: prefix.into(),
             cursor: cursor.map(Into::into),
             limit: limit.unwrap_or(100),
-        };
+        });
         match self.call(request).await? {
-            Response::Entries(page) => Ok(page),
+            Response::Config(ConfigResponse::Entries(page)) => Ok(page),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -850,14 +851,14 @@ impl Client {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<Version>, ClientError> {
-        let request = Request::Versions {
+        let request = Request::Config(ConfigRequest::Versions {
             namespace: namespace.into(),
             key: key.into(),
             cursor: cursor.map(Into::into),
             limit: limit.unwrap_or(100),
-        };
+        });
         match self.call(request).await? {
-            Response::Versions(page) => Ok(page),
+            Response::Config(ConfigResponse::Versions(page)) => Ok(page),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -869,13 +870,13 @@ impl Client {
         key: &str,
         version: u64,
     ) -> Result<Version, ClientError> {
-        let request = Request::Version {
+        let request = Request::Config(ConfigRequest::Version {
             namespace: namespace.into(),
             key: key.into(),
             version,
-        };
+        });
         match self.call(request).await? {
-            Response::Version(v) => Ok(v),
+            Response::Config(ConfigResponse::Version(v)) => Ok(v),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -888,14 +889,14 @@ impl Client {
         v1: Option<u64>,
         v2: Option<u64>,
     ) -> Result<Diff, ClientError> {
-        let request = Request::Diff {
+        let request = Request::Config(ConfigRequest::Diff {
             namespace: namespace.into(),
             key: key.into(),
             v1,
             v2,
-        };
+        });
         match self.call(request).await? {
-            Response::Diff(diff) => Ok(diff),
+            Response::Config(ConfigResponse::Diff(diff)) => Ok(diff),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -907,13 +908,17 @@ impl Client {
         namespace: &str,
         if_none_match: Option<&str>,
     ) -> Result<SnapshotResult, ClientError> {
-        let request = Request::Snapshot {
+        let request = Request::Config(ConfigRequest::Snapshot {
             namespace: namespace.into(),
             if_none_match: if_none_match.map(Into::into),
-        };
+        });
         match self.call(request).await? {
-            Response::Snapshot(snapshot) => Ok(SnapshotResult::Modified(snapshot)),
-            Response::NotModified { etag } => Ok(SnapshotResult::NotModified { etag }),
+            Response::Config(ConfigResponse::Snapshot(snapshot)) => {
+                Ok(SnapshotResult::Modified(snapshot))
+            }
+            Response::Config(ConfigResponse::NotModified { etag }) => {
+                Ok(SnapshotResult::NotModified { etag })
+            }
             other => Err(Self::unexpected(other)),
         }
     }
@@ -926,21 +931,21 @@ impl Client {
         after: u64,
         limit: u32,
     ) -> Result<EventsRead, ClientError> {
-        let request = Request::Events {
+        let request = Request::Push(PushRequest::Events {
             namespace: namespace.into(),
             after: Some(after),
             limit,
             wait_ms: 0,
-        };
+        });
         match self.call(request).await? {
-            Response::Events {
+            Response::Push(PushResponse::Events {
                 revision, events, ..
-            } => Ok(EventsRead::Events { revision, events }),
-            Response::Compacted {
+            }) => Ok(EventsRead::Events { revision, events }),
+            Response::Push(PushResponse::Compacted {
                 oldest_retained,
                 current,
                 ..
-            } => Ok(EventsRead::Compacted {
+            }) => Ok(EventsRead::Compacted {
                 oldest_retained,
                 current,
             }),
@@ -951,7 +956,10 @@ impl Client {
     /// Tells the node this agent is alive and what it has applied (`cfgnode agent` does it
     /// every few seconds).
     pub async fn agent_heartbeat(&self, agent: Agent) -> Result<(), ClientError> {
-        match self.call(Request::AgentHeartbeat(agent)).await? {
+        match self
+            .call(Request::Push(PushRequest::AgentHeartbeat(agent)))
+            .await?
+        {
             Response::Ack => Ok(()),
             other => Err(Self::unexpected(other)),
         }
@@ -959,7 +967,10 @@ impl Client {
 
     /// Tells the node this agent stops (it disappears from the list at once).
     pub async fn agent_leave(&self, id: &str) -> Result<(), ClientError> {
-        match self.call(Request::AgentLeave { id: id.into() }).await? {
+        match self
+            .call(Request::Push(PushRequest::AgentLeave { id: id.into() }))
+            .await?
+        {
             Response::Ack => Ok(()),
             other => Err(Self::unexpected(other)),
         }
@@ -967,8 +978,11 @@ impl Client {
 
     /// Every agent of the cluster, and the members that could not be asked.
     pub async fn agents(&self) -> Result<(Vec<AgentSeen>, Vec<String>), ClientError> {
-        match self.call(Request::Agents { local_only: false }).await? {
-            Response::Agents { agents, missing } => Ok((agents, missing)),
+        match self
+            .call(Request::Push(PushRequest::Agents { local_only: false }))
+            .await?
+        {
+            Response::Push(PushResponse::Agents { agents, missing }) => Ok((agents, missing)),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -980,13 +994,13 @@ impl Client {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<Namespace>, ClientError> {
-        let request = Request::Namespaces {
+        let request = Request::Config(ConfigRequest::Namespaces {
             prefix: prefix.into(),
             cursor: cursor.map(Into::into),
             limit: limit.unwrap_or(100),
-        };
+        });
         match self.call(request).await? {
-            Response::Namespaces(page) => Ok(page),
+            Response::Config(ConfigResponse::Namespaces(page)) => Ok(page),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -994,12 +1008,12 @@ impl Client {
     /// What this client's token may do in a namespace.
     pub async fn access(&self, namespace: &str) -> Result<Access, ClientError> {
         match self
-            .call(Request::Access {
+            .call(Request::Config(ConfigRequest::Access {
                 namespace: namespace.into(),
-            })
+            }))
             .await?
         {
-            Response::Access(access) => Ok(access),
+            Response::Config(ConfigResponse::Access(access)) => Ok(access),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -1011,37 +1025,37 @@ impl Client {
         alias: &str,
         target: &str,
     ) -> Result<(Alias, bool), ClientError> {
-        let request = Request::PutAlias {
+        let request = Request::Config(ConfigRequest::PutAlias {
             namespace: namespace.into(),
             alias: alias.into(),
             target: target.into(),
-        };
+        });
         match self.call(request).await? {
-            Response::Alias { alias, created } => Ok((alias, created)),
+            Response::Config(ConfigResponse::Alias { alias, created }) => Ok((alias, created)),
             other => Err(Self::unexpected(other)),
         }
     }
 
     /// Reads an alias.
     pub async fn get_alias(&self, namespace: &str, alias: &str) -> Result<Alias, ClientError> {
-        let request = Request::GetAlias {
+        let request = Request::Config(ConfigRequest::GetAlias {
             namespace: namespace.into(),
             alias: alias.into(),
-        };
+        });
         match self.call(request).await? {
-            Response::Alias { alias, .. } => Ok(alias),
+            Response::Config(ConfigResponse::Alias { alias, .. }) => Ok(alias),
             other => Err(Self::unexpected(other)),
         }
     }
 
     /// Removes an alias.
     pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, ClientError> {
-        let request = Request::DeleteAlias {
+        let request = Request::Config(ConfigRequest::DeleteAlias {
             namespace: namespace.into(),
             alias: alias.into(),
-        };
+        });
         match self.call(request).await? {
-            Response::Alias { alias, .. } => Ok(alias),
+            Response::Config(ConfigResponse::Alias { alias, .. }) => Ok(alias),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -1053,45 +1067,45 @@ impl Client {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<Alias>, ClientError> {
-        let request = Request::ListAliases {
+        let request = Request::Config(ConfigRequest::ListAliases {
             namespace: namespace.into(),
             cursor: cursor.map(Into::into),
             limit: limit.unwrap_or(100),
-        };
+        });
         match self.call(request).await? {
-            Response::Aliases(page) => Ok(page),
+            Response::Config(ConfigResponse::Aliases(page)) => Ok(page),
             other => Err(Self::unexpected(other)),
         }
     }
 
     /// The codecs the node knows.
     pub async fn codecs(&self) -> Result<Vec<CodecInfo>, ClientError> {
-        match self.call(Request::Codecs).await? {
-            Response::Codecs(codecs) => Ok(codecs),
+        match self.call(Request::Config(ConfigRequest::Codecs)).await? {
+            Response::Config(ConfigResponse::Codecs(codecs)) => Ok(codecs),
             other => Err(Self::unexpected(other)),
         }
     }
 
     /// Every member the answering node knows.
     pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
-        match self.call(Request::Members).await? {
-            Response::Members(members) => Ok(members),
+        match self.call(Request::Cluster(ClusterRequest::Members)).await? {
+            Response::Cluster(ClusterResponse::Members(members)) => Ok(members),
             other => Err(Self::unexpected(other)),
         }
     }
 
     /// Where `namespace` is (holder, epoch) and should be (desired owner, and why).
     pub async fn placement(&self, namespace: &str) -> Result<Placement, ClientError> {
-        self.placement_call(Request::Placement {
+        self.placement_call(Request::Cluster(ClusterRequest::Placement {
             namespace: namespace.into(),
-        })
+        }))
         .await
     }
 
     /// How many namespaces each node holds and should hold.
     pub async fn ring(&self) -> Result<Vec<RingShare>, ClientError> {
-        match self.call(Request::Ring).await? {
-            Response::Ring(shares) => Ok(shares),
+        match self.call(Request::Cluster(ClusterRequest::Ring)).await? {
+            Response::Cluster(ClusterResponse::Ring(shares)) => Ok(shares),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -1103,41 +1117,41 @@ impl Client {
         namespace: &str,
         node: Option<&str>,
     ) -> Result<Placement, ClientError> {
-        self.placement_call(Request::Claim {
+        self.placement_call(Request::Cluster(ClusterRequest::Claim {
             namespace: namespace.into(),
             node: node.map(str::to_string),
-        })
+        }))
         .await
     }
 
     /// Drops the claim on `namespace`.
     pub async fn release(&self, namespace: &str) -> Result<Placement, ClientError> {
-        self.placement_call(Request::Release {
+        self.placement_call(Request::Cluster(ClusterRequest::Release {
             namespace: namespace.into(),
-        })
+        }))
         .await
     }
 
     /// Pins `namespace` to `node`.
     pub async fn pin(&self, namespace: &str, node: &str) -> Result<Placement, ClientError> {
-        self.placement_call(Request::Pin {
+        self.placement_call(Request::Cluster(ClusterRequest::Pin {
             namespace: namespace.into(),
             node: node.into(),
-        })
+        }))
         .await
     }
 
     /// Drops the pin on `namespace`.
     pub async fn unpin(&self, namespace: &str) -> Result<Placement, ClientError> {
-        self.placement_call(Request::Unpin {
+        self.placement_call(Request::Cluster(ClusterRequest::Unpin {
             namespace: namespace.into(),
-        })
+        }))
         .await
     }
 
     async fn placement_call(&self, request: Request) -> Result<Placement, ClientError> {
         match self.call(request).await? {
-            Response::Placement(placement) => Ok(placement),
+            Response::Cluster(ClusterResponse::Placement(placement)) => Ok(placement),
             other => Err(Self::unexpected(other)),
         }
     }

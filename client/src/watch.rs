@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cfgnode_transport::{
-    MAX_FRAME_BYTES, Response, ResponseEnvelope, WireEvent, WireEventKind, WireWatchItem,
-    WireWatchRequest, decode_payload, read_frame,
+    MAX_FRAME_BYTES, PushResponse, Response, ResponseEnvelope, WireEvent, WireEventKind,
+    WireWatchItem, WireWatchRequest, decode_payload, read_frame,
 };
 use quinn::RecvStream;
 
@@ -197,7 +197,7 @@ impl Watch {
                 }
             };
             match envelope.result {
-                Ok(Response::Watch(items)) => {
+                Ok(Response::Push(PushResponse::Watch(items))) => {
                     self.backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
                     for item in items {
                         self.take(item).await?;

@@ -1,6 +1,9 @@
-//! The node's error type for starting and running (request errors are `http::ApiError`).
+//! The node's error type for starting and running, and how a storage error is answered on
+//! the wire (request errors over HTTP are `http::ApiError`). Neutral: every role and the
+//! cluster use it.
 
 use cfgnode_storage::StoreError;
+use cfgnode_transport::{WireError, codes};
 
 /// Why the node could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -26,4 +29,38 @@ pub enum NodeError {
     /// The HTTP server failed while running.
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+}
+
+/// The stable error code of a storage error, shared by the HTTP API and the QUIC protocol.
+pub fn error_code(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::InvalidNamespace { .. } => codes::INVALID_NAMESPACE,
+        StoreError::InvalidKey { .. } => codes::INVALID_KEY,
+        StoreError::UnknownCodec { .. } => codes::UNKNOWN_CODEC,
+        StoreError::CodecMismatch { .. } => codes::CODEC_MISMATCH,
+        StoreError::Invalid(_) => codes::INVALID_REQUEST,
+        StoreError::ValueTooLarge { .. } => codes::VALUE_TOO_LARGE,
+        StoreError::NamespaceNotFound { .. } => codes::NAMESPACE_NOT_FOUND,
+        StoreError::KeyNotFound { .. } | StoreError::DanglingAlias { .. } => codes::KEY_NOT_FOUND,
+        StoreError::AliasNotFound { .. } => codes::ALIAS_NOT_FOUND,
+        StoreError::VersionNotFound { .. } => codes::VERSION_NOT_FOUND,
+        StoreError::AlreadyExists { .. } => codes::ALREADY_EXISTS,
+        StoreError::DoesNotExist { .. } => codes::DOES_NOT_EXIST,
+        StoreError::VersionMismatch { .. } => codes::VERSION_MISMATCH,
+        StoreError::NameTaken(_) => codes::NAME_TAKEN,
+        StoreError::WriterStopped => codes::UNAVAILABLE,
+        StoreError::NodeIdMismatch { .. }
+        | StoreError::InUse { .. }
+        | StoreError::Corrupt(_)
+        | StoreError::Storage(_) => codes::INTERNAL,
+    }
+}
+
+/// A storage error as the wire carries it: the shared code and the message.
+pub fn to_wire_error(error: StoreError) -> WireError {
+    let code = error_code(&error);
+    if code == codes::INTERNAL {
+        tracing::error!(error = %error, "internal error answering a QUIC request");
+    }
+    WireError::new(code, error.to_string())
 }

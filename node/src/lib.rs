@@ -2,45 +2,58 @@
 //!
 //! # Layout
 //!
-//! - [`node`](Node): start-up and shutdown: storage, admin token, QUIC endpoint, membership,
-//!   HTTP listener; shutdown in the reverse order (leave, drain QUIC and HTTP, close storage).
-//! - [`config_service`]: the config role's operations, shared by HTTP and QUIC.
-//! - [`wire_api`]: QUIC requests to service calls; `quic_server`: the QUIC accept loop.
-//! - `http`: the axum router: config API, health, readiness, metrics, auth, JSON errors.
-//! - [`auth`]: the admin bearer token and what a principal may do.
-//! - [`cluster_key`]: the cluster's shared secret, which every node proves to its peers.
-//! - [`metrics`]: Prometheus metrics, fed by the HTTP layer and the storage writer.
-//! - [`json_diff`]: structural diff of JSON documents (pure).
-//! - [`membership`]: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
-//! - [`push`]: change feeds per namespace and snapshot long-polling (the push role's start).
-//! - [`cluster`]: the directory, pins and claims; routing requests to holders (forwarding and
-//!   redirects); handoff; anti-entropy.
+//! The path of a request, outside in:
+//!
+//! - Front ends: `quic_server` (the QUIC accept loop: client and peer connections, by ALPN)
+//!   and `http` (the axum router and its hyper accept loop: auth, limits, metrics, errors;
+//!   `http::replay` replays HTTP requests other nodes forward).
+//! - `dispatch`: where an authenticated request goes: routed to its namespace's holder, then
+//!   served by its role; node-to-node requests of authenticated peers too.
+//! - `roles`: one room per role, each with its service, QUIC handlers and HTTP routes:
+//!   `roles::config` (entries, history, aliases, snapshots) and `roles::push` (event log,
+//!   watches and the hub, SSE, long-polls, webhooks, agents). One [`Roles`](roles::Roles) value
+//!   holds every role's handles for both front ends.
+//! - `cluster`: the cluster map (directory, pins, claims), routing to holders (forward and
+//!   redirect, with the local server injected by the caller), handoff, anti-entropy, and the
+//!   cluster-admin answers.
+//! - `membership`: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
+//! - Neutral helpers every layer may use: `auth` (tokens and principals), `cluster_key`,
+//!   `metrics`, `feeds` (a change counter per namespace), `time`, `shutdown`, `error`.
+//! - `node` ([`Node`]): start-up and shutdown: storage, tokens, QUIC endpoint, membership, the
+//!   roles, both front ends; shutdown in the reverse order.
+//!
+//! Arrows run down only: front ends -> dispatch -> roles -> cluster -> membership.
 //!
 //! # Place in the map
 //!
-//! `cli -> node -> {storage, ring, transport}`. The node serves the config role for the
-//! namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests to its
-//! holder. Later stages add the push, registry and proxy roles here.
+//! `cli -> node -> {storage, ring, transport}`. The node serves the config and push roles for
+//! the namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests to
+//! its holder. The registry and proxy roles come next, as `roles/registry/` and
+//! `roles/proxy/`. Modules are private: the crate's API is the `pub use` list below.
 
-pub mod auth;
-pub mod cluster;
-pub mod cluster_key;
-pub mod config_service;
+mod auth;
+mod cluster;
+mod cluster_key;
+mod dispatch;
 mod error;
+mod feeds;
 mod http;
-pub mod json_diff;
-pub mod membership;
-pub mod metrics;
+mod membership;
+mod metrics;
 mod node;
-pub mod push;
 mod quic_server;
-pub mod wire_api;
+mod roles;
+mod shutdown;
+mod time;
 
 pub use error::NodeError;
 pub use http::{
     ApiError, DEFAULT_BODY_TIMEOUT as HTTP_DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT as HTTP_DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS as HTTP_DEFAULT_MAX_CONNECTIONS, ENVELOPE_CONTENT_TYPE,
+    DEFAULT_MAX_CONNECTIONS as HTTP_DEFAULT_MAX_CONNECTIONS,
 };
+pub use membership::{MemberState, MemberView};
 pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};
-pub use push::webhook_targets::{Cidr, CidrError};
+pub use roles::config::http::ENVELOPE_CONTENT_TYPE;
+pub use roles::push::sse::event_json;
+pub use roles::push::webhook_targets::{Cidr, CidrError};

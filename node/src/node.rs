@@ -14,20 +14,20 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{TokenVerifier, load_admin_token};
-use crate::cluster::{
-    self, Cluster, ClusterParts, GossipHandler, MapState, Peers, Serving, load_map,
-};
+use crate::cluster::{self, Cluster, ClusterParts, GossipHandler, MapState, Peers, load_map};
 use crate::cluster_key::load_cluster_key;
-use crate::config_service::ConfigService;
 use crate::error::NodeError;
-use crate::http::{self as http_api, AppState, HttpLimits, body_limit, router};
+use crate::feeds::Feeds;
+use crate::http::{self as http_api, HttpLimits, body_limit, router};
 use crate::membership::{
     DatagramLinks, Membership, MembershipConfig, Peer, persist_members, restore_members,
 };
 use crate::metrics::{CommitMetrics, Metrics};
-use crate::push::webhook_targets::{Cidr, TargetPolicy};
-use crate::push::{Agents, Feeds, Hub};
 use crate::quic_server::{self, QuicContext};
+use crate::roles::Roles;
+use crate::roles::config::ConfigService;
+use crate::roles::push::webhook_targets::{Cidr, TargetPolicy};
+use crate::roles::push::{Agents, Hub, PushRole};
 
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
 pub const MAX_VALUE_LIMIT: usize = MAX_FRAME_BYTES / 2;
@@ -314,24 +314,26 @@ impl Node {
         let agents = Agents::new();
         let mut background = background;
         let webhook_targets = TargetPolicy::new(config.webhook_allow.clone());
-        background.push(tokio::spawn(crate::push::webhooks::supervise(
+        background.push(tokio::spawn(crate::roles::push::webhooks::supervise(
             cluster.clone(),
             service.clone(),
             webhook_targets.clone(),
             stopped.clone(),
         )));
-        let state = Arc::new(AppState {
-            hub: hub.clone(),
-            agents: agents.clone(),
-            service: service.clone(),
-            verifier: verifier.clone(),
-            metrics: Arc::clone(&metrics),
+        let roles = Arc::new(Roles {
+            config: service,
+            push: PushRole {
+                hub,
+                agents,
+                webhook_targets,
+            },
             cluster: cluster.clone(),
+            verifier,
+            metrics: Arc::clone(&metrics),
             body_limit: body_limit(config.max_value_bytes),
             body_timeout: config.http_body_timeout,
-            webhook_targets,
         });
-        let app = router(state);
+        let app = router(Arc::clone(&roles));
         let http_app = app.clone();
         let limits = HttpLimits {
             max_connections: config.http_max_connections,
@@ -346,17 +348,11 @@ impl Node {
         ));
         let node_cluster = cluster.clone();
         let context = Arc::new(QuicContext {
-            serving: Serving {
-                cluster,
-                service,
-                http: http_app,
-                agents,
-            },
-            verifier,
+            roles,
+            http: http_app,
             cluster_id: config.cluster_id.clone(),
             node_id: node_id.clone(),
             links,
-            hub,
         });
         let quic_server = tokio::spawn(quic_server::serve(endpoint, context, stopped));
         metrics.up.set(1);

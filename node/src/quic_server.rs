@@ -22,19 +22,20 @@ use std::sync::Mutex;
 
 use cfgnode_transport::{
     DecodeError, FrameError, MAX_FRAME_BYTES, MAX_HEADER_BYTES, PEER_ALPN, PeerClaim, PeerEnvelope,
-    Request, RequestHeader, Response, ResponseEnvelope, StreamError, WireError, accept_handshake,
-    codes, decode_payload, encode_payload, negotiated_alpn, read_frame, write_frame,
+    PushRequest, PushResponse, Request, RequestHeader, Response, ResponseEnvelope, StreamError,
+    WireError, accept_handshake, codes, decode_payload, encode_payload, negotiated_alpn,
+    read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::auth::TokenVerifier;
-use crate::cluster::{Serving, serve_peer_request, serve_request};
+use crate::dispatch::{serve_peer_request, serve_request};
 use crate::membership::{DatagramLinks, PeerLink, check_node_certificate, count_auth_failure};
 use crate::metrics::ReasonLabels;
-use crate::push::watch::{WatchSpec, item_bytes, open as open_watch};
-use crate::push::{Hub, until_stopped};
+use crate::roles::Roles;
+use crate::roles::push::watch::{WatchSpec, item_bytes, open as open_watch};
+use crate::shutdown::until_stopped;
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,18 +97,16 @@ impl Drop for ConnectionSlot<'_> {
 /// What the QUIC front end needs to answer requests.
 #[derive(Debug)]
 pub struct QuicContext {
-    /// The config and cluster roles (and the HTTP router, for forwarded HTTP requests).
-    pub serving: Serving,
-    /// Checks request tokens.
-    pub verifier: TokenVerifier,
+    /// The roles, the cluster, and what authentication needs.
+    pub roles: Arc<Roles>,
+    /// The HTTP router, to replay HTTP requests other nodes forward.
+    pub http: axum::Router,
     /// This node's cluster id; requests naming another are refused.
     pub cluster_id: String,
     /// This node's id, sent in every answer.
     pub node_id: String,
     /// Authenticated peer connections also carry SWIM datagrams.
     pub links: DatagramLinks,
-    /// Serves watches (one upstream per namespace, fanned out).
-    pub hub: Hub,
 }
 
 /// Accepts connections until `shutdown` turns true, then lets in-flight requests finish (up to
@@ -130,7 +129,7 @@ pub async fn serve(endpoint: Endpoint, ctx: Arc<QuicContext>, shutdown: watch::R
                         Ok(slot) => slot,
                         Err(reason) => {
                             tracing::debug!(%ip, reason, "QUIC connection refused at the cap");
-                            ctx.serving
+                            ctx.roles
                                 .cluster
                                 .metrics()
                                 .quic_connections_refused
@@ -193,7 +192,7 @@ async fn serve_connection(
                 Some(Arc::new(claim))
             }
             Err(e) => {
-                count_auth_failure(ctx.serving.cluster.metrics(), &e);
+                count_auth_failure(ctx.roles.cluster.metrics(), &e);
                 tracing::warn!(%remote, error = %e, "peer connection refused: it did not prove the cluster key");
                 connection.close(1u32.into(), b"peer authentication failed");
                 return;
@@ -234,7 +233,7 @@ async fn serve_connection(
 
 async fn serve_stream(send: SendStream, mut recv: RecvStream, ctx: &QuicContext) {
     let (request_id, result) = match read_request(&mut recv, ctx).await {
-        Ok((header, principal, Request::Watch(request))) => {
+        Ok((header, principal, Request::Push(PushRequest::Watch(request)))) => {
             match WatchSpec::check(request, &principal) {
                 Ok(spec) => return serve_watch(send, header.request_id, spec, ctx).await,
                 Err(e) => (header.request_id, Err(e)),
@@ -242,7 +241,7 @@ async fn serve_stream(send: SendStream, mut recv: RecvStream, ctx: &QuicContext)
         }
         Ok((header, principal, request)) => {
             let result =
-                serve_request(&ctx.serving, &principal, header.follow_redirects, request).await;
+                serve_request(&ctx.roles, &principal, header.follow_redirects, request).await;
             (header.request_id, result)
         }
         Err((request_id, error)) => {
@@ -272,7 +271,7 @@ async fn serve_peer_stream(
     let (request_id, result) = match read {
         Ok(envelope) => (
             envelope.request_id,
-            serve_peer_request(&ctx.serving, claim, envelope.request).await,
+            serve_peer_request(&ctx.roles, &ctx.http, claim, envelope.request).await,
         ),
         Err(error) => {
             let _ = recv.stop(0u32.into());
@@ -312,12 +311,12 @@ fn answer_frame(
 /// Most watch items' bytes put in one frame (well under the frame limit).
 const WATCH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// Streams a watch's items as `Response::Watch` frames until the client stops reading or
+/// Streams a watch's items as `Response::Push(PushResponse::Watch)` frames until the client stops reading or
 /// closes, or the node stops (the stream is then finished cleanly; the client resumes
 /// elsewhere from its cursors).
 async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx: &QuicContext) {
-    let mut watch = open_watch(&ctx.hub, spec, "quic");
-    let mut stop = ctx.hub.stopping();
+    let mut watch = open_watch(&ctx.roles.push.hub, spec, "quic");
+    let mut stop = ctx.roles.push.hub.stopping();
     loop {
         let batch = tokio::select! {
             batch = watch.items.recv() => batch,
@@ -339,7 +338,11 @@ async fn serve_watch(mut send: SendStream, request_id: u64, spec: WatchSpec, ctx
                 Err(_) => break,
             }
         }
-        let frame = answer_frame(ctx, request_id, Ok(Response::Watch(items)));
+        let frame = answer_frame(
+            ctx,
+            request_id,
+            Ok(Response::Push(PushResponse::Watch(items))),
+        );
         tokio::select! {
             written = write_frame(&mut send, &frame) => {
                 if let Err(e) = written {
@@ -382,7 +385,11 @@ async fn read_request(
             }),
         ));
     }
-    let Some(principal) = header.token.as_deref().and_then(|t| ctx.verifier.verify(t)) else {
+    let Some(principal) = header
+        .token
+        .as_deref()
+        .and_then(|t| ctx.roles.verifier.verify(t))
+    else {
         return Err((
             id,
             WireError::new(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cfgnode_node::membership::{MemberState, MemberView};
+use cfgnode_node::{MemberState, MemberView};
 use cfgnode_node::{Node, NodeConfig};
 
 async fn start(dir: &std::path::Path, id: &str, join: &[std::net::SocketAddr]) -> Node {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use cfgnode_node::{Node, NodeConfig};
 use cfgnode_transport::{
-    ClientTls, MAGIC, MAX_HEADER_BYTES, PROTOCOL_VERSION, Request, RequestHeader, Response,
-    ResponseEnvelope, SERVER_NAME, bind_endpoint, decode_payload, encode_frame, encode_payload,
-    encode_request, read_frame,
+    ClientTls, ConfigRequest, MAGIC, MAX_HEADER_BYTES, PROTOCOL_VERSION, Request, RequestHeader,
+    Response, ResponseEnvelope, SERVER_NAME, bind_endpoint, decode_payload, encode_frame,
+    encode_payload, encode_request, read_frame,
 };
 use quinn::Connection;
 
@@ -124,14 +124,14 @@ async fn bad_input_is_answered_on_its_own_stream() {
         "a decoded request's id is echoed"
     );
 
-    let put = Request::Put {
+    let put = Request::Config(ConfigRequest::Put {
         namespace: "q".into(),
         key: "k".into(),
         value: b"{nope".to_vec(),
         codec: "json".into(),
         mode: Default::default(),
         if_version: None,
-    };
+    });
     let invalid = raw(&connection, &request(&token, "cfgnode", put)).await;
     assert_eq!(code(&invalid), "codec_mismatch");
 
@@ -150,10 +150,10 @@ async fn bad_input_is_answered_on_its_own_stream() {
     assert_eq!(good.result, Ok(Response::Pong));
 
     // The rejected write changed nothing.
-    let get = Request::Get {
+    let get = Request::Config(ConfigRequest::Get {
         namespace: "q".into(),
         key: "k".into(),
-    };
+    });
     assert_eq!(
         code(&raw(&connection, &request(&token, "cfgnode", get)).await),
         "key_not_found"

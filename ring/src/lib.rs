@@ -16,7 +16,11 @@
 //! - [`Epoch`]: the version of every fact, grown only by [`next_epoch`], which stops at
 //!   [`MAX_EPOCH`] with an [`EpochError`] instead of wrapping.
 //! - [`route`] and [`handoff_target`]: what a node does with a request, and when it must hand a
-//!   namespace over; [`Handoff`] keeps a handoff's steps in their only valid order.
+//!   namespace over; [`Handoff`] keeps a handoff's steps in their only valid order (the giving
+//!   side).
+//! - [`Receiving`] and [`check_offer`]: the receiving side of a handoff, which offers, chunks
+//!   and commits a node takes (only the accepted giver, at its epoch, with the giver's
+//!   revision), each refusal a typed [`Refusal`] carrying the answer the giver gets.
 //!
 //! # Place in the map
 //!
@@ -27,6 +31,7 @@ mod directive;
 mod directory;
 mod epoch;
 mod placement;
+mod receive;
 mod ring;
 mod route;
 
@@ -34,6 +39,9 @@ pub use directive::Directive;
 pub use directory::{ClusterMap, HolderRecord, Update, UpdateKind};
 pub use epoch::{Epoch, EpochError, ImplausibleUpdate, MAX_EPOCH, MAX_EPOCH_JUMP, next_epoch};
 pub use placement::{Placement, Reason, desired_owner};
+pub use receive::{
+    Commit, CommitDecision, Offer, PendingCommit, Receiver, Receiving, Refusal, check_offer,
+};
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
 pub use route::{
     CommitError, Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route,

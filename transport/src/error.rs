@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codes;
+
 /// A frame could not be cut from the byte stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -82,37 +84,4 @@ impl WireError {
             message: message.into(),
         }
     }
-}
-
-/// The error codes the transport itself produces (the config role adds its own, shared with
-/// the HTTP API).
-pub mod codes {
-    /// The payload could not be decoded.
-    pub const MALFORMED: &str = "malformed";
-    /// The peer speaks another protocol version.
-    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
-    /// The peer belongs to another cluster.
-    pub const WRONG_CLUSTER: &str = "wrong_cluster";
-    /// A frame was over the size limit.
-    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
-    /// Missing or wrong token.
-    pub const UNAUTHENTICATED: &str = "unauthenticated";
-    /// The node is shutting down or overloaded.
-    pub const UNAVAILABLE: &str = "unavailable";
-    /// The server failed.
-    pub const INTERNAL: &str = "internal";
-    /// The request took too long.
-    pub const TIMEOUT: &str = "timeout";
-    /// The namespace's holder is down (its data is on that node only).
-    pub const HOLDER_DOWN: &str = "holder_down";
-    /// The namespace is moving between nodes and the request could not follow it within the
-    /// hop limit; retry.
-    pub const MOVING: &str = "namespace_moving";
-    /// A node named in the request is not a member of the cluster.
-    pub const UNKNOWN_NODE: &str = "unknown_node";
-    /// The request is only for nodes of the cluster (handoff, anti-entropy).
-    pub const FORBIDDEN: &str = "forbidden";
-    /// The node cannot decide yet: it has not merged the cluster map from a peer since it
-    /// started, or the members do not agree yet on who creates a new namespace; retry shortly.
-    pub const NOT_READY: &str = "not_ready";
 }

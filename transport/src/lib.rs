@@ -4,9 +4,11 @@
 //!
 //! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
 //! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
-//! - [`message`](crate::Request): the client protocol's requests and responses.
-//! - [`peer`](crate::PeerRequest): node-to-node requests, served only on authenticated peer
-//!   connections.
+//! - [`message`]: requests and responses by family: [`message::config`], [`message::push`],
+//!   [`message::cluster`] (client requests, nested in [`Request`]) and [`message::peer`]
+//!   (node-to-node requests, served only on authenticated peer connections); the protocol's
+//!   [`limits`].
+//! - [`codes`]: every error code, shared by QUIC and HTTP answers.
 //! - [`peer_auth`](crate::ClusterKey): the cluster key and the handshake that proves it on
 //!   every peer connection.
 //! - [`tls`](crate::ClusterCa): node certificates, the cluster CA, rustls configs: `tls/issue`
@@ -23,13 +25,13 @@
 //! `node -> transport` and `client -> transport`; transport depends on no crate of ours. The
 //! wire format is described in docs/protocol.md.
 
+pub mod codes;
 mod endpoint;
 mod envelope;
 mod error;
 mod frame;
 mod fs_atomic;
-mod message;
-mod peer;
+pub mod message;
 mod peer_auth;
 mod tls;
 
@@ -39,17 +41,27 @@ pub use endpoint::{
     client_config, peer_client_config, read_frame, server_config, transport_config, write_frame,
 };
 pub use envelope::{MAGIC, PROTOCOL_VERSION, decode_payload, encode_payload};
-pub use error::{DecodeError, FrameError, WireError, codes};
+pub use error::{DecodeError, FrameError, WireError};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, MAX_HEADER_BYTES, encode_frame};
 pub use fs_atomic::{AtomicWrite, write_atomically, write_private_atomically};
-pub use message::{
-    Request, RequestHeader, Response, ResponseEnvelope, WireAccess, WireAgent, WireAgentSeen,
-    WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry, WireEvent, WireEventKind,
-    WireHttpRequest, WireHttpResponse, WireMember, WireNamespace, WirePage, WirePlacement,
-    WireRedirect, WireRingShare, WireSnapshot, WireVersion, WireWatchItem, WireWatchRequest,
-    WireWriteMode, encode_request,
+pub use message::cluster::{
+    ClusterRequest, ClusterResponse, WireMember, WirePlacement, WireRingShare,
 };
-pub use peer::{PeerEnvelope, PeerRequest, WireCreateCheck};
+pub use message::config::{
+    ConfigRequest, ConfigResponse, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff,
+    WireEntry, WireNamespace, WireSnapshot, WireVersion, WireWriteMode,
+};
+pub use message::peer::{
+    PeerEnvelope, PeerRequest, PeerResponse, WireCreateCheck, WireHttpRequest, WireHttpResponse,
+};
+pub use message::push::{
+    PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireWatchItem,
+    WireWatchRequest,
+};
+pub use message::{
+    Request, RequestHeader, Response, ResponseEnvelope, WirePage, WireRedirect, encode_request,
+    limits,
+};
 pub use peer_auth::{
     BadClusterKey, CLUSTER_KEY_BYTES, ClusterKey, HELLO_TIMEOUT, MAX_HELLO_BYTES, PEER_ALPN,
     PeerAuthError, PeerClaim, PeerCredentials, PeerHello, PeerWelcome, Role, accept_handshake,

@@ -7,9 +7,9 @@
 //! version) and flips, inserts, deletes or overwrites bytes, or declares huge lengths.
 
 use cfgnode_transport::{
-    FrameDecoder, MAX_HEADER_BYTES, MAX_HELLO_BYTES, PeerClaim, PeerEnvelope, PeerHello,
-    PeerRequest, PeerWelcome, Request, RequestHeader, WireWatchRequest, WireWriteMode,
-    decode_payload, encode_payload,
+    ConfigRequest, FrameDecoder, MAX_HEADER_BYTES, MAX_HELLO_BYTES, PeerClaim, PeerEnvelope,
+    PeerHello, PeerRequest, PeerWelcome, PushRequest, Request, RequestHeader, WireWatchRequest,
+    WireWriteMode, decode_payload, encode_payload,
 };
 use proptest::prelude::*;
 
@@ -27,19 +27,19 @@ fn seeds() -> Vec<Vec<u8>> {
             token: Some("t".repeat(64)),
             follow_redirects: true,
         }),
-        encode_payload(&Request::Put {
+        encode_payload(&Request::Config(ConfigRequest::Put {
             namespace: "app".into(),
             key: "db/url".into(),
             value: vec![1, 2, 3],
             codec: "json".into(),
             mode: WireWriteMode::Create,
             if_version: Some(3),
-        }),
-        encode_payload(&Request::Watch(WireWatchRequest {
+        })),
+        encode_payload(&Request::Push(PushRequest::Watch(WireWatchRequest {
             namespaces: vec![("a".into(), Some(4)), ("b".into(), None)],
             prefixes: vec!["x/".into()],
             progress_ms: 10,
-        })),
+        }))),
         encode_payload(&PeerHello {
             claim: claim.clone(),
             proof: [7; 32],
@@ -53,10 +53,10 @@ fn seeds() -> Vec<Vec<u8>> {
             request: PeerRequest::Forward {
                 hops: 1,
                 principal: "admin".into(),
-                request: Request::Get {
+                request: Request::Config(ConfigRequest::Get {
                     namespace: "a".into(),
                     key: "b".into(),
-                },
+                }),
             },
         }),
     ]

@@ -1,174 +1,22 @@
-//! Serving a request wherever it arrives: here when this node holds the namespace, else
+//! Serving a request wherever its namespace is held: here when this node holds it, else
 //! forwarded to the holder over QUIC (or, for callers that follow redirects, answered with a
 //! redirect). A node that receives a forwarded request never forwards it again: it serves or
 //! redirects, and the forwarding node follows at most [`MAX_HOPS`] hops in all.
+//!
+//! What "serve it here" means is the caller's: [`serve_routed`] takes the local server as a
+//! function, so the cluster routes requests of every role without knowing any of them.
 
-use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method};
-use cfgnode_ring::Intent;
-use cfgnode_transport::{
-    MAX_FRAME_BYTES, PeerClaim, PeerRequest, Request, Response, WireError, WireHttpRequest,
-    WireHttpResponse, codes,
-};
-use tower::ServiceExt;
-
-use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, handoff, sync};
-use crate::auth::Principal;
-use crate::config_service::ConfigService;
-use crate::push::longpoll::{LongPoll, MAX_WAIT, Waited, wait_for_state, wait_while_unchanged};
-use crate::wire_api;
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// Marks an HTTP request replayed on the holder: the routing middleware lets it through (a
-/// request extension, so no client can set it).
-#[derive(Clone, Copy, Debug)]
-pub struct Routed;
+use axum::http::Method;
+use cfgnode_ring::Intent;
+use cfgnode_transport::{PeerRequest, PushRequest, Request, Response, WireError, codes};
 
-/// Largest HTTP response body carried back to a forwarding node.
-const MAX_FORWARDED_BODY: usize = MAX_FRAME_BYTES - 64 * 1024;
+use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, sync};
+use crate::auth::Principal;
 
-/// What serving a QUIC request needs.
-#[derive(Clone, Debug)]
-pub struct Serving {
-    /// The cluster role.
-    pub cluster: Cluster,
-    /// The config role.
-    pub service: ConfigService,
-    /// The HTTP router, to replay forwarded HTTP requests.
-    pub http: axum::Router,
-    /// The agents that heartbeat to this node.
-    pub agents: crate::push::Agents,
-}
-
-/// Answers one QUIC request from an authenticated client.
-pub async fn serve_request(
-    serving: &Serving,
-    principal: &Principal,
-    follow_redirects: bool,
-    request: Request,
-) -> Result<Response, WireError> {
-    let cluster = &serving.cluster;
-    match request {
-        Request::Members => Ok(Response::Members(cluster.members())),
-        Request::Placement { namespace } => cluster.placement(&namespace).map(Response::Placement),
-        Request::Ring => Ok(Response::Ring(cluster.ring_shares())),
-        Request::Claim { namespace, node } => {
-            let node = node.unwrap_or_else(|| cluster.me().to_string());
-            cluster
-                .set_directive(super::DirectiveKind::Claim, &namespace, Some(node))
-                .await
-                .map(Response::Placement)
-        }
-        Request::Release { namespace } => cluster
-            .set_directive(super::DirectiveKind::Claim, &namespace, None)
-            .await
-            .map(Response::Placement),
-        Request::Pin { namespace, node } => cluster
-            .set_directive(super::DirectiveKind::Pin, &namespace, Some(node))
-            .await
-            .map(Response::Placement),
-        Request::Unpin { namespace } => cluster
-            .set_directive(super::DirectiveKind::Pin, &namespace, None)
-            .await
-            .map(Response::Placement),
-        request @ (Request::AgentHeartbeat(_)
-        | Request::AgentLeave { .. }
-        | Request::Agents { .. }) => {
-            crate::push::agents::serve(cluster, &serving.agents, request).await
-        }
-        Request::Namespaces {
-            prefix,
-            cursor,
-            limit,
-        } => super::listing::namespaces(cluster, &serving.service, &prefix, cursor, limit)
-            .await
-            .map(Response::Namespaces),
-        request => match request.routed_namespace().map(str::to_string) {
-            None => wire_api::handle(&serving.service, principal, request).await,
-            Some(namespace) => {
-                serve_routed(
-                    &serving.cluster,
-                    &serving.service,
-                    principal,
-                    follow_redirects,
-                    &namespace,
-                    request,
-                )
-                .await
-            }
-        },
-    }
-}
-
-/// Answers one node-to-node request from `peer`, which proved the cluster key on this
-/// connection (so its node id is authentic).
-pub async fn serve_peer_request(
-    serving: &Serving,
-    peer: &PeerClaim,
-    request: PeerRequest,
-) -> Result<Response, WireError> {
-    let cluster = &serving.cluster;
-    match request {
-        PeerRequest::Forward {
-            principal, request, ..
-        } => {
-            let principal = forwarded_principal(&principal)?;
-            serve_forwarded(serving, &principal, request).await
-        }
-        PeerRequest::ForwardHttp { principal, http } => {
-            let principal = forwarded_principal(&principal)?;
-            serve_forwarded_http(serving, principal, http).await
-        }
-        PeerRequest::HeldNamespaces {
-            prefix,
-            cursor,
-            limit,
-        } => {
-            super::listing::held_here(cluster, &serving.service, &prefix, cursor.as_deref(), limit)
-                .await
-                .map(Response::Namespaces)
-        }
-        PeerRequest::LocalAgents => {
-            crate::push::agents::serve(
-                cluster,
-                &serving.agents,
-                Request::Agents { local_only: true },
-            )
-            .await
-        }
-        PeerRequest::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
-        PeerRequest::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
-        PeerRequest::CreateCheck { namespace } => cluster
-            .answer_create_check(&namespace)
-            .map(Response::CreateCheck),
-        PeerRequest::HandoffOffer { namespace, epoch } => {
-            handoff::on_offer(cluster, &peer.node_id, &namespace, epoch).await
-        }
-        PeerRequest::HandoffChunk {
-            namespace,
-            epoch,
-            ops,
-        } => handoff::on_chunk(cluster, &peer.node_id, &namespace, epoch, &ops).await,
-        PeerRequest::HandoffCommit {
-            namespace,
-            epoch,
-            revision,
-        } => handoff::on_commit(cluster, &peer.node_id, &namespace, epoch, revision).await,
-    }
-}
-
-/// The principal a forwarding node vouches for (it checked the caller's token itself).
-fn forwarded_principal(name: &str) -> Result<Principal, WireError> {
-    Principal::from_name(name).ok_or_else(|| {
-        WireError::new(
-            codes::MALFORMED,
-            format!("forwarded request for an unknown principal {name:?}"),
-        )
-    })
-}
-
-fn intent_of(request: &Request) -> Intent {
+/// Whether a request changes its namespace (or placement).
+pub fn intent_of(request: &Request) -> Intent {
     if request.is_write() {
         Intent::Write
     } else {
@@ -176,20 +24,23 @@ fn intent_of(request: &Request) -> Intent {
     }
 }
 
-/// A client's request for `namespace`: serve, redirect, or forward (following redirects).
-/// Also how this node's own watch hub reads namespaces wherever they are held.
-pub async fn serve_routed(
+/// A client's request for `namespace`: served by `local` when this node holds it (under the
+/// namespace's permit), else redirected or forwarded (following redirects). Also how this
+/// node's own watch hub reads namespaces wherever they are held.
+pub async fn serve_routed<F>(
     cluster: &Cluster,
-    service: &ConfigService,
     principal: &Principal,
     follow_redirects: bool,
     namespace: &str,
     request: Request,
-) -> Result<Response, WireError> {
+    local: F,
+) -> Result<Response, WireError>
+where
+    F: AsyncFnOnce(Request) -> Result<Response, WireError>,
+{
     let intent = intent_of(&request);
-    let mut request = request;
-    settle_wait(cluster, service, &mut request).await?;
     let mut hops = 0u8;
+    let mut local = Some(local);
     loop {
         let target = cluster
             .route(namespace, intent)
@@ -197,7 +48,10 @@ pub async fn serve_routed(
             .map_err(|e| e.to_wire())?;
         let (node, addr) = match &target {
             Target::Local(_) => {
-                let answer = wire_api::handle(service, principal, request).await;
+                let serve = local
+                    .take()
+                    .expect("the local server runs at most once: it returns");
+                let answer = serve(request).await;
                 drop(target);
                 return answer;
             }
@@ -304,77 +158,10 @@ fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: b
 /// How long a request may wait on its holder before answering (an `Events` long-poll).
 fn waits_for(request: &Request) -> Duration {
     match request {
-        Request::Events { wait_ms, .. } => Duration::from_millis(u64::from(*wait_ms)),
-        _ => Duration::ZERO,
-    }
-}
-
-/// Does the waiting part of an `Events` long-poll here when this node holds the namespace,
-/// holding no gate permit (see [`wait_for_state`]): afterwards the request asks for no more
-/// wait, or (when the namespace is held elsewhere) for the time left, to be forwarded.
-async fn settle_wait(
-    cluster: &Cluster,
-    service: &ConfigService,
-    request: &mut Request,
-) -> Result<(), WireError> {
-    let Request::Events {
-        namespace,
-        after: Some(after),
-        wait_ms,
-        ..
-    } = request
-    else {
-        return Ok(());
-    };
-    if *wait_ms == 0 {
-        return Ok(());
-    }
-    let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
-    let deadline = Instant::now() + wait;
-    let after = *after;
-    let waited = wait_for_state(cluster, service, namespace, deadline, |state| {
-        state.map_or(0, |s| s.revision) > after
-    })
-    .await
-    .map_err(|e| e.to_wire())?;
-    *wait_ms = match waited {
-        Waited::Moved => u32::try_from(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis(),
-        )
-        .unwrap_or(u32::MAX),
-        Waited::Changed | Waited::TimedOut => 0,
-    };
-    Ok(())
-}
-
-/// A request another node forwarded: serve it here, or redirect. Never forwarded again.
-async fn serve_forwarded(
-    serving: &Serving,
-    principal: &Principal,
-    request: Request,
-) -> Result<Response, WireError> {
-    let mut request = request;
-    settle_wait(&serving.cluster, &serving.service, &mut request).await?;
-    let Some(namespace) = request.routed_namespace().map(str::to_string) else {
-        return Err(WireError::new(
-            codes::MALFORMED,
-            "only namespace requests are forwarded",
-        ));
-    };
-    let target = serving
-        .cluster
-        .route(&namespace, intent_of(&request))
-        .await
-        .map_err(|e| e.to_wire())?;
-    match target.redirect(&namespace) {
-        Some(redirect) => Ok(Response::Redirect(redirect)),
-        None => {
-            let answer = wire_api::handle(&serving.service, principal, request).await;
-            drop(target);
-            answer
+        Request::Push(PushRequest::Events { wait_ms, .. }) => {
+            Duration::from_millis(u64::from(*wait_ms))
         }
+        _ => Duration::ZERO,
     }
 }
 
@@ -392,84 +179,4 @@ pub fn http_intent(method: &Method) -> Intent {
     } else {
         Intent::Write
     }
-}
-
-/// An HTTP request another node forwarded: replay it through this node's router if this node
-/// holds the namespace, else redirect.
-async fn serve_forwarded_http(
-    serving: &Serving,
-    principal: Principal,
-    http: WireHttpRequest,
-) -> Result<Response, WireError> {
-    let malformed = |why: String| WireError::new(codes::MALFORMED, why);
-    let method = Method::from_bytes(http.method.as_bytes())
-        .map_err(|e| malformed(format!("bad method: {e}")))?;
-    let uri: axum::http::Uri = http
-        .uri
-        .parse()
-        .map_err(|e| malformed(format!("bad uri: {e}")))?;
-    let Some(namespace) = http_namespace(uri.path()).map(str::to_string) else {
-        return Err(malformed("only namespace routes are forwarded".to_string()));
-    };
-    let intent = http_intent(&method);
-    let mut builder = axum::http::Request::builder().method(method).uri(uri);
-    for (name, value) in &http.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| malformed(format!("bad header name: {e}")))?;
-        let value =
-            HeaderValue::from_bytes(value).map_err(|e| malformed(format!("bad header: {e}")))?;
-        builder = builder.header(name, value);
-    }
-    let mut request = builder
-        .body(Body::from(http.body))
-        .map_err(|e| malformed(format!("bad request: {e}")))?;
-    // A long-poll waits before taking the namespace's gate (see push::longpoll).
-    let poll = LongPoll::from_request(request.method(), request.uri(), request.headers())
-        .map_err(|e| WireError::new("invalid_request", e))?;
-    if let Some(poll) = &poll {
-        wait_while_unchanged(&serving.cluster, &serving.service, &namespace, poll)
-            .await
-            .map_err(|e| e.to_wire())?;
-    }
-    let target = serving
-        .cluster
-        .route(&namespace, intent)
-        .await
-        .map_err(|e| e.to_wire())?;
-    let permit = match target {
-        Target::Local(permit) => permit,
-        remote @ Target::Remote { .. } => {
-            let redirect = remote
-                .redirect(&namespace)
-                .expect("a remote target always has a redirect");
-            return Ok(Response::Redirect(redirect));
-        }
-    };
-    request.extensions_mut().insert(Routed);
-    request.extensions_mut().insert(principal);
-    // Same rule as for a client's own HTTP request: the permit lasts until the handler is
-    // done, even if this future is dropped (see `Permit::run_to_completion`).
-    let response = permit
-        .run_to_completion(serving.http.clone().oneshot(request))
-        .await
-        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
-        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?;
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
-        .await
-        .map_err(|e| {
-            WireError::new(
-                codes::FRAME_TOO_LARGE,
-                format!("the answer is too large to forward ({e}); ask the holder directly"),
-            )
-        })?;
-    Ok(Response::Http(WireHttpResponse {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
-    }))
 }

@@ -24,13 +24,19 @@
 //!
 //! Every handoff request names no giver: the receiver takes the sender's node id from the
 //! authenticated connection, and accepts chunks and the commit only from the node whose offer
-//! it accepted.
+//! it accepted. Those decisions are the pure receiving rule of `cfgnode_ring` (`check_offer`,
+//! `Receiving`, each refusal a typed `Refusal`), simulated in `ring/tests/simulation.rs`; the
+//! receiving functions here only carry them out (durable records, storage writes, the answer).
+//! The retry schedule of the reconcile loop is `RetryBackoff`, tested with explicit instants.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cfgnode_ring::{Handoff, HandoffStep, HolderRecord, NodeId, Update, handoff_target};
+use cfgnode_ring::{
+    Commit, CommitDecision, Handoff, HandoffStep, HolderRecord, NodeId, Offer, Receiver, Receiving,
+    Refusal, Update, check_offer, handoff_target,
+};
 use cfgnode_storage::{TransferOp, validate_namespace};
 use cfgnode_transport::{PeerRequest, Response, WireError, codes};
 use tokio::sync::{Semaphore, watch};
@@ -66,10 +72,9 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = Arc::new(Semaphore::new(PARALLEL_HANDOFFS));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
-    // Namespace -> (not before, next delay) after a failure.
-    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
-        let next_retry = backoff.values().map(|(at, _)| *at).min();
+        let next_retry = backoff.next_wakeup(Instant::now());
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tick.tick() => {}
@@ -78,10 +83,9 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
             r = members.changed() => if r.is_err() { break },
             Some((namespace, ok)) = done_rx.recv() => {
                 if ok {
-                    backoff.remove(&namespace);
+                    backoff.succeeded(&namespace);
                 } else {
-                    let delay = backoff.get(&namespace).map_or(RETRY_FIRST, |(_, d)| (*d * 2).min(RETRY_MAX));
-                    backoff.insert(namespace, (Instant::now() + delay, delay));
+                    backoff.failed(namespace, Instant::now());
                 }
             }
         }
@@ -101,10 +105,7 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                 .collect()
         });
         for (namespace, to) in todo {
-            if backoff
-                .get(&namespace)
-                .is_some_and(|(not_before, _)| Instant::now() < *not_before)
-            {
+            if !backoff.may_try(&namespace, Instant::now()) {
                 continue;
             }
             let fresh = cluster
@@ -154,6 +155,60 @@ pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
                 let _ = done.send((namespace, result.is_ok()));
             });
         }
+    }
+}
+
+/// When each failed handoff may be tried again: [`RETRY_FIRST`] after the first failure,
+/// doubling at each further one up to [`RETRY_MAX`], forgotten at the first success. Kept apart
+/// from the loop, with the time passed in, so the schedule is tested without a clock.
+#[derive(Debug)]
+struct RetryBackoff {
+    first: Duration,
+    max: Duration,
+    /// Namespace -> (not before, the delay that led there) after a failure.
+    waits: HashMap<String, (Instant, Duration)>,
+}
+
+impl RetryBackoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        RetryBackoff {
+            first,
+            max,
+            waits: HashMap::new(),
+        }
+    }
+
+    /// Records a failed handoff of `namespace` at `now`; returns the delay before the next try.
+    fn failed(&mut self, namespace: String, now: Instant) -> Duration {
+        let delay = self
+            .waits
+            .get(&namespace)
+            .map_or(self.first, |(_, d)| (*d * 2).min(self.max));
+        self.waits.insert(namespace, (now + delay, delay));
+        delay
+    }
+
+    /// A handoff of `namespace` succeeded: the next failure starts from the first delay again.
+    fn succeeded(&mut self, namespace: &str) {
+        self.waits.remove(namespace);
+    }
+
+    /// Whether a handoff of `namespace` may start at `now`.
+    fn may_try(&self, namespace: &str, now: Instant) -> bool {
+        self.waits
+            .get(namespace)
+            .is_none_or(|(not_before, _)| now >= *not_before)
+    }
+
+    /// The next moment a waiting namespace becomes due after `now`, for the loop to wake up
+    /// then. Namespaces already due are left out: the loop has seen them (a retry runs, or the
+    /// namespace no longer needs one), and waking for them would turn the loop into a spin.
+    fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        self.waits
+            .values()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > now)
+            .min()
     }
 }
 
@@ -406,9 +461,21 @@ fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<Peer
 }
 
 // ---- receiving side -------------------------------------------------------------------------
+//
+// The decisions are `cfgnode_ring`'s receiving rule (`check_offer`, `Receiving`); here only the
+// IO around them: durable records, storage writes, the answer.
 
-fn refuse(message: impl Into<String>) -> WireError {
-    WireError::new("handoff_refused", message)
+fn refuse(refusal: Refusal) -> WireError {
+    WireError::new("handoff_refused", refusal.to_string())
+}
+
+/// The rule's table of accepted offers (never held across an `.await`).
+fn receiving(cluster: &Cluster) -> std::sync::MutexGuard<'_, Receiving> {
+    cluster
+        .inner
+        .receiving
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// `HandoffOffer` from `giver` (authenticated by its connection): get ready to receive
@@ -419,66 +486,40 @@ pub async fn on_offer(
     namespace: &str,
     epoch: u64,
 ) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
     let still_giving = cluster
         .inner
         .giving
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .contains(namespace);
-    if still_giving {
-        // This node is still finishing its own handoff of the namespace (dropping its copy):
-        // a new copy must not be written under that drop.
-        return Err(refuse(format!(
-            "this node is still finishing its handoff of {namespace:?}; retry shortly"
-        )));
-    }
-    let current = cluster.holder(namespace);
-    if let Some(r) = &current
-        && r.holder == cluster.me()
-    {
-        return Err(refuse(format!(
-            "this node already holds {namespace:?} (epoch {}); refusing to overwrite it",
-            r.epoch
-        )));
-    }
-    // The offer must match what this node knows: the giver's own record, or (a namespace
-    // created a moment ago, not yet gossiped here) a first record from an alive member. An
-    // offer naming anything else is refused and changes nothing; if this node merely lags,
-    // anti-entropy catches it up within seconds and the giver's retry succeeds.
-    let matches = match &current {
-        Some(r) => r.holder == giver && r.epoch == epoch,
-        None => epoch == 1 && cluster.view().alive.contains(giver) && giver != cluster.me(),
+    let offer = Offer {
+        giver: giver.to_string(),
+        epoch,
     };
-    if !matches {
-        let known = current.map_or_else(
-            || "no record".to_string(),
-            |r| format!("{} at epoch {}", r.holder, r.epoch),
-        );
-        return Err(refuse(format!(
-            "the offer of {namespace:?} from {giver} at epoch {epoch} does not match this node's record ({known}); retry after the cluster map converges"
-        )));
-    }
+    let view = cluster.view();
+    let record = cluster
+        .map_state()
+        .read(|map| {
+            let at = Receiver {
+                me: cluster.me(),
+                map,
+                alive: &view.alive,
+            };
+            check_offer(&at, still_giving, namespace, &offer)
+        })
+        .map_err(refuse)?;
     // Remember, durably, who holds the namespace: this node's partial copy is never taken for
     // its own, even after a restart.
-    let record = Update::Holder {
-        namespace: namespace.to_string(),
-        record: HolderRecord {
-            holder: giver.to_string(),
-            epoch,
-        },
-    };
     cluster
         .map_state()
-        .apply_durably(record)
+        .apply_durably(Update::Holder {
+            namespace: namespace.to_string(),
+            record,
+        })
         .await
         .map_err(|e| WireError::new(codes::INTERNAL, e))?;
-    cluster
-        .inner
-        .receiving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(namespace.to_string(), (giver.to_string(), epoch));
+    receiving(cluster).accept(namespace, offer);
     Ok(Response::Ack)
 }
 
@@ -490,7 +531,9 @@ pub async fn on_chunk(
     epoch: u64,
     payload: &[u8],
 ) -> Result<Response, WireError> {
-    expect_receiving(cluster, sender, namespace, epoch)?;
+    receiving(cluster)
+        .check_chunk(namespace, sender, epoch)
+        .map_err(refuse)?;
     let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
     let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(payload, config)
         .map_err(|e| WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}")))?;
@@ -504,7 +547,7 @@ pub async fn on_chunk(
         .store()
         .import(namespace, ops)
         .await
-        .map_err(crate::wire_api::to_wire_error)?;
+        .map_err(crate::error::to_wire_error)?;
     Ok(Response::Ack)
 }
 
@@ -517,49 +560,46 @@ pub async fn on_commit(
     epoch: u64,
     revision: u64,
 ) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
-    if let Some(r) = cluster.holder(namespace)
-        && r.holder == cluster.me()
-        && r.epoch >= epoch
-    {
-        // Already learned through gossip or a redirect: nothing more to do.
-        return Ok(Response::Ack);
-    }
-    if cluster.refuses_commits() {
-        return Err(refuse(format!(
-            "commit of {namespace:?} refused (fault injection)"
-        )));
-    }
-    // Only the handoff in progress can be committed (the offer came at `epoch - 1`).
-    expect_receiving(cluster, sender, namespace, epoch.saturating_sub(1))?;
+    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+    let commit = Commit {
+        sender: sender.to_string(),
+        epoch,
+        revision,
+    };
+    let view = cluster.view();
+    let decision = cluster
+        .map_state()
+        .read(|map| {
+            let at = Receiver {
+                me: cluster.me(),
+                map,
+                alive: &view.alive,
+            };
+            receiving(cluster).check_commit(&at, cluster.refuses_commits(), namespace, &commit)
+        })
+        .map_err(refuse)?;
+    let pending = match decision {
+        // Already learned through gossip or a redirect, or a repeated commit: nothing to do.
+        CommitDecision::AlreadyHolder => return Ok(Response::Ack),
+        CommitDecision::CheckRevision(pending) => pending,
+    };
     let store = cluster.store().clone();
     let ns = namespace.to_string();
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
         .await
         .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
-        .map_err(crate::wire_api::to_wire_error)?;
-    let have = state.map_or(0, |s| s.revision);
-    if have != revision {
-        return Err(refuse(format!(
-            "commit of {namespace:?} at revision {revision}, but this node has revision {have}"
-        )));
-    }
+        .map_err(crate::error::to_wire_error)?;
+    let record = pending
+        .check_revision(state.map_or(0, |s| s.revision))
+        .map_err(refuse)?;
     cluster
         .author(Update::Holder {
             namespace: namespace.to_string(),
-            record: HolderRecord {
-                holder: cluster.me().to_string(),
-                epoch,
-            },
+            record,
         })
         .await
-        .map_err(crate::wire_api::to_wire_error)?;
-    cluster
-        .inner
-        .receiving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(namespace);
+        .map_err(crate::error::to_wire_error)?;
+    receiving(cluster).committed(namespace);
     tracing::info!(
         namespace,
         epoch,
@@ -569,26 +609,71 @@ pub async fn on_commit(
     Ok(Response::Ack)
 }
 
-fn expect_receiving(
-    cluster: &Cluster,
-    sender: &str,
-    namespace: &str,
-    epoch: u64,
-) -> Result<(), WireError> {
-    let receiving = cluster
-        .inner
-        .receiving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(namespace)
-        .cloned();
-    match receiving {
-        Some((giver, e)) if e == epoch && giver == sender => Ok(()),
-        Some((giver, _)) if giver != sender => Err(refuse(format!(
-            "the handoff of {namespace:?} in progress here comes from {giver}, not {sender}"
-        ))),
-        _ => Err(refuse(format!(
-            "no handoff of {namespace:?} at epoch {epoch} is in progress here; start with an offer"
-        ))),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn retries_wait_the_first_delay_then_double_up_to_the_cap_and_reset_on_success() {
+        let start = Instant::now();
+        let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
+        assert!(backoff.may_try("ns", start), "no failure yet: try at once");
+        assert_eq!(backoff.next_wakeup(start), None);
+
+        // First failure: not before RETRY_FIRST.
+        assert_eq!(backoff.failed("ns".into(), start), RETRY_FIRST);
+        assert!(!backoff.may_try("ns", start));
+        assert!(!backoff.may_try("ns", start + RETRY_FIRST - ms(1)));
+        assert!(backoff.may_try("ns", start + RETRY_FIRST));
+        assert_eq!(backoff.next_wakeup(start), Some(start + RETRY_FIRST));
+        // Other namespaces are not held back.
+        assert!(backoff.may_try("other", start));
+
+        // Each further failure doubles the delay, from the moment of the failure, up to the cap.
+        let mut now = start + RETRY_FIRST;
+        let mut expected = RETRY_FIRST;
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            expected = (expected * 2).min(RETRY_MAX);
+            let delay = backoff.failed("ns".into(), now);
+            assert_eq!(delay, expected);
+            assert!(!backoff.may_try("ns", now + delay - ms(1)));
+            assert!(backoff.may_try("ns", now + delay));
+            assert_eq!(backoff.next_wakeup(now), Some(now + delay));
+            delays.push(delay);
+            now += delay;
+        }
+        assert_eq!(
+            delays[..6],
+            [ms(500), ms(1000), ms(2000), ms(4000), ms(8000), RETRY_MAX]
+        );
+        assert!(delays[5..].iter().all(|d| *d == RETRY_MAX), "{delays:?}");
+
+        // A success forgets the namespace: the next failure waits RETRY_FIRST again.
+        backoff.succeeded("ns");
+        assert!(backoff.may_try("ns", now));
+        assert_eq!(backoff.next_wakeup(now), None);
+        assert_eq!(backoff.failed("ns".into(), now), RETRY_FIRST);
+    }
+
+    #[test]
+    fn a_namespace_already_due_does_not_wake_the_loop_again() {
+        let start = Instant::now();
+        let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
+        backoff.failed("a".into(), start);
+        backoff.failed("b".into(), start + ms(100));
+        assert_eq!(backoff.next_wakeup(start), Some(start + RETRY_FIRST));
+        // Once "a" is due (its retry runs, or it needs none any more), only "b" is ahead.
+        let later = start + RETRY_FIRST;
+        assert_eq!(
+            backoff.next_wakeup(later),
+            Some(start + ms(100) + RETRY_FIRST)
+        );
+        assert_eq!(backoff.next_wakeup(start + ms(100) + RETRY_FIRST), None);
+        assert!(backoff.may_try("a", later));
     }
 }

@@ -4,20 +4,22 @@
 //! - `state`: the map (`cfgnode-ring`'s [`ClusterMap`]) with its change feed and persistence.
 //! - `gossip`: foca custom broadcasts carrying map updates.
 //! - `peers`: node-to-node requests over QUIC.
-//! - `forward`: serving a client's request wherever it arrives (local, forward, redirect).
+//! - `forward`: routing a request to its holder (serve it here through the caller's local
+//!   server, forward it, or redirect).
+//! - `admin`: the cluster-admin answers (members, placement, ring, claims, pins).
 //! - `handoff`: moving a namespace's data to its desired owner; the reconcile loop.
 //! - `sync`: anti-entropy, a digest exchange with a random peer at join and periodically.
 //!
 //! The decisions are pure and live in `cfgnode-ring` (`route`, `handoff_target`, `Handoff`);
 //! this module carries them out.
 
+pub mod admin;
 mod forward;
 mod gossip;
-mod handoff;
-mod listing;
+pub mod handoff;
 mod peers;
 mod state;
-mod sync;
+pub mod sync;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,19 +34,14 @@ use cfgnode_storage::{Store, StoreError, validate_namespace};
 use cfgnode_transport::{WireError, WireMember, WirePlacement, WireRedirect, WireRingShare, codes};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, watch};
 
+use crate::feeds::Feeds;
 use crate::membership::{MemberState, MemberView, Membership};
 use crate::metrics::Metrics;
-use crate::push::Feeds;
 
-pub use forward::{
-    Routed, Serving, forward_hop, http_intent, http_namespace, moving, serve_peer_request,
-    serve_request, serve_routed,
-};
+pub use forward::{forward_hop, http_intent, http_namespace, intent_of, moving, serve_routed};
 pub use gossip::GossipHandler;
-pub use listing::namespaces as list_namespaces;
 pub use peers::{PeerError, Peers};
 pub use state::MapState;
-pub use sync::sync_with;
 
 /// Most nodes a request is sent to before the caller gets a "namespace is moving" error.
 pub const MAX_HOPS: u8 = 2;
@@ -196,7 +193,7 @@ impl RouteError {
             RouteError::Moving { .. } => codes::MOVING,
             RouteError::NoOwner { .. } => codes::UNAVAILABLE,
             RouteError::NotReady { .. } => codes::NOT_READY,
-            RouteError::Storage(e) => crate::config_service::error_code(e),
+            RouteError::Storage(e) => crate::error::error_code(e),
         };
         WireError::new(code, self.to_string())
     }
@@ -224,8 +221,8 @@ struct Inner {
     broadcasts: mpsc::Sender<Vec<u8>>,
     peers: Peers,
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
-    /// Namespaces this node is receiving, with the giver and its epoch.
-    receiving: Mutex<HashMap<String, (NodeId, u64)>>,
+    /// Namespaces this node is receiving, with the accepted offer (the rule in `cfgnode_ring`).
+    receiving: Mutex<cfgnode_ring::Receiving>,
     /// Namespaces this node is handing off right now.
     giving: Mutex<HashSet<String>>,
     /// Set by tests only: refuse every handoff commit received.
@@ -518,7 +515,9 @@ impl Cluster {
                 continue;
             };
             match answer {
-                Ok(cfgnode_transport::Response::CreateCheck(check)) => {
+                Ok(cfgnode_transport::Response::Peer(
+                    cfgnode_transport::PeerResponse::CreateCheck(check),
+                )) => {
                     if let Some((holder, epoch)) = check.holder {
                         let update = Update::Holder {
                             namespace: namespace.to_string(),
@@ -566,7 +565,7 @@ impl Cluster {
         &self,
         namespace: &str,
     ) -> Result<cfgnode_transport::WireCreateCheck, WireError> {
-        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
         let view = self.view();
         let (holder, desired_owner) = self.inner.state.read(|map| {
             (
@@ -667,7 +666,7 @@ impl Cluster {
 
     /// Where `namespace` is and should be.
     pub fn placement(&self, namespace: &str) -> Result<WirePlacement, WireError> {
-        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
         let view = self.view();
         Ok(self.inner.state.read(|map| {
             let placement = view.desired(namespace, map);
@@ -734,7 +733,7 @@ impl Cluster {
         namespace: &str,
         target: Option<String>,
     ) -> Result<WirePlacement, WireError> {
-        validate_namespace(namespace).map_err(crate::wire_api::to_wire_error)?;
+        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
         if let Some(node) = &target {
             let known = self
                 .inner
@@ -771,7 +770,7 @@ impl Cluster {
         })?;
         self.author(update)
             .await
-            .map_err(crate::wire_api::to_wire_error)?;
+            .map_err(crate::error::to_wire_error)?;
         self.placement(namespace)
     }
 

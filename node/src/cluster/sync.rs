@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cfgnode_transport::{PeerRequest, Response};
+use cfgnode_transport::{PeerRequest, PeerResponse, Response};
 use tokio::sync::watch;
 
 use super::Cluster;
@@ -75,35 +75,41 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
         .call(addr, PeerRequest::ClusterSync { digest }, SYNC_TIMEOUT)
         .await;
     match answer {
-        Ok(Response::ClusterInSync) => cluster.mark_synced(),
-        Ok(Response::ClusterMap { updates }) => match decode_updates(&updates) {
-            Ok(updates) => {
-                let mut theirs = cfgnode_ring::ClusterMap::new();
-                let mut changed = 0usize;
-                for update in updates {
-                    theirs.apply(update.clone());
-                    if matches!(cluster.map_state().apply_from_peer(update, peer), Ok(true)) {
-                        changed += 1;
+        Ok(Response::Peer(PeerResponse::ClusterInSync)) => cluster.mark_synced(),
+        Ok(Response::Peer(PeerResponse::ClusterMap { updates })) => {
+            match decode_updates(&updates) {
+                Ok(updates) => {
+                    let mut theirs = cfgnode_ring::ClusterMap::new();
+                    let mut changed = 0usize;
+                    for update in updates {
+                        theirs.apply(update.clone());
+                        if matches!(cluster.map_state().apply_from_peer(update, peer), Ok(true)) {
+                            changed += 1;
+                        }
+                    }
+                    if changed > 0 {
+                        tracing::debug!(
+                            peer,
+                            changed,
+                            "anti-entropy brought in cluster map changes"
+                        );
+                    }
+                    cluster.mark_synced();
+                    // They lack some of our facts: push our map (push-pull, so a fact known only
+                    // here reaches them now rather than when they next pull from us).
+                    let (ours, updates) = cluster.map_state().read(|m| (m.digest(), m.updates()));
+                    if ours != theirs.digest() {
+                        let push = PeerRequest::ClusterPush {
+                            updates: encode_updates(&updates),
+                        };
+                        if let Err(e) = cluster.peers().call(addr, push, SYNC_TIMEOUT).await {
+                            tracing::debug!(peer, error = ?e, "cluster push failed");
+                        }
                     }
                 }
-                if changed > 0 {
-                    tracing::debug!(peer, changed, "anti-entropy brought in cluster map changes");
-                }
-                cluster.mark_synced();
-                // They lack some of our facts: push our map (push-pull, so a fact known only
-                // here reaches them now rather than when they next pull from us).
-                let (ours, updates) = cluster.map_state().read(|m| (m.digest(), m.updates()));
-                if ours != theirs.digest() {
-                    let push = PeerRequest::ClusterPush {
-                        updates: encode_updates(&updates),
-                    };
-                    if let Err(e) = cluster.peers().call(addr, push, SYNC_TIMEOUT).await {
-                        tracing::debug!(peer, error = ?e, "cluster push failed");
-                    }
-                }
+                Err(e) => tracing::warn!(peer, error = %e, "peer sent a malformed cluster map"),
             }
-            Err(e) => tracing::warn!(peer, error = %e, "peer sent a malformed cluster map"),
-        },
+        }
         Ok(other) => tracing::warn!(peer, answer = ?other, "unexpected answer to a cluster sync"),
         Err(e) => tracing::debug!(peer, error = ?e, "cluster sync failed"),
     }
@@ -129,9 +135,9 @@ pub fn answer(cluster: &Cluster, digest: u64) -> Response {
         .map_state()
         .read(|m| (m.digest() != digest).then(|| m.updates()));
     match updates {
-        None => Response::ClusterInSync,
-        Some(updates) => Response::ClusterMap {
+        None => Response::Peer(PeerResponse::ClusterInSync),
+        Some(updates) => Response::Peer(PeerResponse::ClusterMap {
             updates: encode_updates(&updates),
-        },
+        }),
     }
 }

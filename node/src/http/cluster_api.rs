@@ -10,18 +10,22 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cfgnode_storage::validate_namespace;
-use cfgnode_transport::{PeerRequest, Response as WireResponse, WireError, WireHttpRequest, codes};
+use cfgnode_transport::{
+    PeerRequest, PeerResponse, Response as WireResponse, WireError, WireHttpRequest, codes,
+};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::ApiError;
+use super::replay::Routed;
 use crate::auth::Principal;
-use crate::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
+use crate::roles::Roles;
+use crate::roles::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
 
 /// How much longer than its wait a forwarded long-poll may take.
 const LONG_POLL_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::cluster::{
-    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Routed, Target, forward_hop, http_intent,
+    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Target, forward_hop, http_intent,
     http_namespace, moving,
 };
 
@@ -40,11 +44,25 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// The cluster-admin routes: members, placement, ring, claims, pins.
+pub fn routes() -> axum::Router<Arc<Roles>> {
+    use axum::routing::{get, put};
+    axum::Router::new()
+        .route("/v1/cluster/members", get(members))
+        .route("/v1/cluster/placement/{ns}", get(placement))
+        .route("/v1/cluster/ring", get(ring))
+        .route(
+            "/v1/cluster/claims/{ns}",
+            put(put_claim).delete(delete_claim),
+        )
+        .route("/v1/cluster/pins/{ns}", put(put_pin).delete(delete_pin))
+}
+
 /// Sends `/v1/namespaces/{ns}/...` requests to the namespace's holder: runs the handler here
 /// when this node holds it, forwards over QUIC otherwise (following redirects, at most two
 /// hops), answers 503 naming the holder when it is down.
 pub async fn route_to_holder(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -84,7 +102,7 @@ pub async fn route_to_holder(
         Err(e) => return ApiError::bad_request(e).into_response(),
     };
     if let Some(poll) = &long_poll
-        && let Err(e) = wait_while_unchanged(&state.cluster, &state.service, &namespace, poll).await
+        && let Err(e) = wait_while_unchanged(&state.cluster, &state.config, &namespace, poll).await
     {
         return route_error(&e).into_response();
     }
@@ -152,7 +170,7 @@ pub async fn route_to_holder(
             write,
         );
         match hop.await {
-            Ok(Some(WireResponse::Http(answer))) => {
+            Ok(Some(WireResponse::Peer(PeerResponse::Http(answer)))) => {
                 let mut response = Response::new(Body::from(answer.body));
                 *response.status_mut() =
                     StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -211,15 +229,12 @@ pub fn from_wire(e: WireError) -> ApiError {
 }
 
 /// `GET /v1/cluster/members`.
-pub async fn members(State(state): State<Arc<AppState>>) -> Response {
+pub async fn members(State(state): State<Arc<Roles>>) -> Response {
     Json(json!({ "members": state.cluster.members() })).into_response()
 }
 
 /// `GET /v1/cluster/placement/{ns}`.
-pub async fn placement(
-    State(state): State<Arc<AppState>>,
-    Path(namespace): Path<String>,
-) -> Response {
+pub async fn placement(State(state): State<Arc<Roles>>, Path(namespace): Path<String>) -> Response {
     match state.cluster.placement(&namespace) {
         Ok(p) => Json(p).into_response(),
         Err(e) => from_wire(e).into_response(),
@@ -227,7 +242,7 @@ pub async fn placement(
 }
 
 /// `GET /v1/cluster/ring`: namespaces per node (held and desired).
-pub async fn ring(State(state): State<Arc<AppState>>) -> Response {
+pub async fn ring(State(state): State<Arc<Roles>>) -> Response {
     Json(json!({ "nodes": state.cluster.ring_shares() })).into_response()
 }
 
@@ -247,7 +262,7 @@ fn node_from(body: &Bytes) -> Result<Option<String>, ApiError> {
 }
 
 async fn directive(
-    state: &AppState,
+    state: &Roles,
     kind: DirectiveKind,
     namespace: &str,
     target: Option<String>,
@@ -260,7 +275,7 @@ async fn directive(
 
 /// `PUT /v1/cluster/claims/{ns}` with `{"node": "ID"}` (default: this node).
 pub async fn put_claim(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -273,7 +288,7 @@ pub async fn put_claim(
 
 /// `DELETE /v1/cluster/claims/{ns}`: release.
 pub async fn delete_claim(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
 ) -> Response {
     directive(&state, DirectiveKind::Claim, &namespace, None).await
@@ -281,7 +296,7 @@ pub async fn delete_claim(
 
 /// `PUT /v1/cluster/pins/{ns}` with `{"node": "ID"}`.
 pub async fn put_pin(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -296,7 +311,7 @@ pub async fn put_pin(
 
 /// `DELETE /v1/cluster/pins/{ns}`: unpin.
 pub async fn delete_pin(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
 ) -> Response {
     directive(&state, DirectiveKind::Pin, &namespace, None).await

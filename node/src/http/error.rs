@@ -4,9 +4,10 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cfgnode_storage::StoreError;
+use cfgnode_transport::codes;
 use serde_json::json;
 
-use crate::config_service::error_code;
+use crate::error::error_code;
 
 /// An error answer: a status, a stable machine-readable code, and a message saying what to do.
 #[derive(Debug)]
@@ -49,16 +50,13 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        use StatusCode as S;
         let code = error_code(&e);
-        let status = match code {
-            "value_too_large" => S::PAYLOAD_TOO_LARGE,
-            "unavailable" => S::SERVICE_UNAVAILABLE,
-            "internal" => return ApiError::internal(e.to_string()),
-            c if c.ends_with("_not_found") => S::NOT_FOUND,
-            "already_exists" | "does_not_exist" | "version_mismatch" | "name_taken" => S::CONFLICT,
-            _ => S::BAD_REQUEST,
-        };
+        if code == codes::INTERNAL {
+            return ApiError::internal(e.to_string());
+        }
+        // One table for every code's status (transport's), so QUIC and HTTP agree.
+        let status = StatusCode::from_u16(codes::http_status(code))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError::new(status, code, e.to_string())
     }
 }

@@ -8,17 +8,15 @@
 //! `cluster_api::route_to_holder`. Connections are served by
 //! [`serve`] (`server`), which caps them and times out their headers.
 
-mod cluster_api;
-mod config_api;
-mod error;
-mod extract;
+pub(crate) mod cluster_api;
+pub(crate) mod error;
+pub(crate) mod extract;
+pub mod replay;
 mod server;
 pub(crate) mod views;
-mod watch_api;
-mod webhooks_api;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,46 +24,19 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use serde_json::json;
 
-pub use config_api::ENVELOPE_CONTENT_TYPE;
 pub use error::ApiError;
 pub use server::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpLimits, serve,
 };
 
-use crate::auth::TokenVerifier;
-use crate::cluster::Cluster;
-use crate::config_service::ConfigService;
-use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::metrics::UNMATCHED_ROUTE;
+use crate::roles::Roles;
 
 /// The header naming the node that served a request (the holder, for forwarded requests).
 pub const SERVED_BY: &str = "x-cfgnode-node";
-
-/// What every handler shares.
-pub struct AppState {
-    /// The config role.
-    pub service: ConfigService,
-    /// Checks bearer tokens.
-    pub verifier: TokenVerifier,
-    /// The node's metrics.
-    pub metrics: Arc<Metrics>,
-    /// The cluster role: routing to holders, placement, pins and claims.
-    pub cluster: Cluster,
-    /// Largest request body accepted.
-    pub body_limit: usize,
-    /// How long a request body may take to arrive in full (a client that trickles it would
-    /// otherwise hold its connection, and its buffer, for as long as it likes).
-    pub body_timeout: Duration,
-    /// The push role's watch hub (SSE watches).
-    pub hub: crate::push::Hub,
-    /// The agents that heartbeat to this node.
-    pub agents: crate::push::Agents,
-    /// Which webhook targets this node delivers to (`--webhook-allow`): refused literal IP
-    /// targets get a 400 at creation.
-    pub webhook_targets: crate::push::webhook_targets::TargetPolicy,
-}
 
 /// The largest request body for a node whose value limit is `max_value_bytes`: the value, or
 /// its base64 envelope (4/3 of it), plus slack.
@@ -74,54 +45,13 @@ pub fn body_limit(max_value_bytes: usize) -> usize {
 }
 
 /// Builds the router with every route of the HTTP API.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<Roles>) -> Router {
     let body_limit = state.body_limit;
-    use cluster_api as k;
-    use config_api as c;
     let api = Router::new()
         .route("/metrics", get(metrics))
-        .route("/v1/codecs", get(c::codecs))
-        .route("/v1/cluster/members", get(k::members))
-        .route("/v1/cluster/placement/{ns}", get(k::placement))
-        .route("/v1/cluster/ring", get(k::ring))
-        .route(
-            "/v1/cluster/claims/{ns}",
-            put(k::put_claim).delete(k::delete_claim),
-        )
-        .route(
-            "/v1/cluster/pins/{ns}",
-            put(k::put_pin).delete(k::delete_pin),
-        )
-        .route("/v1/watch", get(watch_api::watch_sse))
-        .route("/v1/agents", get(watch_api::agents))
-        .route("/v1/namespaces", get(c::list_namespaces))
-        .route("/v1/namespaces/{ns}/keys", get(c::list_keys))
-        .route(
-            "/v1/namespaces/{ns}/keys/{*key}",
-            get(c::get_key)
-                .put(c::put_key)
-                .post(c::put_key)
-                .delete(c::delete_key),
-        )
-        .route("/v1/namespaces/{ns}/versions/{*key}", get(c::versions))
-        .route("/v1/namespaces/{ns}/diff/{*key}", get(c::diff))
-        .route("/v1/namespaces/{ns}/snapshot", get(c::snapshot))
-        .route("/v1/namespaces/{ns}/access", get(c::access))
-        .route("/v1/namespaces/{ns}/aliases", get(c::list_aliases))
-        .route(
-            "/v1/namespaces/{ns}/aliases/{*alias}",
-            get(c::get_alias).put(c::put_alias).delete(c::delete_alias),
-        )
-        .route(
-            "/v1/namespaces/{ns}/webhooks",
-            get(webhooks_api::list_webhooks),
-        )
-        .route(
-            "/v1/namespaces/{ns}/webhooks/{name}",
-            get(webhooks_api::get_webhook)
-                .put(webhooks_api::put_webhook)
-                .delete(webhooks_api::delete_webhook),
-        )
+        .merge(cluster_api::routes())
+        .merge(crate::roles::config::http::routes())
+        .merge(crate::roles::push::http::routes())
         // Layers run outside in: the token is checked and the body read (in that order, in
         // one layer) before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(
@@ -150,14 +80,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// (see [`read_body_within`]). One layer rather than two: a layer costs a boxed future and a
 /// clone of the inner service per request, measurable on the read path.
 async fn require_token(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     // A request a peer forwarded was authenticated by that peer (it proved the cluster key);
     // both extensions are set only by this node's own replay, never from the wire.
     let extensions = request.extensions();
-    if extensions.get::<crate::cluster::Routed>().is_some()
+    if extensions.get::<replay::Routed>().is_some()
         && extensions.get::<crate::auth::Principal>().is_some()
     {
         return next.run(request).await;
@@ -196,7 +126,7 @@ async fn require_token(
 /// namespace routes, the namespace) for as long as the client likes. The deadline covers the
 /// whole body, not the gap between two chunks, so sending a byte now and then does not help.
 /// Only authenticated requests get here: an anonymous client cannot make the node buffer a body.
-async fn read_body_within(state: &AppState, request: Request) -> Result<Request, Response> {
+async fn read_body_within(state: &Roles, request: Request) -> Result<Request, Response> {
     // Most requests (GETs) have no body: nothing to time or collect.
     if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
         return Ok(request);
@@ -246,11 +176,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Counts and times every request by its route template.
-async fn track_request(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn track_request(State(state): State<Arc<Roles>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     // A route template or `unmatched`, never the raw path: the path is the client's choice.
@@ -260,7 +186,7 @@ async fn track_request(
         .map_or_else(|| UNMATCHED_ROUTE.to_string(), |p| p.as_str().to_string());
     let mut response = next.run(request).await;
     // Which node served (a forwarded answer keeps the holder's).
-    if let Ok(node) = HeaderValue::from_str(state.service.store().node_id()) {
+    if let Ok(node) = HeaderValue::from_str(state.config.store().node_id()) {
         response.headers_mut().entry(SERVED_BY).or_insert(node);
     }
     let status = response.status().as_u16();
@@ -272,14 +198,13 @@ async fn track_request(
     response
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "status": "ok", "node_id": state.service.store().node_id() }))
-        .into_response()
+async fn health(State(state): State<Arc<Roles>>) -> Response {
+    axum::Json(json!({ "status": "ok", "node_id": state.config.store().node_id() })).into_response()
 }
 
 /// Ready when storage answers a read.
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.service.store().clone();
+async fn ready(State(state): State<Arc<Roles>>) -> Response {
+    let store = state.config.store().clone();
     let probe = tokio::task::spawn_blocking(move || store.list_namespaces("", None, 1)).await;
     if !state.cluster.is_synced() {
         return ApiError::new(
@@ -306,7 +231,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<Roles>>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

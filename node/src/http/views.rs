@@ -1,17 +1,11 @@
 //! The JSON shapes of the HTTP API, and the cursor and time encodings they use.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cfgnode_storage::{Alias, Entry, Millis, NamespaceState, Page, VersionEntry};
+use cfgnode_storage::{Alias, Entry, NamespaceState, Page, VersionEntry};
 use serde::Serialize;
 
-/// Renders milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339(millis: Millis) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(millis);
-    humantime::format_rfc3339_millis(at).to_string()
-}
+pub use crate::time::rfc3339;
 
 /// A key with its value (base64) and metadata.
 #[derive(Debug, Serialize)]

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Config, Foca, Member, OwnedNotification, State, Timer};
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Config, Foca, Member, OwnedNotification, State, Timer,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -21,7 +23,6 @@ use tokio::time::Instant;
 use super::codec::{BincodeCodec, open, seal};
 use super::links::DatagramLinks;
 use super::peer::Peer;
-use crate::cluster::GossipHandler;
 
 /// How often seeds that are not alive members are announced to, so an isolated or restarted
 /// node finds its way back by itself.
@@ -88,15 +89,21 @@ pub struct Membership {
 impl Membership {
     /// Starts the task. `inbox` receives every datagram `links` reads; `stop` ends the task
     /// (it then tells the cluster it leaves). Items sent on `broadcasts` ride SWIM packets as
-    /// custom broadcasts; received ones go to `gossip`.
-    pub fn start(
+    /// custom broadcasts; received ones go to `gossip`, whatever it carries (the cluster's map
+    /// updates, in the node): membership knows SWIM, not what rides on it.
+    pub fn start<G>(
         config: MembershipConfig,
         links: DatagramLinks,
         inbox: mpsc::Receiver<Vec<u8>>,
         stop: watch::Receiver<bool>,
-        gossip: GossipHandler,
+        gossip: G,
         broadcasts: mpsc::Receiver<Vec<u8>>,
-    ) -> Result<(Membership, tokio::task::JoinHandle<()>), String> {
+    ) -> Result<(Membership, tokio::task::JoinHandle<()>), String>
+    where
+        G: BroadcastHandler<Peer> + Send + 'static,
+        G::Key: Send,
+        G::Error: Send,
+    {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
         let foca = Foca::with_custom_broadcast(
@@ -131,10 +138,10 @@ impl Membership {
     }
 }
 
-type FocaInstance = Foca<Peer, BincodeCodec, StdRng, GossipHandler>;
+type FocaInstance<G> = Foca<Peer, BincodeCodec, StdRng, G>;
 
-async fn run(
-    mut foca: FocaInstance,
+async fn run<G: BroadcastHandler<Peer>>(
+    mut foca: FocaInstance<G>,
     config: MembershipConfig,
     links: DatagramLinks,
     mut inbox: mpsc::Receiver<Vec<u8>>,
@@ -254,7 +261,7 @@ async fn run(
 }
 
 /// The member list: ourselves plus foca's full membership state (down members included).
-fn snapshot(foca: &FocaInstance, me: &Peer) -> Vec<MemberView> {
+fn snapshot<G: BroadcastHandler<Peer>>(foca: &FocaInstance<G>, me: &Peer) -> Vec<MemberView> {
     let mut by_id: BTreeMap<String, MemberView> = BTreeMap::new();
     for member in foca.iter_membership_state() {
         let state = match member.state() {

@@ -1,5 +1,5 @@
 //! The config role's HTTP handlers: keys, versions, diff, snapshot, namespaces, access, aliases,
-//! codecs. Each translates HTTP into a [`ConfigService`](crate::config_service::ConfigService)
+//! codecs. Each translates HTTP into a [`ConfigService`](crate::roles::config::ConfigService)
 //! call and back; the rules live in the service.
 
 use std::sync::Arc;
@@ -16,12 +16,36 @@ use cfgnode_storage::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiBody, ApiPath, ApiQuery, json_body};
-use super::views::{AliasView, EntryMetaView, EntryView, NamespaceView, PageView, VersionView};
 use crate::auth::Principal;
-use crate::config_service::{SnapshotOutcome, etag_list_matches};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiBody, ApiPath, ApiQuery, json_body};
+use crate::http::views::{
+    AliasView, EntryMetaView, EntryView, NamespaceView, PageView, VersionView,
+};
+use crate::roles::Roles;
+use crate::roles::config::{SnapshotOutcome, etag_list_matches};
+
+/// The config role's routes (authenticated; namespace routes are sent to the holder first).
+pub fn routes() -> axum::Router<Arc<Roles>> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/v1/codecs", get(codecs))
+        .route("/v1/namespaces", get(list_namespaces))
+        .route("/v1/namespaces/{ns}/keys", get(list_keys))
+        .route(
+            "/v1/namespaces/{ns}/keys/{*key}",
+            get(get_key).put(put_key).post(put_key).delete(delete_key),
+        )
+        .route("/v1/namespaces/{ns}/versions/{*key}", get(versions))
+        .route("/v1/namespaces/{ns}/diff/{*key}", get(diff))
+        .route("/v1/namespaces/{ns}/snapshot", get(snapshot))
+        .route("/v1/namespaces/{ns}/access", get(access))
+        .route("/v1/namespaces/{ns}/aliases", get(list_aliases))
+        .route(
+            "/v1/namespaces/{ns}/aliases/{*alias}",
+            get(get_alias).put(put_alias).delete(delete_alias),
+        )
+}
 
 /// The media type that marks a write body as the JSON envelope rather than a raw JSON value.
 pub const ENVELOPE_CONTENT_TYPE: &str = "application/vnd.cfgnode.entry+json";
@@ -60,12 +84,12 @@ pub struct GetQuery {
 
 /// `GET /v1/namespaces/{ns}/keys/{key}`: the entry as JSON, or the bare value.
 pub async fn get_key(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, key)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<GetQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let resolved = state.service.get(&ns, &key).await?;
+    let resolved = state.config.get(&ns, &key).await?;
     let etag = version_etag(resolved.entry.version);
     if let Some(tags) = header_str(&headers, header::IF_NONE_MATCH)?
         && etag_list_matches(tags, etag.to_str().unwrap_or_default())
@@ -260,7 +284,7 @@ fn parse_version_tag(tag: &str) -> ApiResult<u64> {
 
 /// `PUT|POST /v1/namespaces/{ns}/keys/{key}`: write a key.
 pub async fn put_key(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, key)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<PutQuery>,
     headers: HeaderMap,
@@ -271,7 +295,7 @@ pub async fn put_key(
     validate_key(&key)?;
     let intent = write_intent(&headers, query, &body)?;
     let entry = state
-        .service
+        .config
         .put(PutRequest {
             namespace: ns,
             key,
@@ -292,7 +316,7 @@ pub async fn put_key(
 
 /// `DELETE /v1/namespaces/{ns}/keys/{key}`: delete a key; honours `If-Match`.
 pub async fn delete_key(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, key)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -301,7 +325,7 @@ pub async fn delete_key(
         Some(tag) => Some(parse_version_tag(tag)?),
     };
     let deleted = state
-        .service
+        .config
         .delete(DeleteRequest {
             namespace: ns,
             key,
@@ -328,13 +352,13 @@ pub struct ListQuery {
 
 /// `GET /v1/namespaces/{ns}/keys`: a page of entries.
 pub async fn list_keys(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath(ns): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let prefix = query.prefix.unwrap_or_default();
     let (ns_state, page) = state
-        .service
+        .config
         .list(&ns, &prefix, query.cursor.as_deref(), query.limit)
         .await?;
     let page = PageView::from_page(page, |e| EntryView::new(e, None));
@@ -360,16 +384,16 @@ pub struct VersionsQuery {
 
 /// `GET /v1/namespaces/{ns}/versions/{key}`: history, newest first, or one version.
 pub async fn versions(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, key)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<VersionsQuery>,
 ) -> ApiResult<Response> {
     if let Some(version) = query.version {
-        let one = state.service.version(&ns, &key, version).await?;
+        let one = state.config.version(&ns, &key, version).await?;
         return Ok(Json(VersionView::from(&one)).into_response());
     }
     let page = state
-        .service
+        .config
         .versions(&ns, &key, query.cursor.as_deref(), query.limit)
         .await?;
     let page = PageView::from_page(page, |v| VersionView::from(&v));
@@ -392,11 +416,11 @@ pub struct DiffQuery {
 /// `GET /v1/namespaces/{ns}/diff/{key}?v1=&v2=`: two versions side by side; for JSON values, a
 /// structural diff. Defaults: `v2` = newest retained version, `v1` = the one before it.
 pub async fn diff(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, key)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DiffQuery>,
 ) -> ApiResult<Response> {
-    let diff = state.service.diff(&ns, &key, query.v1, query.v2).await?;
+    let diff = state.config.diff(&ns, &key, query.v1, query.v2).await?;
     let structural = match &diff.structural {
         Some(s) => serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))?,
         None => Value::Null,
@@ -418,12 +442,12 @@ pub async fn diff(
 /// `GET /v1/namespaces/{ns}/snapshot`: every entry at one revision, with the namespace ETag.
 /// `If-None-Match` with the current ETag answers 304 after reading only the namespace record.
 pub async fn snapshot(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath(ns): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let if_none_match = header_str(&headers, header::IF_NONE_MATCH)?;
-    let snapshot = match state.service.snapshot(&ns, if_none_match).await? {
+    let snapshot = match state.config.snapshot(&ns, if_none_match).await? {
         SnapshotOutcome::NotModified { etag } => return Ok(not_modified(etag_header(&etag)?)),
         SnapshotOutcome::Snapshot(snapshot) => snapshot,
     };
@@ -451,7 +475,7 @@ pub async fn snapshot(
 
 /// `GET /v1/namespaces`: namespaces holding at least one key.
 pub async fn list_namespaces(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let prefix = query.prefix.unwrap_or_default();
@@ -460,15 +484,15 @@ pub async fn list_namespaces(
         None => 0,
     };
     // Every alive node lists what it holds; this node merges the pages.
-    let page = crate::cluster::list_namespaces(
+    let page = super::listing::namespaces(
         &state.cluster,
-        &state.service,
+        &state.config,
         &prefix,
         query.cursor.clone(),
         limit,
     )
     .await
-    .map_err(super::cluster_api::from_wire)?;
+    .map_err(crate::http::cluster_api::from_wire)?;
     Ok(Json(PageView::from_wire_page(page, |n| NamespaceView::from(&n))).into_response())
 }
 
@@ -501,14 +525,14 @@ struct AliasBody {
 /// `PUT /v1/namespaces/{ns}/aliases/{alias}`: create an alias (201), or confirm an identical
 /// one (200).
 pub async fn put_alias(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, alias)): ApiPath<(String, String)>,
     ApiBody(body): ApiBody,
 ) -> ApiResult<Response> {
     validate_namespace(&ns)?;
     validate_key(&alias)?;
     let AliasBody { target } = json_body(&body)?;
-    let put = state.service.put_alias(&ns, &alias, &target).await?;
+    let put = state.config.put_alias(&ns, &alias, &target).await?;
     let status = if put.created {
         StatusCode::CREATED
     } else {
@@ -519,30 +543,30 @@ pub async fn put_alias(
 
 /// `GET /v1/namespaces/{ns}/aliases/{alias}`.
 pub async fn get_alias(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, alias)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let found = state.service.get_alias(&ns, &alias).await?;
+    let found = state.config.get_alias(&ns, &alias).await?;
     Ok(Json(AliasView::from(&found)).into_response())
 }
 
 /// `DELETE /v1/namespaces/{ns}/aliases/{alias}`.
 pub async fn delete_alias(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, alias)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let removed = state.service.delete_alias(&ns, &alias).await?;
+    let removed = state.config.delete_alias(&ns, &alias).await?;
     Ok(Json(AliasView::from(&removed)).into_response())
 }
 
 /// `GET /v1/namespaces/{ns}/aliases`: a page of aliases.
 pub async fn list_aliases(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath(ns): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let page = state
-        .service
+        .config
         .aliases(&ns, query.cursor.as_deref(), query.limit)
         .await?;
     Ok(Json(PageView::from_page(page, |a| AliasView::from(&a))).into_response())
@@ -552,9 +576,9 @@ pub async fn list_aliases(
 // Codecs
 
 /// `GET /v1/codecs`: the codecs this node knows.
-pub async fn codecs(State(state): State<Arc<AppState>>) -> Response {
+pub async fn codecs(State(state): State<Arc<Roles>>) -> Response {
     let known: Vec<Value> = state
-        .service
+        .config
         .codecs()
         .iter()
         .map(|c| {

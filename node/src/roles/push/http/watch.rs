@@ -15,17 +15,18 @@ use axum::response::{IntoResponse, Response};
 use cfgnode_transport::codes;
 use futures_util::stream;
 
-use super::AppState;
-use super::error::ApiError;
-use super::views::rfc3339;
 use crate::auth::Principal;
-use crate::push::sse::{Cursor, WatchQuery, encode_cursor, render};
-use crate::push::watch::{self, WatchSpec};
-use crate::push::{agents, until_stopped};
+use crate::http::error::ApiError;
+use crate::http::views::rfc3339;
+use crate::roles::Roles;
+use crate::roles::push::agents;
+use crate::roles::push::sse::{Cursor, WatchQuery, encode_cursor, render};
+use crate::roles::push::watch::{self, WatchSpec};
+use crate::shutdown::until_stopped;
 
 /// Opens the SSE stream, or answers 400/403 for a bad query (nothing is started then).
 pub async fn watch_sse(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -56,8 +57,8 @@ pub async fn watch_sse(
         .iter()
         .filter_map(|(ns, rev)| rev.map(|rev| (ns.clone(), rev)))
         .collect();
-    let watch = watch::open(&state.hub, spec, "sse");
-    let stop = state.hub.stopping();
+    let watch = watch::open(&state.push.hub, spec, "sse");
+    let stop = state.push.hub.stopping();
     let events = stream::unfold(
         (watch, cursor, VecDeque::new(), stop),
         |(mut watch, mut cursor, mut pending, mut stop)| async move {
@@ -91,7 +92,7 @@ pub async fn watch_sse(
 }
 
 /// `GET /v1/agents[?namespace=NS]`: every agent of the cluster, newest heartbeat per id.
-pub async fn agents(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+pub async fn agents(State(state): State<Arc<Roles>>, RawQuery(query): RawQuery) -> Response {
     let mut namespace = None;
     for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match name.as_ref() {
@@ -104,8 +105,8 @@ pub async fn agents(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
             }
         }
     }
-    let now = agents::now_millis();
-    let (list, missing) = agents::cluster_wide(&state.cluster, &state.agents, now).await;
+    let now = crate::time::now_millis();
+    let (list, missing) = agents::cluster_wide(&state.cluster, &state.push.agents, now).await;
     let agents: Vec<serde_json::Value> = list
         .into_iter()
         .filter(|seen| {

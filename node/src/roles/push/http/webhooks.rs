@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use cfgnode_storage::validate_namespace;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiBody, ApiPath, json_body};
-use super::views::rfc3339;
-use crate::push::agents::now_millis;
-use crate::push::webhooks::{self, Webhook, WebhookConfig};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiBody, ApiPath, json_body};
+use crate::http::views::rfc3339;
+use crate::roles::Roles;
+use crate::roles::push::webhooks::{self, Webhook, WebhookConfig};
+use crate::time::now_millis;
 
 fn view(ns: &str, name: &str, hook: &Webhook, revision: u64) -> Value {
     json!({
@@ -43,10 +43,10 @@ fn not_found(ns: &str, name: &str) -> ApiError {
     )
 }
 
-async fn stored(state: &AppState, ns: &str, name: &str) -> ApiResult<Option<Webhook>> {
+async fn stored(state: &Roles, ns: &str, name: &str) -> ApiResult<Option<Webhook>> {
     let wanted = webhooks::attachment(name);
     let all = state
-        .service
+        .config
         .store()
         .attachments(ns, &wanted)
         .map_err(ApiError::from)?;
@@ -57,16 +57,16 @@ async fn stored(state: &AppState, ns: &str, name: &str) -> ApiResult<Option<Webh
 }
 
 /// The stored webhook, or 404 `webhook_not_found`.
-async fn existing(state: &AppState, ns: &str, name: &str) -> ApiResult<Webhook> {
+async fn existing(state: &Roles, ns: &str, name: &str) -> ApiResult<Webhook> {
     validate_namespace(ns)?;
     stored(state, ns, name)
         .await?
         .ok_or_else(|| not_found(ns, name))
 }
 
-async fn revision(state: &AppState, ns: &str) -> ApiResult<u64> {
+async fn revision(state: &Roles, ns: &str) -> ApiResult<u64> {
     Ok(state
-        .service
+        .config
         .namespace_state(ns)
         .await?
         .map_or(0, |s| s.revision))
@@ -75,7 +75,7 @@ async fn revision(state: &AppState, ns: &str) -> ApiResult<u64> {
 /// `PUT /v1/namespaces/{ns}/webhooks/{name}` `{"url","prefixes","secret","from"?}`: creates
 /// (201) or replaces (200) a webhook; replacing keeps its cursor.
 pub async fn put_webhook(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, name)): ApiPath<(String, String)>,
     ApiBody(body): ApiBody,
 ) -> ApiResult<Response> {
@@ -83,7 +83,7 @@ pub async fn put_webhook(
     let config: WebhookConfig = json_body(&body)?;
     webhooks::check(&name, &config)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_webhook", why))?;
-    webhooks::check_target(&config.url, &state.webhook_targets).map_err(|refused| {
+    webhooks::check_target(&config.url, &state.push.webhook_targets).map_err(|refused| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "webhook_target_not_allowed",
@@ -132,7 +132,7 @@ pub async fn put_webhook(
         },
     };
     state
-        .service
+        .config
         .store()
         .put_attachment(
             &ns,
@@ -150,7 +150,7 @@ pub async fn put_webhook(
 
 /// `GET /v1/namespaces/{ns}/webhooks/{name}`: config (no secret), cursor, last outcomes.
 pub async fn get_webhook(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let hook = existing(&state, &ns, &name).await?;
@@ -160,12 +160,12 @@ pub async fn get_webhook(
 
 /// `DELETE /v1/namespaces/{ns}/webhooks/{name}`.
 pub async fn delete_webhook(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let hook = existing(&state, &ns, &name).await?;
     state
-        .service
+        .config
         .store()
         .put_attachment(&ns, &webhooks::attachment(&name), None)
         .await?;
@@ -175,13 +175,13 @@ pub async fn delete_webhook(
 
 /// `GET /v1/namespaces/{ns}/webhooks`: every webhook of the namespace.
 pub async fn list_webhooks(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Roles>>,
     ApiPath(ns): ApiPath<String>,
 ) -> ApiResult<Response> {
     validate_namespace(&ns)?;
     let current = revision(&state, &ns).await?;
     let hooks: Vec<Value> = state
-        .service
+        .config
         .store()
         .attachments(&ns, webhooks::PREFIX)
         .map_err(ApiError::from)?

@@ -1,4 +1,6 @@
-//! [`Feeds`]: one change counter per namespace.
+//! [`Feeds`]: one change counter per namespace, moved at every committed change (and when the
+//! namespace moves to another node), for waiters to wake on. Neutral: the push role waits on
+//! it, storage commits and the cluster's handoffs move it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cfgnode_storage::{Revision, validate_namespace};
-use cfgnode_transport::{Response, WireError, WireEvent, WireWatchItem, WireWatchRequest, codes};
+use cfgnode_transport::{
+    PushResponse, Response, WireError, WireEvent, WireWatchItem, WireWatchRequest, codes,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use super::hub::{Hub, Topic, TopicRead, event_bytes};
 use crate::auth::Principal;
 use crate::metrics::WatchLabels;
-use crate::wire_api::MAX_EVENTS;
+use cfgnode_transport::limits::MAX_EVENTS;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Most namespaces one watch covers.
@@ -193,11 +195,11 @@ impl Follower {
             }
             let read = tokio::select! {
                 read = self.hub.read(self.namespace(), None, 1, Duration::ZERO) => read,
-                _ = super::until_stopped(&mut stop) => return,
+                _ = crate::shutdown::until_stopped(&mut stop) => return,
                 _ = self.tx.closed() => return,
             };
             match read {
-                Ok(Response::Events { revision, .. }) => break revision,
+                Ok(Response::Push(PushResponse::Events { revision, .. })) => break revision,
                 other => {
                     tracing::debug!(namespace = self.namespace(), answer = ?other.err(), "watch: cannot resolve \"now\" yet");
                     if !self.pause(&mut retry, &mut stop).await {
@@ -241,7 +243,7 @@ impl Follower {
                             }
                             quiet_since = Instant::now();
                         }
-                        _ = super::until_stopped(&mut stop) => return,
+                        _ = crate::shutdown::until_stopped(&mut stop) => return,
                         _ = self.tx.closed() => return,
                     }
                 }
@@ -312,17 +314,17 @@ impl Follower {
             .read(self.namespace(), Some(*cursor), limit, Duration::ZERO)
             .await
         {
-            Ok(Response::Events { events, .. }) if !events.is_empty() => {
+            Ok(Response::Push(PushResponse::Events { events, .. })) if !events.is_empty() => {
                 self.deliver(cursor, events, quiet_since).await
             }
             // The topic is ahead of where the log is read (the namespace just moved, or a
             // node read it before a crash): wait and read again.
-            Ok(Response::Events { .. }) => Step::Retry,
-            Ok(Response::Compacted {
+            Ok(Response::Push(PushResponse::Events { .. })) => Step::Retry,
+            Ok(Response::Push(PushResponse::Compacted {
                 oldest_retained,
                 current,
                 ..
-            }) => self.reset(cursor, oldest_retained, current).await,
+            })) => self.reset(cursor, oldest_retained, current).await,
             Ok(_) => Step::Retry,
             Err(e) => {
                 tracing::debug!(namespace = self.namespace(), error = %e, "watch catch-up read failed");
@@ -339,7 +341,7 @@ impl Follower {
             .read(self.namespace(), None, 1, Duration::ZERO)
             .await
         {
-            Ok(Response::Events { revision, .. }) if revision < *cursor => {
+            Ok(Response::Push(PushResponse::Events { revision, .. })) if revision < *cursor => {
                 *quiet_since = Instant::now();
                 self.reset(cursor, 0, revision).await
             }
@@ -381,7 +383,7 @@ impl Follower {
         *retry = (*retry * 2).min(RETRY_MAX);
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
-            _ = super::until_stopped(stop) => false,
+            _ = crate::shutdown::until_stopped(stop) => false,
             _ = self.tx.closed() => false,
         }
     }

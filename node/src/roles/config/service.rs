@@ -12,13 +12,10 @@ use cfgnode_storage::{
     PutRequest, Revision, Snapshot, Store, StoreError, VersionEntry,
 };
 
-use crate::json_diff::{self, JsonDiff};
-use crate::push::Feeds;
+use super::json_diff::{self, JsonDiff};
+use crate::feeds::Feeds;
 
-/// Default page size of listings.
-pub const DEFAULT_PAGE: usize = 100;
-/// Largest page size of listings.
-pub const MAX_PAGE: usize = 1000;
+pub use cfgnode_transport::limits::{DEFAULT_PAGE, MAX_PAGE};
 
 /// A key read by name, with the alias it was reached through.
 #[derive(Clone, Debug)]
@@ -372,31 +369,6 @@ impl ConfigService {
     /// The codecs this node knows.
     pub fn codecs(&self) -> &'static [Codec] {
         &Codec::KNOWN
-    }
-}
-
-/// The stable error code of a storage error, shared by the HTTP API and the QUIC protocol.
-pub fn error_code(error: &StoreError) -> &'static str {
-    match error {
-        StoreError::InvalidNamespace { .. } => "invalid_namespace",
-        StoreError::InvalidKey { .. } => "invalid_key",
-        StoreError::UnknownCodec { .. } => "unknown_codec",
-        StoreError::CodecMismatch { .. } => "codec_mismatch",
-        StoreError::Invalid(_) => "invalid_request",
-        StoreError::ValueTooLarge { .. } => "value_too_large",
-        StoreError::NamespaceNotFound { .. } => "namespace_not_found",
-        StoreError::KeyNotFound { .. } | StoreError::DanglingAlias { .. } => "key_not_found",
-        StoreError::AliasNotFound { .. } => "alias_not_found",
-        StoreError::VersionNotFound { .. } => "version_not_found",
-        StoreError::AlreadyExists { .. } => "already_exists",
-        StoreError::DoesNotExist { .. } => "does_not_exist",
-        StoreError::VersionMismatch { .. } => "version_mismatch",
-        StoreError::NameTaken(_) => "name_taken",
-        StoreError::WriterStopped => "unavailable",
-        StoreError::NodeIdMismatch { .. }
-        | StoreError::InUse { .. }
-        | StoreError::Corrupt(_)
-        | StoreError::Storage(_) => "internal",
     }
 }
 

@@ -3,13 +3,16 @@
 //! up to its last one, so the first `limit` merged names are complete).
 
 use cfgnode_ring::NodeId;
-use cfgnode_transport::{PeerRequest, Response, WireError, WireNamespace, WirePage, codes};
+use cfgnode_transport::{
+    ConfigResponse, PeerRequest, Response, WireError, WireNamespace, WirePage, codes,
+};
 
-use super::{Cluster, FORWARD_TIMEOUT};
-use crate::config_service::ConfigService;
-use crate::config_service::{DEFAULT_PAGE, MAX_PAGE, encode_cursor};
+use crate::cluster::{Cluster, FORWARD_TIMEOUT};
+use crate::error::to_wire_error;
 use crate::membership::MemberState;
-use crate::wire_api::{to_wire_error, wire_namespace};
+use crate::roles::config::ConfigService;
+use crate::roles::config::quic::wire_namespace;
+use crate::roles::config::{DEFAULT_PAGE, MAX_PAGE, encode_cursor};
 
 /// The namespaces held by this node, one page.
 pub async fn held_here(
@@ -107,7 +110,7 @@ pub async fn namespaces(
         let (id, answer) = joined
             .map_err(|e| WireError::new(codes::INTERNAL, format!("listing task failed: {e}")))?;
         match answer {
-            Ok(Response::Namespaces(page)) => pages.push(page),
+            Ok(Response::Config(ConfigResponse::Namespaces(page))) => pages.push(page),
             Ok(other) => {
                 return Err(WireError::new(
                     codes::INTERNAL,

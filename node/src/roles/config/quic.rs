@@ -2,23 +2,24 @@
 //! and its result into a wire [`Response`]. Pure translation; no IO of its own.
 
 use cfgnode_storage::{
-    Alias, Codec, DeleteRequest, Entry, Event, EventKind, LogRead, NamespaceState, Page,
-    PutRequest, StoreError, VersionEntry, WriteMode,
+    Alias, Codec, DeleteRequest, Entry, NamespaceState, Page, PutRequest, StoreError, VersionEntry,
+    WriteMode,
 };
 use cfgnode_transport::{
-    Request, Response, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff, WireEntry,
-    WireError, WireEvent, WireEventKind, WireNamespace, WirePage, WireSnapshot, WireVersion,
+    ConfigRequest, ConfigResponse, Response, WireAccess, WireAlias, WireCodec, WireDeleted,
+    WireDiff, WireEntry, WireError, WireNamespace, WirePage, WireSnapshot, WireVersion,
     WireWriteMode,
 };
 
+use super::service::{ConfigService, SnapshotOutcome};
 use crate::auth::Principal;
-use crate::config_service::{ConfigService, SnapshotOutcome, error_code};
+use crate::error::to_wire_error;
 
-/// Serves one request for an authenticated principal.
+/// Serves one config request for an authenticated principal.
 pub async fn handle(
     service: &ConfigService,
     principal: &Principal,
-    request: Request,
+    request: ConfigRequest,
 ) -> Result<Response, WireError> {
     serve(service, principal, request)
         .await
@@ -32,15 +33,17 @@ fn limit(n: u32) -> Option<usize> {
 async fn serve(
     service: &ConfigService,
     principal: &Principal,
-    request: Request,
+    request: ConfigRequest,
 ) -> Result<Response, StoreError> {
     Ok(match request {
-        Request::Ping => Response::Pong,
-        Request::Get { namespace, key } => {
+        ConfigRequest::Get { namespace, key } => {
             let resolved = service.get(&namespace, &key).await?;
-            Response::Entry(wire_entry(resolved.entry, resolved.alias))
+            Response::Config(ConfigResponse::Entry(wire_entry(
+                resolved.entry,
+                resolved.alias,
+            )))
         }
-        Request::Put {
+        ConfigRequest::Put {
             namespace,
             key,
             value,
@@ -66,9 +69,9 @@ async fn serve(
                 .await?;
             let mut meta = wire_entry(entry, None);
             meta.value = Vec::new();
-            Response::Written(meta)
+            Response::Config(ConfigResponse::Written(meta))
         }
-        Request::Delete {
+        ConfigRequest::Delete {
             namespace,
             key,
             if_version,
@@ -80,14 +83,14 @@ async fn serve(
                     if_version,
                 })
                 .await?;
-            Response::Deleted(WireDeleted {
+            Response::Config(ConfigResponse::Deleted(WireDeleted {
                 namespace: d.namespace,
                 key: d.key,
                 version: d.version,
                 revision: d.revision,
-            })
+            }))
         }
-        Request::List {
+        ConfigRequest::List {
             namespace,
             prefix,
             cursor,
@@ -96,9 +99,11 @@ async fn serve(
             let (_, page) = service
                 .list(&namespace, &prefix, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Entries(wire_page(page, |e| wire_entry(e, None)))
+            Response::Config(ConfigResponse::Entries(wire_page(page, |e| {
+                wire_entry(e, None)
+            })))
         }
-        Request::Versions {
+        ConfigRequest::Versions {
             namespace,
             key,
             cursor,
@@ -107,16 +112,16 @@ async fn serve(
             let page = service
                 .versions(&namespace, &key, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Versions(wire_page(page, wire_version))
+            Response::Config(ConfigResponse::Versions(wire_page(page, wire_version)))
         }
-        Request::Version {
+        ConfigRequest::Version {
             namespace,
             key,
             version,
-        } => Response::Version(wire_version(
+        } => Response::Config(ConfigResponse::Version(wire_version(
             service.version(&namespace, &key, version).await?,
-        )),
-        Request::Diff {
+        ))),
+        ConfigRequest::Diff {
             namespace,
             key,
             v1,
@@ -127,14 +132,14 @@ async fn serve(
                 .structural
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_else(|_| "null".to_string()));
-            Response::Diff(WireDiff {
+            Response::Config(ConfigResponse::Diff(WireDiff {
                 v1: wire_version(diff.old),
                 v2: wire_version(diff.new),
                 changed: diff.changed,
                 structural_json,
-            })
+            }))
         }
-        Request::Snapshot {
+        ConfigRequest::Snapshot {
             namespace,
             if_none_match,
         } => {
@@ -142,43 +147,21 @@ async fn serve(
                 .snapshot(&namespace, if_none_match.as_deref())
                 .await?
             {
-                SnapshotOutcome::NotModified { etag } => Response::NotModified { etag },
-                SnapshotOutcome::Snapshot(s) => Response::Snapshot(WireSnapshot {
-                    namespace: s.state.name.clone(),
-                    revision: s.state.revision,
-                    etag: s.state.etag(),
-                    entries: s.entries.into_iter().map(|e| wire_entry(e, None)).collect(),
-                    aliases: s.aliases.into_iter().map(wire_alias).collect(),
-                }),
+                SnapshotOutcome::NotModified { etag } => {
+                    Response::Config(ConfigResponse::NotModified { etag })
+                }
+                SnapshotOutcome::Snapshot(s) => {
+                    Response::Config(ConfigResponse::Snapshot(WireSnapshot {
+                        namespace: s.state.name.clone(),
+                        revision: s.state.revision,
+                        etag: s.state.etag(),
+                        entries: s.entries.into_iter().map(|e| wire_entry(e, None)).collect(),
+                        aliases: s.aliases.into_iter().map(wire_alias).collect(),
+                    }))
+                }
             }
         }
-        Request::Events {
-            namespace,
-            after,
-            limit: n,
-            ..
-        } => {
-            let limit = (n as usize).clamp(1, MAX_EVENTS);
-            match service.events(&namespace, after, limit).await? {
-                (LogRead::Events(events), revision) => Response::Events {
-                    namespace,
-                    revision,
-                    events: events.into_iter().map(wire_event).collect(),
-                },
-                (
-                    LogRead::Compacted {
-                        oldest_retained,
-                        current,
-                    },
-                    _,
-                ) => Response::Compacted {
-                    namespace,
-                    oldest_retained,
-                    current,
-                },
-            }
-        }
-        Request::Namespaces {
+        ConfigRequest::Namespaces {
             prefix,
             cursor,
             limit: n,
@@ -186,44 +169,44 @@ async fn serve(
             let page = service
                 .namespaces(&prefix, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Namespaces(wire_page(page, wire_namespace))
+            Response::Config(ConfigResponse::Namespaces(wire_page(page, wire_namespace)))
         }
-        Request::Access { namespace } => {
+        ConfigRequest::Access { namespace } => {
             cfgnode_storage::validate_namespace(&namespace)?;
             let access = principal.access(&namespace);
-            Response::Access(WireAccess {
+            Response::Config(ConfigResponse::Access(WireAccess {
                 namespace,
                 principal: principal.name().to_string(),
                 read: access.read,
                 write: access.write,
-            })
+            }))
         }
-        Request::PutAlias {
+        ConfigRequest::PutAlias {
             namespace,
             alias,
             target,
         } => {
             let put = service.put_alias(&namespace, &alias, &target).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(put.alias),
                 created: put.created,
-            }
+            })
         }
-        Request::GetAlias { namespace, alias } => {
+        ConfigRequest::GetAlias { namespace, alias } => {
             let alias = service.get_alias(&namespace, &alias).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
-            }
+            })
         }
-        Request::DeleteAlias { namespace, alias } => {
+        ConfigRequest::DeleteAlias { namespace, alias } => {
             let alias = service.delete_alias(&namespace, &alias).await?;
-            Response::Alias {
+            Response::Config(ConfigResponse::Alias {
                 alias: wire_alias(alias),
                 created: false,
-            }
+            })
         }
-        Request::ListAliases {
+        ConfigRequest::ListAliases {
             namespace,
             cursor,
             limit: n,
@@ -231,9 +214,9 @@ async fn serve(
             let page = service
                 .aliases(&namespace, cursor.as_deref(), limit(n))
                 .await?;
-            Response::Aliases(wire_page(page, wire_alias))
+            Response::Config(ConfigResponse::Aliases(wire_page(page, wire_alias)))
         }
-        Request::Codecs => Response::Codecs(
+        ConfigRequest::Codecs => Response::Config(ConfigResponse::Codecs(
             service
                 .codecs()
                 .iter()
@@ -244,54 +227,8 @@ async fn serve(
                     description: c.description().to_string(),
                 })
                 .collect(),
-        ),
-        other => {
-            // Cluster and node-to-node requests are answered by the cluster role before
-            // reaching the config role.
-            return Err(StoreError::Invalid(format!(
-                "{} is not a config request",
-                other.name()
-            )));
-        }
+        )),
     })
-}
-
-/// Most events one `Events` request returns.
-pub const MAX_EVENTS: usize = 10_000;
-
-/// A log event as the wire carries it.
-pub fn wire_event(event: Event) -> WireEvent {
-    let kind = match event.kind {
-        EventKind::Set {
-            key,
-            version,
-            value,
-            codec,
-        } => WireEventKind::Set {
-            key,
-            version,
-            value,
-            codec: codec.name().to_string(),
-        },
-        EventKind::Delete { key, version } => WireEventKind::Delete { key, version },
-        EventKind::AliasSet { alias, target } => WireEventKind::AliasSet { alias, target },
-        EventKind::AliasDelete { alias } => WireEventKind::AliasDelete { alias },
-    };
-    WireEvent {
-        namespace: event.namespace,
-        revision: event.revision,
-        at: event.at,
-        kind,
-    }
-}
-
-/// A storage error as the wire carries it: the shared code and the message.
-pub fn to_wire_error(error: StoreError) -> WireError {
-    let code = error_code(&error);
-    if code == "internal" {
-        tracing::error!(error = %error, "internal error answering a QUIC request");
-    }
-    WireError::new(code, error.to_string())
 }
 
 fn wire_page<T, U>(page: Page<T>, f: impl FnMut(T) -> U) -> WirePage<U> {

@@ -3,11 +3,12 @@
 //! a [`PeerEnvelope`] only on connections negotiated with [`PEER_ALPN`](crate::PEER_ALPN) whose
 //! handshake proved the key.
 //!
-//! Answers are [`ResponseEnvelope`](crate::ResponseEnvelope)s, like a client's.
+//! Answers are [`ResponseEnvelope`](crate::ResponseEnvelope)s, like a client's; what only a
+//! peer asks for is answered with a [`PeerResponse`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{Request, WireHttpRequest};
+use super::Request;
 
 /// One node-to-node request on its own stream (one frame).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +54,8 @@ pub enum PeerRequest {
     },
     /// A cluster-wide agents listing asks each member for the agents that heartbeat to it.
     LocalAgents,
-    /// Anti-entropy: "my cluster map has this digest". Answered with `ClusterMap` (the whole
-    /// map) when the digests differ, `ClusterInSync` otherwise.
+    /// Anti-entropy: "my cluster map has this digest". Answered with [`PeerResponse::ClusterMap`]
+    /// (the whole map) when the digests differ, [`PeerResponse::ClusterInSync`] otherwise.
     ClusterSync {
         /// The asker's map digest.
         digest: u64,
@@ -68,7 +69,7 @@ pub enum PeerRequest {
     },
     /// Before creating a namespace nobody holds, its desired owner asks every alive member
     /// whether it knows a holder or sees another desired owner (docs/cluster.md, Creation).
-    /// Answered with `CreateCheck`.
+    /// Answered with [`PeerResponse::CreateCheck`].
     CreateCheck {
         /// The namespace.
         namespace: String,
@@ -134,4 +135,50 @@ pub struct WireCreateCheck {
     pub synced: bool,
     /// True when it is itself checking or creating the namespace right now.
     pub creating: bool,
+}
+
+/// What a peer answers to the requests only peers make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to a forwarded HTTP request.
+    Http(WireHttpResponse),
+    /// Answer to a peer's cluster sync when the digests differ: the whole map (node-defined
+    /// bincode).
+    ClusterMap {
+        /// The encoded updates.
+        #[serde(with = "serde_bytes")]
+        updates: Vec<u8>,
+    },
+    /// Answer to a peer's cluster sync when the digests match.
+    ClusterInSync,
+    /// Answer to a peer's create check.
+    CreateCheck(WireCreateCheck),
+}
+
+/// An HTTP request carried between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHttpRequest {
+    /// How many nodes the request has been sent to so far.
+    pub hops: u8,
+    /// Method (`GET`, `PUT`, ...).
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (hop-by-hop ones removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response carried between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
 }

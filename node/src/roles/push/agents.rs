@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use cfgnode_storage::{validate_key, validate_namespace};
 use cfgnode_transport::{
-    PeerRequest, Request, Response, WireAgent, WireAgentSeen, WireError, codes,
+    PeerRequest, PushRequest, PushResponse, Response, WireAgent, WireAgentSeen, WireError, codes,
 };
 
 use crate::cluster::Cluster;
@@ -107,33 +107,26 @@ pub fn check(agent: &WireAgent) -> Result<(), WireError> {
     Ok(())
 }
 
-/// The wall clock in ms since the Unix epoch (heartbeats are stamped on arrival).
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Answers the agent requests.
 pub async fn serve(
     cluster: &Cluster,
     agents: &Agents,
-    request: Request,
+    request: PushRequest,
 ) -> Result<Response, WireError> {
-    let now = now_millis();
+    let now = crate::time::now_millis();
     match request {
-        Request::AgentHeartbeat(agent) => agents.heartbeat(agent, now).map(|()| Response::Ack),
-        Request::AgentLeave { id } => {
+        PushRequest::AgentHeartbeat(agent) => agents.heartbeat(agent, now).map(|()| Response::Ack),
+        PushRequest::AgentLeave { id } => {
             agents.leave(&id);
             Ok(Response::Ack)
         }
-        Request::Agents { local_only: true } => Ok(Response::Agents {
+        PushRequest::Agents { local_only: true } => Ok(Response::Push(PushResponse::Agents {
             agents: agents.list(cluster.me(), now),
             missing: Vec::new(),
-        }),
-        Request::Agents { local_only: false } => {
+        })),
+        PushRequest::Agents { local_only: false } => {
             let (agents, missing) = cluster_wide(cluster, agents, now).await;
-            Ok(Response::Agents { agents, missing })
+            Ok(Response::Push(PushResponse::Agents { agents, missing }))
         }
         other => Err(WireError::new(
             codes::MALFORMED,
@@ -188,7 +181,7 @@ pub async fn cluster_wide(
     let mut missing = Vec::new();
     while let Some(joined) = asks.join_next().await {
         match joined {
-            Ok((_, Ok(Response::Agents { agents, .. }))) => all.extend(agents),
+            Ok((_, Ok(Response::Push(PushResponse::Agents { agents, .. })))) => all.extend(agents),
             Ok((id, answer)) => {
                 tracing::debug!(node = %id, answer = ?answer.err(), "agents listing: member did not answer");
                 missing.push(id);

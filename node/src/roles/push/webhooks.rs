@@ -34,11 +34,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cluster::{Cluster, Target};
-use crate::config_service::ConfigService;
-use crate::push::sse::event_json;
-use crate::push::until_stopped;
-use crate::push::webhook_targets::{TargetPolicy, TargetRefused};
-use crate::wire_api::wire_event;
+use crate::roles::config::ConfigService;
+use crate::roles::push::quic::wire_event;
+use crate::roles::push::sse::event_json;
+use crate::roles::push::webhook_targets::{TargetPolicy, TargetRefused};
+use crate::shutdown::until_stopped;
 
 /// Attachment names of webhooks start with this.
 pub const PREFIX: &str = "webhook/";
@@ -171,7 +171,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 
 /// The wall clock, ms.
 fn now() -> u64 {
-    crate::push::agents::now_millis()
+    crate::time::now_millis()
 }
 
 /// The HTTP client of deliveries: names resolved through [`CheckedResolver`], no redirects,

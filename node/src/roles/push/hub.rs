@@ -16,13 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cfgnode_storage::Revision;
-use cfgnode_transport::{Request, Response, WireError, WireEvent, WireEventKind};
+use cfgnode_transport::{
+    PushRequest, PushResponse, Request, Response, WireError, WireEvent, WireEventKind, codes,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::cluster::{Cluster, serve_routed};
-use crate::config_service::ConfigService;
+use crate::roles::config::ConfigService;
 
 /// How long one upstream long-poll waits on the holder for a new event.
 const UPSTREAM_WAIT: Duration = Duration::from_secs(20);
@@ -138,19 +140,27 @@ impl Hub {
         limit: u32,
         wait: Duration,
     ) -> Result<Response, WireError> {
-        let request = Request::Events {
+        let mut request = Request::Push(PushRequest::Events {
             namespace: namespace.to_string(),
             after,
             limit,
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-        };
+        });
+        let (cluster, service) = (&self.inner.cluster, &self.inner.service);
+        super::longpoll::settle_wait(cluster, service, &mut request).await?;
         serve_routed(
-            &self.inner.cluster,
-            &self.inner.service,
+            cluster,
             &Principal::Admin,
             false,
             namespace,
             request,
+            async |request| match request {
+                Request::Push(request) => super::quic::handle_routed(service, request).await,
+                other => Err(WireError::new(
+                    codes::INTERNAL,
+                    format!("the hub asked for {}", other.name()),
+                )),
+            },
         )
         .await
     }
@@ -329,18 +339,18 @@ async fn upstream(hub: Hub, topic: Arc<Topic>) {
         };
         let read = tokio::select! {
             read = hub.read(&topic.namespace, after, UPSTREAM_BATCH, wait) => read,
-            _ = super::until_stopped(&mut stop) => return,
+            _ = crate::shutdown::until_stopped(&mut stop) => return,
         };
         let failed = match read {
-            Ok(Response::Events {
+            Ok(Response::Push(PushResponse::Events {
                 revision, events, ..
-            }) => {
+            })) => {
                 topic.extend(after, revision, events);
                 None
             }
-            Ok(Response::Compacted {
+            Ok(Response::Push(PushResponse::Compacted {
                 oldest_retained, ..
-            }) => {
+            })) => {
                 topic.restart_at(oldest_retained.saturating_sub(1));
                 None
             }
@@ -354,7 +364,7 @@ async fn upstream(hub: Hub, topic: Arc<Topic>) {
                 topic.set_live(false);
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
-                    _ = super::until_stopped(&mut stop) => return,
+                    _ = crate::shutdown::until_stopped(&mut stop) => return,
                 }
                 retry = (retry * 2).min(RETRY_MAX);
             }

@@ -13,7 +13,9 @@ use cfgnode_storage::NamespaceState;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, RouteError, Target};
-use crate::config_service::{ConfigService, etag_list_matches};
+use cfgnode_transport::{PushRequest, Request, WireError};
+
+use crate::roles::config::{ConfigService, etag_list_matches};
 
 /// Longest `?wait=` honoured.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -157,9 +159,49 @@ pub async fn wait_for_state(
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(Waited::TimedOut),
             // A stopping node answers with what it has rather than keep its caller waiting.
-            _ = super::until_stopped(&mut stop) => return Ok(Waited::TimedOut),
+            _ = crate::shutdown::until_stopped(&mut stop) => return Ok(Waited::TimedOut),
         }
     }
+}
+
+/// Does the waiting part of an `Events` long-poll here when this node holds the namespace,
+/// holding no gate permit (see [`wait_for_state`]): afterwards the request asks for no more
+/// wait, or (when the namespace is held elsewhere) for the time left, to be forwarded.
+pub async fn settle_wait(
+    cluster: &Cluster,
+    service: &ConfigService,
+    request: &mut Request,
+) -> Result<(), WireError> {
+    let Request::Push(PushRequest::Events {
+        namespace,
+        after: Some(after),
+        wait_ms,
+        ..
+    }) = request
+    else {
+        return Ok(());
+    };
+    if *wait_ms == 0 {
+        return Ok(());
+    }
+    let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let after = *after;
+    let waited = wait_for_state(cluster, service, namespace, deadline, |state| {
+        state.map_or(0, |s| s.revision) > after
+    })
+    .await
+    .map_err(|e| e.to_wire())?;
+    *wait_ms = match waited {
+        Waited::Moved => u32::try_from(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+        )
+        .unwrap_or(u32::MAX),
+        Waited::Changed | Waited::TimedOut => 0,
+    };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,137 @@
+//! Every error code a node answers with, over QUIC ([`WireError::code`](crate::WireError)) and
+//! HTTP (`error.code`): one vocabulary, one place. Codes are stable strings, not an enum, so a
+//! newer node's new code still decodes on an older client (which treats it as a generic
+//! error). Grouped by who produces them; a new role adds its group here.
+
+// ---- transport and cluster ----
+/// The payload could not be decoded.
+pub const MALFORMED: &str = "malformed";
+/// The peer speaks another protocol version.
+pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+/// The peer belongs to another cluster.
+pub const WRONG_CLUSTER: &str = "wrong_cluster";
+/// A frame was over the size limit.
+pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+/// Missing or wrong token.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The node is shutting down or overloaded.
+pub const UNAVAILABLE: &str = "unavailable";
+/// The server failed.
+pub const INTERNAL: &str = "internal";
+/// The request took too long.
+pub const TIMEOUT: &str = "timeout";
+/// The namespace's holder is down (its data is on that node only).
+pub const HOLDER_DOWN: &str = "holder_down";
+/// The namespace is moving between nodes and the request could not follow it within the
+/// hop limit; retry.
+pub const MOVING: &str = "namespace_moving";
+/// A node named in the request is not a member of the cluster.
+pub const UNKNOWN_NODE: &str = "unknown_node";
+/// The request is only for nodes of the cluster (handoff, anti-entropy).
+pub const FORBIDDEN: &str = "forbidden";
+/// The node cannot decide yet: it has not merged the cluster map from a peer since it
+/// started, or the members do not agree yet on who creates a new namespace; retry shortly.
+pub const NOT_READY: &str = "not_ready";
+/// The node that should hold the namespace refused to take it over.
+pub const HANDOFF_REFUSED: &str = "handoff_refused";
+/// A peer answered with a message that does not fit the request.
+pub const UNEXPECTED_RESPONSE: &str = "unexpected_response";
+
+// ---- requests in general (HTTP and QUIC) ----
+/// The request is malformed or a parameter is out of range.
+pub const INVALID_REQUEST: &str = "invalid_request";
+/// The request (or its value) is over the node's size limit.
+pub const VALUE_TOO_LARGE: &str = "value_too_large";
+/// The request body did not arrive within the node's body timeout (HTTP).
+pub const REQUEST_TIMEOUT: &str = "request_timeout";
+/// No route has this path (HTTP).
+pub const ROUTE_NOT_FOUND: &str = "route_not_found";
+/// The route exists, not with this method (HTTP).
+pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+/// The request's content type is not one the route takes (HTTP).
+pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+
+// ---- config role ----
+/// The namespace name is not valid.
+pub const INVALID_NAMESPACE: &str = "invalid_namespace";
+/// The key name is not valid.
+pub const INVALID_KEY: &str = "invalid_key";
+/// The codec is not one the node knows.
+pub const UNKNOWN_CODEC: &str = "unknown_codec";
+/// The value does not parse as its codec, or the codec differs from the key's.
+pub const CODEC_MISMATCH: &str = "codec_mismatch";
+/// The namespace does not exist.
+pub const NAMESPACE_NOT_FOUND: &str = "namespace_not_found";
+/// The key does not exist (or an alias points to a deleted key).
+pub const KEY_NOT_FOUND: &str = "key_not_found";
+/// The alias does not exist.
+pub const ALIAS_NOT_FOUND: &str = "alias_not_found";
+/// The version is not (or no longer) retained.
+pub const VERSION_NOT_FOUND: &str = "version_not_found";
+/// A create-only write found the key.
+pub const ALREADY_EXISTS: &str = "already_exists";
+/// An update-only write found no key.
+pub const DOES_NOT_EXIST: &str = "does_not_exist";
+/// A compare-and-set found another version.
+pub const VERSION_MISMATCH: &str = "version_mismatch";
+/// The name is taken by a key or an alias of the other kind.
+pub const NAME_TAKEN: &str = "name_taken";
+
+// ---- push role ----
+/// A watch request is malformed (no namespace, too many, bad cursor).
+pub const INVALID_WATCH: &str = "invalid_watch";
+/// An agent heartbeat is malformed.
+pub const INVALID_AGENT: &str = "invalid_agent";
+/// A webhook definition is malformed.
+pub const INVALID_WEBHOOK: &str = "invalid_webhook";
+/// The webhook does not exist.
+pub const WEBHOOK_NOT_FOUND: &str = "webhook_not_found";
+/// The webhook's target is refused by the node's `--webhook-allow` policy.
+pub const WEBHOOK_TARGET_NOT_ALLOWED: &str = "webhook_target_not_allowed";
+
+/// The HTTP status that goes with a code, for codes the HTTP API answers (500 for unknown
+/// ones). One table, so QUIC and HTTP answers of the same failure agree.
+pub fn http_status(code: &str) -> u16 {
+    match code {
+        VALUE_TOO_LARGE | FRAME_TOO_LARGE => 413,
+        UNAUTHENTICATED => 401,
+        FORBIDDEN => 403,
+        REQUEST_TIMEOUT => 408,
+        ROUTE_NOT_FOUND => 404,
+        METHOD_NOT_ALLOWED => 405,
+        UNSUPPORTED_MEDIA_TYPE => 415,
+        TIMEOUT => 504,
+        UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
+        ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
+        INTERNAL | UNEXPECTED_RESPONSE => 500,
+        c if c.ends_with("_not_found") => 404,
+        c if c.starts_with("invalid_")
+            || c == MALFORMED
+            || c == UNKNOWN_CODEC
+            || c == CODEC_MISMATCH
+            || c == UNKNOWN_NODE
+            || c == WEBHOOK_TARGET_NOT_ALLOWED
+            || c == WRONG_CLUSTER
+            || c == UNSUPPORTED_VERSION =>
+        {
+            400
+        }
+        _ => 500,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_code_families() {
+        assert_eq!(http_status(KEY_NOT_FOUND), 404);
+        assert_eq!(http_status(WEBHOOK_NOT_FOUND), 404);
+        assert_eq!(http_status(VERSION_MISMATCH), 409);
+        assert_eq!(http_status(INVALID_KEY), 400);
+        assert_eq!(http_status(HOLDER_DOWN), 503);
+        assert_eq!(http_status(VALUE_TOO_LARGE), 413);
+        assert_eq!(http_status("brand_new_code"), 500);
+    }
+}
