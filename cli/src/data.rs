@@ -34,7 +34,8 @@ pub struct SetArgs {
     pub namespace: String,
     /// Key.
     pub key: String,
-    /// The value (or use --file).
+    /// The value; `-` reads it from standard input (or use --file; a value that is exactly
+    /// `-` needs --file).
     #[arg(conflicts_with = "file")]
     pub value: Option<String>,
     /// Read the value from this file, `-` for stdin.
@@ -181,15 +182,19 @@ pub async fn get(client: &Client, out: Output, ns: &str, key: &str) -> Result<()
     }
 }
 
+/// The whole of standard input, for a value given as `-`.
+fn read_stdin() -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// `cfgnode set NS KEY VALUE`.
 pub async fn set(client: &Client, out: Output, args: SetArgs) -> Result<(), CliError> {
     let value = match (&args.value, &args.file) {
+        (Some(v), None) if v == "-" => read_stdin()?,
         (Some(v), None) => v.clone().into_bytes(),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf)?;
-            buf
-        }
+        (None, Some(path)) if path.as_os_str() == "-" => read_stdin()?,
         (None, Some(path)) => std::fs::read(path)
             .map_err(|e| CliError::other(format!("cannot read {}: {e}", path.display())))?,
         _ => return Err(CliError::usage("give a VALUE or --file PATH (- for stdin)")),

@@ -15,7 +15,7 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use cfgnode_client::Client;
 
@@ -37,6 +37,13 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CFGNODE_LOG_FORMAT")]
     log_format: LogFormat,
 
+    /// How client commands reach a node and print results. Every flag is global, so it may
+    /// come before or after the subcommand (`cfgnode --addr A get ...` or `cfgnode get --addr
+    /// A ...`), as with etcdctl; commands that talk to no node refuse them (see
+    /// [`refuse_connection_flags`]).
+    #[command(flatten)]
+    conn: ConnectArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -53,11 +60,9 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
-    Start(start::StartArgs),
+    Start(Box<start::StartArgs>),
     /// Print a key's value (an alias resolves to its target).
     Get {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Key or alias.
@@ -66,14 +71,10 @@ enum Command {
     /// Write a key.
     Set {
         #[command(flatten)]
-        conn: ConnectArgs,
-        #[command(flatten)]
         args: SetArgs,
     },
     /// Delete a key.
     Del {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -84,8 +85,6 @@ enum Command {
     },
     /// List a namespace's keys.
     Ls {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Only keys starting with this.
@@ -94,8 +93,6 @@ enum Command {
     },
     /// Show a key's retained versions, newest first.
     History {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -106,8 +103,6 @@ enum Command {
     },
     /// Compare two versions of a key.
     Diff {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -119,8 +114,6 @@ enum Command {
     },
     /// Every entry and alias of a namespace at one revision.
     Snapshot {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Print "not modified" (exit 0) if the namespace still has this ETag.
@@ -130,56 +123,39 @@ enum Command {
     /// Follow changes in namespaces, one line per change, until Ctrl-C (or --count).
     Watch {
         #[command(flatten)]
-        conn: ConnectArgs,
-        #[command(flatten)]
         args: watch::WatchArgs,
     },
     /// Keep a file, a local worker (POST) or a command in sync with a namespace (sidecar).
     Agent {
         #[command(flatten)]
-        conn: ConnectArgs,
-        #[command(flatten)]
         args: agent::AgentArgs,
     },
     /// Every agent of the cluster: namespace, applied revision, last seen.
     Agents {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Only agents following this namespace.
         #[arg(long)]
         namespace: Option<String>,
     },
     /// List namespaces that hold keys.
     Namespaces {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Only names starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },
     /// Manage aliases.
     Alias {
-        #[command(flatten)]
-        conn: ConnectArgs,
         #[command(subcommand)]
         command: AliasCommand,
     },
     /// List the codecs nodes know.
-    Codecs {
-        #[command(flatten)]
-        conn: ConnectArgs,
-    },
+    Codecs,
     /// Cluster views: members, placement of a namespace, namespaces per node.
     Cluster {
-        #[command(flatten)]
-        conn: ConnectArgs,
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
     /// Claim a namespace for a node: it moves there and follows the node while it lives.
     Claim {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// The claimant (default: the node the command talks to).
@@ -188,15 +164,11 @@ enum Command {
     },
     /// Drop a namespace's claim (the ring places it again).
     Release {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
     },
     /// Pin a namespace to a node (strict: it stays there even while the node is down).
     Pin {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
         /// Node id.
@@ -204,8 +176,6 @@ enum Command {
     },
     /// Drop a namespace's pin.
     Unpin {
-        #[command(flatten)]
-        conn: ConnectArgs,
         /// Namespace.
         namespace: String,
     },
@@ -215,14 +185,16 @@ enum Command {
     /// Generate load against nodes and print throughput and latency.
     Bench {
         #[command(flatten)]
-        conn: ConnectArgs,
-        #[command(flatten)]
         args: bench::BenchArgs,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|matches| {
+        refuse_connection_flags(&matches)?;
+        Cli::from_arg_matches(&matches)
+    });
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
@@ -255,23 +227,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    let conn = cli.conn;
     match cli.command {
-        Command::Start(args) => start::run(args).await.map_err(|e| {
+        Command::Start(args) => start::run(*args).await.map_err(|e| {
             tracing::error!("{e:#}");
             CliError::from(e)
         }),
         Command::Certs(command) => certs::run(command),
-        Command::Get {
-            conn,
-            namespace,
-            key,
-        } => {
+        Command::Get { namespace, key } => {
             with_client(&conn, |c, out| async move {
                 data::get(&c, out, &namespace, &key).await
             })
             .await
         }
-        Command::Set { conn, args } => {
+        Command::Set { args } => {
             with_client(
                 &conn,
                 |c, out| async move { data::set(&c, out, args).await },
@@ -279,7 +248,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Del {
-            conn,
             namespace,
             key,
             if_version,
@@ -289,18 +257,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             })
             .await
         }
-        Command::Ls {
-            conn,
-            namespace,
-            prefix,
-        } => {
+        Command::Ls { namespace, prefix } => {
             with_client(&conn, |c, out| async move {
                 data::ls(&c, out, &namespace, &prefix).await
             })
             .await
         }
         Command::History {
-            conn,
             namespace,
             key,
             limit,
@@ -311,7 +274,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Diff {
-            conn,
             namespace,
             key,
             v1,
@@ -323,7 +285,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Snapshot {
-            conn,
             namespace,
             if_none_match,
         } => {
@@ -332,76 +293,68 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             })
             .await
         }
-        Command::Watch { conn, args } => {
+        Command::Watch { args } => {
             with_client(
                 &conn,
                 |c, out| async move { watch::run(&c, out, args).await },
             )
             .await
         }
-        Command::Agent { conn, args } => {
+        Command::Agent { args } => {
             with_client(&conn, |c, _| async move { agent::run(c, args).await }).await
         }
-        Command::Agents { conn, namespace } => {
+        Command::Agents { namespace } => {
             with_client(&conn, |c, out| async move {
                 agents(&c, out, namespace.as_deref()).await
             })
             .await
         }
-        Command::Namespaces { conn, prefix } => {
+        Command::Namespaces { prefix } => {
             with_client(&conn, |c, out| async move {
                 data::namespaces(&c, out, &prefix).await
             })
             .await
         }
-        Command::Alias { conn, command } => {
+        Command::Alias { command } => {
             with_client(&conn, |c, out| async move {
                 data::alias(&c, out, command).await
             })
             .await
         }
-        Command::Codecs { conn } => {
+        Command::Codecs => {
             with_client(&conn, |c, out| async move { data::codecs(&c, out).await }).await
         }
-        Command::Cluster { conn, command } => {
+        Command::Cluster { command } => {
             with_client(&conn, |c, out| async move {
                 cluster::run(&c, out, command).await
             })
             .await
         }
-        Command::Claim {
-            conn,
-            namespace,
-            node,
-        } => {
+        Command::Claim { namespace, node } => {
             with_client(&conn, |c, out| async move {
                 cluster::placement(out, &c.claim(&namespace, node.as_deref()).await?)
             })
             .await
         }
-        Command::Release { conn, namespace } => {
+        Command::Release { namespace } => {
             with_client(&conn, |c, out| async move {
                 cluster::placement(out, &c.release(&namespace).await?)
             })
             .await
         }
-        Command::Pin {
-            conn,
-            namespace,
-            node,
-        } => {
+        Command::Pin { namespace, node } => {
             with_client(&conn, |c, out| async move {
                 cluster::placement(out, &c.pin(&namespace, &node).await?)
             })
             .await
         }
-        Command::Unpin { conn, namespace } => {
+        Command::Unpin { namespace } => {
             with_client(&conn, |c, out| async move {
                 cluster::placement(out, &c.unpin(&namespace).await?)
             })
             .await
         }
-        Command::Bench { conn, args } => {
+        Command::Bench { args } => {
             with_client(&conn, |c, _| async move { bench::run(c, args).await }).await
         }
     }
@@ -468,6 +421,51 @@ where
     let result = f(client.clone(), conn.output).await;
     client.close().await;
     result
+}
+
+/// The subcommands that talk to no node: `start` runs one, `certs` writes files.
+const NO_CONNECTION: &[&str] = &["start", "certs"];
+
+/// Refuses a connection flag (global, so clap accepts it everywhere) given on the command line
+/// of a command that talks to no node, e.g. `cfgnode start --token T`, which would otherwise be
+/// silently ignored. A flag the subcommand defines itself (`start --data-dir`, `certs issue
+/// --ca`) is that subcommand's own and passes.
+fn refuse_connection_flags(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    if !NO_CONNECTION.contains(&name) {
+        return Ok(());
+    }
+    let mut root = Cli::command();
+    // The deepest subcommand given (`certs issue`), with its own (not propagated) arguments.
+    let (mut command, mut leaf) = match root.find_subcommand(name) {
+        Some(command) => (command.clone(), sub),
+        None => return Ok(()),
+    };
+    let mut path = name.to_string();
+    while let Some((name, sub)) = leaf.subcommand() {
+        match command.find_subcommand(name) {
+            Some(next) => (command, leaf) = (next.clone(), sub),
+            None => break,
+        }
+        path = format!("{path} {name}");
+    }
+    for arg in ConnectArgs::augment_args(clap::Command::new("connect")).get_arguments() {
+        let id = arg.get_id();
+        let own = command.get_arguments().any(|a| a.get_id() == id);
+        if !own && leaf.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine) {
+            let flag = arg.get_long().unwrap_or(id.as_str());
+            return Err(root.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{flag} is a flag of the commands that talk to a node; `cfgnode {path}` \
+                     does not use it"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Logs to stderr; `RUST_LOG` sets levels (default `info` for the node, `warn` for client

@@ -23,7 +23,9 @@
 //!   idempotent calls only (a write whose answer was lost is reported, never resent blindly);
 //!   a circuit breaker per node; connection-change callbacks; redirects to a namespace's
 //!   holder followed (at most two) and holders remembered; cluster operations (members,
-//!   placement, ring, claim/release, pin/unpin).
+//!   placement, ring, claim/release, pin/unpin). In `client/`: `builder`, `connection`
+//!   (connections, attempts, retries, breakers, deadline), `routing` (holders learned from
+//!   redirects), and the typed operations per request family: `config`, `push`, `cluster`.
 //! - [`Watch`] / [`WatchOptions`]: change streams per namespace that resume from their
 //!   cursors after any disconnect, node restart or namespace move.
 //! - [`ClientError`]: typed errors (not found, conflict, invalid, unauthenticated, unavailable,

@@ -2,6 +2,9 @@
 //! loopback ports chosen by the OS, each with its own temp data dir, all sharing one admin
 //! token file the way `cfgnode start --token-file` does in production.
 //!
+//! Single-node tests (HTTP API, QUIC front end, client library) start their node with
+//! [`SingleNode`] / [`start_single_node`] (`single.rs`).
+//!
 //! Every wait polls a condition against a deadline; nothing sleeps its way to synchronisation.
 
 use std::future::Future;
@@ -12,6 +15,9 @@ use std::time::{Duration, Instant};
 use cfgnode_client::Client;
 use cfgnode_node::{Node, NodeConfig};
 use serde_json::Value;
+
+mod single;
+pub use single::{SingleNode, node_token, single_node_config, start_single_node};
 
 /// The token every node of a test cluster accepts.
 pub const TOKEN: &str = "multi-node-test-token-0123456789abcdef";

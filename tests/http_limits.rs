@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cfgnode_node::{Node, NodeConfig};
+use cfgnode_node::NodeConfig;
+use cfgnode_tests::SingleNode;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,55 +15,15 @@ use tokio::time::{Instant, timeout};
 /// A generous bound for what should take milliseconds: a liveness check, not a speed one.
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-struct TestNode {
-    node: Node,
-    _dir: tempfile::TempDir,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl TestNode {
-    async fn start(tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = NodeConfig::new(dir.path());
-        config.http_addr = "127.0.0.1:0".parse().expect("addr");
-        config.quic_addr = "127.0.0.1:0".parse().expect("addr");
-        tweak(&mut config);
-        let node = Node::start(config).await.expect("node starts");
-        let token = std::fs::read_to_string(node.token_path())
-            .expect("token")
-            .trim()
-            .to_string();
-        TestNode {
-            base: format!("http://{}", node.http_addr()),
-            node,
-            _dir: dir,
-            token,
-            // One connection per request: a pooled connection would count as open.
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .timeout(PROMPTLY)
-                .build()
-                .expect("client"),
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        let resp = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.text().await.expect("metrics text")
-    }
-
-    async fn shutdown(self) {
-        self.node.shutdown().await.expect("clean shutdown");
-    }
+/// A test node whose HTTP client opens one connection per request (a pooled connection would
+/// count as open) and gives up after [`PROMPTLY`].
+async fn start(tweak: impl FnOnce(&mut NodeConfig)) -> SingleNode {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(PROMPTLY)
+        .build()
+        .expect("client");
+    SingleNode::start_with(tweak).await.with_http(http)
 }
 
 /// The value of an unlabelled-but-for-`node` metric in a Prometheus text page.
@@ -131,8 +92,8 @@ async fn a_flood_of_stalled_connections_does_not_starve_other_clients() {
     const FLOOD: usize = 2000;
     raise_fd_limit(3 * FLOOD as u64);
     // A header timeout far beyond the test's length: the flood stays open throughout.
-    let n = TestNode::start(|c| c.http_header_timeout = Duration::from_secs(120)).await;
-    let addr = n.node.http_addr();
+    let n = start(|c| c.http_header_timeout = Duration::from_secs(120)).await;
+    let addr = n.node().http_addr();
     let mut flood = Vec::with_capacity(FLOOD);
     for _ in 0..FLOOD {
         flood.push(stalled_connection(addr).await);
@@ -190,8 +151,8 @@ async fn a_flood_of_stalled_connections_does_not_starve_other_clients() {
 async fn stalled_and_idle_connections_are_closed_at_the_header_timeout() {
     const STALLED: usize = 200;
     raise_fd_limit(4 * STALLED as u64);
-    let n = TestNode::start(|c| c.http_header_timeout = Duration::from_millis(500)).await;
-    let addr = n.node.http_addr();
+    let n = start(|c| c.http_header_timeout = Duration::from_millis(500)).await;
+    let addr = n.node().http_addr();
     let mut stalled = Vec::with_capacity(STALLED);
     for _ in 0..STALLED {
         stalled.push(stalled_connection(addr).await);
@@ -236,13 +197,13 @@ async fn stalled_and_idle_connections_are_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once_and_counted() {
     const CAP: usize = 16;
-    let n = TestNode::start(|c| {
+    let n = start(|c| {
         c.http_max_connections = CAP;
         // Only the cap can close a connection within this test.
         c.http_header_timeout = Duration::from_secs(120);
     })
     .await;
-    let addr = n.node.http_addr();
+    let addr = n.node().http_addr();
     let mut held = Vec::with_capacity(CAP);
     for _ in 0..CAP {
         held.push(stalled_connection(addr).await);
@@ -269,12 +230,12 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_in_gets_408_and_writes_nothing() {
-    let n = TestNode::start(|c| {
+    let n = start(|c| {
         c.http_body_timeout = Duration::from_millis(500);
         c.http_header_timeout = Duration::from_secs(120);
     })
     .await;
-    let mut stream = TcpStream::connect(n.node.http_addr())
+    let mut stream = TcpStream::connect(n.node().http_addr())
         .await
         .expect("connect");
     let head = format!(
@@ -344,7 +305,7 @@ fn request_series(text: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_chosen_methods_and_paths_do_not_grow_metric_labels() {
-    let n = TestNode::start(|_| {}).await;
+    let n = start(|_| {}).await;
     // Every kind of answer once, so the page before already has the series a request of
     // each kind makes.
     n.http

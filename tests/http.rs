@@ -3,91 +3,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cfgnode_node::{Node, NodeConfig};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use cfgnode_tests::SingleNode;
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 const ENVELOPE: &str = "application/vnd.cfgnode.entry+json";
-
-struct TestNode {
-    node: Option<Node>,
-    dir: tempfile::TempDir,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl TestNode {
-    async fn start() -> TestNode {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = start_node(dir.path(), tweak).await;
-        let token = std::fs::read_to_string(node.token_path())
-            .expect("token")
-            .trim()
-            .to_string();
-        TestNode {
-            base: format!("http://{}", node.http_addr()),
-            node: Some(node),
-            dir,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn restart(&mut self) {
-        if let Some(node) = self.node.take() {
-            node.shutdown().await.expect("clean shutdown");
-        }
-        let node = start_node(self.dir.path(), |_| {}).await;
-        self.base = format!("http://{}", node.http_addr());
-        self.node = Some(node);
-    }
-
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-    }
-
-    fn get(&self, path: &str) -> RequestBuilder {
-        self.req(Method::GET, path)
-    }
-
-    async fn put_json(&self, ns: &str, key: &str, value: Value) -> Value {
-        let resp = self
-            .req(Method::PUT, &format!("/v1/namespaces/{ns}/keys/{key}"))
-            .header("content-type", "application/json")
-            .body(value.to_string())
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), StatusCode::OK, "put {ns}/{key}");
-        resp.json().await.expect("json")
-    }
-
-    async fn json(&self, path: &str) -> Value {
-        let resp = self.get(path).send().await.expect("send");
-        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
-        resp.json().await.expect("json")
-    }
-
-    async fn revision(&self, ns: &str) -> u64 {
-        let snap = self.json(&format!("/v1/namespaces/{ns}/snapshot")).await;
-        snap["revision"].as_u64().expect("revision")
-    }
-}
-
-async fn start_node(dir: &std::path::Path, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
-    let mut config = NodeConfig::new(dir);
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.quic_addr = "127.0.0.1:0".parse().expect("addr");
-    tweak(&mut config);
-    Node::start(config).await.expect("node starts")
-}
 
 async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(resp.status(), status, "expected {status} {code}");
@@ -108,7 +28,7 @@ fn b64(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_auth() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let health = n
         .http
         .get(format!("{}/health", n.base))
@@ -161,7 +81,7 @@ async fn health_ready_and_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_commits() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     n.put_json("app", "k", json!({"a": 1})).await;
     let text = n
         .get("/metrics")
@@ -189,7 +109,7 @@ async fn metrics_count_requests_and_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_and_read_a_key_as_json_and_raw() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let meta = n.put_json("app", "db/config", json!({"port": 5432})).await;
     assert_eq!(meta["version"], 1);
     assert_eq!(meta["revision"], 1);
@@ -252,7 +172,7 @@ async fn write_and_read_a_key_as_json_and_raw() {
     assert_eq!(stale.status(), StatusCode::OK);
 
     let post = n
-        .req(Method::POST, "/v1/namespaces/app/keys/greeting")
+        .request(Method::POST, "/v1/namespaces/app/keys/greeting")
         .header("content-type", "text/plain")
         .body("hello")
         .send()
@@ -269,7 +189,7 @@ async fn write_and_read_a_key_as_json_and_raw() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_types_pick_codecs_and_values_are_validated() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let cases: [(Option<&str>, &str, &[u8], &str); 7] = [
         (Some("application/json"), "", br#"[1,2]"#, "json"),
         (
@@ -286,7 +206,7 @@ async fn content_types_pick_codecs_and_values_are_validated() {
     ];
     for (i, (content_type, _, body, codec)) in cases.iter().enumerate() {
         let mut req = n
-            .req(Method::PUT, &format!("/v1/namespaces/c/keys/k{i}"))
+            .request(Method::PUT, &format!("/v1/namespaces/c/keys/k{i}"))
             .body(body.to_vec());
         if let Some(ct) = content_type {
             req = req.header("content-type", *ct);
@@ -297,7 +217,7 @@ async fn content_types_pick_codecs_and_values_are_validated() {
         assert_eq!(meta["codec"], *codec, "{content_type:?}");
     }
     let overridden = n
-        .req(
+        .request(
             Method::PUT,
             "/v1/namespaces/c/keys/proto?codec=client:proto",
         )
@@ -311,7 +231,7 @@ async fn content_types_pick_codecs_and_values_are_validated() {
 
     let before = n.revision("c").await;
     let form = n
-        .req(Method::PUT, "/v1/namespaces/c/keys/form")
+        .request(Method::PUT, "/v1/namespaces/c/keys/form")
         .header("content-type", "application/x-www-form-urlencoded")
         .body("a=b")
         .send()
@@ -330,7 +250,7 @@ async fn content_types_pick_codecs_and_values_are_validated() {
         ("text/plain", &[0xff, 0xfe]),
     ] {
         let resp = n
-            .req(Method::PUT, "/v1/namespaces/c/keys/bad")
+            .request(Method::PUT, "/v1/namespaces/c/keys/bad")
             .header("content-type", ct)
             .body(body.to_vec())
             .send()
@@ -339,7 +259,7 @@ async fn content_types_pick_codecs_and_values_are_validated() {
         assert_error(resp, StatusCode::BAD_REQUEST, "codec_mismatch").await;
     }
     let xml = n
-        .req(Method::PUT, "/v1/namespaces/c/keys/bad?codec=xml")
+        .request(Method::PUT, "/v1/namespaces/c/keys/bad?codec=xml")
         .body("<a/>")
         .send();
     assert_error(
@@ -363,10 +283,10 @@ async fn content_types_pick_codecs_and_values_are_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_validated() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     for path in ["/v1/namespaces/Bad/keys/k", "/v1/namespaces/_sys/keys/k"] {
         let resp = n
-            .req(Method::PUT, path)
+            .request(Method::PUT, path)
             .body("x")
             .send()
             .await
@@ -378,7 +298,7 @@ async fn names_are_validated() {
         "/v1/namespaces/ok/keys/a%0Ab",
     ] {
         let resp = n
-            .req(Method::PUT, path)
+            .request(Method::PUT, path)
             .body("x")
             .send()
             .await
@@ -387,7 +307,7 @@ async fn names_are_validated() {
     }
     let long_key = "k".repeat(513);
     let resp = n
-        .req(Method::PUT, &format!("/v1/namespaces/ok/keys/{long_key}"))
+        .request(Method::PUT, &format!("/v1/namespaces/ok/keys/{long_key}"))
         .body("x")
         .send()
         .await
@@ -400,9 +320,9 @@ async fn names_are_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_modes_and_compare_and_set() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let put = |key: &str, body: Value| {
-        n.req(Method::PUT, &format!("/v1/namespaces/m/keys/{key}"))
+        n.request(Method::PUT, &format!("/v1/namespaces/m/keys/{key}"))
             .header("content-type", ENVELOPE)
             .body(body.to_string())
     };
@@ -469,7 +389,7 @@ async fn envelope_modes_and_compare_and_set() {
 
     // Headers and query parameters.
     let raw = |key: &str| {
-        n.req(Method::PUT, &format!("/v1/namespaces/m/keys/{key}"))
+        n.request(Method::PUT, &format!("/v1/namespaces/m/keys/{key}"))
             .header("content-type", "text/plain")
             .body("v")
     };
@@ -498,7 +418,7 @@ async fn envelope_modes_and_compare_and_set() {
         .expect("send");
     assert_error(update_only, StatusCode::CONFLICT, "does_not_exist").await;
     let q = n
-        .req(Method::PUT, "/v1/namespaces/m/keys/k?mode=create")
+        .request(Method::PUT, "/v1/namespaces/m/keys/k?mode=create")
         .body("v")
         .send()
         .await
@@ -528,7 +448,7 @@ async fn envelope_modes_and_compare_and_set() {
         assert_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     let not_json = n
-        .req(Method::PUT, "/v1/namespaces/m/keys/k")
+        .request(Method::PUT, "/v1/namespaces/m/keys/k")
         .header("content-type", ENVELOPE)
         .body("{{{")
         .send()
@@ -544,14 +464,14 @@ async fn envelope_modes_and_compare_and_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_over_the_limit_are_refused() {
-    let n = TestNode::start_with(|c| c.max_value_bytes = 1024).await;
+    let n = SingleNode::start_with(|c| c.max_value_bytes = 1024).await;
     let ok = n
-        .req(Method::PUT, "/v1/namespaces/s/keys/k")
+        .request(Method::PUT, "/v1/namespaces/s/keys/k")
         .body(vec![b'a'; 1024])
         .send();
     assert_eq!(ok.await.expect("send").status(), StatusCode::OK);
     let over = n
-        .req(Method::PUT, "/v1/namespaces/s/keys/k")
+        .request(Method::PUT, "/v1/namespaces/s/keys/k")
         .body(vec![b'a'; 1025])
         .send();
     assert_error(
@@ -561,7 +481,7 @@ async fn values_over_the_limit_are_refused() {
     )
     .await;
     let huge = n
-        .req(Method::PUT, "/v1/namespaces/s/keys/k")
+        .request(Method::PUT, "/v1/namespaces/s/keys/k")
         .body(vec![b'a'; 4 << 20])
         .send();
     match huge.await {
@@ -572,7 +492,7 @@ async fn values_over_the_limit_are_refused() {
         Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
     }
     let envelope = n
-        .req(Method::PUT, "/v1/namespaces/s/keys/k")
+        .request(Method::PUT, "/v1/namespaces/s/keys/k")
         .header("content-type", ENVELOPE)
         .body(json!({"value": b64(&[1u8; 1025])}).to_string())
         .send()
@@ -585,10 +505,10 @@ async fn values_over_the_limit_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_conditions_and_history_tombstones() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     n.put_json("d", "k", json!(1)).await;
     let wrong = n
-        .req(Method::DELETE, "/v1/namespaces/d/keys/k")
+        .request(Method::DELETE, "/v1/namespaces/d/keys/k")
         .header("if-match", "\"5\"")
         .send()
         .await
@@ -596,7 +516,7 @@ async fn delete_with_conditions_and_history_tombstones() {
     assert_error(wrong, StatusCode::CONFLICT, "version_mismatch").await;
     assert_eq!(n.json("/v1/namespaces/d/keys/k").await["version"], 1);
     let deleted: Value = n
-        .req(Method::DELETE, "/v1/namespaces/d/keys/k")
+        .request(Method::DELETE, "/v1/namespaces/d/keys/k")
         .header("if-match", "\"1\"")
         .send()
         .await
@@ -611,7 +531,7 @@ async fn delete_with_conditions_and_history_tombstones() {
     let gone = n.get("/v1/namespaces/d/keys/k").send().await.expect("send");
     assert_error(gone, StatusCode::NOT_FOUND, "key_not_found").await;
     let again = n
-        .req(Method::DELETE, "/v1/namespaces/d/keys/k")
+        .request(Method::DELETE, "/v1/namespaces/d/keys/k")
         .send()
         .await
         .expect("send");
@@ -628,7 +548,7 @@ async fn delete_with_conditions_and_history_tombstones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_keys_pages_through_everything_once() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     for i in 0..25 {
         n.put_json("l", &format!("app/k{i:02}"), json!(i)).await;
     }
@@ -671,7 +591,7 @@ async fn list_keys_pages_through_everything_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_page_and_trim() {
-    let n = TestNode::start_with(|c| c.history_per_key = 3).await;
+    let n = SingleNode::start_with(|c| c.history_per_key = 3).await;
     for i in 1..=5 {
         n.put_json("h", "k", json!({"i": i})).await;
     }
@@ -715,7 +635,7 @@ async fn versions_page_and_trim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_reports_structural_changes() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     n.put_json(
         "df",
         "k",
@@ -748,12 +668,12 @@ async fn diff_reports_structural_changes() {
     assert_eq!(same["changed"], false);
 
     let text = n
-        .req(Method::PUT, "/v1/namespaces/df/keys/t")
+        .request(Method::PUT, "/v1/namespaces/df/keys/t")
         .header("content-type", "text/plain")
         .body("a")
         .send();
     assert_eq!(text.await.expect("send").status(), StatusCode::OK);
-    n.req(Method::PUT, "/v1/namespaces/df/keys/t")
+    n.request(Method::PUT, "/v1/namespaces/df/keys/t")
         .header("content-type", "text/plain")
         .body("b")
         .send()
@@ -772,7 +692,7 @@ async fn diff_reports_structural_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_etag_and_not_modified() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     n.put_json("s", "a", json!(1)).await;
     n.put_json("s", "b", json!(2)).await;
     let resp = n
@@ -797,7 +717,7 @@ async fn snapshot_etag_and_not_modified() {
 
     // A rejected write leaves the ETag alone; a real one changes it.
     let rejected = n
-        .req(Method::PUT, "/v1/namespaces/s/keys/a")
+        .request(Method::PUT, "/v1/namespaces/s/keys/a")
         .header("if-none-match", "*")
         .body("x")
         .send();
@@ -829,11 +749,11 @@ async fn snapshot_etag_and_not_modified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_listing_and_access() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     for ns in ["ns-a", "ns-b", "ns-c", "other"] {
         n.put_json(ns, "k", json!(1)).await;
     }
-    n.req(Method::DELETE, "/v1/namespaces/ns-b/keys/k")
+    n.request(Method::DELETE, "/v1/namespaces/ns-b/keys/k")
         .send()
         .await
         .expect("send");
@@ -868,11 +788,11 @@ async fn namespaces_listing_and_access() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aliases() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     n.put_json("al", "db/v1", json!({"v": 1})).await;
     n.put_json("al", "db/v2", json!({"v": 2})).await;
     let put_alias = |alias: &str, body: &str| {
-        n.req(Method::PUT, &format!("/v1/namespaces/al/aliases/{alias}"))
+        n.request(Method::PUT, &format!("/v1/namespaces/al/aliases/{alias}"))
             .body(body.to_string())
     };
     let created = put_alias("db/current", r#"{"target":"db/v2"}"#)
@@ -924,14 +844,14 @@ async fn aliases() {
         .expect("send");
     assert_error(malformed, StatusCode::BAD_REQUEST, "invalid_request").await;
     let write_through = n
-        .req(Method::PUT, "/v1/namespaces/al/keys/db/current")
+        .request(Method::PUT, "/v1/namespaces/al/keys/db/current")
         .body("x")
         .send()
         .await
         .expect("send");
     assert_error(write_through, StatusCode::CONFLICT, "name_taken").await;
     let delete_through = n
-        .req(Method::DELETE, "/v1/namespaces/al/keys/db/current")
+        .request(Method::DELETE, "/v1/namespaces/al/keys/db/current")
         .send()
         .await
         .expect("send");
@@ -959,7 +879,7 @@ async fn aliases() {
     assert_eq!(page2["items"][0]["alias"], "db/old");
 
     // A dangling alias answers 404 naming its target.
-    n.req(Method::DELETE, "/v1/namespaces/al/keys/db/v1")
+    n.request(Method::DELETE, "/v1/namespaces/al/keys/db/v1")
         .send()
         .await
         .expect("send");
@@ -977,7 +897,7 @@ async fn aliases() {
     );
 
     let removed = n
-        .req(Method::DELETE, "/v1/namespaces/al/aliases/db/old")
+        .request(Method::DELETE, "/v1/namespaces/al/aliases/db/old")
         .send();
     assert_eq!(removed.await.expect("send").status(), StatusCode::OK);
     let gone = n
@@ -987,7 +907,7 @@ async fn aliases() {
         .expect("send");
     assert_error(gone, StatusCode::NOT_FOUND, "alias_not_found").await;
     let gone_again = n
-        .req(Method::DELETE, "/v1/namespaces/al/aliases/db/old")
+        .request(Method::DELETE, "/v1/namespaces/al/aliases/db/old")
         .send();
     assert_error(
         gone_again.await.expect("send"),
@@ -999,7 +919,7 @@ async fn aliases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codecs_unknown_routes_and_methods() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let codecs = n.json("/v1/codecs").await;
     let names: Vec<&str> = codecs["codecs"]
         .as_array()
@@ -1011,7 +931,7 @@ async fn codecs_unknown_routes_and_methods() {
     let nowhere = n.get("/v1/nowhere").send().await.expect("send");
     assert_error(nowhere, StatusCode::NOT_FOUND, "route_not_found").await;
     let patch = n
-        .req(Method::PATCH, "/v1/namespaces/a/keys/k")
+        .request(Method::PATCH, "/v1/namespaces/a/keys/k")
         .send()
         .await
         .expect("send");
@@ -1020,10 +940,10 @@ async fn codecs_unknown_routes_and_methods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_a_restart() {
-    let mut n = TestNode::start().await;
+    let mut n = SingleNode::start().await;
     n.put_json("r", "a", json!({"x": 1})).await;
     n.put_json("r", "a", json!({"x": 2})).await;
-    n.req(Method::PUT, "/v1/namespaces/r/aliases/b")
+    n.request(Method::PUT, "/v1/namespaces/r/aliases/b")
         .body(r#"{"target":"a"}"#)
         .send()
         .await
@@ -1046,7 +966,7 @@ async fn data_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bodies_never_cause_a_server_error() {
-    let n = TestNode::start().await;
+    let n = SingleNode::start().await;
     let content_types = [
         "application/json",
         ENVELOPE,
@@ -1069,7 +989,7 @@ async fn garbage_bodies_never_cause_a_server_error() {
         let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let ct = content_types[(next() % content_types.len() as u64) as usize];
         let mut req = n
-            .req(Method::PUT, &format!("/v1/namespaces/g/keys/k{}", i % 7))
+            .request(Method::PUT, &format!("/v1/namespaces/g/keys/k{}", i % 7))
             .body(body);
         if !ct.is_empty() {
             req = req.header("content-type", ct);

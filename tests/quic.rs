@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use cfgnode_node::{Node, NodeConfig};
+use cfgnode_node::Node;
+use cfgnode_tests::{node_token, start_single_node};
 use cfgnode_transport::{
     ClientTls, ConfigRequest, MAGIC, MAX_HEADER_BYTES, PROTOCOL_VERSION, Request, RequestHeader,
     Response, ResponseEnvelope, SERVER_NAME, bind_endpoint, decode_payload, encode_frame,
@@ -14,14 +15,8 @@ use quinn::Connection;
 
 async fn start() -> (tempfile::TempDir, Node, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = NodeConfig::new(dir.path());
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.quic_addr = "127.0.0.1:0".parse().expect("addr");
-    let node = Node::start(config).await.expect("node");
-    let token = std::fs::read_to_string(node.token_path())
-        .expect("token")
-        .trim()
-        .to_string();
+    let node = start_single_node(dir.path(), |_| {}).await;
+    let token = node_token(&node);
     (dir, node, token)
 }
 

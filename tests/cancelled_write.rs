@@ -6,8 +6,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use cfgnode_node::{Node, NodeConfig};
 use cfgnode_storage::{CommitObserver, CommitStats};
+use cfgnode_tests::SingleNode;
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -87,24 +87,18 @@ fn open_connections(page: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_client_hung_up_keeps_the_namespace_until_it_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = NodeConfig::new(dir.path());
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.quic_addr = "127.0.0.1:0".parse().expect("addr");
     let latch = Arc::new(WriterLatch::default());
     let _release = ReleaseOnDrop(Arc::clone(&latch));
-    let node = Node::start_with_commit_hook(config, Arc::clone(&latch) as Arc<dyn CommitObserver>)
-        .await
-        .expect("node starts");
-    let token = std::fs::read_to_string(node.token_path()).expect("token");
-    let token = token.trim().to_string();
-    let base = format!("http://{}", node.http_addr());
     // No pooling: every connection the test opens is closed after its request, so the open
     // connections gauge counts only what is in flight.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
+    let n = SingleNode::start_with_commit_hook(Arc::clone(&latch) as Arc<dyn CommitObserver>)
+        .await
+        .with_http(http.clone());
+    let (node, token, base) = (n.node(), n.token.clone(), n.base.clone());
     let put = |ns: &str, key: &str, value: &'static str| {
         http.put(format!("{base}/v1/namespaces/{ns}/keys/{key}"))
             .bearer_auth(&token)
@@ -192,5 +186,5 @@ async fn a_write_whose_client_hung_up_keeps_the_namespace_until_it_commits() {
     assert_eq!(written.text().await.expect("body"), "written");
     let blocker = blocker.await.expect("blocker task").expect("blocker write");
     assert_eq!(blocker.status(), StatusCode::OK);
-    node.shutdown().await.expect("clean shutdown");
+    n.shutdown().await;
 }

@@ -9,26 +9,21 @@ use std::time::Duration;
 use cfgnode_client::{
     Client, ClientError, ConnectionEvent, PutOptions, RetryPolicy, SnapshotResult, WriteMode,
 };
-use cfgnode_node::{Node, NodeConfig, TlsFiles};
+use cfgnode_node::{Node, TlsFiles};
+use cfgnode_tests::{node_token, start_single_node};
 use cfgnode_transport::{ClientTls, ClusterCa, Identity, ServerTls, bind_endpoint, read_frame};
 
+/// A node in `dir` on QUIC address `quic` (port 0, or a fixed one to restart on), with `tls`.
 async fn start_node(dir: &std::path::Path, quic: SocketAddr, tls: Option<TlsFiles>) -> Node {
-    let mut config = NodeConfig::new(dir);
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.quic_addr = quic;
-    config.tls = tls;
-    Node::start(config).await.expect("node starts")
+    start_single_node(dir, |config| {
+        config.quic_addr = quic;
+        config.tls = tls;
+    })
+    .await
 }
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
-}
-
-fn token(node: &Node) -> String {
-    std::fs::read_to_string(node.token_path())
-        .expect("token")
-        .trim()
-        .to_string()
 }
 
 fn json(codec: &str) -> PutOptions {
@@ -51,7 +46,7 @@ async fn every_method_against_a_real_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start_node(dir.path(), any_port(), None).await;
     let client = Client::builder([node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .insecure()
         .build()
         .expect("client");
@@ -253,7 +248,7 @@ async fn every_method_against_a_real_node() {
         Err(ClientError::Unauthenticated(_))
     ));
     let foreign = Client::builder([node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .cluster_id("elsewhere")
         .insecure()
         .build()
@@ -274,7 +269,7 @@ async fn the_client_reconnects_after_a_node_restart() {
     let events: Arc<Mutex<Vec<ConnectionEvent>>> = Arc::default();
     let seen = Arc::clone(&events);
     let client = Client::builder([quic])
-        .token(token(&node))
+        .token(node_token(&node))
         .insecure()
         .retry(quick_retries())
         .timeout(Duration::from_secs(20))
@@ -331,7 +326,7 @@ async fn the_client_fails_over_to_the_next_address() {
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
     let dead_addr = dead.local_addr().expect("addr");
     let client = Client::builder([dead_addr, node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .insecure()
         .connect_timeout(Duration::from_millis(300))
         .retry(quick_retries())
@@ -430,7 +425,7 @@ async fn mutual_tls_refuses_clients_without_a_cluster_certificate() {
     let node = start_node(&dir.path().join("data"), any_port(), Some(tls)).await;
 
     let member = Client::builder([node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .ca(&ca_file, Some((&client_cert, &client_key)))
         .expect("tls files")
         .build()
@@ -445,7 +440,7 @@ async fn mutual_tls_refuses_clients_without_a_cluster_certificate() {
         ..quick_retries()
     };
     let anonymous = Client::builder([node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .ca(&ca_file, None)
         .expect("ca")
         .retry(quick.clone())
@@ -456,7 +451,7 @@ async fn mutual_tls_refuses_clients_without_a_cluster_certificate() {
         "no client certificate: refused"
     );
     let insecure = Client::builder([node.quic_addr()])
-        .token(token(&node))
+        .token(node_token(&node))
         .insecure()
         .retry(quick)
         .build()
