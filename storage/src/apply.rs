@@ -7,13 +7,16 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, WriteMode};
+use crate::mutation::{
+    AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, RecordDelete, RecordDeleted,
+    RecordPut, RecordWrite, WriteMode,
+};
 use crate::records::{
     ALIASES, ATTACHMENTS, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG,
-    META, META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode, encode,
+    META, META_CLUSTER_MEMBERS, NAMESPACES, RECORDS, RecordRow, VersionRecord, decode, encode,
 };
 use crate::transfer::{TransferOp, check_ops, upper_bound};
-use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Revision};
+use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Record, Revision};
 
 /// How much history and log a namespace keeps.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +37,7 @@ pub(crate) struct WriteTables<'t> {
     log: BytesTable<'t, (&'static str, u64)>,
     aliases: BytesTable<'t, (&'static str, &'static str)>,
     attachments: BytesTable<'t, (&'static str, &'static str)>,
+    records: BytesTable<'t, (&'static str, &'static str, &'static str)>,
     meta: BytesTable<'t, &'static str>,
     cluster: BytesTable<'t, &'static str>,
 }
@@ -48,6 +52,7 @@ impl<'t> WriteTables<'t> {
             log: txn.open_table(LOG)?,
             aliases: txn.open_table(ALIASES)?,
             attachments: txn.open_table(ATTACHMENTS)?,
+            records: txn.open_table(RECORDS)?,
             meta: txn.open_table(META)?,
             cluster: txn.open_table(CLUSTER)?,
         })
@@ -105,6 +110,13 @@ pub(crate) fn apply(
         Mutation::DeleteAlias { namespace, alias } => {
             delete_alias(t, &namespace, &alias, now, retention).map(Applied::AliasDeleted)
         }
+        Mutation::PutRecord {
+            put,
+            skip_unchanged,
+        } => put_record(t, put, skip_unchanged, now, retention).map(Applied::RecordPut),
+        Mutation::DeleteRecord(req) => {
+            delete_record(t, req, now, retention).map(Applied::RecordDeleted)
+        }
     }
 }
 
@@ -124,6 +136,8 @@ fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), S
                 t.aliases.retain_in((ns, "")..(upper, ""), |_, _| false)?;
                 t.attachments
                     .retain_in((ns, "")..(upper, ""), |_, _| false)?;
+                t.records
+                    .retain_in((ns, "", "")..(upper, "", ""), |_, _| false)?;
             }
             TransferOp::ClearAttachments => {
                 t.attachments
@@ -164,6 +178,13 @@ fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), S
             }
             TransferOp::Alias { alias, record } => {
                 t.aliases.insert((ns, alias.as_str()), record.as_slice())?;
+            }
+            TransferOp::ClearRecord { kind, name } => {
+                t.records.remove((ns, kind.as_str(), name.as_str()))?;
+            }
+            TransferOp::Record { kind, name, record } => {
+                t.records
+                    .insert((ns, kind.as_str(), name.as_str()), record.as_slice())?;
             }
         }
     }
@@ -371,6 +392,136 @@ fn delete_alias(
     };
     append_event(t, &mut state, revision, event, now, retention)?;
     Ok(to_alias(ns, alias, existing))
+}
+
+fn put_record(
+    t: &mut WriteTables<'_>,
+    req: RecordPut,
+    skip_unchanged: bool,
+    now: Millis,
+    retention: Retention,
+) -> Result<RecordWrite, StoreError> {
+    let ns = req.namespace.as_str();
+    let (kind, name) = (req.kind.as_str(), req.name.as_str());
+    // Checks first: nothing below this block may fail for a reason that is the caller's.
+    let current = read_record(&t.records, ns, kind, name)?;
+    check_record_version(
+        kind,
+        name,
+        req.if_version,
+        current.as_ref().map(|r| r.version),
+    )?;
+    let current = match current {
+        Some(row) if skip_unchanged && row.value == req.value => {
+            return Ok(RecordWrite {
+                record: to_record(ns, kind, name, row),
+                written: false,
+            });
+        }
+        other => other,
+    };
+
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    let row = RecordRow {
+        value: req.value,
+        version: current.as_ref().map_or(1, |r| r.version + 1),
+        revision,
+        created_at: current.as_ref().map_or(now, |r| r.created_at),
+        updated_at: now,
+    };
+    t.records
+        .insert((ns, kind, name), encode(&row).as_slice())?;
+    let event = EventKind::RecordSet {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        version: row.version,
+        value: row.value.clone(),
+    };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(RecordWrite {
+        record: to_record(ns, kind, name, row),
+        written: true,
+    })
+}
+
+fn delete_record(
+    t: &mut WriteTables<'_>,
+    req: RecordDelete,
+    now: Millis,
+    retention: Retention,
+) -> Result<RecordDeleted, StoreError> {
+    let ns = req.namespace.as_str();
+    let (kind, name) = (req.kind.as_str(), req.name.as_str());
+    let Some(current) = read_record(&t.records, ns, kind, name)? else {
+        return Err(StoreError::RecordNotFound {
+            namespace: req.namespace,
+            kind: req.kind,
+            name: req.name,
+        });
+    };
+    check_record_version(kind, name, req.if_version, Some(current.version))?;
+
+    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let revision = state.revision + 1;
+    t.records.remove((ns, kind, name))?;
+    let event = EventKind::RecordDelete {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        version: current.version,
+    };
+    append_event(t, &mut state, revision, event, now, retention)?;
+    Ok(RecordDeleted {
+        namespace: req.namespace,
+        kind: req.kind,
+        name: req.name,
+        version: current.version,
+        revision,
+    })
+}
+
+fn check_record_version(
+    kind: &str,
+    name: &str,
+    expected: Option<u64>,
+    actual: Option<u64>,
+) -> Result<(), StoreError> {
+    match check_expected_version(name, expected, actual) {
+        Err(StoreError::VersionMismatch {
+            expected, actual, ..
+        }) => Err(StoreError::RecordVersionMismatch {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            expected,
+            actual,
+        }),
+        other => other,
+    }
+}
+
+fn read_record(
+    records: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<RecordRow>, StoreError> {
+    records
+        .get((ns, kind, name))?
+        .map(|g| decode(g.value()))
+        .transpose()
+}
+
+pub(crate) fn to_record(ns: &str, kind: &str, name: &str, row: RecordRow) -> Record {
+    Record {
+        namespace: ns.to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        value: row.value,
+        version: row.version,
+        revision: row.revision,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
 }
 
 fn check_expected_version(

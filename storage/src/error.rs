@@ -23,6 +23,16 @@ pub enum StoreError {
         /// Which rule it breaks.
         reason: String,
     },
+    /// A record kind does not follow the kind rules.
+    #[error(
+        "invalid record kind {kind:?}: {reason}; a kind is 1-32 lowercase letters, digits or '_', starting with a letter (e.g. instance, route)"
+    )]
+    InvalidRecordKind {
+        /// The offending kind (shortened).
+        kind: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
     /// The codec name is neither a known codec nor `client:<name>`.
     #[error(
         "unknown codec {codec:?}: use json, yaml, toml, text, bytes, or client:<name> for an opaque application codec"
@@ -83,6 +93,31 @@ pub enum StoreError {
         namespace: String,
         /// The alias asked for.
         alias: String,
+    },
+    /// The record does not exist.
+    #[error("record {kind}/{name:?} not found in namespace {namespace:?}")]
+    RecordNotFound {
+        /// The namespace asked for.
+        namespace: String,
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+    },
+    /// A compare-and-set of a record found another version.
+    #[error(
+        "record {kind}/{name:?} is at version {}, not the expected {expected}; read it again and retry",
+        actual.map_or_else(|| "none (absent)".to_string(), |v| v.to_string())
+    )]
+    RecordVersionMismatch {
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+        /// The version the caller expected (0 = absent).
+        expected: u64,
+        /// The version found, if the record exists.
+        actual: Option<u64>,
     },
     /// The requested version of a key is not in its retained history.
     #[error("version {version} of key {key:?} is not in its retained history")]

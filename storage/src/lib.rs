@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`model`](crate::validate_namespace): names, keys, codecs and their validation (pure).
-//! - `records`: on-disk records (format byte + bincode 2) and the redb table definitions.
+//! - `records`: on-disk rows (format byte + bincode 2) and the redb table definitions (among
+//!   them the `RECORDS` table of the namespace [`Record`]s that roles keep).
 //! - `apply`: one mutation inside a write transaction; checks first, writes second.
 //! - `writer`: the group-commit writer thread that owns every write transaction.
 //! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
@@ -16,8 +17,12 @@
 //! `node -> storage`; storage depends on no crate of ours. Every mutation of a namespace takes
 //! the next namespace [`Revision`] and appends an [`Event`] to the namespace log in the same
 //! transaction as the data, so the log is exactly the history of the namespace (watch resume and
-//! handoff read it). The log and per-key history are trimmed to a configured retention; a
-//! reader older than the log gets [`LogRead::Compacted`], never a silent gap.
+//! handoff read it). A namespace holds three kinds of data: entries (keys, with history),
+//! aliases, and records (a role's state, e.g. registry instances, by kind and name, with no
+//! history); all three are in the log and move on handoff. Attachments (webhooks) are bytes
+//! the node keeps beside a namespace, outside its log. The log and per-key history are trimmed
+//! to a configured retention; a reader older than the log gets [`LogRead::Compacted`], never a
+//! silent gap.
 //!
 //! # Durability
 //!
@@ -36,14 +41,17 @@ mod writer;
 
 pub use error::StoreError;
 pub use model::{
-    Codec, MAX_KEY_LEN, MAX_NAMESPACE_LEN, validate_key, validate_namespace,
-    validate_system_namespace,
+    Codec, MAX_KEY_LEN, MAX_NAMESPACE_LEN, MAX_RECORD_KIND_LEN, validate_key, validate_namespace,
+    validate_record_kind, validate_system_namespace,
 };
-pub use mutation::{AliasPut, DeleteRequest, Deleted, PutRequest, WriteMode};
+pub use mutation::{
+    AliasPut, DeleteRequest, Deleted, PutRequest, RecordDelete, RecordDeleted, RecordPut,
+    RecordWrite, WriteMode,
+};
 pub use store::{GENERATION_STEP, Store, StoreOptions, validate_node_id};
 pub use transfer::{MAX_ATTACHMENT_BYTES, NamespaceExport, TransferOp};
 pub use types::{
-    Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Revision,
-    Snapshot, VersionEntry,
+    Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Record,
+    Revision, Snapshot, VersionEntry,
 };
 pub use writer::{CommitObserver, CommitStats};

@@ -14,6 +14,8 @@ use crate::error::StoreError;
 pub const MAX_NAMESPACE_LEN: usize = 128;
 /// Longest key (and alias name), in bytes.
 pub const MAX_KEY_LEN: usize = 512;
+/// Longest record kind (`instance`, `route`, ...), in bytes.
+pub const MAX_RECORD_KIND_LEN: usize = 32;
 /// Longest `client:...` codec name, in bytes (including the `client:` prefix).
 pub const MAX_CODEC_LEN: usize = 64;
 
@@ -88,6 +90,34 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.split('/').any(str::is_empty) {
         return Err(invalid(
             "it has an empty segment (a leading, trailing or doubled '/')",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a record kind: `[a-z][a-z0-9_]{0,31}`. A kind is a short name a role chooses for one
+/// family of its records (`instance`, `subscription`, `route`); keeping it to identifier
+/// characters lets roles and the JSON event view use it as-is.
+pub fn validate_record_kind(kind: &str) -> Result<(), StoreError> {
+    let invalid = |why: &str| StoreError::InvalidRecordKind {
+        kind: truncate_for_error(kind),
+        reason: why.to_string(),
+    };
+    let Some(&first) = kind.as_bytes().first() else {
+        return Err(invalid("it is empty"));
+    };
+    if kind.len() > MAX_RECORD_KIND_LEN {
+        return Err(invalid("it is longer than 32 bytes"));
+    }
+    if !first.is_ascii_lowercase() {
+        return Err(invalid("it must start with a lowercase letter"));
+    }
+    if !kind
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid(
+            "only lowercase letters, digits and '_' are allowed",
         ));
     }
     Ok(())
@@ -288,6 +318,39 @@ mod tests {
         }
         for bad in ["", "/a", "a/", "a//b", "a\nb", "a\u{7f}", &"k".repeat(513)] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn record_kinds() {
+        for ok in [
+            "instance",
+            "route",
+            "a",
+            "sub_2",
+            &"k".repeat(MAX_RECORD_KIND_LEN),
+        ] {
+            assert!(validate_record_kind(ok).is_ok(), "{ok:?}");
+        }
+        let too_long = "k".repeat(MAX_RECORD_KIND_LEN + 1);
+        for bad in [
+            "",
+            "Instance",
+            "1st",
+            "_x",
+            "a-b",
+            "a/b",
+            "a.b",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(
+                matches!(
+                    validate_record_kind(bad),
+                    Err(StoreError::InvalidRecordKind { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 

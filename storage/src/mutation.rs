@@ -1,7 +1,7 @@
 //! Write requests and what the writer answers for each.
 
 use crate::model::Codec;
-use crate::types::{Alias, Entry, Revision};
+use crate::types::{Alias, Entry, Record, Revision};
 
 /// How a put treats an existing key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +65,59 @@ pub struct AliasPut {
     pub created: bool,
 }
 
+/// A write of one record (see [`Record`]).
+#[derive(Clone, Debug)]
+pub struct RecordPut {
+    /// The namespace; created if it has no data yet.
+    pub namespace: String,
+    /// The record's kind (`[a-z][a-z0-9_]{0,31}`).
+    pub kind: String,
+    /// The record's name (key syntax).
+    pub name: String,
+    /// The new value: opaque bytes, at most the store's `max_value_bytes`.
+    pub value: Vec<u8>,
+    /// Compare-and-set: the version the record must be at (0 = the record must be absent).
+    pub if_version: Option<u64>,
+}
+
+/// A delete of one record.
+#[derive(Clone, Debug)]
+pub struct RecordDelete {
+    /// The namespace.
+    pub namespace: String,
+    /// The record's kind.
+    pub kind: String,
+    /// The record's name.
+    pub name: String,
+    /// Compare-and-delete: the version the record must be at.
+    pub if_version: Option<u64>,
+}
+
+/// The result of a record delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordDeleted {
+    /// The namespace.
+    pub namespace: String,
+    /// The record's kind.
+    pub kind: String,
+    /// The record's name.
+    pub name: String,
+    /// The version the record had when it was deleted.
+    pub version: u64,
+    /// The namespace revision of the delete.
+    pub revision: Revision,
+}
+
+/// The result of [`crate::Store::put_record_if_changed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordWrite {
+    /// The record as stored after the call.
+    pub record: Record,
+    /// False when the stored value was already byte-identical: nothing was written, no
+    /// revision taken, no event logged.
+    pub written: bool,
+}
+
 /// One write for the group-commit writer.
 #[derive(Debug)]
 pub(crate) enum Mutation {
@@ -95,6 +148,12 @@ pub(crate) enum Mutation {
         namespace: String,
         alias: String,
     },
+    /// Put a record; `skip_unchanged` leaves a byte-identical value alone (no revision).
+    PutRecord {
+        put: RecordPut,
+        skip_unchanged: bool,
+    },
+    DeleteRecord(RecordDelete),
 }
 
 /// What the writer did for one [`Mutation`].
@@ -108,4 +167,6 @@ pub(crate) enum Applied {
     Deleted(Deleted),
     AliasPut(AliasPut),
     AliasDeleted(Alias),
+    RecordPut(RecordWrite),
+    RecordDeleted(RecordDeleted),
 }

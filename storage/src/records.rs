@@ -28,6 +28,11 @@ pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new
 /// (namespace, alias) -> [`AliasRecord`].
 pub(crate) const ALIASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aliases");
 
+/// (namespace, kind, name) -> [`RecordRow`]: the namespace's records (registry instances, routes,
+/// ...), data of the namespace like entries (revision, log) but with no per-record history.
+pub(crate) const RECORDS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("records");
+
 /// (namespace, name) -> bytes owned by the node (webhooks and their delivery cursors): they
 /// live and move with the namespace but are not part of its data (no revision, no log).
 pub(crate) const ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
@@ -80,6 +85,18 @@ pub(crate) struct AliasRecord {
     pub target: String,
     pub revision: Revision,
     pub created_at: Millis,
+}
+
+/// A record's current value (see [`crate::Record`]). No history: the namespace log is the only
+/// trace of earlier values.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RecordRow {
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub revision: Revision,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 /// One log entry.

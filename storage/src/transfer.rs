@@ -1,7 +1,8 @@
 //! Moving a namespace between nodes (handoff): export its rows, import them elsewhere.
 //!
 //! The unit of transfer is the stored row, record bytes and all, so the receiver ends up with
-//! exactly the giver's namespace: the same revision counter, versions, history, aliases and log.
+//! exactly the giver's namespace: the same revision counter, versions, history, aliases,
+//! records and log.
 //! A handoff sends a full export read at one revision (one read transaction, so it is
 //! consistent while writes go on), then, with writes held, the rows changed since
 //! ([`Store::export_changes`]), computed from the log.
@@ -16,10 +17,10 @@ use redb::{ReadTransaction, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::model::{validate_key, validate_namespace};
+use crate::model::{validate_key, validate_namespace, validate_record_kind};
 use crate::records::{
     ALIASES, ATTACHMENTS, AliasRecord, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, NAMESPACES,
-    VersionRecord, decode,
+    RECORDS, RecordRow, VersionRecord, decode,
 };
 use crate::types::{EventKind, NamespaceState, Revision};
 
@@ -93,6 +94,23 @@ pub enum TransferOp {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Remove a record (before it is sent again, if it still exists).
+    ClearRecord {
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+    },
+    /// A record row.
+    Record {
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+        /// The stored record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
 
 /// Largest attachment (a webhook with its cursor and last error fits many times over).
@@ -113,6 +131,8 @@ impl TransferOp {
             }
             TransferOp::Alias { alias, record } => alias.len() + record.len(),
             TransferOp::Attachment { name, record } => name.len() + record.len(),
+            TransferOp::ClearRecord { kind, name } => kind.len() + name.len(),
+            TransferOp::Record { kind, name, record } => kind.len() + name.len() + record.len(),
         }
     }
 }
@@ -125,6 +145,7 @@ enum Position {
     History(Option<(String, u64)>),
     Log(Option<Revision>),
     Aliases(Option<String>),
+    Records(Option<(String, String)>),
     Attachments(Option<String>),
     Done,
 }
@@ -275,9 +296,42 @@ impl NamespaceExport {
                         |alias, record| TransferOp::Alias { alias, record },
                     )?;
                     self.position = if finished {
-                        Position::Attachments(None)
+                        Position::Records(None)
                     } else {
                         Position::Aliases(last)
+                    };
+                }
+                Position::Records(after) => {
+                    let table = self.txn.open_table(RECORDS)?;
+                    let start = match &after {
+                        Some((kind, name)) => Bound::Excluded((ns, kind.as_str(), name.as_str())),
+                        None => Bound::Included((ns, "", "")),
+                    };
+                    let mut last = after.clone();
+                    let mut finished = true;
+                    for item in table.range::<(&str, &str, &str)>((
+                        start,
+                        Bound::Excluded((upper.as_str(), "", "")),
+                    ))? {
+                        if full(bytes, &chunk) {
+                            finished = false;
+                            break;
+                        }
+                        let (k, v) = item?;
+                        let (_, kind, name) = k.value();
+                        let op = TransferOp::Record {
+                            kind: kind.to_string(),
+                            name: name.to_string(),
+                            record: v.value().to_vec(),
+                        };
+                        bytes += op.size();
+                        chunk.push(op);
+                        last = Some((kind.to_string(), name.to_string()));
+                    }
+                    self.position = if finished {
+                        Position::Attachments(None)
+                    } else {
+                        Position::Records(last)
                     };
                 }
                 Position::Attachments(after) => {
@@ -367,6 +421,7 @@ pub(crate) fn changes_since(
     let mut ops = Vec::new();
     let mut keys = BTreeSet::new();
     let mut aliases = BTreeSet::new();
+    let mut records = BTreeSet::new();
     {
         let log = txn.open_table(LOG)?;
         for item in log.range((ns, since.saturating_add(1))..=(ns, u64::MAX))? {
@@ -378,6 +433,10 @@ pub(crate) fn changes_since(
                 }
                 EventKind::AliasSet { alias, .. } | EventKind::AliasDelete { alias } => {
                     aliases.insert(alias);
+                }
+                EventKind::RecordSet { kind, name, .. }
+                | EventKind::RecordDelete { kind, name, .. } => {
+                    records.insert((kind, name));
                 }
             }
             ops.push(TransferOp::Log {
@@ -413,6 +472,20 @@ pub(crate) fn changes_since(
         if let Some(v) = alias_table.get((ns, alias.as_str()))? {
             ops.push(TransferOp::Alias {
                 alias: alias.clone(),
+                record: v.value().to_vec(),
+            });
+        }
+    }
+    let record_table = txn.open_table(RECORDS)?;
+    for (kind, name) in &records {
+        ops.push(TransferOp::ClearRecord {
+            kind: kind.clone(),
+            name: name.clone(),
+        });
+        if let Some(v) = record_table.get((ns, kind.as_str(), name.as_str()))? {
+            ops.push(TransferOp::Record {
+                kind: kind.clone(),
+                name: name.clone(),
                 record: v.value().to_vec(),
             });
         }
@@ -493,6 +566,15 @@ pub(crate) fn check_ops(namespace: &str, ops: &[TransferOp]) -> Result<(), Store
             TransferOp::Alias { alias, record } => {
                 validate_key(alias)?;
                 decode::<AliasRecord>(record).map_err(|e| bad("alias", e))?;
+            }
+            TransferOp::ClearRecord { kind, name } => {
+                validate_record_kind(kind)?;
+                validate_key(name)?;
+            }
+            TransferOp::Record { kind, name, record } => {
+                validate_record_kind(kind)?;
+                validate_key(name)?;
+                decode::<RecordRow>(record).map_err(|e| bad("record", e))?;
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The values storage hands out: entries, versions, namespace states, aliases, events, pages.
+//! The values storage hands out: entries, versions, namespace states, aliases, records, events,
+//! pages.
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +98,33 @@ pub struct Alias {
     pub created_at: Millis,
 }
 
+/// A record: a role's piece of namespace state (a registry instance, a subscription, a route),
+/// named by `(kind, name)` inside its namespace.
+///
+/// Records are namespace data: every write takes the next namespace revision and appends an
+/// event to the log, so they move on handoff and reach watches and webhooks like keys do. They
+/// are not part of the config view ([`Snapshot`]) and keep no history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The namespace holding the record.
+    pub namespace: String,
+    /// The family of records it belongs to (`[a-z][a-z0-9_]{0,31}`), chosen by the role.
+    pub kind: String,
+    /// Its name within the kind (key syntax).
+    pub name: String,
+    /// Opaque bytes, encoded by the role (JSON in practice).
+    pub value: Vec<u8>,
+    /// 1 at creation, +1 at every put. A deleted and re-created record starts again at 1 (no
+    /// history is kept), so order writes by `revision`, not by version.
+    pub version: u64,
+    /// The namespace revision of the record's last write.
+    pub revision: Revision,
+    /// When the record was created (its current life).
+    pub created_at: Millis,
+    /// When it was last written.
+    pub updated_at: Millis,
+}
+
 /// What one namespace mutation did; the log stores these in revision order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -131,6 +159,27 @@ pub enum EventKind {
         /// The alias name.
         alias: String,
     },
+    /// A record was written (created or replaced).
+    RecordSet {
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+        /// Its new version.
+        version: u64,
+        /// The value written.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// A record was deleted.
+    RecordDelete {
+        /// The record's kind.
+        kind: String,
+        /// The record's name.
+        name: String,
+        /// The version the record had when it was deleted.
+        version: u64,
+    },
 }
 
 /// One entry of a namespace log.
@@ -146,7 +195,12 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// Every entry and alias of a namespace at one revision.
+/// Every entry and alias of a namespace at one revision: the config view.
+///
+/// Records ([`Record`]) are not in it, yet they are namespace data: a record write moves the
+/// namespace revision, and so its ETag, without changing the snapshot's entries or aliases.
+/// Consumers that compare snapshots should compare content, not only the ETag, to tell config
+/// changes apart.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// The namespace state the snapshot was read at.

@@ -5,16 +5,17 @@ use std::ops::Bound;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::apply::to_alias;
+use crate::apply::{to_alias, to_record};
 use crate::error::StoreError;
-use crate::model::{validate_key, validate_namespace};
+use crate::model::{validate_key, validate_namespace, validate_record_kind};
 use crate::records::{
     ALIASES, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG, META,
-    META_CLUSTER_MEMBERS, NAMESPACES, VersionRecord, decode,
+    META_CLUSTER_MEMBERS, NAMESPACES, RECORDS, VersionRecord, decode,
 };
 use crate::transfer::{NamespaceExport, TransferOp, changes_since};
 use crate::types::{
-    Alias, Entry, Event, LogRead, Lookup, NamespaceState, Page, Revision, Snapshot, VersionEntry,
+    Alias, Entry, Event, LogRead, Lookup, NamespaceState, Page, Record, Revision, Snapshot,
+    VersionEntry,
 };
 
 use super::Store;
@@ -93,6 +94,60 @@ impl Store {
         let alias = to_alias(namespace, name, decode(record.value())?);
         let entry = get_entry(&entries, namespace, &alias.target)?;
         Ok(Lookup::Alias { alias, entry })
+    }
+
+    /// One record of `namespace`, or `None` when it does not exist.
+    pub fn record(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        validate_namespace(namespace)?;
+        validate_record_kind(kind)?;
+        validate_key(name)?;
+        let txn = self.read()?;
+        let table = txn.open_table(RECORDS)?;
+        let found = table.get((namespace, kind, name))?;
+        found
+            .map(|v| Ok(to_record(namespace, kind, name, decode(v.value())?)))
+            .transpose()
+    }
+
+    /// A page of the records of one kind whose names start with `prefix`, in name order, after
+    /// `cursor` (the last name of the previous page), read in one transaction.
+    pub fn records(
+        &self,
+        namespace: &str,
+        kind: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Record>, StoreError> {
+        validate_namespace(namespace)?;
+        validate_record_kind(kind)?;
+        let txn = self.read()?;
+        let table = txn.open_table(RECORDS)?;
+        let start = match cursor {
+            Some(after) if after >= prefix => Bound::Excluded((namespace, kind, after)),
+            _ => Bound::Included((namespace, kind, prefix)),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for item in table.range::<(&str, &str, &str)>((start, Bound::Unbounded))? {
+            let (k, v) = item?;
+            let (ns, k_kind, name) = k.value();
+            if ns != namespace || k_kind != kind || !name.starts_with(prefix) {
+                break;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(to_record(ns, kind, name, decode(v.value())?));
+        }
+        let next_cursor = more.then(|| items.last().map(|r| r.name.clone())).flatten();
+        Ok(Page { items, next_cursor })
     }
 
     /// A page of live entries whose keys start with `prefix`, in key order, after `cursor`
@@ -192,6 +247,7 @@ impl Store {
     }
 
     /// Every entry and alias of a namespace, read in one transaction so they share a revision.
+    /// Records are not included (see [`Snapshot`]), though their writes move the revision.
     pub fn snapshot(&self, namespace: &str) -> Result<Option<Snapshot>, StoreError> {
         validate_namespace(namespace)?;
         let txn = self.read()?;

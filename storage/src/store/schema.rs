@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::records::{
     ALIASES, ATTACHMENTS, CLUSTER, ENTRIES, GenerationRecord, HISTORY, LOG, META, META_GENERATION,
-    META_NODE_ID, META_SCHEMA, NAMESPACES, decode, encode,
+    META_NODE_ID, META_SCHEMA, NAMESPACES, RECORDS, decode, encode,
 };
 
 /// The schema this build creates and understands.
@@ -82,6 +82,8 @@ pub(super) fn init_schema(
         txn.open_table(ALIASES)?;
         txn.open_table(CLUSTER)?;
         txn.open_table(ATTACHMENTS)?;
+        // Added after schema 1 shipped: older data dirs simply get the (empty) table here.
+        txn.open_table(RECORDS)?;
     }
     txn.commit()?;
     Ok((node_id, generation))

@@ -2,10 +2,13 @@
 //! to the group-commit writer; its future resolves only after the durable commit.
 
 use crate::error::StoreError;
-use crate::model::{validate_key, validate_namespace};
-use crate::mutation::{AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest};
+use crate::model::{validate_key, validate_namespace, validate_record_kind};
+use crate::mutation::{
+    AliasPut, Applied, DeleteRequest, Deleted, Mutation, PutRequest, RecordDelete, RecordDeleted,
+    RecordPut, RecordWrite,
+};
 use crate::transfer::{TransferOp, check_ops};
-use crate::types::{Alias, Entry};
+use crate::types::{Alias, Entry, Record};
 
 use super::Store;
 
@@ -75,6 +78,71 @@ impl Store {
         };
         match self.inner.writer.submit(mutation).await? {
             Applied::AliasDeleted(alias) => Ok(alias),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Writes a record (see [`Record`]): takes the next namespace revision and logs a
+    /// `RecordSet` event in the same durable commit. A namespace with no data yet is created.
+    /// A byte-identical value is still written (a new version and revision); use
+    /// [`Store::put_record_if_changed`] to skip those.
+    ///
+    /// Errors: `InvalidNamespace`, `InvalidRecordKind`, `InvalidKey` (the name),
+    /// `ValueTooLarge`, `RecordVersionMismatch` (the `if_version` check); each changed nothing.
+    pub async fn put_record(&self, put: RecordPut) -> Result<Record, StoreError> {
+        self.submit_record_put(put, false)
+            .await
+            .map(|write| write.record)
+    }
+
+    /// Like [`Store::put_record`], but a value byte-identical to the stored one writes nothing
+    /// (no version, revision or event; `written: false`), so a role can rewrite its state on
+    /// every check without flooding the log and its watchers. The `if_version` check still
+    /// applies.
+    pub async fn put_record_if_changed(&self, put: RecordPut) -> Result<RecordWrite, StoreError> {
+        self.submit_record_put(put, true).await
+    }
+
+    async fn submit_record_put(
+        &self,
+        put: RecordPut,
+        skip_unchanged: bool,
+    ) -> Result<RecordWrite, StoreError> {
+        validate_namespace(&put.namespace)?;
+        validate_record_kind(&put.kind)?;
+        validate_key(&put.name)?;
+        if put.value.len() > self.inner.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                size: put.value.len(),
+                limit: self.inner.max_value_bytes,
+            });
+        }
+        let mutation = Mutation::PutRecord {
+            put,
+            skip_unchanged,
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::RecordPut(write) => Ok(write),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a record, optionally only if it is at `if_version`: takes the next namespace
+    /// revision and logs a `RecordDelete` event in the same durable commit.
+    ///
+    /// Errors: `RecordNotFound` when it does not exist, `RecordVersionMismatch`, and the name
+    /// errors of [`Store::put_record`]; each changed nothing.
+    pub async fn delete_record(&self, delete: RecordDelete) -> Result<RecordDeleted, StoreError> {
+        validate_namespace(&delete.namespace)?;
+        validate_record_kind(&delete.kind)?;
+        validate_key(&delete.name)?;
+        match self
+            .inner
+            .writer
+            .submit(Mutation::DeleteRecord(delete))
+            .await?
+        {
+            Applied::RecordDeleted(deleted) => Ok(deleted),
             other => Err(unexpected(&other)),
         }
     }
@@ -158,7 +226,8 @@ impl Store {
         }
     }
 
-    /// Removes every row of `namespace` (after it moved to another node).
+    /// Removes every row of `namespace`: state, entries, history, aliases, records, log and
+    /// attachments (after it moved to another node).
     pub async fn drop_namespace(&self, namespace: &str) -> Result<(), StoreError> {
         self.import(namespace, vec![TransferOp::ClearNamespace])
             .await
