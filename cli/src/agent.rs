@@ -196,7 +196,10 @@ pub async fn run(client: Client, args: AgentArgs) -> Result<(), CliError> {
             Ok(Ok(item)) => {
                 lock(&status).mode = "watch";
                 let newer = match item {
-                    WatchEvent::Change(event) => event.revision > applied.revision,
+                    // Records (registry, proxy state) are not in the snapshot it renders.
+                    WatchEvent::Change(event) => {
+                        event.revision > applied.revision && !event.kind.is_record()
+                    }
                     WatchEvent::Resynced(_) | WatchEvent::Reset { .. } => true,
                     WatchEvent::Progress { .. } => applied.post_pending,
                 };

@@ -97,6 +97,25 @@ fn print_change(out: Output, event: &Event) {
                 EventKind::Delete { key, version } => format!("delete {key} v{version}"),
                 EventKind::AliasSet { alias, target } => format!("alias {alias} -> {target}"),
                 EventKind::AliasDelete { alias } => format!("unalias {alias}"),
+                EventKind::RecordSet {
+                    kind,
+                    name,
+                    version,
+                    value,
+                } => match std::str::from_utf8(value) {
+                    Ok(text) if !text.contains('\n') => {
+                        format!("record_set {kind} {name} v{version} {text}")
+                    }
+                    _ => format!(
+                        "record_set {kind} {name} v{version} <{} bytes>",
+                        value.len()
+                    ),
+                },
+                EventKind::RecordDelete {
+                    kind,
+                    name,
+                    version,
+                } => format!("record_delete {kind} {name} v{version}"),
             };
             println!("{} {} {what}", event.revision, event.namespace);
         }

@@ -36,6 +36,7 @@ pub fn error_code(error: &StoreError) -> &'static str {
     match error {
         StoreError::InvalidNamespace { .. } => codes::INVALID_NAMESPACE,
         StoreError::InvalidKey { .. } => codes::INVALID_KEY,
+        StoreError::InvalidRecordKind { .. } => codes::INVALID_RECORD_KIND,
         StoreError::UnknownCodec { .. } => codes::UNKNOWN_CODEC,
         StoreError::CodecMismatch { .. } => codes::CODEC_MISMATCH,
         StoreError::Invalid(_) => codes::INVALID_REQUEST,
@@ -43,10 +44,13 @@ pub fn error_code(error: &StoreError) -> &'static str {
         StoreError::NamespaceNotFound { .. } => codes::NAMESPACE_NOT_FOUND,
         StoreError::KeyNotFound { .. } | StoreError::DanglingAlias { .. } => codes::KEY_NOT_FOUND,
         StoreError::AliasNotFound { .. } => codes::ALIAS_NOT_FOUND,
+        StoreError::RecordNotFound { .. } => codes::RECORD_NOT_FOUND,
         StoreError::VersionNotFound { .. } => codes::VERSION_NOT_FOUND,
         StoreError::AlreadyExists { .. } => codes::ALREADY_EXISTS,
         StoreError::DoesNotExist { .. } => codes::DOES_NOT_EXIST,
-        StoreError::VersionMismatch { .. } => codes::VERSION_MISMATCH,
+        StoreError::VersionMismatch { .. } | StoreError::RecordVersionMismatch { .. } => {
+            codes::VERSION_MISMATCH
+        }
         StoreError::NameTaken(_) => codes::NAME_TAKEN,
         StoreError::WriterStopped => codes::UNAVAILABLE,
         StoreError::NodeIdMismatch { .. }

@@ -42,6 +42,7 @@ mod membership;
 mod metrics;
 mod node;
 mod quic_server;
+mod records;
 mod roles;
 mod shutdown;
 mod time;
@@ -54,6 +55,7 @@ pub use http::{
 };
 pub use membership::{MemberState, MemberView};
 pub use node::{DATABASE_FILE, DEFAULT_CLUSTER_ID, MAX_VALUE_LIMIT, Node, NodeConfig, TlsFiles};
+pub use records::NamespaceRecords;
 pub use roles::config::http::ENVELOPE_CONTENT_TYPE;
 pub use roles::push::sse::event_json;
 pub use roles::push::webhook_targets::{Cidr, CidrError};

@@ -24,6 +24,7 @@ use crate::membership::{
 };
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::quic_server::{self, QuicContext};
+use crate::records::NamespaceRecords;
 use crate::roles::Roles;
 use crate::roles::config::ConfigService;
 use crate::roles::push::webhook_targets::{Cidr, TargetPolicy};
@@ -386,6 +387,13 @@ impl Node {
             store: store_handle,
             cluster: node_cluster,
         })
+    }
+
+    /// The node's records (see [`NamespaceRecords`]) over its store and change feeds: the
+    /// roles that keep records build on it. Its writes belong on the namespace's holder (where
+    /// routed requests run); tests call it on the holder directly.
+    pub fn records(&self) -> NamespaceRecords {
+        NamespaceRecords::new(self.store.clone(), self.cluster.feeds().clone())
     }
 
     /// Whether a handoff could freeze `namespace` right now (no request holds its gate). For

@@ -77,6 +77,12 @@ pub const VERSION_MISMATCH: &str = "version_mismatch";
 /// The name is taken by a key or an alias of the other kind.
 pub const NAME_TAKEN: &str = "name_taken";
 
+// ---- records (namespace state kept by roles) ----
+/// The record kind is not valid (`[a-z][a-z0-9_]{0,31}`).
+pub const INVALID_RECORD_KIND: &str = "invalid_record_kind";
+/// The record does not exist.
+pub const RECORD_NOT_FOUND: &str = "record_not_found";
+
 // ---- push role ----
 /// A watch request is malformed (no namespace, too many, bad cursor).
 pub const INVALID_WATCH: &str = "invalid_watch";
@@ -132,6 +138,8 @@ mod tests {
         assert_eq!(http_status(INVALID_KEY), 400);
         assert_eq!(http_status(HOLDER_DOWN), 503);
         assert_eq!(http_status(VALUE_TOO_LARGE), 413);
+        assert_eq!(http_status(RECORD_NOT_FOUND), 404);
+        assert_eq!(http_status(INVALID_RECORD_KIND), 400);
         assert_eq!(http_status("brand_new_code"), 500);
     }
 }

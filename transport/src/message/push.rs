@@ -220,6 +220,28 @@ pub enum WireEventKind {
         /// Alias name.
         alias: String,
     },
+    /// A record (a role's namespace state: a registry instance, a route) was written.
+    /// Appended after the config kinds so their encodings stay as they were.
+    RecordSet {
+        /// The record's kind (`instance`, `route`, ...).
+        kind: String,
+        /// The record's name within its kind.
+        name: String,
+        /// Its new version.
+        version: u64,
+        /// The value (opaque bytes, JSON in practice).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// A record was deleted.
+    RecordDelete {
+        /// The record's kind.
+        kind: String,
+        /// The record's name within its kind.
+        name: String,
+        /// The version the record had when it was deleted.
+        version: u64,
+    },
 }
 
 impl WireEventKind {
@@ -230,11 +252,23 @@ impl WireEventKind {
             WireEventKind::Delete { .. } => "delete",
             WireEventKind::AliasSet { .. } => "alias_set",
             WireEventKind::AliasDelete { .. } => "alias_delete",
+            WireEventKind::RecordSet { .. } => "record_set",
+            WireEventKind::RecordDelete { .. } => "record_delete",
         }
     }
 
+    /// Whether the event changed a record rather than the config view (entries and aliases),
+    /// so consumers of config snapshots can tell it changes nothing they render.
+    pub fn is_record(&self) -> bool {
+        matches!(
+            self,
+            WireEventKind::RecordSet { .. } | WireEventKind::RecordDelete { .. }
+        )
+    }
+
     /// Whether the event concerns a key (or alias name or target) under one of `prefixes`
-    /// (every event when `prefixes` is empty).
+    /// (every event when `prefixes` is empty). Prefixes are key prefixes: a record event
+    /// matches only a watch without prefixes (one that asked for everything).
     pub fn matches(&self, prefixes: &[String]) -> bool {
         if prefixes.is_empty() {
             return true;
@@ -243,10 +277,61 @@ impl WireEventKind {
             WireEventKind::Set { key, .. } | WireEventKind::Delete { key, .. } => [Some(key), None],
             WireEventKind::AliasSet { alias, target } => [Some(alias), Some(target)],
             WireEventKind::AliasDelete { alias } => [Some(alias), None],
+            WireEventKind::RecordSet { .. } | WireEventKind::RecordDelete { .. } => [None, None],
         };
         names
             .into_iter()
             .flatten()
             .any(|name| prefixes.iter().any(|p| name.starts_with(p.as_str())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_set() -> WireEventKind {
+        WireEventKind::RecordSet {
+            kind: "instance".into(),
+            name: "app/web-1".into(),
+            version: 1,
+            value: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn record_events_match_only_watches_without_prefixes() {
+        let delete = WireEventKind::RecordDelete {
+            kind: "instance".into(),
+            name: "app/web-1".into(),
+            version: 1,
+        };
+        for event in [record_set(), delete] {
+            assert!(event.is_record());
+            assert!(event.matches(&[]));
+            // Even a prefix the record's name starts with: prefixes are key prefixes.
+            assert!(!event.matches(&["app/".to_string()]));
+            assert!(!event.matches(&[String::new()]));
+        }
+        let set = WireEventKind::Set {
+            key: "app/x".into(),
+            version: 1,
+            value: vec![],
+            codec: "text".into(),
+        };
+        assert!(!set.is_record());
+        assert!(set.matches(&["app/".to_string()]));
+        assert_eq!(record_set().name(), "record_set");
+    }
+
+    #[test]
+    fn the_config_kinds_keep_their_encoding() {
+        // Older peers and clients decode these: appending the record kinds must not renumber.
+        let config = bincode::config::standard();
+        let alias_delete = WireEventKind::AliasDelete { alias: "a".into() };
+        let bytes = bincode::serde::encode_to_vec(&alias_delete, config).expect("encodes");
+        assert_eq!(bytes, [3, 1, b'a']);
+        let bytes = bincode::serde::encode_to_vec(record_set(), config).expect("encodes");
+        assert_eq!(bytes[0], 4);
     }
 }

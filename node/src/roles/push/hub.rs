@@ -307,7 +307,7 @@ fn gauge_value(n: usize) -> i64 {
 /// The bytes an event's value takes (what the buffer bounds).
 pub fn event_bytes(event: &WireEvent) -> usize {
     let value = match &event.kind {
-        WireEventKind::Set { value, .. } => value.len(),
+        WireEventKind::Set { value, .. } | WireEventKind::RecordSet { value, .. } => value.len(),
         _ => 0,
     };
     value + 64

@@ -73,6 +73,26 @@ pub fn wire_event(event: Event) -> WireEvent {
         EventKind::Delete { key, version } => WireEventKind::Delete { key, version },
         EventKind::AliasSet { alias, target } => WireEventKind::AliasSet { alias, target },
         EventKind::AliasDelete { alias } => WireEventKind::AliasDelete { alias },
+        EventKind::RecordSet {
+            kind,
+            name,
+            version,
+            value,
+        } => WireEventKind::RecordSet {
+            kind,
+            name,
+            version,
+            value,
+        },
+        EventKind::RecordDelete {
+            kind,
+            name,
+            version,
+        } => WireEventKind::RecordDelete {
+            kind,
+            name,
+            version,
+        },
     };
     WireEvent {
         namespace: event.namespace,

@@ -159,7 +159,10 @@ pub fn render(item: &WireWatchItem, cursor: &mut Cursor) -> (&'static str, Value
     }
 }
 
-/// An event as SSE and webhooks show it: values in base64, like the rest of the HTTP API.
+/// An event as SSE and webhooks show it: key values in base64, like the rest of the HTTP API.
+/// A record's value is shown as the JSON document it is when it parses (roles encode their
+/// records as JSON), else in base64; `value_encoding` (`json` or `base64`) says which, since a
+/// JSON string and a base64 string look alike.
 pub fn event_json(event: &WireEvent) -> Value {
     use base64::Engine;
     let at = crate::http::views::rfc3339(event.at);
@@ -184,6 +187,32 @@ pub fn event_json(event: &WireEvent) -> Value {
         WireEventKind::Delete { key, version } => json!({ "key": key, "version": version }),
         WireEventKind::AliasSet { alias, target } => json!({ "alias": alias, "target": target }),
         WireEventKind::AliasDelete { alias } => json!({ "alias": alias }),
+        WireEventKind::RecordSet {
+            kind,
+            name,
+            version,
+            value,
+        } => {
+            let (value, encoding) = match serde_json::from_slice::<Value>(value) {
+                Ok(document) => (document, "json"),
+                Err(_) => (
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(value)),
+                    "base64",
+                ),
+            };
+            json!({
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "value": value,
+                "value_encoding": encoding,
+            })
+        }
+        WireEventKind::RecordDelete {
+            kind,
+            name,
+            version,
+        } => json!({ "kind": kind, "name": name, "version": version }),
     };
     if let (Some(out), Value::Object(fields)) = (out.as_object_mut(), fields) {
         out.extend(fields);
@@ -203,6 +232,51 @@ mod tests {
         assert!(parse_cursor("a12").is_err());
         assert!(parse_cursor("a:x").is_err());
         assert!(parse_cursor("a:-1").is_err());
+    }
+
+    fn record_event(kind: WireEventKind) -> WireEvent {
+        WireEvent {
+            namespace: "reg".into(),
+            revision: 7,
+            at: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn record_events_render_their_value_as_json_when_it_is_json() {
+        let set = |value: &[u8]| {
+            event_json(&record_event(WireEventKind::RecordSet {
+                kind: "instance".into(),
+                name: "web/a".into(),
+                version: 3,
+                value: value.to_vec(),
+            }))
+        };
+        let json_value = set(br#"{"status":"healthy","port":8080}"#);
+        assert_eq!(json_value["type"], "record_set");
+        assert_eq!(json_value["namespace"], "reg");
+        assert_eq!(json_value["revision"], 7);
+        assert_eq!(json_value["kind"], "instance");
+        assert_eq!(json_value["name"], "web/a");
+        assert_eq!(json_value["version"], 3);
+        assert_eq!(json_value["value"]["status"], "healthy");
+        assert_eq!(json_value["value"]["port"], 8080);
+        assert_eq!(json_value["value_encoding"], "json");
+        // Not JSON: base64, said so.
+        let opaque = set(&[0xff, 0x00, 0x01]);
+        assert_eq!(opaque["value"], "/wAB");
+        assert_eq!(opaque["value_encoding"], "base64");
+        let delete = event_json(&record_event(WireEventKind::RecordDelete {
+            kind: "instance".into(),
+            name: "web/a".into(),
+            version: 3,
+        }));
+        assert_eq!(delete["type"], "record_delete");
+        assert_eq!(delete["kind"], "instance");
+        assert_eq!(delete["name"], "web/a");
+        assert_eq!(delete["version"], 3);
+        assert!(delete.get("value").is_none());
     }
 
     #[test]
