@@ -232,3 +232,84 @@ async fn bad_watch_queries_are_refused_with_a_reason() {
     assert_eq!(resp.status(), 401);
     shutdown_all(&mut cluster).await;
 }
+
+fn record(kind: &str, name: &str, value: &str) -> cfgnode_storage::RecordPut {
+    cfgnode_storage::RecordPut {
+        namespace: "reg".into(),
+        kind: kind.into(),
+        name: name.into(),
+        value: value.as_bytes().to_vec(),
+        if_version: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_events_reach_watches_without_prefixes_and_move_the_cursor_of_the_others() {
+    let mut cluster = TestCluster::start(1).await;
+    cluster.put(cluster.node(0), "reg", "cfg/a", "one").await;
+    let mut all = open(&cluster, 0, "namespaces=reg&from=0", None).await;
+    let mut keys = open(
+        &cluster,
+        0,
+        "namespaces=reg&prefixes=cfg%2F&from=0&progress=200ms",
+        None,
+    )
+    .await;
+    let records = cluster.node(0).records();
+    let set = records
+        .put(record("instance", "web/1", r#"{"status":"healthy"}"#))
+        .await
+        .expect("record put");
+    let deleted = records
+        .delete(cfgnode_storage::RecordDelete {
+            namespace: "reg".into(),
+            kind: "instance".into(),
+            name: "web/1".into(),
+            if_version: Some(1),
+        })
+        .await
+        .expect("record delete");
+    drop(records);
+
+    // Without prefixes: the key event, then both record events, in revision order.
+    let first = all.next_change().await;
+    assert_eq!(first.event, "set", "{first:?}");
+    let record_set = all.next_change().await;
+    assert_eq!(record_set.event, "record_set", "{record_set:?}");
+    assert_eq!(record_set.data["type"], "record_set");
+    assert_eq!(record_set.data["kind"], "instance");
+    assert_eq!(record_set.data["name"], "web/1");
+    assert_eq!(record_set.data["version"], 1);
+    assert_eq!(record_set.data["revision"], set.revision);
+    assert_eq!(record_set.data["value"]["status"], "healthy");
+    assert_eq!(record_set.id, format!("reg:{}", set.revision));
+    let record_delete = all.next_change().await;
+    assert_eq!(record_delete.event, "record_delete", "{record_delete:?}");
+    assert_eq!(record_delete.data["revision"], deleted.revision);
+    assert_eq!(record_delete.data["version"], 1);
+
+    // With a key prefix: the key event only, and the cursor still moves past the records.
+    let first = keys.next_change().await;
+    assert_eq!(first.event, "set", "{first:?}");
+    let passed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let message = keys.next().await;
+            assert_eq!(
+                message.event, "progress",
+                "no record event here: {message:?}"
+            );
+            if message.data["revision"].as_u64() >= Some(deleted.revision) {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("progress past the record events within the deadline");
+    assert_eq!(passed.id, format!("reg:{}", deleted.revision));
+    cluster.put(cluster.node(0), "reg", "cfg/b", "two").await;
+    let next = keys.next_change().await;
+    assert_eq!(next.event, "set", "{next:?}");
+    assert_eq!(next.data["key"], "cfg/b");
+    drop((all, keys));
+    shutdown_all(&mut cluster).await;
+}

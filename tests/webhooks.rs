@@ -420,3 +420,88 @@ async fn a_failing_receiver_is_reported_without_its_answer() {
     assert_eq!(closed["last_error"], "request failed", "{closed}");
     shutdown_all(&mut cluster).await;
 }
+
+/// Every event the receiver got, in arrival order, as (type, revision).
+fn event_types(receiver: &Receiver) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for r in receiver.received() {
+        let body: Value = serde_json::from_slice(&r.body).expect("JSON body");
+        for event in body["events"].as_array().expect("events") {
+            out.push((
+                event["type"].as_str().expect("type").to_string(),
+                event["revision"].as_u64().expect("revision"),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_events_reach_webhooks_without_prefixes_and_pass_the_others() {
+    let mut cluster = TestCluster::start_with(1, allow_loopback_webhooks).await;
+    cluster.put(cluster.node(0), NS, "app/seed", "0").await;
+    let everything = Receiver::start().await;
+    let apps = Receiver::start().await;
+    for (name, receiver, prefixes) in [
+        ("everything", &everything, json!([])),
+        ("deploy", &apps, json!(["app/"])),
+    ] {
+        let resp = cluster
+            .request(
+                cluster.node(0),
+                Method::PUT,
+                &format!("/v1/namespaces/{NS}/webhooks/{name}"),
+            )
+            .json(&json!({ "url": receiver.url, "prefixes": prefixes, "secret": SECRET }))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(resp.status(), 201, "{name}");
+    }
+    let records = cluster.node(0).records();
+    let set = records
+        .put(cfgnode_storage::RecordPut {
+            namespace: NS.into(),
+            kind: "subscription".into(),
+            name: "billing".into(),
+            value: br#"{"url":"http://billing/"}"#.to_vec(),
+            if_version: None,
+        })
+        .await
+        .expect("record put");
+    let key = cluster.put(cluster.node(0), NS, "app/x", "1").await;
+    let deleted = records
+        .delete(cfgnode_storage::RecordDelete {
+            namespace: NS.into(),
+            kind: "subscription".into(),
+            name: "billing".into(),
+            if_version: None,
+        })
+        .await
+        .expect("record delete");
+    drop(records);
+    let key_revision = key["revision"].as_u64().expect("revision");
+
+    poll_until(
+        "three events at the prefix-less receiver",
+        DEADLINE,
+        || async { (event_types(&everything).len() >= 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        event_types(&everything),
+        [
+            ("record_set".to_string(), set.revision),
+            ("set".to_string(), key_revision),
+            ("record_delete".to_string(), deleted.revision),
+        ]
+    );
+    // The prefixed webhook gets the key only, and its cursor passes the record events.
+    poll_until("the prefixed cursor past the records", DEADLINE, || async {
+        let hook = webhook(&cluster, 0).await;
+        (hook["cursor"].as_u64() >= Some(deleted.revision)).then_some(())
+    })
+    .await;
+    assert_eq!(event_types(&apps), [("set".to_string(), key_revision)]);
+    shutdown_all(&mut cluster).await;
+}
