@@ -223,8 +223,24 @@ async fn five_nodes_converge_and_a_new_node_takes_its_share() {
                 .await;
         }
     }
+    // And one record each, written on its holder (records have no HTTP API yet): records are
+    // namespace data and must move with it.
+    let mut records = Vec::new();
     for ns in &namespaces {
-        cluster.wait_settled(ns).await;
+        let holder = cluster.wait_settled(ns).await;
+        let record = cluster
+            .node(cluster.index_of(&holder))
+            .records()
+            .put(cfgnode_storage::RecordPut {
+                namespace: ns.clone(),
+                kind: "instance".into(),
+                name: format!("{ns}/1"),
+                value: format!("{{\"ns\":\"{ns}\"}}").into_bytes(),
+                if_version: None,
+            })
+            .await
+            .expect("record put on the holder");
+        records.push((holder, record));
     }
     cluster.add("n5").await;
     cluster.wait_converged().await;
@@ -238,6 +254,20 @@ async fn five_nodes_converge_and_a_new_node_takes_its_share() {
         (2..=20).contains(&on_new),
         "the 5th node takes about a fifth of 40 namespaces, took {on_new}"
     );
+    // Every record is on its namespace's holder, as written, moved or not.
+    let mut moved = 0;
+    for (ns, (old_holder, written)) in namespaces.iter().zip(&records) {
+        let holder = cluster.wait_settled(ns).await;
+        moved += usize::from(&holder != old_holder);
+        let found = cluster
+            .node(cluster.index_of(&holder))
+            .records()
+            .get(ns, "instance", &format!("{ns}/1"))
+            .await
+            .expect("record read");
+        assert_eq!(found.as_ref(), Some(written), "{ns} on {holder}");
+    }
+    assert!(moved > 0, "some records moved with their namespace");
     // Nothing was lost in the moves: every key readable through every node.
     for ns in &namespaces {
         for node in cluster.running() {
