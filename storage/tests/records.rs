@@ -65,6 +65,9 @@ fn fingerprint(store: &Store, ns: &str) -> String {
     out
 }
 
+/// Whether a refusal is the one a test expects.
+type IsExpected = fn(&StoreError) -> bool;
+
 // ---- writes --------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -386,7 +389,7 @@ async fn refused_writes_change_nothing() {
         .expect("put");
     let before = fingerprint(&store, "reg");
     let too_big = "x".repeat(65);
-    let refused: Vec<(RecordPut, fn(&StoreError) -> bool)> = vec![
+    let refused: Vec<(RecordPut, IsExpected)> = vec![
         (rput("reg", "Instance", "a", "v"), |e| {
             matches!(e, StoreError::InvalidRecordKind { .. })
         }),
