@@ -7,10 +7,9 @@ use cfgnode_ring::{Directive, Reason, Update};
 use cfgnode_storage::validate_namespace;
 use cfgnode_transport::{
     ClusterRequest, ClusterResponse, Response, WireError, WireMember, WirePlacement, WireRingShare,
-    codes,
 };
 
-use super::Cluster;
+use super::{Cluster, ClusterError};
 use crate::membership::{MemberState, MemberView};
 
 /// Which directive an operator sets.
@@ -22,43 +21,40 @@ pub enum DirectiveKind {
     Claim,
 }
 
-/// Answers one cluster-admin request.
+/// Answers one cluster-admin request (the QUIC edge: a [`ClusterError`] becomes its wire
+/// error here).
 pub async fn serve(cluster: &Cluster, request: ClusterRequest) -> Result<Response, WireError> {
-    let placement = |answer| Response::Cluster(ClusterResponse::Placement(answer));
-    match request {
-        ClusterRequest::Members => Ok(Response::Cluster(ClusterResponse::Members(
-            cluster.members(),
-        ))),
-        ClusterRequest::Placement { namespace } => cluster.placement(&namespace).map(placement),
-        ClusterRequest::Ring => Ok(Response::Cluster(ClusterResponse::Ring(
-            cluster.ring_shares(),
-        ))),
+    let (kind, namespace, target) = match request {
+        ClusterRequest::Members => {
+            return Ok(Response::Cluster(ClusterResponse::Members(
+                cluster.members(),
+            )));
+        }
+        ClusterRequest::Ring => {
+            return Ok(Response::Cluster(ClusterResponse::Ring(
+                cluster.ring_shares(),
+            )));
+        }
+        ClusterRequest::Placement { namespace } => {
+            let answer = cluster.placement(&namespace)?;
+            return Ok(Response::Cluster(ClusterResponse::Placement(answer)));
+        }
         ClusterRequest::Claim { namespace, node } => {
             let node = node.unwrap_or_else(|| cluster.me().to_string());
-            cluster
-                .set_directive(DirectiveKind::Claim, &namespace, Some(node))
-                .await
-                .map(placement)
+            (DirectiveKind::Claim, namespace, Some(node))
         }
-        ClusterRequest::Release { namespace } => cluster
-            .set_directive(DirectiveKind::Claim, &namespace, None)
-            .await
-            .map(placement),
-        ClusterRequest::Pin { namespace, node } => cluster
-            .set_directive(DirectiveKind::Pin, &namespace, Some(node))
-            .await
-            .map(placement),
-        ClusterRequest::Unpin { namespace } => cluster
-            .set_directive(DirectiveKind::Pin, &namespace, None)
-            .await
-            .map(placement),
-    }
+        ClusterRequest::Release { namespace } => (DirectiveKind::Claim, namespace, None),
+        ClusterRequest::Pin { namespace, node } => (DirectiveKind::Pin, namespace, Some(node)),
+        ClusterRequest::Unpin { namespace } => (DirectiveKind::Pin, namespace, None),
+    };
+    let answer = cluster.set_directive(kind, &namespace, target).await?;
+    Ok(Response::Cluster(ClusterResponse::Placement(answer)))
 }
 
 impl Cluster {
     /// Where `namespace` is and should be.
-    pub fn placement(&self, namespace: &str) -> Result<WirePlacement, WireError> {
-        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+    pub fn placement(&self, namespace: &str) -> Result<WirePlacement, ClusterError> {
+        validate_namespace(namespace)?;
         let view = self.view();
         Ok(self.inner.state.read(|map| {
             let placement = view.desired(namespace, map);
@@ -124,8 +120,8 @@ impl Cluster {
         kind: DirectiveKind,
         namespace: &str,
         target: Option<String>,
-    ) -> Result<WirePlacement, WireError> {
-        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+    ) -> Result<WirePlacement, ClusterError> {
+        validate_namespace(namespace)?;
         if let Some(node) = &target {
             let known = self
                 .inner
@@ -134,12 +130,7 @@ impl Cluster {
                 .iter()
                 .any(|m| &m.peer.id == node);
             if !known {
-                return Err(WireError::new(
-                    codes::UNKNOWN_NODE,
-                    format!(
-                        "node {node:?} is not a member of this cluster; `cfgnode cluster members` lists them"
-                    ),
-                ));
+                return Err(ClusterError::UnknownNode { node: node.clone() });
             }
         }
         let update = self.inner.state.read(|map| {
@@ -147,9 +138,14 @@ impl Cluster {
                 DirectiveKind::Pin => map.pin(namespace),
                 DirectiveKind::Claim => map.claim(namespace),
             };
-            let directive = Directive::next(current, target, self.inner.me.clone())
-                .map_err(|e| WireError::new(codes::INTERNAL, format!("{namespace:?}: {e}")))?;
-            Ok(match kind {
+            let directive =
+                Directive::next(current, target, self.inner.me.clone()).map_err(|source| {
+                    ClusterError::EpochExhausted {
+                        namespace: namespace.to_string(),
+                        source,
+                    }
+                })?;
+            Ok::<_, ClusterError>(match kind {
                 DirectiveKind::Pin => Update::Pin {
                     namespace: namespace.to_string(),
                     directive,
@@ -160,9 +156,7 @@ impl Cluster {
                 },
             })
         })?;
-        self.author(update)
-            .await
-            .map_err(crate::error::to_wire_error)?;
+        self.author(update).await?;
         self.placement(namespace)
     }
 }

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use cfgnode_ring::{HolderRecord, Update};
 use cfgnode_storage::validate_namespace;
-use cfgnode_transport::WireError;
 
 use super::route::RouteError;
 use super::view::View;
-use super::{Cluster, sync};
+use super::{Cluster, ClusterError, sync};
 
 /// How long a member may take to answer a create check.
 const CREATE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -178,8 +177,8 @@ impl Cluster {
     pub fn answer_create_check(
         &self,
         namespace: &str,
-    ) -> Result<cfgnode_transport::WireCreateCheck, WireError> {
-        validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+    ) -> Result<cfgnode_transport::WireCreateCheck, ClusterError> {
+        validate_namespace(namespace)?;
         let view = self.view();
         let (holder, desired_owner) = self.inner.state.read(|map| {
             (

@@ -35,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use cfgnode_ring::{
     Commit, CommitDecision, Handoff, HandoffStep, HolderRecord, NodeId, Offer, Receiver, Receiving,
-    Refusal, Update, check_offer, handoff_target,
+    Update, check_offer, handoff_target,
 };
 use cfgnode_storage::{TransferOp, validate_namespace};
-use cfgnode_transport::{PeerRequest, Response, WireError, codes};
+use cfgnode_transport::{PeerRequest, Response};
 use tokio::sync::{Semaphore, watch};
 
-use super::{Cluster, GATE_WAIT};
+use super::{Cluster, ClusterError, GATE_WAIT};
 
 /// How often the reconcile loop looks for namespaces to hand off even without a change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
@@ -465,10 +465,6 @@ fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<Peer
 // The decisions are `cfgnode_ring`'s receiving rule (`check_offer`, `Receiving`); here only the
 // IO around them: durable records, storage writes, the answer.
 
-fn refuse(refusal: Refusal) -> WireError {
-    WireError::new("handoff_refused", refusal.to_string())
-}
-
 /// The rule's table of accepted offers (never held across an `.await`).
 fn receiving(cluster: &Cluster) -> std::sync::MutexGuard<'_, Receiving> {
     cluster
@@ -485,8 +481,8 @@ pub async fn on_offer(
     giver: &str,
     namespace: &str,
     epoch: u64,
-) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+) -> Result<Response, ClusterError> {
+    validate_namespace(namespace)?;
     let still_giving = cluster
         .inner
         .giving
@@ -498,17 +494,14 @@ pub async fn on_offer(
         epoch,
     };
     let view = cluster.view();
-    let record = cluster
-        .map_state()
-        .read(|map| {
-            let at = Receiver {
-                me: cluster.me(),
-                map,
-                alive: &view.alive,
-            };
-            check_offer(&at, still_giving, namespace, &offer)
-        })
-        .map_err(refuse)?;
+    let record = cluster.map_state().read(|map| {
+        let at = Receiver {
+            me: cluster.me(),
+            map,
+            alive: &view.alive,
+        };
+        check_offer(&at, still_giving, namespace, &offer)
+    })?;
     // Remember, durably, who holds the namespace: this node's partial copy is never taken for
     // its own, even after a restart.
     cluster
@@ -518,7 +511,7 @@ pub async fn on_offer(
             record,
         })
         .await
-        .map_err(|e| WireError::new(codes::INTERNAL, e))?;
+        .map_err(ClusterError::NotRecorded)?;
     receiving(cluster).accept(namespace, offer);
     Ok(Response::Ack)
 }
@@ -530,24 +523,17 @@ pub async fn on_chunk(
     namespace: &str,
     epoch: u64,
     payload: &[u8],
-) -> Result<Response, WireError> {
-    receiving(cluster)
-        .check_chunk(namespace, sender, epoch)
-        .map_err(refuse)?;
+) -> Result<Response, ClusterError> {
+    receiving(cluster).check_chunk(namespace, sender, epoch)?;
     let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
     let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(payload, config)
-        .map_err(|e| WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}")))?;
+        .map_err(|e| ClusterError::Malformed(format!("malformed handoff chunk: {e}")))?;
     if used != payload.len() {
-        return Err(WireError::new(
-            codes::MALFORMED,
-            "trailing bytes in a handoff chunk",
+        return Err(ClusterError::Malformed(
+            "trailing bytes in a handoff chunk".to_string(),
         ));
     }
-    cluster
-        .store()
-        .import(namespace, ops)
-        .await
-        .map_err(crate::error::to_wire_error)?;
+    cluster.store().import(namespace, ops).await?;
     Ok(Response::Ack)
 }
 
@@ -559,25 +545,22 @@ pub async fn on_commit(
     namespace: &str,
     epoch: u64,
     revision: u64,
-) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+) -> Result<Response, ClusterError> {
+    validate_namespace(namespace)?;
     let commit = Commit {
         sender: sender.to_string(),
         epoch,
         revision,
     };
     let view = cluster.view();
-    let decision = cluster
-        .map_state()
-        .read(|map| {
-            let at = Receiver {
-                me: cluster.me(),
-                map,
-                alive: &view.alive,
-            };
-            receiving(cluster).check_commit(&at, cluster.refuses_commits(), namespace, &commit)
-        })
-        .map_err(refuse)?;
+    let decision = cluster.map_state().read(|map| {
+        let at = Receiver {
+            me: cluster.me(),
+            map,
+            alive: &view.alive,
+        };
+        receiving(cluster).check_commit(&at, cluster.refuses_commits(), namespace, &commit)
+    })?;
     let pending = match decision {
         // Already learned through gossip or a redirect, or a repeated commit: nothing to do.
         CommitDecision::AlreadyHolder => return Ok(Response::Ack),
@@ -587,18 +570,14 @@ pub async fn on_commit(
     let ns = namespace.to_string();
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
         .await
-        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
-        .map_err(crate::error::to_wire_error)?;
-    let record = pending
-        .check_revision(state.map_or(0, |s| s.revision))
-        .map_err(refuse)?;
+        .map_err(|e| ClusterError::Task(e.to_string()))??;
+    let record = pending.check_revision(state.map_or(0, |s| s.revision))?;
     cluster
         .author(Update::Holder {
             namespace: namespace.to_string(),
             record,
         })
-        .await
-        .map_err(crate::error::to_wire_error)?;
+        .await?;
     receiving(cluster).committed(namespace);
     tracing::info!(
         namespace,

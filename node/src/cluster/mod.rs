@@ -17,6 +17,7 @@
 //! - `handoff`: moving a namespace's data to its desired owner, giving and receiving side.
 
 //! - `sync`: anti-entropy, a digest exchange with a random peer at join and periodically.
+//! - `error`: [`ClusterError`], why a cluster answer failed (one wire code per variant).
 
 //!
 //! The decisions are pure and live in `cfgnode-ring` (`route`, `handoff_target`, `Handoff`,
@@ -24,6 +25,7 @@
 
 pub mod admin;
 mod create_check;
+mod error;
 mod forward;
 mod gossip;
 pub mod handoff;
@@ -48,6 +50,7 @@ use crate::membership::{MemberView, Membership};
 use crate::metrics::Metrics;
 
 pub use admin::DirectiveKind;
+pub use error::ClusterError;
 pub use forward::{forward_hop, http_intent, http_namespace, intent_of, moving, serve_routed};
 pub use gossip::GossipHandler;
 pub use peers::{PeerError, Peers};

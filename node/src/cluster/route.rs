@@ -117,16 +117,20 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    /// The error as the wire carries it.
-    pub fn to_wire(&self) -> WireError {
-        let code = match self {
+    /// The stable wire code of this error (`cfgnode_transport::codes`), shared by QUIC and HTTP.
+    pub fn code(&self) -> &'static str {
+        match self {
             RouteError::HolderDown { .. } => codes::HOLDER_DOWN,
             RouteError::Moving { .. } => codes::MOVING,
             RouteError::NoOwner { .. } => codes::UNAVAILABLE,
             RouteError::NotReady { .. } => codes::NOT_READY,
             RouteError::Storage(e) => crate::error::error_code(e),
-        };
-        WireError::new(code, self.to_string())
+        }
+    }
+
+    /// The error as the wire carries it.
+    pub fn to_wire(&self) -> WireError {
+        WireError::new(self.code(), self.to_string())
     }
 }
 
