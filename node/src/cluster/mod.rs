@@ -16,6 +16,7 @@
 //! - `peers`: node-to-node requests over QUIC.
 //! - `handoff`: moving a namespace's data to its desired owner, giving and receiving side.
 
+//! - `reconcile`: the loop that starts handoffs and retries failed ones with backoff.
 //! - `sync`: anti-entropy, a digest exchange with a random peer at join and periodically.
 //! - `error`: [`ClusterError`], why a cluster answer failed (one wire code per variant).
 
@@ -30,6 +31,7 @@ mod forward;
 mod gossip;
 pub mod handoff;
 mod peers;
+mod reconcile;
 mod route;
 mod state;
 pub mod sync;
@@ -343,7 +345,7 @@ pub fn spawn_background(
             cluster.inner.store.clone(),
             stop.clone(),
         )),
-        tokio::spawn(handoff::reconcile(cluster.clone(), stop.clone())),
+        tokio::spawn(reconcile::reconcile(cluster.clone(), stop.clone())),
         tokio::spawn(peers::drop_stale_connections(cluster.clone(), stop.clone())),
         tokio::spawn(sync::anti_entropy(cluster.clone(), stop)),
     ]
