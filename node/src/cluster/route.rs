@@ -86,7 +86,7 @@ pub enum RouteError {
         "namespace {namespace:?} is held by node {node:?}, which is down; it is served again as soon as {node} is back (check `cfgnode cluster members`)"
     )]
     HolderDown {
-        /// The namespace.
+        /// The namespace, named in the message so the caller knows which one failed.
         namespace: String,
         /// The holder.
         node: NodeId,
@@ -94,19 +94,19 @@ pub enum RouteError {
     /// The namespace is frozen by a handoff for longer than a request may wait.
     #[error("namespace {namespace:?} is moving to another node; retry in a moment")]
     Moving {
-        /// The namespace.
+        /// The namespace, named in the message so the caller knows which one failed.
         namespace: String,
     },
     /// No member is alive to own a new namespace.
     #[error("no cluster member can own namespace {namespace:?}")]
     NoOwner {
-        /// The namespace.
+        /// The namespace, named in the message so the caller knows which one failed.
         namespace: String,
     },
     /// The node cannot yet tell whether the namespace exists (or who creates it).
     #[error("namespace {namespace:?}: {why}; retry in a moment")]
     NotReady {
-        /// The namespace.
+        /// The namespace, named in the message so the caller knows which one failed.
         namespace: String,
         /// What is missing.
         why: String,

@@ -13,7 +13,7 @@ use crate::error::error_code;
 /// An error answer: a status, a stable machine-readable code, and a message saying what to do.
 #[derive(Debug)]
 pub struct ApiError {
-    /// The HTTP status.
+    /// The HTTP status; `ApiError::from_code` takes it from the one code table.
     pub status: StatusCode,
     /// A stable code clients can match on (`key_not_found`, `version_mismatch`, ...).
     pub code: &'static str,
