@@ -24,12 +24,7 @@ pub(super) struct CreatingMark<'a> {
 
 impl<'a> CreatingMark<'a> {
     pub(super) fn new(cluster: &'a Cluster, namespace: &str) -> Self {
-        cluster
-            .inner
-            .creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(namespace.to_string());
+        cluster.inner.creating.insert(namespace);
         CreatingMark {
             cluster,
             namespace: namespace.to_string(),
@@ -39,12 +34,7 @@ impl<'a> CreatingMark<'a> {
 
 impl Drop for CreatingMark<'_> {
     fn drop(&mut self) {
-        self.cluster
-            .inner
-            .creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.namespace);
+        self.cluster.inner.creating.remove(&self.namespace);
     }
 }
 
@@ -186,12 +176,7 @@ impl Cluster {
                 view.desired(namespace, map).map(|p| p.owner),
             )
         });
-        let creating = self
-            .inner
-            .creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(namespace);
+        let creating = self.inner.creating.contains(namespace);
         Ok(cfgnode_transport::WireCreateCheck {
             holder,
             desired_owner,

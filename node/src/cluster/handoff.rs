@@ -307,12 +307,7 @@ pub async fn on_offer(
     epoch: u64,
 ) -> Result<Response, ClusterError> {
     validate_namespace(namespace)?;
-    let still_giving = cluster
-        .inner
-        .giving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(namespace);
+    let still_giving = cluster.inner.giving.contains(namespace);
     let offer = Offer {
         giver: giver.to_string(),
         epoch,

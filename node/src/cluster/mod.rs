@@ -92,11 +92,11 @@ struct Inner {
     /// Namespaces this node is receiving, with the accepted offer (the rule in `cfgnode_ring`).
     receiving: Mutex<cfgnode_ring::Receiving>,
     /// Namespaces this node is handing off right now.
-    giving: Mutex<HashSet<String>>,
+    giving: Names,
     /// Set by tests only: refuse every handoff commit received.
     refuse_commits: std::sync::atomic::AtomicBool,
     /// Namespaces this node is checking or creating right now (see [`Cluster::route`]).
-    creating: Mutex<HashSet<String>>,
+    creating: Names,
     /// True once this node has merged the cluster map from a peer (or is a cluster's first
     /// node): until then it cannot tell a new namespace from one it has not heard of yet.
     synced: watch::Sender<bool>,
@@ -105,6 +105,30 @@ struct Inner {
     metrics: Arc<Metrics>,
     feeds: Feeds,
     stop: watch::Receiver<bool>,
+}
+
+/// A set of namespace names that tasks share (those being created here, those being handed
+/// off). Never held across an `.await`; a task that panicked holding it leaves it usable.
+#[derive(Debug, Default)]
+struct Names(Mutex<HashSet<String>>);
+
+impl Names {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `namespace`; false when it was there already.
+    fn insert(&self, namespace: &str) -> bool {
+        self.lock().insert(namespace.to_string())
+    }
+
+    fn remove(&self, namespace: &str) {
+        self.lock().remove(namespace);
+    }
+
+    fn contains(&self, namespace: &str) -> bool {
+        self.lock().contains(namespace)
+    }
 }
 
 /// What the cluster role of a node is made of.
@@ -160,8 +184,8 @@ impl Cluster {
                 peers,
                 gates: Mutex::default(),
                 receiving: Mutex::default(),
-                giving: Mutex::default(),
-                creating: Mutex::default(),
+                giving: Names::default(),
+                creating: Names::default(),
                 refuse_commits: std::sync::atomic::AtomicBool::new(false),
                 synced: watch::channel(synced).0,
                 view: Mutex::new((members, view)),

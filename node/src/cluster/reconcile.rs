@@ -121,19 +121,11 @@ impl Reconciled for Cluster {
     }
 
     fn begin(&self, namespace: &str) -> bool {
-        self.inner
-            .giving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(namespace.to_string())
+        self.inner.giving.insert(namespace)
     }
 
     fn end(&self, namespace: &str) {
-        self.inner
-            .giving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(namespace);
+        self.inner.giving.remove(namespace);
     }
 
     async fn hand_off(&self, namespace: String, to: NodeId) -> bool {

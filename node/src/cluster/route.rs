@@ -151,6 +151,10 @@ impl Cluster {
     /// this node is its desired owner and the request writes; waits (up to 10 s) while a
     /// handoff has the namespace frozen.
     pub async fn route(&self, namespace: &str, intent: Intent) -> Result<Target, RouteError> {
+        // Frozen longer than a request may wait, or moved again each time this node looked.
+        let moving = || RouteError::Moving {
+            namespace: namespace.to_string(),
+        };
         for _ in 0..4 {
             let view = self.view();
             let decision = self.inner.state.read(|map| {
@@ -175,9 +179,7 @@ impl Cluster {
                     let gate = self.gate(namespace);
                     let guard = tokio::time::timeout(GATE_WAIT, gate.read_owned())
                         .await
-                        .map_err(|_| RouteError::Moving {
-                            namespace: namespace.to_string(),
-                        })?;
+                        .map_err(|_| moving())?;
                     // A handoff may have finished while this request waited.
                     let still = self.inner.state.read(|map| match map.holder(namespace) {
                         Some(r) => r.holder == self.inner.me,
@@ -194,9 +196,7 @@ impl Cluster {
                     let gate = self.gate(namespace);
                     let _creating = tokio::time::timeout(GATE_WAIT, gate.write_owned())
                         .await
-                        .map_err(|_| RouteError::Moving {
-                            namespace: namespace.to_string(),
-                        })?;
+                        .map_err(|_| moving())?;
                     if self.holder(namespace).is_none() {
                         let _mark = CreatingMark::new(self, namespace);
                         if !self.check_creation(namespace, &view).await? {
@@ -240,8 +240,6 @@ impl Cluster {
                 }
             }
         }
-        Err(RouteError::Moving {
-            namespace: namespace.to_string(),
-        })
+        Err(moving())
     }
 }
