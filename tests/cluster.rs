@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use cfgnode_client::{Client, ClientError, ConnectionEvent, PutOptions};
-use cfgnode_tests::{DEADLINE, PeerProbe, TOKEN, TestCluster, poll_until, shutdown_all};
+use cfgnode_tests::{
+    DEADLINE, PeerProbe, TOKEN, TestCluster, metric_sum, poll_until, shutdown_all,
+};
 use cfgnode_transport::{PeerRequest, Request};
 use reqwest::Method;
 use serde_json::Value;
@@ -53,14 +55,7 @@ async fn three_nodes_write_anywhere_read_everywhere() {
                 Some(c) => format!("/v1/namespaces?limit=5&cursor={c}"),
                 None => "/v1/namespaces?limit=5".to_string(),
             };
-            let page: Value = cluster
-                .request(node, Method::GET, &path)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
+            let page = cluster.get_json(node, &path).await;
             let items = page["items"].as_array().cloned().unwrap_or_default();
             assert!(items.len() <= 5, "{page}");
             names.extend(
@@ -85,14 +80,7 @@ async fn three_nodes_write_anywhere_read_everywhere() {
     assert_eq!(listed.items.len(), 24);
 
     // The ring view agrees: every namespace counted once.
-    let ring: Value = cluster
-        .request(cluster.node(1), Method::GET, "/v1/cluster/ring")
-        .send()
-        .await
-        .expect("ring")
-        .json()
-        .await
-        .expect("json");
+    let ring = cluster.get_json(cluster.node(1), "/v1/cluster/ring").await;
     let held: u64 = ring["nodes"]
         .as_array()
         .expect("nodes")
@@ -104,19 +92,8 @@ async fn three_nodes_write_anywhere_read_everywhere() {
     // Forwarding shows in the metrics of the nodes that forwarded.
     let mut forwarded = 0.0;
     for node in cluster.running() {
-        let text = cluster
-            .request(node, Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        forwarded += text
-            .lines()
-            .filter(|l| l.starts_with("cfgnode_cluster_forwarded_requests_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
+        let text = cluster.metrics(node).await;
+        forwarded += metric_sum(&text, "cfgnode_cluster_forwarded_requests_total", "");
     }
     assert!(
         forwarded >= 24.0,

@@ -4,7 +4,7 @@
 //! the facts it tried to freeze still take honest new versions.
 
 use cfgnode_ring::{Directive, HolderRecord, MAX_EPOCH, MAX_EPOCH_JUMP, Update};
-use cfgnode_tests::{PeerProbe, TestCluster, shutdown_all};
+use cfgnode_tests::{PeerProbe, TestCluster, metric_sum, shutdown_all};
 use cfgnode_transport::{PeerRequest, Response};
 use reqwest::Method;
 use serde_json::Value;
@@ -17,11 +17,7 @@ fn encode(updates: &[Update]) -> Vec<u8> {
 /// The value of `cfgnode_cluster_updates_refused_total{reason}` on one node (0 when absent).
 fn refused(metrics: &str, reason: &str) -> f64 {
     let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("cfgnode_cluster_updates_refused_total") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(metrics, "cfgnode_cluster_updates_refused_total", &label)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,14 +79,7 @@ async fn pushed_records_with_implausible_epochs_change_nothing_and_are_counted()
         fresh["reason"], "ring",
         "the forged claim was merged: {fresh}"
     );
-    let metrics = cluster
-        .request(target, Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cluster.metrics(target).await;
     assert_eq!(refused(&metrics, "above_maximum"), 2.0, "{metrics}");
     assert_eq!(refused(&metrics, "too_far_ahead"), 1.0, "{metrics}");
 

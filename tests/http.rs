@@ -83,14 +83,7 @@ async fn health_ready_and_auth() {
 async fn metrics_count_requests_and_commits() {
     let n = SingleNode::start().await;
     n.put_json("app", "k", json!({"a": 1})).await;
-    let text = n
-        .get("/metrics")
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let text = n.metrics().await;
     assert!(
         text.contains(r#"route="/v1/namespaces/{ns}/keys/{*key}""#)
             && text.contains("cfgnode_http_requests_total"),

@@ -6,33 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cfgnode_node::Node;
-use cfgnode_tests::{DEADLINE, PeerProbe, TOKEN, TestCluster, poll_until, shutdown_all};
+use cfgnode_tests::{
+    DEADLINE, PeerProbe, TOKEN, TestCluster, metric_sum, poll_until, shutdown_all,
+};
 use cfgnode_transport::{
     ClientTls, ClusterKey, PEER_ALPN, PeerEnvelope, PeerRequest, RequestHeader, ResponseEnvelope,
     SERVER_NAME, bind_endpoint, decode_payload, encode_frame, encode_payload, read_frame,
 };
 use reqwest::Method;
 use serde_json::Value;
-
-/// The sum of a counter's samples whose line contains `label` (0 when absent).
-fn counter(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics(cluster: &TestCluster, node: &Node) -> String {
-    cluster
-        .request(node, Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_cluster_key_cannot_join_or_take_anything() {
@@ -56,8 +38,8 @@ async fn a_node_without_the_cluster_key_cannot_join_or_take_anything() {
     // Its attempts are refused and counted on the real nodes.
     let n1 = cluster.node(0);
     poll_until("n1 to refuse the rogue's handshakes", DEADLINE, || async {
-        let text = metrics(&cluster, n1).await;
-        (counter(&text, "cfgnode_peer_auth_failures_total", "bad_proof") >= 2.0).then_some(())
+        let text = cluster.metrics(n1).await;
+        (metric_sum(&text, "cfgnode_peer_auth_failures_total", "bad_proof") >= 2.0).then_some(())
     })
     .await;
     // It never became a member anywhere, and never learned one.
@@ -209,9 +191,9 @@ async fn a_client_token_cannot_make_node_requests() {
 
     // Nothing changed, and the attempt was counted.
     assert_eq!(cluster.placement(node, "keep").await, before);
-    let text = metrics(&cluster, node).await;
+    let text = cluster.metrics(node).await;
     assert!(
-        counter(&text, "cfgnode_peer_auth_failures_total", "malformed") >= 1.0,
+        metric_sum(&text, "cfgnode_peer_auth_failures_total", "malformed") >= 1.0,
         "{text}"
     );
     shutdown_all(&mut cluster).await;
@@ -299,8 +281,8 @@ async fn a_refused_handoff_commit_keeps_the_giver_serving_its_copy() {
 
     // The handoff runs to the commit and is refused, more than once.
     poll_until("two refused handoffs", DEADLINE, || async {
-        let text = metrics(&cluster, cluster.node(giver)).await;
-        (counter(&text, "cfgnode_cluster_handoffs_total", "failed") >= 2.0).then_some(())
+        let text = cluster.metrics(cluster.node(giver)).await;
+        (metric_sum(&text, "cfgnode_cluster_handoffs_total", "failed") >= 2.0).then_some(())
     })
     .await;
     // The giver still holds and serves the namespace, and keeps taking writes.

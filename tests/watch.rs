@@ -12,7 +12,6 @@ use cfgnode_client::{
 };
 use cfgnode_tests::{DEADLINE, TOKEN, TestCluster, shutdown_all};
 use cfgnode_transport::{WireEvent, WireEventKind};
-use reqwest::Method;
 use tokio::sync::watch;
 
 /// A client for the nodes at `addrs`, the first preferred.
@@ -317,14 +316,7 @@ async fn a_node_follows_each_namespace_once_for_all_its_watchers() {
         ));
         watches.push(w);
     }
-    let metrics = cluster
-        .request(cluster.node(1), Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cluster.metrics(cluster.node(1)).await;
     let gauge = |name: &str| {
         metrics
             .lines()

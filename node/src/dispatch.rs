@@ -82,24 +82,26 @@ pub async fn serve_peer_request(
             )
             .await
         }
+        // The cluster's own requests: `?` turns a `ClusterError` into its wire error.
         PeerRequest::ClusterSync { digest } => Ok(sync::answer(cluster, digest)),
-        PeerRequest::ClusterPush { updates } => sync::merge_pushed(cluster, &updates),
-        PeerRequest::CreateCheck { namespace } => cluster
-            .answer_create_check(&namespace)
-            .map(|answer| Response::Peer(PeerResponse::CreateCheck(answer))),
+        PeerRequest::ClusterPush { updates } => Ok(sync::merge_pushed(cluster, &updates)?),
+        PeerRequest::CreateCheck { namespace } => {
+            let answer = cluster.answer_create_check(&namespace)?;
+            Ok(Response::Peer(PeerResponse::CreateCheck(answer)))
+        }
         PeerRequest::HandoffOffer { namespace, epoch } => {
-            handoff::on_offer(cluster, &peer.node_id, &namespace, epoch).await
+            Ok(handoff::on_offer(cluster, &peer.node_id, &namespace, epoch).await?)
         }
         PeerRequest::HandoffChunk {
             namespace,
             epoch,
             ops,
-        } => handoff::on_chunk(cluster, &peer.node_id, &namespace, epoch, &ops).await,
+        } => Ok(handoff::on_chunk(cluster, &peer.node_id, &namespace, epoch, &ops).await?),
         PeerRequest::HandoffCommit {
             namespace,
             epoch,
             revision,
-        } => handoff::on_commit(cluster, &peer.node_id, &namespace, epoch, revision).await,
+        } => Ok(handoff::on_commit(cluster, &peer.node_id, &namespace, epoch, revision).await?),
     }
 }
 

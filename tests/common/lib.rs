@@ -187,6 +187,17 @@ impl TestCluster {
             .bearer_auth(TOKEN)
     }
 
+    /// The Prometheus page of `node`.
+    pub async fn metrics(&self, node: &Node) -> String {
+        let resp = self
+            .request(node, reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        resp.text().await.expect("metrics text")
+    }
+
     /// `GET /v1/cluster/members` of `node`.
     pub async fn members(&self, node: &Node) -> Vec<Value> {
         let Ok(resp) = self
@@ -200,19 +211,21 @@ impl TestCluster {
         body["members"].as_array().cloned().unwrap_or_default()
     }
 
+    /// `GET path` of `node`, answered with JSON (any status).
+    pub async fn get_json(&self, node: &Node, path: &str) -> Value {
+        self.request(node, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} answers: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} is JSON: {e}"))
+    }
+
     /// `GET /v1/cluster/placement/{ns}` of `node`.
     pub async fn placement(&self, node: &Node, ns: &str) -> Value {
-        self.request(
-            node,
-            reqwest::Method::GET,
-            &format!("/v1/cluster/placement/{ns}"),
-        )
-        .send()
-        .await
-        .expect("placement answers")
-        .json()
-        .await
-        .expect("placement is JSON")
+        self.get_json(node, &format!("/v1/cluster/placement/{ns}"))
+            .await
     }
 
     /// Waits until every running node agrees `ns` is held by its desired owner, and returns
@@ -320,6 +333,15 @@ impl TestCluster {
 }
 
 /// A config tweak for [`TestCluster::start_with`]: lets webhooks reach receivers on
+/// The sum of the samples of metric `name` in a Prometheus page whose line contains `label`
+/// (`""` for every sample; 0 when there is none).
+pub fn metric_sum(page: &str, name: &str, label: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// 127.0.0.1 (like `--webhook-allow 127.0.0.1/32`), which the node refuses by default.
 pub fn allow_loopback_webhooks(config: &mut NodeConfig) {
     config

@@ -36,6 +36,9 @@ pub const NOT_READY: &str = "not_ready";
 pub const HANDOFF_REFUSED: &str = "handoff_refused";
 /// A peer answered with a message that does not fit the request.
 pub const UNEXPECTED_RESPONSE: &str = "unexpected_response";
+/// Another node answered a forwarded HTTP request with an error code this node does not know
+/// (a newer node's code): answered as 502 rather than guessed at (HTTP).
+pub const UPSTREAM_ERROR: &str = "upstream_error";
 
 // ---- requests in general (HTTP and QUIC) ----
 /// The request is malformed or a parameter is out of range.
@@ -95,6 +98,58 @@ pub const WEBHOOK_NOT_FOUND: &str = "webhook_not_found";
 /// The webhook's target is refused by the node's `--webhook-allow` policy.
 pub const WEBHOOK_TARGET_NOT_ALLOWED: &str = "webhook_target_not_allowed";
 
+/// Every code above, for turning a code that arrived as a string (from another node) back into
+/// this vocabulary ([`known`]). A test checks that no constant of this file is missing.
+pub const ALL: &[&str] = &[
+    MALFORMED,
+    UNSUPPORTED_VERSION,
+    WRONG_CLUSTER,
+    FRAME_TOO_LARGE,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    INTERNAL,
+    TIMEOUT,
+    HOLDER_DOWN,
+    MOVING,
+    UNKNOWN_NODE,
+    FORBIDDEN,
+    NOT_READY,
+    HANDOFF_REFUSED,
+    UNEXPECTED_RESPONSE,
+    UPSTREAM_ERROR,
+    INVALID_REQUEST,
+    VALUE_TOO_LARGE,
+    REQUEST_TIMEOUT,
+    ROUTE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID_NAMESPACE,
+    INVALID_KEY,
+    UNKNOWN_CODEC,
+    CODEC_MISMATCH,
+    NAMESPACE_NOT_FOUND,
+    KEY_NOT_FOUND,
+    ALIAS_NOT_FOUND,
+    VERSION_NOT_FOUND,
+    ALREADY_EXISTS,
+    DOES_NOT_EXIST,
+    VERSION_MISMATCH,
+    NAME_TAKEN,
+    INVALID_WATCH,
+    INVALID_AGENT,
+    INVALID_WEBHOOK,
+    WEBHOOK_NOT_FOUND,
+    WEBHOOK_TARGET_NOT_ALLOWED,
+    INVALID_RECORD_KIND,
+    RECORD_NOT_FOUND,
+];
+
+/// The code of this vocabulary spelled `code`, or `None` for a code this node does not know
+/// (an error from a newer node).
+pub fn known(code: &str) -> Option<&'static str> {
+    ALL.iter().copied().find(|c| *c == code)
+}
+
 /// The HTTP status that goes with a code, for codes the HTTP API answers (500 for unknown
 /// ones). One table, so QUIC and HTTP answers of the same failure agree.
 pub fn http_status(code: &str) -> u16 {
@@ -103,19 +158,19 @@ pub fn http_status(code: &str) -> u16 {
         UNAUTHENTICATED => 401,
         FORBIDDEN => 403,
         REQUEST_TIMEOUT => 408,
-        ROUTE_NOT_FOUND => 404,
+        ROUTE_NOT_FOUND | UNKNOWN_NODE => 404,
         METHOD_NOT_ALLOWED => 405,
         UNSUPPORTED_MEDIA_TYPE => 415,
         TIMEOUT => 504,
         UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
         INTERNAL | UNEXPECTED_RESPONSE => 500,
+        UPSTREAM_ERROR => 502,
         c if c.ends_with("_not_found") => 404,
         c if c.starts_with("invalid_")
             || c == MALFORMED
             || c == UNKNOWN_CODEC
             || c == CODEC_MISMATCH
-            || c == UNKNOWN_NODE
             || c == WEBHOOK_TARGET_NOT_ALLOWED
             || c == WRONG_CLUSTER
             || c == UNSUPPORTED_VERSION =>
@@ -140,6 +195,28 @@ mod tests {
         assert_eq!(http_status(VALUE_TOO_LARGE), 413);
         assert_eq!(http_status(RECORD_NOT_FOUND), 404);
         assert_eq!(http_status(INVALID_RECORD_KIND), 400);
+        assert_eq!(http_status(UNKNOWN_NODE), 404);
+        assert_eq!(http_status(UPSTREAM_ERROR), 502);
         assert_eq!(http_status("brand_new_code"), 500);
+    }
+
+    #[test]
+    fn every_code_of_this_file_is_known() {
+        let source = include_str!("codes.rs");
+        let declared: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .filter(|rest| rest.contains(": &str = \""))
+            .filter_map(|rest| rest.split('"').nth(1))
+            .collect();
+        assert!(
+            declared.len() > 30,
+            "the scan found too few codes: {declared:?}"
+        );
+        for code in &declared {
+            assert_eq!(known(code), Some(*code), "{code} is missing from ALL");
+        }
+        assert_eq!(declared.len(), ALL.len(), "ALL lists a code twice");
+        assert_eq!(known("brand_new_code"), None);
     }
 }

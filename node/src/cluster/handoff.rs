@@ -27,30 +27,19 @@
 //! it accepted. Those decisions are the pure receiving rule of `cfgnode_ring` (`check_offer`,
 //! `Receiving`, each refusal a typed `Refusal`), simulated in `ring/tests/simulation.rs`; the
 //! receiving functions here only carry them out (durable records, storage writes, the answer).
-//! The retry schedule of the reconcile loop is `RetryBackoff`, tested with explicit instants.
+//! What starts a handoff, and retries a failed one, is the reconcile loop (`reconcile.rs`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cfgnode_ring::{
-    Commit, CommitDecision, Handoff, HandoffStep, HolderRecord, NodeId, Offer, Receiver, Receiving,
-    Refusal, Update, check_offer, handoff_target,
+    Commit, CommitDecision, Handoff, HandoffStep, HolderRecord, Offer, Receiver, Receiving, Update,
+    check_offer,
 };
 use cfgnode_storage::{TransferOp, validate_namespace};
-use cfgnode_transport::{PeerRequest, Response, WireError, codes};
-use tokio::sync::{Semaphore, watch};
+use cfgnode_transport::{PeerRequest, Response};
 
-use super::{Cluster, GATE_WAIT};
+use super::{Cluster, ClusterError, GATE_WAIT};
 
-/// How often the reconcile loop looks for namespaces to hand off even without a change.
-const RECONCILE_EVERY: Duration = Duration::from_secs(1);
-/// First delay before retrying a failed handoff of a namespace (doubles at each failure).
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// Longest delay between retries of a failing handoff.
-const RETRY_MAX: Duration = Duration::from_secs(10);
-/// Handoffs running at once per node.
-const PARALLEL_HANDOFFS: usize = 4;
 /// Target size of one chunk of rows.
 const CHUNK_BYTES: usize = 1024 * 1024;
 /// How long one handoff request may take on the receiver.
@@ -62,173 +51,8 @@ const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// Longest delay between those questions.
 const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Watches the map and the membership, and hands off every namespace this node holds whose
-/// desired owner is another alive node. A failed handoff is retried with exponential backoff
-/// (250 ms doubling to 10 s). Runs until `stop`.
-pub async fn reconcile(cluster: Cluster, mut stop: watch::Receiver<bool>) {
-    let mut map_changes = cluster.map_state().subscribe();
-    let mut members = cluster.membership().subscribe();
-    let mut tick = tokio::time::interval(RECONCILE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let slots = Arc::new(Semaphore::new(PARALLEL_HANDOFFS));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
-    let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
-    loop {
-        let next_retry = backoff.next_wakeup(Instant::now());
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            _ = tick.tick() => {}
-            _ = sleep_until(next_retry), if next_retry.is_some() => {}
-            r = map_changes.changed() => if r.is_err() { break },
-            r = members.changed() => if r.is_err() { break },
-            Some((namespace, ok)) = done_rx.recv() => {
-                if ok {
-                    backoff.succeeded(&namespace);
-                } else {
-                    backoff.failed(namespace, Instant::now());
-                }
-            }
-        }
-        let view = cluster.view();
-        cluster
-            .metrics()
-            .namespaces_held
-            .set(i64::try_from(cluster.held().len()).unwrap_or(i64::MAX));
-        let todo: Vec<(String, NodeId)> = cluster.map_state().read(|map| {
-            map.holders()
-                .filter(|(_, r)| r.holder == cluster.me())
-                .filter_map(|(ns, _)| {
-                    let placement = view.desired(ns, map);
-                    handoff_target(cluster.me(), ns, map, placement.as_ref(), &view.alive)
-                        .map(|to| (ns.clone(), to))
-                })
-                .collect()
-        });
-        for (namespace, to) in todo {
-            if !backoff.may_try(&namespace, Instant::now()) {
-                continue;
-            }
-            let fresh = cluster
-                .inner
-                .giving
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(namespace.clone());
-            if !fresh {
-                continue;
-            }
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                release(&cluster, &namespace);
-                break;
-            };
-            let cluster = cluster.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let result = hand_off(&cluster, &namespace, &to).await;
-                let outcome = if result.is_ok() { "ok" } else { "failed" };
-                cluster
-                    .metrics()
-                    .handoffs
-                    .get_or_create(&crate::metrics::OutcomeLabels { outcome })
-                    .inc();
-                if result.is_ok() {
-                    cluster
-                        .metrics()
-                        .handoff_duration
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                match &result {
-                    Ok(revision) => tracing::info!(
-                        namespace,
-                        to,
-                        revision,
-                        millis = started.elapsed().as_millis() as u64,
-                        "namespace handed off"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(namespace, to, error = %e, "handoff failed; will retry")
-                    }
-                }
-                release(&cluster, &namespace);
-                drop(slot);
-                let _ = done.send((namespace, result.is_ok()));
-            });
-        }
-    }
-}
-
-/// When each failed handoff may be tried again: [`RETRY_FIRST`] after the first failure,
-/// doubling at each further one up to [`RETRY_MAX`], forgotten at the first success. Kept apart
-/// from the loop, with the time passed in, so the schedule is tested without a clock.
-#[derive(Debug)]
-struct RetryBackoff {
-    first: Duration,
-    max: Duration,
-    /// Namespace -> (not before, the delay that led there) after a failure.
-    waits: HashMap<String, (Instant, Duration)>,
-}
-
-impl RetryBackoff {
-    fn new(first: Duration, max: Duration) -> Self {
-        RetryBackoff {
-            first,
-            max,
-            waits: HashMap::new(),
-        }
-    }
-
-    /// Records a failed handoff of `namespace` at `now`; returns the delay before the next try.
-    fn failed(&mut self, namespace: String, now: Instant) -> Duration {
-        let delay = self
-            .waits
-            .get(&namespace)
-            .map_or(self.first, |(_, d)| (*d * 2).min(self.max));
-        self.waits.insert(namespace, (now + delay, delay));
-        delay
-    }
-
-    /// A handoff of `namespace` succeeded: the next failure starts from the first delay again.
-    fn succeeded(&mut self, namespace: &str) {
-        self.waits.remove(namespace);
-    }
-
-    /// Whether a handoff of `namespace` may start at `now`.
-    fn may_try(&self, namespace: &str, now: Instant) -> bool {
-        self.waits
-            .get(namespace)
-            .is_none_or(|(not_before, _)| now >= *not_before)
-    }
-
-    /// The next moment a waiting namespace becomes due after `now`, for the loop to wake up
-    /// then. Namespaces already due are left out: the loop has seen them (a retry runs, or the
-    /// namespace no longer needs one), and waking for them would turn the loop into a spin.
-    fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        self.waits
-            .values()
-            .map(|(at, _)| *at)
-            .filter(|at| *at > now)
-            .min()
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-    }
-}
-
-fn release(cluster: &Cluster, namespace: &str) {
-    cluster
-        .inner
-        .giving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(namespace);
-}
-
 /// Moves `namespace` to `to`; returns the revision handed over.
-async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, String> {
+pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Result<u64, String> {
     let record = cluster
         .holder(namespace)
         .filter(|r| r.holder == cluster.me())
@@ -465,10 +289,6 @@ fn chunk_request(namespace: &str, epoch: u64, ops: &[TransferOp]) -> Result<Peer
 // The decisions are `cfgnode_ring`'s receiving rule (`check_offer`, `Receiving`); here only the
 // IO around them: durable records, storage writes, the answer.
 
-fn refuse(refusal: Refusal) -> WireError {
-    WireError::new("handoff_refused", refusal.to_string())
-}
-
 /// The rule's table of accepted offers (never held across an `.await`).
 fn receiving(cluster: &Cluster) -> std::sync::MutexGuard<'_, Receiving> {
     cluster
@@ -485,30 +305,22 @@ pub async fn on_offer(
     giver: &str,
     namespace: &str,
     epoch: u64,
-) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
-    let still_giving = cluster
-        .inner
-        .giving
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(namespace);
+) -> Result<Response, ClusterError> {
+    validate_namespace(namespace)?;
+    let still_giving = cluster.inner.giving.contains(namespace);
     let offer = Offer {
         giver: giver.to_string(),
         epoch,
     };
     let view = cluster.view();
-    let record = cluster
-        .map_state()
-        .read(|map| {
-            let at = Receiver {
-                me: cluster.me(),
-                map,
-                alive: &view.alive,
-            };
-            check_offer(&at, still_giving, namespace, &offer)
-        })
-        .map_err(refuse)?;
+    let record = cluster.map_state().read(|map| {
+        let at = Receiver {
+            me: cluster.me(),
+            map,
+            alive: &view.alive,
+        };
+        check_offer(&at, still_giving, namespace, &offer)
+    })?;
     // Remember, durably, who holds the namespace: this node's partial copy is never taken for
     // its own, even after a restart.
     cluster
@@ -518,7 +330,7 @@ pub async fn on_offer(
             record,
         })
         .await
-        .map_err(|e| WireError::new(codes::INTERNAL, e))?;
+        .map_err(ClusterError::NotRecorded)?;
     receiving(cluster).accept(namespace, offer);
     Ok(Response::Ack)
 }
@@ -530,24 +342,17 @@ pub async fn on_chunk(
     namespace: &str,
     epoch: u64,
     payload: &[u8],
-) -> Result<Response, WireError> {
-    receiving(cluster)
-        .check_chunk(namespace, sender, epoch)
-        .map_err(refuse)?;
+) -> Result<Response, ClusterError> {
+    receiving(cluster).check_chunk(namespace, sender, epoch)?;
     let config = bincode::config::standard().with_limit::<MAX_CHUNK_BYTES>();
     let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(payload, config)
-        .map_err(|e| WireError::new(codes::MALFORMED, format!("malformed handoff chunk: {e}")))?;
+        .map_err(|e| ClusterError::Malformed(format!("malformed handoff chunk: {e}")))?;
     if used != payload.len() {
-        return Err(WireError::new(
-            codes::MALFORMED,
-            "trailing bytes in a handoff chunk",
+        return Err(ClusterError::Malformed(
+            "trailing bytes in a handoff chunk".to_string(),
         ));
     }
-    cluster
-        .store()
-        .import(namespace, ops)
-        .await
-        .map_err(crate::error::to_wire_error)?;
+    cluster.store().import(namespace, ops).await?;
     Ok(Response::Ack)
 }
 
@@ -559,25 +364,22 @@ pub async fn on_commit(
     namespace: &str,
     epoch: u64,
     revision: u64,
-) -> Result<Response, WireError> {
-    validate_namespace(namespace).map_err(crate::error::to_wire_error)?;
+) -> Result<Response, ClusterError> {
+    validate_namespace(namespace)?;
     let commit = Commit {
         sender: sender.to_string(),
         epoch,
         revision,
     };
     let view = cluster.view();
-    let decision = cluster
-        .map_state()
-        .read(|map| {
-            let at = Receiver {
-                me: cluster.me(),
-                map,
-                alive: &view.alive,
-            };
-            receiving(cluster).check_commit(&at, cluster.refuses_commits(), namespace, &commit)
-        })
-        .map_err(refuse)?;
+    let decision = cluster.map_state().read(|map| {
+        let at = Receiver {
+            me: cluster.me(),
+            map,
+            alive: &view.alive,
+        };
+        receiving(cluster).check_commit(&at, cluster.refuses_commits(), namespace, &commit)
+    })?;
     let pending = match decision {
         // Already learned through gossip or a redirect, or a repeated commit: nothing to do.
         CommitDecision::AlreadyHolder => return Ok(Response::Ack),
@@ -587,18 +389,14 @@ pub async fn on_commit(
     let ns = namespace.to_string();
     let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
         .await
-        .map_err(|e| WireError::new(codes::INTERNAL, e.to_string()))?
-        .map_err(crate::error::to_wire_error)?;
-    let record = pending
-        .check_revision(state.map_or(0, |s| s.revision))
-        .map_err(refuse)?;
+        .map_err(|e| ClusterError::Task(e.to_string()))??;
+    let record = pending.check_revision(state.map_or(0, |s| s.revision))?;
     cluster
         .author(Update::Holder {
             namespace: namespace.to_string(),
             record,
         })
-        .await
-        .map_err(crate::error::to_wire_error)?;
+        .await?;
     receiving(cluster).committed(namespace);
     tracing::info!(
         namespace,
@@ -607,73 +405,4 @@ pub async fn on_commit(
         "namespace received; serving it here"
     );
     Ok(Response::Ack)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn retries_wait_the_first_delay_then_double_up_to_the_cap_and_reset_on_success() {
-        let start = Instant::now();
-        let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
-        assert!(backoff.may_try("ns", start), "no failure yet: try at once");
-        assert_eq!(backoff.next_wakeup(start), None);
-
-        // First failure: not before RETRY_FIRST.
-        assert_eq!(backoff.failed("ns".into(), start), RETRY_FIRST);
-        assert!(!backoff.may_try("ns", start));
-        assert!(!backoff.may_try("ns", start + RETRY_FIRST - ms(1)));
-        assert!(backoff.may_try("ns", start + RETRY_FIRST));
-        assert_eq!(backoff.next_wakeup(start), Some(start + RETRY_FIRST));
-        // Other namespaces are not held back.
-        assert!(backoff.may_try("other", start));
-
-        // Each further failure doubles the delay, from the moment of the failure, up to the cap.
-        let mut now = start + RETRY_FIRST;
-        let mut expected = RETRY_FIRST;
-        let mut delays = Vec::new();
-        for _ in 0..10 {
-            expected = (expected * 2).min(RETRY_MAX);
-            let delay = backoff.failed("ns".into(), now);
-            assert_eq!(delay, expected);
-            assert!(!backoff.may_try("ns", now + delay - ms(1)));
-            assert!(backoff.may_try("ns", now + delay));
-            assert_eq!(backoff.next_wakeup(now), Some(now + delay));
-            delays.push(delay);
-            now += delay;
-        }
-        assert_eq!(
-            delays[..6],
-            [ms(500), ms(1000), ms(2000), ms(4000), ms(8000), RETRY_MAX]
-        );
-        assert!(delays[5..].iter().all(|d| *d == RETRY_MAX), "{delays:?}");
-
-        // A success forgets the namespace: the next failure waits RETRY_FIRST again.
-        backoff.succeeded("ns");
-        assert!(backoff.may_try("ns", now));
-        assert_eq!(backoff.next_wakeup(now), None);
-        assert_eq!(backoff.failed("ns".into(), now), RETRY_FIRST);
-    }
-
-    #[test]
-    fn a_namespace_already_due_does_not_wake_the_loop_again() {
-        let start = Instant::now();
-        let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
-        backoff.failed("a".into(), start);
-        backoff.failed("b".into(), start + ms(100));
-        assert_eq!(backoff.next_wakeup(start), Some(start + RETRY_FIRST));
-        // Once "a" is due (its retry runs, or it needs none any more), only "b" is ahead.
-        let later = start + RETRY_FIRST;
-        assert_eq!(
-            backoff.next_wakeup(later),
-            Some(start + ms(100) + RETRY_FIRST)
-        );
-        assert_eq!(backoff.next_wakeup(start + ms(100) + RETRY_FIRST), None);
-        assert!(backoff.may_try("a", later));
-    }
 }

@@ -311,6 +311,58 @@ pub async fn persist(
     }
 }
 
+/// Loads the cluster map at start. A data dir from before clustering (namespaces but no
+/// cluster records) gets a holder record `{me, 1}` for each of its namespaces, so its data
+/// stays served. Records are never invented otherwise: a namespace's data found without a
+/// record naming this node is a partial copy from an interrupted handoff and is not served.
+pub async fn load_map(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
+    let loaded = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let map = load(&store)?;
+            let mut local = Vec::new();
+            if map.is_empty() {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = store.list_namespaces("", cursor.as_deref(), 1000)?;
+                    local.extend(page.items.into_iter().map(|s| s.name));
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            Ok::<_, cfgnode_storage::StoreError>((map, local))
+        })
+        .await
+        .map_err(|e| {
+            cfgnode_storage::StoreError::Storage(format!("cluster map load task failed: {e}"))
+        })??
+    };
+    let (mut map, legacy) = loaded;
+    if !legacy.is_empty() {
+        let updates: Vec<Update> = legacy
+            .into_iter()
+            .map(|namespace| Update::Holder {
+                namespace,
+                record: cfgnode_ring::HolderRecord {
+                    holder: store.node_id().to_string(),
+                    epoch: 1,
+                },
+            })
+            .collect();
+        save_now(store, &updates).await?;
+        tracing::info!(
+            namespaces = updates.len(),
+            "data dir from before clustering: this node holds its namespaces"
+        );
+        for update in updates {
+            map.apply(update);
+        }
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod tests {
     use cfgnode_ring::{HolderRecord, MAX_EPOCH, MAX_EPOCH_JUMP};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use cfgnode_transport::{PeerRequest, PeerResponse, Response};
 use tokio::sync::watch;
 
-use super::Cluster;
 use super::state::{decode_updates, encode_updates};
+use super::{Cluster, ClusterError};
 use crate::membership::MemberState;
 
 /// How often a node compares maps with a random peer.
@@ -116,12 +116,8 @@ pub async fn sync_with(cluster: &Cluster, peer: &str) {
 }
 
 /// Merges a peer's pushed map.
-pub fn merge_pushed(
-    cluster: &Cluster,
-    updates: &[u8],
-) -> Result<Response, cfgnode_transport::WireError> {
-    let updates = decode_updates(updates)
-        .map_err(|e| cfgnode_transport::WireError::new(cfgnode_transport::codes::MALFORMED, e))?;
+pub fn merge_pushed(cluster: &Cluster, updates: &[u8]) -> Result<Response, ClusterError> {
+    let updates = decode_updates(updates).map_err(ClusterError::Malformed)?;
     for update in updates {
         // The pushing peer is not known here: refusals are logged under "push".
         let _ = cluster.map_state().apply_from_peer(update, "push");

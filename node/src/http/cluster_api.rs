@@ -22,12 +22,13 @@ use crate::auth::Principal;
 use crate::roles::Roles;
 use crate::roles::push::longpoll::{LongPoll, wait_while_unchanged, with_wait};
 
+use crate::cluster::{
+    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, Target, forward_hop, http_intent, http_namespace,
+    moving,
+};
+
 /// How much longer than its wait a forwarded long-poll may take.
 const LONG_POLL_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::cluster::{
-    DirectiveKind, FORWARD_TIMEOUT, MAX_HOPS, RouteError, Target, forward_hop, http_intent,
-    http_namespace, moving,
-};
 
 /// Headers that describe one connection, not the request: never forwarded. `authorization`
 /// is not sent either: the caller's token stays on the node that checked it, and the holder
@@ -84,9 +85,8 @@ pub async fn route_to_holder(
     let body = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(body) => body,
         Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_large",
+            return ApiError::from_code(
+                codes::VALUE_TOO_LARGE,
                 format!(
                     "the request body is over this node's limit of {} bytes",
                     state.body_limit
@@ -104,13 +104,13 @@ pub async fn route_to_holder(
     if let Some(poll) = &long_poll
         && let Err(e) = wait_while_unchanged(&state.cluster, &state.config, &namespace, poll).await
     {
-        return route_error(&e).into_response();
+        return ApiError::from(e).into_response();
     }
     let mut hops = 0u8;
     loop {
         let target = match state.cluster.route(&namespace, intent).await {
             Ok(target) => target,
-            Err(e) => return route_error(&e).into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
         };
         let (node, addr) = match target {
             Target::Local(permit) => {
@@ -207,25 +207,14 @@ fn forwardable(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn route_error(e: &RouteError) -> ApiError {
-    from_wire(e.to_wire())
-}
-
-/// A cluster-level error from another node (or the router) as an HTTP answer.
+/// An error from another node (or the router's hop limit) as an HTTP answer: its code's status
+/// from the one table (`codes::http_status`); a code this node does not know is 502
+/// `upstream_error`, with the holder's message.
 pub fn from_wire(e: WireError) -> ApiError {
-    let (status, code) = match e.code.as_str() {
-        codes::HOLDER_DOWN => (StatusCode::SERVICE_UNAVAILABLE, codes::HOLDER_DOWN),
-        codes::MOVING => (StatusCode::SERVICE_UNAVAILABLE, codes::MOVING),
-        codes::NOT_READY => (StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY),
-        codes::UNAVAILABLE => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
-        codes::TIMEOUT => (StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT),
-        codes::UNAUTHENTICATED => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
-        codes::UNKNOWN_NODE => (StatusCode::NOT_FOUND, codes::UNKNOWN_NODE),
-        "invalid_namespace" => (StatusCode::BAD_REQUEST, "invalid_namespace"),
-        "invalid_request" => (StatusCode::BAD_REQUEST, "invalid_request"),
-        _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
-    };
-    ApiError::new(status, code, e.message)
+    match codes::known(&e.code) {
+        Some(code) => ApiError::from_code(code, e.message),
+        None => ApiError::from_code(codes::UPSTREAM_ERROR, e.message),
+    }
 }
 
 /// `GET /v1/cluster/members`.
@@ -237,7 +226,7 @@ pub async fn members(State(state): State<Arc<Roles>>) -> Response {
 pub async fn placement(State(state): State<Arc<Roles>>, Path(namespace): Path<String>) -> Response {
     match state.cluster.placement(&namespace) {
         Ok(p) => Json(p).into_response(),
-        Err(e) => from_wire(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -269,7 +258,7 @@ async fn directive(
 ) -> Response {
     match state.cluster.set_directive(kind, namespace, target).await {
         Ok(p) => Json(p).into_response(),
-        Err(e) => from_wire(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

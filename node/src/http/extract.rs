@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use cfgnode_transport::codes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -63,9 +64,8 @@ where
             .map(ApiBody)
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "value_too_large",
+                    ApiError::from_code(
+                        codes::VALUE_TOO_LARGE,
                         "request body is over this node's limit (--max-value-bytes)",
                     )
                 } else {

@@ -15,13 +15,14 @@ pub mod replay;
 mod server;
 pub(crate) mod views;
 
+use cfgnode_transport::codes;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -137,9 +138,7 @@ async fn read_body_within(state: &Roles, request: Request) -> Result<Request, Re
         Ok(Ok(body)) => body,
         Ok(Err(e)) => return Err(e.into_response()),
         Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+            return Err(ApiError::from_code(codes::REQUEST_TIMEOUT,
                 format!(
                     "the request body did not arrive within {:?}; send it in one go (the node's --http-body-timeout)",
                     state.body_timeout
@@ -155,9 +154,8 @@ async fn read_body_within(state: &Roles, request: Request) -> Result<Request, Re
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
     let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
+        ApiError::from_code(
+            codes::VALUE_TOO_LARGE,
             format!("the request body is over this node's limit of {limit} bytes"),
         )
     };
@@ -207,27 +205,15 @@ async fn ready(State(state): State<Arc<Roles>>) -> Response {
     let store = state.config.store().clone();
     let probe = tokio::task::spawn_blocking(move || store.list_namespaces("", None, 1)).await;
     if !state.cluster.is_synced() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+        return ApiError::from_code(codes::NOT_READY,
             "this node has not yet merged the cluster map from a peer; it serves the namespaces it holds, and creates none until it has",
         )
         .into_response();
     }
     match probe {
         Ok(Ok(_)) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Ok(Err(e)) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-        .into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Err(e)) => ApiError::from_code(codes::UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => ApiError::from_code(codes::UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
@@ -241,9 +227,8 @@ async fn metrics(State(state): State<Arc<Roles>>) -> Response {
 }
 
 async fn route_not_found(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
+    ApiError::from_code(
+        codes::ROUTE_NOT_FOUND,
         format!(
             "no route for {} {}; see docs/http-api.md",
             request.method(),
@@ -253,9 +238,8 @@ async fn route_not_found(request: Request) -> ApiError {
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    ApiError::from_code(
+        codes::METHOD_NOT_ALLOWED,
         format!(
             "{} is not allowed on {}",
             request.method(),

@@ -10,15 +10,15 @@ pub use crate::time::rfc3339;
 /// A key with its value (base64) and metadata.
 #[derive(Debug, Serialize)]
 pub struct EntryView {
-    /// The namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// The key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
     /// The value, base64 (standard alphabet, padded).
     pub value: String,
-    /// The codec name.
+    /// Its codec: `json`, `yaml`, `toml`, `text`, `bytes` (checked) or `client:...` (opaque).
     pub codec: String,
-    /// The key's version.
+    /// The key's version: 1 at its first write, +1 at each (compare-and-set matches it).
     pub version: u64,
     /// The namespace revision of this version.
     pub revision: u64,
@@ -51,11 +51,11 @@ impl EntryView {
 /// A key's metadata without its value: the answer to a write.
 #[derive(Debug, Serialize)]
 pub struct EntryMetaView {
-    /// The namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// The key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
-    /// The codec name.
+    /// Its codec: `json`, `yaml`, `toml`, `text`, `bytes` (checked) or `client:...` (opaque).
     pub codec: String,
     /// The key's new version.
     pub version: u64,
@@ -84,9 +84,9 @@ impl From<&Entry> for EntryMetaView {
 /// One retained version of a key.
 #[derive(Debug, Serialize)]
 pub struct VersionView {
-    /// The key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
-    /// The version number.
+    /// The key's version: 1 at its first write, +1 at each (compare-and-set matches it).
     pub version: u64,
     /// The namespace revision of the write.
     pub revision: u64,
@@ -117,13 +117,13 @@ impl From<&VersionEntry> for VersionView {
 /// A namespace's summary.
 #[derive(Debug, Serialize)]
 pub struct NamespaceView {
-    /// The namespace name.
+    /// Its name: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub name: String,
     /// Live keys.
     pub key_count: u64,
     /// Aliases.
     pub alias_count: u64,
-    /// The latest revision.
+    /// The namespace revision: one more at every change of the namespace; watches resume from it.
     pub revision: u64,
     /// The namespace ETag (as the snapshot endpoint sends it).
     pub etag: String,
@@ -164,9 +164,9 @@ impl From<&NamespaceState> for NamespaceView {
 /// An alias.
 #[derive(Debug, Serialize)]
 pub struct AliasView {
-    /// The namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// The alias name.
+    /// The alias's name: the rules of a key, and no key may have it too.
     pub alias: String,
     /// The key it points to.
     pub target: String,
@@ -191,7 +191,7 @@ impl From<&Alias> for AliasView {
 /// A page of a listing.
 #[derive(Debug, Serialize)]
 pub struct PageView<T> {
-    /// The items.
+    /// This page's items, in the listing's order (continue with the next cursor).
     pub items: Vec<T>,
     /// Opaque cursor for the next page; null when the listing is complete.
     pub next_cursor: Option<String>,

@@ -27,7 +27,7 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// An authenticated peer connection and who is at its other end.
 #[derive(Clone, Debug)]
 pub struct PeerLink {
-    /// The connection.
+    /// The QUIC connection, authenticated both ways; requests and datagrams share it.
     pub connection: Connection,
     /// What the peer proved it is.
     pub claim: PeerClaim,

@@ -61,7 +61,7 @@ pub struct MembershipConfig {
     /// Members known from a previous run (restored from storage): applied as down members and
     /// announced to like seeds, so a restarted node rejoins without `--join`.
     pub known: Vec<Peer>,
-    /// SWIM timings.
+    /// Foca's SWIM timings (probe period, suspicion timeout, ...): tests shorten them.
     pub swim: Config,
 }
 

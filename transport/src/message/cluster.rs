@@ -10,33 +10,33 @@ pub enum ClusterRequest {
     Members,
     /// Where a namespace is and should be.
     Placement {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
     },
     /// Namespaces per node (held and desired).
     Ring,
     /// Claim a namespace for a node (durable ownership that follows the node while it lives).
     Claim {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The claimant; `None` = the node receiving the request.
         node: Option<String>,
     },
     /// Drop a namespace's claim.
     Release {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
     },
     /// Pin a namespace to a node (strict placement).
     Pin {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
-        /// The node.
+        /// The member to pin it to: a node id as `cfgnode cluster members` lists it.
         node: String,
     },
     /// Drop a namespace's pin.
     Unpin {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
     },
 }
@@ -81,11 +81,11 @@ pub enum ClusterResponse {
 /// A cluster member as operators see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMember {
-    /// Node id.
+    /// Its node id: stable across restarts (`generation` tells its lives apart).
     pub id: String,
-    /// QUIC address.
+    /// Where clients and peers reach it over QUIC (`host:port`).
     pub quic_addr: String,
-    /// HTTP address.
+    /// Where its HTTP API listens (`host:port`).
     pub http_addr: String,
     /// `alive`, `suspect` or `down`.
     pub state: String,
@@ -96,7 +96,7 @@ pub struct WireMember {
 /// Where a namespace is and should be.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePlacement {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
     /// The node that should hold it (`None` when no member is alive).
     pub desired_owner: Option<String>,
@@ -111,7 +111,7 @@ pub struct WirePlacement {
 /// How many namespaces a node holds and should hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRingShare {
-    /// Node id.
+    /// The member, by node id.
     pub node: String,
     /// `alive`, `suspect` or `down`.
     pub state: String,

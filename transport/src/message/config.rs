@@ -10,16 +10,16 @@ use super::WirePage;
 pub enum ConfigRequest {
     /// Read a key (an alias resolves to its target).
     Get {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
         /// Key or alias name.
         key: String,
     },
     /// Write a key.
     Put {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// The value.
         #[serde(with = "serde_bytes")]
@@ -33,18 +33,18 @@ pub enum ConfigRequest {
     },
     /// Delete a key.
     Delete {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// Only if at this version.
         if_version: Option<u64>,
     },
     /// A page of entries.
     List {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key prefix.
+        /// Only keys that start with this (empty: every key).
         prefix: String,
         /// Cursor from the previous page.
         cursor: Option<String>,
@@ -53,9 +53,9 @@ pub enum ConfigRequest {
     },
     /// A page of a key's history, newest first.
     Versions {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// Cursor from the previous page.
         cursor: Option<String>,
@@ -64,18 +64,18 @@ pub enum ConfigRequest {
     },
     /// One version of a key.
     Version {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
-        /// The version.
+        /// The version asked for (see `Versions` for the retained ones).
         version: u64,
     },
     /// Two versions and their differences.
     Diff {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// Older version (default: `v2 - 1`).
         v1: Option<u64>,
@@ -84,14 +84,14 @@ pub enum ConfigRequest {
     },
     /// Every entry and alias at one revision.
     Snapshot {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
         /// Answer `NotModified` if the namespace ETag is still this.
         if_none_match: Option<String>,
     },
     /// Namespaces holding at least one key.
     Namespaces {
-        /// Name prefix.
+        /// Only namespaces whose name starts with this (empty: all).
         prefix: String,
         /// Cursor from the previous page.
         cursor: Option<String>,
@@ -100,35 +100,35 @@ pub enum ConfigRequest {
     },
     /// What the caller may do in a namespace.
     Access {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
     },
     /// Create an alias.
     PutAlias {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Alias name.
+        /// The alias's name: the rules of a key, and no key may have it too.
         alias: String,
-        /// Target key.
+        /// The key the alias resolves to (it need not exist yet).
         target: String,
     },
     /// Read an alias.
     GetAlias {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Alias name.
+        /// The alias's name: the rules of a key, and no key may have it too.
         alias: String,
     },
     /// Remove an alias.
     DeleteAlias {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
-        /// Alias name.
+        /// The alias's name: the rules of a key, and no key may have it too.
         alias: String,
     },
     /// A page of aliases.
     ListAliases {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
         /// Cursor from the previous page.
         cursor: Option<String>,
@@ -251,16 +251,16 @@ pub enum WireWriteMode {
 /// A live key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// Key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
     /// The value.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
-    /// Codec name.
+    /// Its codec: `json`, `yaml`, `toml`, `text`, `bytes` (checked) or `client:...` (opaque).
     pub codec: String,
-    /// The key's version.
+    /// The key's version: 1 at its first write, +1 at each (compare-and-set matches it).
     pub version: u64,
     /// The namespace revision of this version.
     pub revision: u64,
@@ -275,11 +275,11 @@ pub struct WireEntry {
 /// One retained version of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireVersion {
-    /// Key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
-    /// Version number.
+    /// The key's version: 1 at its first write, +1 at each (compare-and-set matches it).
     pub version: u64,
-    /// Namespace revision.
+    /// The namespace revision: one more at every change of the namespace; watches resume from it.
     pub revision: u64,
     /// The value, or `None` for a delete.
     #[serde(with = "serde_bytes")]
@@ -293,9 +293,9 @@ pub struct WireVersion {
 /// The result of a delete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireDeleted {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// Key.
+    /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
     pub key: String,
     /// The version the delete took.
     pub version: u64,
@@ -312,7 +312,7 @@ pub struct WireNamespace {
     pub key_count: u64,
     /// Aliases.
     pub alias_count: u64,
-    /// Latest revision.
+    /// The namespace revision: one more at every change of the namespace; watches resume from it.
     pub revision: u64,
     /// Namespace ETag.
     pub etag: String,
@@ -325,11 +325,11 @@ pub struct WireNamespace {
 /// An alias.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireAlias {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
-    /// Alias name.
+    /// The alias's name: the rules of a key, and no key may have it too.
     pub alias: String,
-    /// Target key.
+    /// The key the alias resolves to (it need not exist yet).
     pub target: String,
     /// Revision that created it.
     pub revision: u64,
@@ -340,7 +340,7 @@ pub struct WireAlias {
 /// A namespace snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireSnapshot {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
     /// The revision it was read at.
     pub revision: u64,
@@ -382,12 +382,12 @@ pub struct WireCodec {
 /// What the caller may do in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireAccess {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
     /// Who the token authenticates as.
     pub principal: String,
-    /// May read.
+    /// Whether the principal may read the namespace (get, list, watch).
     pub read: bool,
-    /// May write.
+    /// Whether the principal may change the namespace (put, delete, aliases, webhooks).
     pub write: bool,
 }

@@ -45,7 +45,7 @@ pub struct RequestHeader {
     pub cluster_id: String,
     /// Chosen by the client, echoed in the answer (for logs and tracing).
     pub request_id: u64,
-    /// The bearer token.
+    /// The bearer token (`--token`), checked before the request frame is read; `None` for a node without tokens.
     pub token: Option<String>,
     /// True when the caller follows [`Response::Redirect`] itself (the client library): a node
     /// that does not hold the namespace then answers with the holder instead of forwarding.
@@ -160,7 +160,7 @@ pub enum Response {
 /// A page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePage<T> {
-    /// The items.
+    /// This page's items, in the listing's order (continue with the next cursor).
     pub items: Vec<T>,
     /// Cursor for the next page, `None` when complete.
     pub next_cursor: Option<String>,
@@ -169,11 +169,11 @@ pub struct WirePage<T> {
 /// Where a namespace really is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRedirect {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
     /// The node to ask.
     pub holder: String,
-    /// Its QUIC address.
+    /// Where to reach the holder: a caller that follows redirects sends the request there.
     pub quic_addr: String,
     /// The holder epoch the answer is based on (0 for a namespace nobody holds yet).
     pub epoch: u64,

@@ -45,7 +45,7 @@ pub enum PeerRequest {
     },
     /// A cluster-wide listing asks each member for the namespaces it holds.
     HeldNamespaces {
-        /// Name prefix.
+        /// Only namespaces whose name starts with this (empty: all).
         prefix: String,
         /// Cursor from the previous page.
         cursor: Option<String>,
@@ -71,20 +71,20 @@ pub enum PeerRequest {
     /// whether it knows a holder or sees another desired owner (docs/cluster.md, Creation).
     /// Answered with [`PeerResponse::CreateCheck`].
     CreateCheck {
-        /// The namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
     },
     /// Handoff, first step: drop any partial copy of the namespace and get ready to receive it
     /// from the sender, which holds it at `epoch`.
     HandoffOffer {
-        /// The namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The sender's holder epoch.
         epoch: u64,
     },
     /// Handoff: rows of the namespace (node-defined bincode of its transfer ops).
     HandoffChunk {
-        /// The namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The sender's holder epoch.
         epoch: u64,
@@ -96,7 +96,7 @@ pub enum PeerRequest {
     /// exactly `revision`, records that durably, and only then answers `Ack`; the sender drops
     /// its copy only after that answer.
     HandoffCommit {
-        /// The namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The new holder epoch.
         epoch: u64,
@@ -174,9 +174,9 @@ pub struct WireHttpRequest {
 /// An HTTP response carried between nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireHttpResponse {
-    /// Status code.
+    /// The HTTP status the holder answered, passed on to the caller as it is.
     pub status: u16,
-    /// Headers.
+    /// The holder's response headers (the forwarding node drops the hop-by-hop ones).
     pub headers: Vec<(String, Vec<u8>)>,
     /// Body.
     #[serde(with = "serde_bytes")]

@@ -9,7 +9,7 @@ pub enum PushRequest {
     /// Log events of one namespace after a revision: the catch-up read of a watch, and (with
     /// `wait_ms`) the long-poll a node's watch hub subscribes to the holder with.
     Events {
-        /// Namespace.
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`): the request is served by its holder.
         namespace: String,
         /// Events after this revision; `None` asks only for the current revision ("now").
         after: Option<u64>,
@@ -69,17 +69,17 @@ pub enum PushResponse {
     /// Answer to `Events`: the events (in revision order, no gap after `after`) and the
     /// namespace's current revision (0 when it does not exist yet).
     Events {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The namespace's revision when the events were read.
         revision: u64,
-        /// The events.
+        /// The events after `after`, in revision order with no gap.
         events: Vec<WireEvent>,
     },
     /// Answer to `Events` when events after `after` were compacted away: resync from a
     /// snapshot.
     Compacted {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The oldest revision still in the log.
         oldest_retained: u64,
@@ -155,7 +155,7 @@ pub enum WireWatchItem {
     /// Every event of `namespace` up to `revision` has been delivered (or did not match the
     /// filter): the watcher's cursor may move there.
     Progress {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The revision the watcher is now up to date with.
         revision: u64,
@@ -164,7 +164,7 @@ pub enum WireWatchItem {
     /// was re-created): resync from a snapshot, then resume after the snapshot's revision. The
     /// stream carries on after `current`.
     Reset {
-        /// Namespace.
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The oldest revision still in the log.
         oldest_retained: u64,
@@ -176,7 +176,7 @@ pub enum WireWatchItem {
 /// One event of a namespace log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {
-    /// Namespace.
+    /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
     pub namespace: String,
     /// The revision the event took.
     pub revision: u64,
@@ -191,33 +191,33 @@ pub struct WireEvent {
 pub enum WireEventKind {
     /// A key was written.
     Set {
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// Its new version.
         version: u64,
         /// The value.
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
-        /// Codec name.
+        /// Its codec: `json`, `yaml`, `toml`, `text`, `bytes` (checked) or `client:...` (opaque).
         codec: String,
     },
     /// A key was deleted.
     Delete {
-        /// Key.
+        /// The key: a `/`-separated path of 1..=512 bytes, no empty segment.
         key: String,
         /// The version the delete took.
         version: u64,
     },
     /// An alias was created.
     AliasSet {
-        /// Alias name.
+        /// The alias's name: the rules of a key, and no key may have it too.
         alias: String,
         /// The key it points to.
         target: String,
     },
     /// An alias was removed.
     AliasDelete {
-        /// Alias name.
+        /// The alias's name: the rules of a key, and no key may have it too.
         alias: String,
     },
     /// A record (a role's namespace state: a registry instance, a route) was written.

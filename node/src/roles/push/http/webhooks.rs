@@ -1,6 +1,7 @@
 //! `/v1/namespaces/{ns}/webhooks[/{name}]`: create, read, list and delete webhooks (served on
 //! the namespace's holder, like every namespace route). docs/http-api.md, docs/push.md.
 
+use cfgnode_transport::codes;
 use std::sync::Arc;
 
 use axum::Json;
@@ -34,9 +35,8 @@ fn view(ns: &str, name: &str, hook: &Webhook, revision: u64) -> Value {
 }
 
 fn not_found(ns: &str, name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "webhook_not_found",
+    ApiError::from_code(
+        codes::WEBHOOK_NOT_FOUND,
         format!(
             "no webhook {name:?} in namespace {ns:?}: list them with GET /v1/namespaces/{ns}/webhooks"
         ),
@@ -82,11 +82,10 @@ pub async fn put_webhook(
     validate_namespace(&ns)?;
     let config: WebhookConfig = json_body(&body)?;
     webhooks::check(&name, &config)
-        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_webhook", why))?;
+        .map_err(|why| ApiError::from_code(codes::INVALID_WEBHOOK, why))?;
     webhooks::check_target(&config.url, &state.push.webhook_targets).map_err(|refused| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "webhook_target_not_allowed",
+        ApiError::from_code(
+            codes::WEBHOOK_TARGET_NOT_ALLOWED,
             format!(
                 "{refused}: webhooks reach only public addresses unless the nodes are started \
                  with --webhook-allow (e.g. --webhook-allow {}/{})",
@@ -101,9 +100,8 @@ pub async fn put_webhook(
     })?;
     let current = revision(&state, &ns).await?;
     if current == 0 {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "namespace_not_found",
+        return Err(ApiError::from_code(
+            codes::NAMESPACE_NOT_FOUND,
             format!("namespace {ns:?} has no data yet: write a key first, then add the webhook"),
         ));
     }

@@ -1,0 +1,245 @@
+//! Routing a namespace request: where it is served ([`Target`]), the permit that keeps a
+//! handoff from freezing the namespace under a request served here ([`Permit`]), and why a
+//! request cannot be routed ([`RouteError`]). The decision itself is `cfgnode_ring::route`;
+//! [`Cluster::route`] carries it out (waits for the map, takes the gate, creates a new
+//! namespace after its create check).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cfgnode_ring::{HolderRecord, Intent, NodeId, Route, Update};
+use cfgnode_storage::StoreError;
+use cfgnode_transport::{WireError, WireRedirect, codes};
+use tokio::sync::OwnedRwLockReadGuard;
+
+use super::create_check::CreatingMark;
+use super::{Cluster, GATE_WAIT};
+
+/// How long a request that depends on a namespace being absent (a creation, a read of an
+/// unknown namespace) waits for a node that just started to merge the cluster map.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a request for a namespace is served.
+#[derive(Debug)]
+pub enum Target {
+    /// Here. Holding the permit keeps a handoff from freezing the namespace under the request.
+    Local(Permit),
+    /// On another node.
+    Remote {
+        /// Its id.
+        node: NodeId,
+        /// Its QUIC address.
+        addr: SocketAddr,
+        /// The holder epoch this is based on (0 when nobody holds the namespace yet).
+        epoch: u64,
+    },
+}
+
+impl Target {
+    /// The redirect a caller that follows redirects gets for a remote target.
+    pub fn redirect(&self, namespace: &str) -> Option<WireRedirect> {
+        match self {
+            Target::Local(_) => None,
+            Target::Remote { node, addr, epoch } => Some(WireRedirect {
+                namespace: namespace.to_string(),
+                holder: node.clone(),
+                quic_addr: addr.to_string(),
+                epoch: *epoch,
+            }),
+        }
+    }
+}
+
+/// Permission to serve a request for a namespace here; a handoff waits until every permit is
+/// dropped before it freezes the namespace.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] OwnedRwLockReadGuard<()>);
+
+impl Permit {
+    /// Runs `work` (serving one request here) to its end in a task of its own that holds this
+    /// permit until then, and waits for it.
+    ///
+    /// Why a task: a request future is dropped when its client hangs up. Dropped with it, the
+    /// permit would let a handoff freeze and copy the namespace while the request's write still
+    /// waits in the storage writer; that write would then commit on the old holder after the
+    /// copy, and be lost. The task is not dropped with the caller, so the permit lasts until
+    /// the write is committed and answered (nobody may be left to read the answer).
+    pub async fn run_to_completion<F>(self, work: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(async move {
+            let output = work.await;
+            drop(self);
+            output
+        })
+        .await
+    }
+}
+
+/// Why a request cannot be routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The holder is down; its data is on that node only.
+    #[error(
+        "namespace {namespace:?} is held by node {node:?}, which is down; it is served again as soon as {node} is back (check `cfgnode cluster members`)"
+    )]
+    HolderDown {
+        /// The namespace, named in the message so the caller knows which one failed.
+        namespace: String,
+        /// The holder.
+        node: NodeId,
+    },
+    /// The namespace is frozen by a handoff for longer than a request may wait.
+    #[error("namespace {namespace:?} is moving to another node; retry in a moment")]
+    Moving {
+        /// The namespace, named in the message so the caller knows which one failed.
+        namespace: String,
+    },
+    /// No member is alive to own a new namespace.
+    #[error("no cluster member can own namespace {namespace:?}")]
+    NoOwner {
+        /// The namespace, named in the message so the caller knows which one failed.
+        namespace: String,
+    },
+    /// The node cannot yet tell whether the namespace exists (or who creates it).
+    #[error("namespace {namespace:?}: {why}; retry in a moment")]
+    NotReady {
+        /// The namespace, named in the message so the caller knows which one failed.
+        namespace: String,
+        /// What is missing.
+        why: String,
+    },
+    /// Storage failed while recording a new namespace.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl RouteError {
+    /// The stable wire code of this error (`cfgnode_transport::codes`), shared by QUIC and HTTP.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RouteError::HolderDown { .. } => codes::HOLDER_DOWN,
+            RouteError::Moving { .. } => codes::MOVING,
+            RouteError::NoOwner { .. } => codes::UNAVAILABLE,
+            RouteError::NotReady { .. } => codes::NOT_READY,
+            RouteError::Storage(e) => crate::error::error_code(e),
+        }
+    }
+
+    /// The error as the wire carries it.
+    pub fn to_wire(&self) -> WireError {
+        WireError::new(self.code(), self.to_string())
+    }
+}
+
+impl Cluster {
+    /// Waits (up to [`SYNC_WAIT`]) until the map was merged from a peer.
+    async fn wait_synced(&self, namespace: &str) -> Result<(), RouteError> {
+        let mut synced = self.inner.synced.subscribe();
+        match tokio::time::timeout(SYNC_WAIT, synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(RouteError::NotReady {
+                namespace: namespace.to_string(),
+                why: "this node has not yet merged the cluster map from a peer since it started (is any member reachable?)".to_string(),
+            }),
+        }
+    }
+
+    /// Where a request for `namespace` is served. Creates the namespace's holder record when
+    /// this node is its desired owner and the request writes; waits (up to 10 s) while a
+    /// handoff has the namespace frozen.
+    pub async fn route(&self, namespace: &str, intent: Intent) -> Result<Target, RouteError> {
+        // Frozen longer than a request may wait, or moved again each time this node looked.
+        let moving = || RouteError::Moving {
+            namespace: namespace.to_string(),
+        };
+        for _ in 0..4 {
+            let view = self.view();
+            let decision = self.inner.state.read(|map| {
+                let placement = view.desired(namespace, map);
+                cfgnode_ring::route(
+                    &self.inner.me,
+                    namespace,
+                    map,
+                    placement.as_ref(),
+                    &view.alive,
+                    intent,
+                )
+            });
+            if matches!(decision, Route::ServeAbsent | Route::Create) && !self.is_synced() {
+                // Absence means nothing before the map was merged from a peer: wait, then
+                // decide again.
+                self.wait_synced(namespace).await?;
+                continue;
+            }
+            match decision {
+                Route::Serve | Route::ServeAbsent => {
+                    let gate = self.gate(namespace);
+                    let guard = tokio::time::timeout(GATE_WAIT, gate.read_owned())
+                        .await
+                        .map_err(|_| moving())?;
+                    // A handoff may have finished while this request waited.
+                    let still = self.inner.state.read(|map| match map.holder(namespace) {
+                        Some(r) => r.holder == self.inner.me,
+                        None => decision == Route::ServeAbsent,
+                    });
+                    if still {
+                        return Ok(Target::Local(Permit(guard)));
+                    }
+                }
+                Route::Create => {
+                    // Created under the gate: a request that sees the new record waits until
+                    // it is durable (no write is acknowledged under a record a crash could
+                    // lose).
+                    let gate = self.gate(namespace);
+                    let _creating = tokio::time::timeout(GATE_WAIT, gate.write_owned())
+                        .await
+                        .map_err(|_| moving())?;
+                    if self.holder(namespace).is_none() {
+                        let _mark = CreatingMark::new(self, namespace);
+                        if !self.check_creation(namespace, &view).await? {
+                            // A member knew a holder: it is merged now; route again.
+                            continue;
+                        }
+                        let update = Update::Holder {
+                            namespace: namespace.to_string(),
+                            record: HolderRecord {
+                                holder: self.inner.me.clone(),
+                                epoch: 1,
+                            },
+                        };
+                        self.author(update).await?;
+                        tracing::info!(namespace, "namespace created here (holder epoch 1)");
+                    }
+                }
+                Route::Forward { to, epoch } => {
+                    let Some(addr) = view.addr_of(&to) else {
+                        return Err(RouteError::HolderDown {
+                            namespace: namespace.to_string(),
+                            node: to,
+                        });
+                    };
+                    return Ok(Target::Remote {
+                        node: to,
+                        addr,
+                        epoch,
+                    });
+                }
+                Route::Unavailable { node } => {
+                    return Err(RouteError::HolderDown {
+                        namespace: namespace.to_string(),
+                        node,
+                    });
+                }
+                Route::NoOwner => {
+                    return Err(RouteError::NoOwner {
+                        namespace: namespace.to_string(),
+                    });
+                }
+            }
+        }
+        Err(moving())
+    }
+}
