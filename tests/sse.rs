@@ -4,69 +4,9 @@
 
 use std::time::Duration;
 
-use cfgnode_tests::{DEADLINE, TestCluster, shutdown_all};
+use cfgnode_tests::{DEADLINE, Message, SseReader, TestCluster, shutdown_all};
 use reqwest::Method;
 use serde_json::Value;
-
-/// One SSE message: its name, id and data (comments are kept apart).
-#[derive(Debug)]
-struct Message {
-    event: String,
-    id: String,
-    data: Value,
-}
-
-/// Reads an SSE response incrementally.
-struct SseReader {
-    response: reqwest::Response,
-    buffer: String,
-    comments: Vec<String>,
-}
-
-impl SseReader {
-    /// The next message (skipping comments, which are recorded).
-    async fn next(&mut self) -> Message {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(comment) = line.strip_prefix(':') {
-                        self.comments.push(comment.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if event.is_empty() && data.is_empty() {
-                    continue;
-                }
-                let data = serde_json::from_str(&data).expect("data is JSON");
-                return Message { event, id, data };
-            }
-            let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
-                .await
-                .expect("the stream sends within the deadline")
-                .expect("the stream is readable")
-                .expect("the stream stays open");
-            self.buffer
-                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-        }
-    }
-
-    /// The next message that is a change (skipping progress).
-    async fn next_change(&mut self) -> Message {
-        loop {
-            let message = self.next().await;
-            if message.event != "progress" {
-                return message;
-            }
-        }
-    }
-}
 
 async fn open(
     cluster: &TestCluster,
@@ -88,11 +28,7 @@ async fn open(
         response.headers()["content-type"].to_str().expect("type"),
         "text/event-stream"
     );
-    SseReader {
-        response,
-        buffer: String::new(),
-        comments: Vec::new(),
-    }
+    SseReader::new(response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,21 +87,7 @@ async fn last_event_id_resumes_exactly_after_the_last_event_seen() {
         "revision order"
     );
     // Heartbeats arrive while idle.
-    tokio::time::timeout(DEADLINE, async {
-        while sse.comments.is_empty() {
-            sse.buffer.clear();
-            let chunk = sse.response.chunk().await.expect("readable").expect("open");
-            sse.buffer
-                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-            for line in sse.buffer.lines() {
-                if let Some(c) = line.strip_prefix(':') {
-                    sse.comments.push(c.trim().to_string());
-                }
-            }
-        }
-    })
-    .await
-    .expect("a heartbeat within the deadline");
+    sse.wait_comment().await;
     assert!(
         sse.comments.iter().any(|c| c == "heartbeat"),
         "{:?}",

@@ -116,6 +116,25 @@ pub struct StartArgs {
     /// otherwise. Give every node the same list.
     #[arg(long, env = "CFGNODE_WEBHOOK_ALLOW", value_delimiter = ',')]
     webhook_allow: Vec<Cidr>,
+
+    /// How often each registry subscription is sent the full state of its services (a
+    /// `reconcile` notification), so a subscriber that missed a change catches up.
+    #[arg(
+        long,
+        env = "CFGNODE_REGISTRY_RECONCILE",
+        default_value = "60s",
+        value_parser = parse_reconcile
+    )]
+    registry_reconcile: std::time::Duration,
+}
+
+/// A reconcile period: at least one second (a faster one is a load generator).
+fn parse_reconcile(text: &str) -> Result<std::time::Duration, String> {
+    let period = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if period < std::time::Duration::from_secs(1) {
+        return Err(format!("{text} is under the minimum of 1s"));
+    }
+    Ok(period)
 }
 
 /// Runs a node until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -142,6 +161,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         http_header_timeout: args.http_header_timeout,
         http_body_timeout: args.http_body_timeout,
         webhook_allow: args.webhook_allow,
+        registry_reconcile: args.registry_reconcile,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

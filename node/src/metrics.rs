@@ -47,6 +47,22 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a health check run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// `http` or `tcp`.
+    pub kind: &'static str,
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Labels of an instance status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// `healthy`, `unhealthy` or `unknown`.
+    pub status: &'static str,
+}
+
 /// Labels of a forwarded request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardLabels {
@@ -144,6 +160,19 @@ pub struct Metrics {
     /// Cluster-map updates from peers refused as implausible (epochs no honest history
     /// reaches), by reason: any increase means a faulty or hostile node.
     pub cluster_updates_refused: Family<RefusedLabels, Counter>,
+    /// Instances of the namespaces this node holds, by status.
+    pub registry_instances: Family<StatusLabels, Gauge>,
+    /// Instances whose check runs on this node (probes and TTL clocks).
+    pub registry_checked: Gauge,
+    /// Health probes run, by kind and outcome.
+    pub registry_checks: Family<CheckLabels, Counter>,
+    /// How long a probe took, in seconds.
+    pub registry_check_latency: Histogram,
+    /// How late a probe started against its schedule, in seconds (queueing for a probe
+    /// slot, or an overloaded node).
+    pub registry_check_lag: Histogram,
+    /// Subscription notifications POSTed, by outcome.
+    pub registry_notifications: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -289,6 +318,42 @@ impl Metrics {
             "Cluster-map updates from peers refused as implausible (epoch above the maximum or too far ahead), by reason",
             cluster_updates_refused.clone(),
         );
+        let registry_instances = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "registry_instances",
+            "Instances of the namespaces this node holds, by status",
+            registry_instances.clone(),
+        );
+        let registry_checked = Gauge::default();
+        registry.register(
+            "registry_checked_instances",
+            "Instances whose health check runs on this node",
+            registry_checked.clone(),
+        );
+        let registry_checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "registry_checks",
+            "Health probes run, by kind and outcome",
+            registry_checks.clone(),
+        );
+        let registry_check_latency = latency_histogram();
+        registry.register(
+            "registry_check_duration_seconds",
+            "How long a health probe took",
+            registry_check_latency.clone(),
+        );
+        let registry_check_lag = latency_histogram();
+        registry.register(
+            "registry_check_lag_seconds",
+            "How late a health probe started against its schedule",
+            registry_check_lag.clone(),
+        );
+        let registry_notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "registry_notifications",
+            "Subscription notifications POSTed, by outcome (ok, failed)",
+            registry_notifications.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -313,6 +378,12 @@ impl Metrics {
             http_connections_open,
             http_connections_refused,
             cluster_updates_refused,
+            registry_instances,
+            registry_checked,
+            registry_checks,
+            registry_check_latency,
+            registry_check_lag,
+            registry_notifications,
         })
     }
 

@@ -28,7 +28,9 @@ use crate::records::NamespaceRecords;
 use crate::roles::Roles;
 use crate::roles::config::ConfigService;
 use crate::roles::push::webhook_targets::{Cidr, TargetPolicy};
+use crate::roles::push::webhooks::Sender;
 use crate::roles::push::{Agents, Hub, PushRole};
+use crate::roles::registry::RegistryService;
 
 /// Largest `--max-value-bytes`: a value and its envelope must fit one QUIC frame.
 pub const MAX_VALUE_LIMIT: usize = MAX_FRAME_BYTES / 2;
@@ -83,6 +85,9 @@ pub struct NodeConfig {
     /// addresses are always allowed, loopback, private, link-local and the like only when
     /// listed here (docs/push.md, "Webhook targets").
     pub webhook_allow: Vec<Cidr>,
+    /// How often each registry subscription gets a full-state `reconcile` notification
+    /// (`--registry-reconcile`), so a subscriber that missed or mishandled one recovers.
+    pub registry_reconcile: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -108,6 +113,7 @@ impl NodeConfig {
             http_header_timeout: http_api::DEFAULT_HEADER_TIMEOUT,
             http_body_timeout: http_api::DEFAULT_BODY_TIMEOUT,
             webhook_allow: Vec::new(),
+            registry_reconcile: crate::roles::registry::subscriptions::DEFAULT_RECONCILE,
         }
     }
 }
@@ -315,12 +321,33 @@ impl Node {
         let agents = Agents::new();
         let mut background = background;
         let webhook_targets = TargetPolicy::new(config.webhook_allow.clone());
+        let sender = Sender::new(webhook_targets.clone()).map_err(|e| {
+            NodeError::Config(format!("cannot build the HTTP client for webhooks: {e}"))
+        })?;
         background.push(tokio::spawn(crate::roles::push::webhooks::supervise(
             cluster.clone(),
             service.clone(),
-            webhook_targets.clone(),
+            sender.clone(),
             stopped.clone(),
         )));
+        let registry = RegistryService::new(
+            service.clone(),
+            NamespaceRecords::new(store_handle.clone(), cluster.feeds().clone()),
+            sender,
+        );
+        background.push(tokio::spawn(crate::roles::registry::checks::supervise(
+            cluster.clone(),
+            registry.clone(),
+            stopped.clone(),
+        )));
+        background.push(tokio::spawn(
+            crate::roles::registry::subscriptions::supervise(
+                cluster.clone(),
+                registry.clone(),
+                config.registry_reconcile,
+                stopped.clone(),
+            ),
+        ));
         let roles = Arc::new(Roles {
             config: service,
             push: PushRole {
@@ -328,6 +355,7 @@ impl Node {
                 agents,
                 webhook_targets,
             },
+            registry,
             cluster: cluster.clone(),
             verifier,
             metrics: Arc::clone(&metrics),

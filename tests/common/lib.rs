@@ -17,7 +17,9 @@ use cfgnode_node::{Node, NodeConfig};
 use serde_json::Value;
 
 mod single;
+mod sse;
 pub use single::{SingleNode, node_token, single_node_config, start_single_node};
+pub use sse::{Message, SseReader};
 
 /// The token every node of a test cluster accepts.
 pub const TOKEN: &str = "multi-node-test-token-0123456789abcdef";

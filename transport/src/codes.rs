@@ -98,6 +98,18 @@ pub const WEBHOOK_NOT_FOUND: &str = "webhook_not_found";
 /// The webhook's target is refused by the node's `--webhook-allow` policy.
 pub const WEBHOOK_TARGET_NOT_ALLOWED: &str = "webhook_target_not_allowed";
 
+// ---- registry role ----
+/// A registration is malformed; the message names the field (`endpoints[0].port`).
+pub const INVALID_INSTANCE: &str = "invalid_instance";
+/// The instance is not registered.
+pub const INSTANCE_NOT_FOUND: &str = "instance_not_found";
+/// A heartbeat for an instance whose check is not a TTL check.
+pub const NO_TTL_CHECK: &str = "no_ttl_check";
+/// A subscription is malformed; the message names the field.
+pub const INVALID_SUBSCRIPTION: &str = "invalid_subscription";
+/// The subscription does not exist.
+pub const SUBSCRIPTION_NOT_FOUND: &str = "subscription_not_found";
+
 /// Every code above, for turning a code that arrived as a string (from another node) back into
 /// this vocabulary ([`known`]). A test checks that no constant of this file is missing.
 pub const ALL: &[&str] = &[
@@ -142,6 +154,11 @@ pub const ALL: &[&str] = &[
     WEBHOOK_TARGET_NOT_ALLOWED,
     INVALID_RECORD_KIND,
     RECORD_NOT_FOUND,
+    INVALID_INSTANCE,
+    INSTANCE_NOT_FOUND,
+    NO_TTL_CHECK,
+    INVALID_SUBSCRIPTION,
+    SUBSCRIPTION_NOT_FOUND,
 ];
 
 /// The code of this vocabulary spelled `code`, or `None` for a code this node does not know
@@ -149,7 +166,6 @@ pub const ALL: &[&str] = &[
 pub fn known(code: &str) -> Option<&'static str> {
     ALL.iter().copied().find(|c| *c == code)
 }
-
 /// The HTTP status that goes with a code, for codes the HTTP API answers (500 for unknown
 /// ones). One table, so QUIC and HTTP answers of the same failure agree.
 pub fn http_status(code: &str) -> u16 {
@@ -172,6 +188,7 @@ pub fn http_status(code: &str) -> u16 {
             || c == UNKNOWN_CODEC
             || c == CODEC_MISMATCH
             || c == WEBHOOK_TARGET_NOT_ALLOWED
+            || c == NO_TTL_CHECK
             || c == WRONG_CLUSTER
             || c == UNSUPPORTED_VERSION =>
         {
@@ -197,6 +214,9 @@ mod tests {
         assert_eq!(http_status(INVALID_RECORD_KIND), 400);
         assert_eq!(http_status(UNKNOWN_NODE), 404);
         assert_eq!(http_status(UPSTREAM_ERROR), 502);
+        assert_eq!(http_status(INSTANCE_NOT_FOUND), 404);
+        assert_eq!(http_status(INVALID_INSTANCE), 400);
+        assert_eq!(http_status(NO_TTL_CHECK), 400);
         assert_eq!(http_status("brand_new_code"), 500);
     }
 

@@ -58,6 +58,7 @@ pub use message::push::{
     PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireWatchItem,
     WireWatchRequest,
 };
+pub use message::registry;
 pub use message::{
     Request, RequestHeader, Response, ResponseEnvelope, WirePage, WireRedirect, encode_request,
     limits,

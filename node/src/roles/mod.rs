@@ -1,5 +1,5 @@
-//! The roles a namespace's holder serves, one room each: [`config`] and [`push`] (the
-//! registry and proxy roles come next, as `roles/registry/` and `roles/proxy/`).
+//! The roles a namespace's holder serves, one room each: [`config`], [`push`] and
+//! [`registry`] (the proxy role comes next, as `roles/proxy/`).
 //!
 //! Each role's room has its service (the operations, independent of transport), its QUIC
 //! handlers (`quic`) and its HTTP handlers and routes (`http`). The front ends (`quic_server`,
@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod push;
+pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct Roles {
     pub config: config::ConfigService,
     /// The push role: the watch hub, agents, webhook target policy.
     pub push: push::PushRole,
+    /// The registry role: services, instances, checks' soft state, subscriptions.
+    pub registry: registry::RegistryService,
     /// Routing to holders, placement, pins and claims.
     pub cluster: Cluster,
     /// Checks bearer tokens (HTTP and QUIC).
@@ -71,5 +74,6 @@ pub async fn serve_local(
         ) => push::agents::serve(&roles.cluster, &roles.push.agents, request).await,
         Request::Push(request) => push::quic::handle_routed(&roles.config, request).await,
         Request::Cluster(request) => crate::cluster::admin::serve(&roles.cluster, request).await,
+        Request::Registry(request) => registry::quic::handle(&roles.registry, request).await,
     }
 }

@@ -2,8 +2,9 @@
 //! one [`ResponseEnvelope`]; and the node-to-node messages ([`peer`]).
 //!
 //! One module per family, as the node serves them: [`config`] (the config role), [`push`]
-//! (the push role: event log, watches, agents), [`cluster`] (cluster administration) and
-//! [`peer`] (node to node). A [`Request`] names its family first, so the node dispatches by
+//! (the push role: event log, watches, agents), [`registry`] (the registry role: services,
+//! instances, checks, subscriptions), [`cluster`] (cluster administration) and [`peer`] (node
+//! to node). A [`Request`] names its family first, so the node dispatches by
 //! role after routing, and a new role adds a module and a variant here instead of touching
 //! every match. The client requests mirror the HTTP API (docs/http-api.md) operation for
 //! operation, so the client library and the CLI can do everything curl can. Timestamps are
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod peer;
 pub mod push;
+pub mod registry;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,7 @@ use cluster::{ClusterRequest, ClusterResponse};
 use config::{ConfigRequest, ConfigResponse};
 use peer::PeerResponse;
 use push::{PushRequest, PushResponse};
+use registry::{RegistryRequest, RegistryResponse};
 
 /// Limits every node enforces on requests, the same over QUIC and HTTP; clients may rely on
 /// them (a page over [`MAX_PAGE`] is refused, not truncated).
@@ -97,6 +100,8 @@ pub enum Request {
     Push(PushRequest),
     /// Cluster administration.
     Cluster(ClusterRequest),
+    /// The registry role.
+    Registry(RegistryRequest),
 }
 
 impl Request {
@@ -113,6 +118,7 @@ impl Request {
             Request::Ping | Request::Push(_) => false,
             Request::Config(request) => request.is_write(),
             Request::Cluster(request) => request.is_write(),
+            Request::Registry(request) => request.is_write(),
         }
     }
 
@@ -123,6 +129,7 @@ impl Request {
             Request::Ping | Request::Cluster(_) => None,
             Request::Config(request) => request.routed_namespace(),
             Request::Push(request) => request.routed_namespace(),
+            Request::Registry(request) => request.routed_namespace(),
         }
     }
 
@@ -133,6 +140,7 @@ impl Request {
             Request::Config(request) => request.name(),
             Request::Push(request) => request.name(),
             Request::Cluster(request) => request.name(),
+            Request::Registry(request) => request.name(),
         }
     }
 }
@@ -155,6 +163,8 @@ pub enum Response {
     Cluster(ClusterResponse),
     /// An answer only peers ask for.
     Peer(PeerResponse),
+    /// A registry answer.
+    Registry(RegistryResponse),
 }
 
 /// A page of a listing.

@@ -114,7 +114,8 @@ impl ConfigService {
         &self.store
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs a storage read off the async workers (reads are synchronous redb transactions).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,

@@ -13,6 +13,7 @@ use cfgnode_storage::NamespaceState;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, RouteError, Target};
+use cfgnode_transport::registry::RegistryRequest;
 use cfgnode_transport::{PushRequest, Request, WireError};
 
 use crate::roles::config::{ConfigService, etag_list_matches};
@@ -42,14 +43,15 @@ pub struct LongPoll {
 }
 
 impl LongPoll {
-    /// The long-poll a request asks for: `GET .../snapshot?wait=DURATION` with
+    /// The long-poll a request asks for: `GET .../snapshot?wait=DURATION` or
+    /// `GET .../services/{service}?wait=DURATION` (whose ETag is the namespace's) with
     /// `If-None-Match`. `Ok(None)` for any other request; `Err` for a malformed `wait`.
     pub fn from_request(
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<Option<LongPoll>, String> {
-        if method != Method::GET || !uri.path().ends_with("/snapshot") {
+        if method != Method::GET || !long_pollable(uri.path()) {
             return Ok(None);
         }
         let Some(wait) = query_value(uri, "wait") else {
@@ -72,6 +74,16 @@ impl LongPoll {
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
+}
+
+/// Whether a path is a route whose ETag is the namespace's: the snapshot, and a registry
+/// service view.
+fn long_pollable(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v1/namespaces/") else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    matches!(segments.as_slice(), [_, "snapshot"] | [_, "services", _])
 }
 
 /// `30s`, `500ms`, `1m` (humantime), or plain seconds; at most [`MAX_WAIT`].
@@ -164,35 +176,62 @@ pub async fn wait_for_state(
     }
 }
 
-/// Does the waiting part of an `Events` long-poll here when this node holds the namespace,
-/// holding no gate permit (see [`wait_for_state`]): afterwards the request asks for no more
-/// wait, or (when the namespace is held elsewhere) for the time left, to be forwarded.
+/// Does the waiting part of a QUIC long-poll here when this node holds the namespace, holding
+/// no gate permit (see [`wait_for_state`]): an `Events` read waits for a revision past its
+/// `after`, a registry `Service` read for an ETag other than its own. Afterwards the request
+/// asks for no more wait, or (when the namespace is held elsewhere) for the time left, to be
+/// forwarded.
 pub async fn settle_wait(
     cluster: &Cluster,
     service: &ConfigService,
     request: &mut Request,
 ) -> Result<(), WireError> {
-    let Request::Push(PushRequest::Events {
-        namespace,
-        after: Some(after),
-        wait_ms,
-        ..
-    }) = request
-    else {
-        return Ok(());
-    };
-    if *wait_ms == 0 {
-        return Ok(());
+    match request {
+        Request::Push(PushRequest::Events {
+            namespace,
+            after: Some(after),
+            wait_ms,
+            ..
+        }) if *wait_ms > 0 => {
+            let after = *after;
+            let left = wait_then_left(cluster, service, namespace, *wait_ms, move |state| {
+                state.map_or(0, |s| s.revision) > after
+            })
+            .await?;
+            *wait_ms = left;
+        }
+        Request::Registry(RegistryRequest::Service {
+            namespace,
+            wait: Some(wait),
+            ..
+        }) => {
+            let etag = wait.etag.clone();
+            let left = wait_then_left(cluster, service, namespace, wait.wait_ms, move |state| {
+                state.is_none_or(|s| !etag_list_matches(&etag, &s.etag()))
+            })
+            .await?;
+            wait.wait_ms = left;
+        }
+        _ => {}
     }
-    let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
+    Ok(())
+}
+
+/// Waits up to `wait_ms` for `done`; the milliseconds still to wait on the new holder when
+/// the namespace moved meanwhile, else 0.
+async fn wait_then_left(
+    cluster: &Cluster,
+    service: &ConfigService,
+    namespace: &str,
+    wait_ms: u32,
+    done: impl Fn(Option<&NamespaceState>) -> bool,
+) -> Result<u32, WireError> {
+    let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
-    let after = *after;
-    let waited = wait_for_state(cluster, service, namespace, deadline, |state| {
-        state.map_or(0, |s| s.revision) > after
-    })
-    .await
-    .map_err(|e| e.to_wire())?;
-    *wait_ms = match waited {
+    let waited = wait_for_state(cluster, service, namespace, deadline, done)
+        .await
+        .map_err(|e| e.to_wire())?;
+    Ok(match waited {
         Waited::Moved => u32::try_from(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -200,8 +239,7 @@ pub async fn settle_wait(
         )
         .unwrap_or(u32::MAX),
         Waited::Changed | Waited::TimedOut => 0,
-    };
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -174,6 +174,70 @@ fn now() -> u64 {
     crate::time::now_millis()
 }
 
+/// Signed JSON POSTs to targets the node's policy allows: what webhooks and the registry's
+/// subscriptions deliver with (one fence, one signature, one vocabulary of failures).
+#[derive(Clone)]
+pub struct Sender {
+    /// Built by [`delivery_client`]: resolves through the policy.
+    http: reqwest::Client,
+    /// For literal IP hosts, which the client connects to without resolving.
+    policy: Arc<TargetPolicy>,
+}
+
+impl Sender {
+    /// A sender fenced by `policy`.
+    pub fn new(policy: TargetPolicy) -> reqwest::Result<Sender> {
+        let policy = Arc::new(policy);
+        Ok(Sender {
+            http: delivery_client(&policy)?,
+            policy,
+        })
+    }
+
+    /// The rule of which addresses deliveries may reach (checked at creation too).
+    pub fn policy(&self) -> &TargetPolicy {
+        &self.policy
+    }
+
+    /// POSTs `body` (JSON) to `url`, signed with `secret` when there is one; `delivery` names
+    /// the attempt for the receiver (`x-cfgnode-delivery`, the same on a retry). `Err` says in
+    /// a few generic words why it did not count as delivered.
+    pub async fn post(
+        &self,
+        url: &str,
+        secret: Option<&str>,
+        delivery: &str,
+        body: String,
+    ) -> Result<(), String> {
+        if let Some(ip) = literal_ip(url) {
+            self.policy
+                .check(ip)
+                .map_err(|refused| refused.to_string())?;
+        }
+        let mut request = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-cfgnode-delivery", delivery);
+        if let Some(secret) = secret {
+            request = request.header(SIGNATURE_HEADER, sign(secret, body.as_bytes()));
+        }
+        let answer = request.body(body).send().await;
+        // The body of a failed answer is never read: it is the target's, not the caller's.
+        match answer {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => {
+                tracing::debug!(%url, %delivery, status = %resp.status(), "delivery refused by the receiver");
+                Err(status_error(resp.status()))
+            }
+            Err(e) => {
+                tracing::debug!(%url, %delivery, error = %error_chain(&e), "delivery failed");
+                Err(delivery_error(&e))
+            }
+        }
+    }
+}
+
 /// The HTTP client of deliveries: names resolved through [`CheckedResolver`], no redirects,
 /// no proxy from the environment.
 fn delivery_client(policy: &Arc<TargetPolicy>) -> reqwest::Result<reqwest::Client> {
@@ -254,21 +318,13 @@ fn status_error(status: reqwest::StatusCode) -> String {
 }
 
 /// Keeps one delivery task per webhook of every namespace held here, until the node stops.
-/// Deliveries reach only the addresses `policy` allows.
+/// Deliveries reach only the addresses the sender's policy allows.
 pub async fn supervise(
     cluster: Cluster,
     service: ConfigService,
-    policy: TargetPolicy,
+    sender: Sender,
     mut stop: watch::Receiver<bool>,
 ) {
-    let policy = Arc::new(policy);
-    let http = match delivery_client(&policy) {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks disabled: no HTTP client");
-            return;
-        }
-    };
     let mut running: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
@@ -288,8 +344,7 @@ pub async fn supervise(
                 let delivery = Delivery {
                     cluster: cluster.clone(),
                     service: service.clone(),
-                    http: http.clone(),
-                    policy: Arc::clone(&policy),
+                    sender: sender.clone(),
                     namespace: namespace.clone(),
                     attachment: name,
                 };
@@ -310,10 +365,7 @@ pub async fn supervise(
 struct Delivery {
     cluster: Cluster,
     service: ConfigService,
-    /// Built by [`delivery_client`]: resolves through the policy.
-    http: reqwest::Client,
-    /// For literal IP hosts, which the client connects to without resolving.
-    policy: Arc<TargetPolicy>,
+    sender: Sender,
     namespace: String,
     attachment: String,
 }
@@ -456,11 +508,6 @@ impl Delivery {
         hook: &Webhook,
         events: &[cfgnode_transport::WireEvent],
     ) -> Result<(), String> {
-        if let Some(ip) = literal_ip(&hook.url) {
-            self.policy
-                .check(ip)
-                .map_err(|refused| refused.to_string())?;
-        }
         let first = events.first().map_or(0, |e| e.revision);
         let last = events.last().map_or(0, |e| e.revision);
         let body = json!({
@@ -469,30 +516,10 @@ impl Delivery {
             "events": events.iter().map(event_json).collect::<Vec<_>>(),
         })
         .to_string();
-        let answer = self
-            .http
-            .post(&hook.url)
-            .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, sign(&hook.secret, body.as_bytes()))
-            .header(
-                "x-cfgnode-delivery",
-                format!("{}/{}/{first}-{last}", self.namespace, self.name()),
-            )
-            .body(body)
-            .send()
-            .await;
-        // The body of a failed answer is never read: it is the target's, not the caller's.
-        match answer {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => {
-                tracing::debug!(namespace = %self.namespace, webhook = self.name(), url = %hook.url, status = %resp.status(), "webhook delivery refused by the receiver");
-                Err(status_error(resp.status()))
-            }
-            Err(e) => {
-                tracing::debug!(namespace = %self.namespace, webhook = self.name(), url = %hook.url, error = %error_chain(&e), "webhook delivery failed");
-                Err(delivery_error(&e))
-            }
-        }
+        let delivery = format!("{}/{}/{first}-{last}", self.namespace, self.name());
+        self.sender
+            .post(&hook.url, Some(&hook.secret), &delivery, body)
+            .await
     }
 
     /// Changes the stored webhook under a permit on the namespace's gate, only while this node
