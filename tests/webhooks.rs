@@ -221,12 +221,6 @@ async fn bad_webhooks_are_refused_and_change_nothing() {
             )
             .json(&body)
     };
-    // No data yet: refused with what to do.
-    let resp = put("a", json!({"url": "http://127.0.0.1:9/", "secret": "s"}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(resp.status(), 404);
     cluster.put(node, NS, "k", "v").await;
     for body in [
         json!({"url": "https://example.com/", "secret": "s"}),
@@ -503,5 +497,21 @@ async fn record_events_reach_webhooks_without_prefixes_and_pass_the_others() {
     })
     .await;
     assert_eq!(event_types(&apps), [("set".to_string(), key_revision)]);
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_set_up_before_the_first_write_gets_it() {
+    let mut cluster = TestCluster::start_with(2, allow_loopback_webhooks).await;
+    let receiver = Receiver::start().await;
+    // The namespace has no data at all yet: the webhook is accepted from revision 0...
+    let (status, created) = create(&cluster, "deploy", &receiver.url).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["cursor"], 0);
+    // ...and delivers the very first write, made through the other node.
+    let expected = write(&cluster, 1, 0, 4).await;
+    assert_eq!(expected.first(), Some(&1), "the first write is revision 1");
+    wait_for(&receiver, &expected).await;
+    assert_eq!(delivered(&receiver), expected);
     shutdown_all(&mut cluster).await;
 }

@@ -10,15 +10,17 @@
 //! - `dispatch`: where an authenticated request goes: routed to its namespace's holder, then
 //!   served by its role; node-to-node requests of authenticated peers too.
 //! - `roles`: one room per role, each with its service, QUIC handlers and HTTP routes:
-//!   `roles::config` (entries, history, aliases, snapshots) and `roles::push` (event log,
-//!   watches and the hub, SSE, long-polls, webhooks, agents). One [`Roles`](roles::Roles) value
+//!   `roles::config` (entries, history, aliases, snapshots), `roles::push` (event log,
+//!   watches and the hub, SSE, long-polls, webhooks, agents) and `roles::registry` (services,
+//!   instances, health checks on the holder, subscriptions). One [`Roles`](roles::Roles) value
 //!   holds every role's handles for both front ends.
 //! - `cluster`: the cluster map (directory, pins, claims), routing to holders (forward and
 //!   redirect, with the local server injected by the caller), handoff, anti-entropy, and the
 //!   cluster-admin answers.
 //! - `membership`: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
 //! - Neutral helpers every layer may use: `auth` (tokens and principals), `cluster_key`,
-//!   `metrics`, `feeds` (a change counter per namespace), `time`, `shutdown`, `error`.
+//!   `metrics`, `feeds` (a change counter per namespace), `records` (namespace records that
+//!   wake the feeds), `time`, `shutdown`, `error`.
 //! - `node` ([`Node`]): start-up and shutdown: storage, tokens, QUIC endpoint, membership, the
 //!   roles, both front ends; shutdown in the reverse order.
 //!
@@ -26,10 +28,9 @@
 //!
 //! # Place in the map
 //!
-//! `cli -> node -> {storage, ring, transport}`. The node serves the config and push roles for
-//! the namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests to
-//! its holder. The registry and proxy roles come next, as `roles/registry/` and
-//! `roles/proxy/`. Modules are private: the crate's API is the `pub use` list below.
+//! `cli -> node -> {storage, ring, transport}`. The node serves the config, push and registry roles
+//! for the namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests
+//! to its holder. The proxy role comes next, as `roles/proxy/`. Modules are private: the crate's API is the `pub use` list below.
 
 mod auth;
 mod cluster;

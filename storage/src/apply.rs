@@ -85,12 +85,17 @@ pub(crate) fn apply(
             name,
             bytes,
         } => {
-            // Only on a namespace that exists here: it must be able to move with it.
-            if t.namespaces.get(namespace.as_str())?.is_none() {
-                return Err(StoreError::NamespaceNotFound { namespace });
-            }
+            // An attachment must be able to move with its namespace, and a handoff moves the
+            // namespaces this node has state for: setting one on a namespace with no data yet
+            // creates the namespace's state (revision 0, nothing in the log), so a subscriber
+            // can be set up before the first write.
             match bytes {
                 Some(bytes) => {
+                    if t.namespaces.get(namespace.as_str())?.is_none() {
+                        let state = load_or_new_namespace(&t.namespaces, &namespace, now)?;
+                        t.namespaces
+                            .insert(namespace.as_str(), encode(&state).as_slice())?;
+                    }
                     t.attachments
                         .insert((namespace.as_str(), name.as_str()), bytes.as_slice())?;
                 }

@@ -204,14 +204,18 @@ async fn attachments_move_with_the_namespace_and_changes_carry_them_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let giver = open(&dir, "giver", 100);
     let taker = open(&dir, "taker", 100);
-    // Only on a namespace that exists.
-    let missing = giver
-        .put_attachment("hooks", "webhook/a", Some(b"x".to_vec()))
-        .await;
-    assert!(
-        matches!(missing, Err(StoreError::NamespaceNotFound { .. })),
-        "{missing:?}"
-    );
+    // On a namespace with no data yet, an attachment creates its state (revision 0), so it
+    // can move with the namespace before the first write.
+    giver
+        .put_attachment("hooks", "webhook/early", Some(b"x".to_vec()))
+        .await
+        .expect("an attachment on a new namespace");
+    let state = giver.namespace("hooks").expect("read").expect("created");
+    assert_eq!(state.revision, 0);
+    giver
+        .put_attachment("hooks", "webhook/early", None)
+        .await
+        .expect("removed");
     giver.put(put("hooks", "k", "v")).await.expect("put");
     giver
         .put_attachment("hooks", "webhook/a", Some(b"cursor=1".to_vec()))

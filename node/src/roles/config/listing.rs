@@ -81,7 +81,7 @@ pub async fn namespaces(
     };
     if limit as usize > MAX_PAGE {
         return Err(WireError::new(
-            "invalid_request",
+            cfgnode_transport::codes::INVALID_REQUEST,
             format!("limit {limit} is over the maximum page size {MAX_PAGE}"),
         ));
     }

@@ -84,7 +84,7 @@ impl Agents {
 /// Checks a heartbeat: id with key syntax (at most 128 bytes), a valid namespace, bounded
 /// fields.
 pub fn check(agent: &WireAgent) -> Result<(), WireError> {
-    let invalid = |why: String| WireError::new("invalid_agent", why);
+    let invalid = |why: String| WireError::new(cfgnode_transport::codes::INVALID_AGENT, why);
     if agent.id.len() > 128 {
         return Err(invalid("the agent id is longer than 128 bytes".to_string()));
     }

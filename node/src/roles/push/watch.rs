@@ -60,7 +60,7 @@ pub struct WatchSpec {
 impl WatchSpec {
     /// Checks a request from the wire (or built from SSE query parameters) for `principal`.
     pub fn check(request: WireWatchRequest, principal: &Principal) -> Result<Self, WireError> {
-        let invalid = |why: String| WireError::new("invalid_watch", why);
+        let invalid = |why: String| WireError::new(cfgnode_transport::codes::INVALID_WATCH, why);
         if request.namespaces.is_empty() {
             return Err(invalid("name at least one namespace to watch".to_string()));
         }

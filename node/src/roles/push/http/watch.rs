@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cfgnode_transport::codes;
@@ -38,17 +38,16 @@ pub async fn watch_sse(
     let query = match WatchQuery::parse(query.as_deref().unwrap_or(""), last_event_id) {
         Ok(query) => query,
         Err(why) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_watch", why).into_response();
+            return ApiError::from_code(codes::INVALID_WATCH, why).into_response();
         }
     };
     let spec = match WatchSpec::check(query.request, &principal) {
         Ok(spec) => spec,
         Err(e) if e.code == codes::FORBIDDEN => {
-            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.message).into_response();
+            return ApiError::from_code(codes::FORBIDDEN, e.message).into_response();
         }
         Err(e) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_watch", e.message)
-                .into_response();
+            return ApiError::from_code(codes::INVALID_WATCH, e.message).into_response();
         }
     };
     // The cursor starts with what the caller gave, so every id carries every namespace.

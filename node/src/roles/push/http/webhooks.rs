@@ -99,12 +99,6 @@ pub async fn put_webhook(
         )
     })?;
     let current = revision(&state, &ns).await?;
-    if current == 0 {
-        return Err(ApiError::from_code(
-            codes::NAMESPACE_NOT_FOUND,
-            format!("namespace {ns:?} has no data yet: write a key first, then add the webhook"),
-        ));
-    }
     let now = now_millis();
     let existing = stored(&state, &ns, &name).await?;
     let created = existing.is_none();
