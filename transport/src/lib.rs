@@ -5,7 +5,8 @@
 //! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
 //! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
 //! - [`message`]: requests and responses by family: [`message::config`], [`message::push`],
-//!   [`message::cluster`] (client requests, nested in [`Request`]) and [`message::peer`]
+//!   [`message::registry`] (also reachable as [`registry`]), [`message::cluster`] (client
+//!   requests, nested in [`Request`]) and [`message::peer`]
 //!   (node-to-node requests, served only on authenticated peer connections); the protocol's
 //!   [`limits`].
 //! - [`codes`]: every error code, shared by QUIC and HTTP answers.
