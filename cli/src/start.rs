@@ -126,6 +126,14 @@ pub struct StartArgs {
         value_parser = parse_reconcile
     )]
     registry_reconcile: std::time::Duration,
+
+    /// Run the reverse proxy on this address (plain HTTP), e.g. 0.0.0.0:8000. Off unless given.
+    #[arg(long, env = "CFGNODE_PROXY")]
+    proxy: Option<std::net::SocketAddr>,
+
+    /// The namespaces whose routes the proxy serves, comma-separated (required with --proxy).
+    #[arg(long, env = "CFGNODE_PROXY_NAMESPACES", value_delimiter = ',')]
+    proxy_namespaces: Vec<String>,
 }
 
 /// A reconcile period: at least one second (a faster one is a load generator).
@@ -162,6 +170,8 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         http_body_timeout: args.http_body_timeout,
         webhook_allow: args.webhook_allow,
         registry_reconcile: args.registry_reconcile,
+        proxy: args.proxy,
+        proxy_namespaces: args.proxy_namespaces,
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

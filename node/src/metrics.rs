@@ -56,6 +56,15 @@ pub struct CheckLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a proxied request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    /// `namespace/route`: routes are created by operators, so the label set stays bounded.
+    pub route: String,
+    /// The answer's status class (`2xx` ... `5xx`).
+    pub class: &'static str,
+}
+
 /// Labels of an instance status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
@@ -173,6 +182,14 @@ pub struct Metrics {
     pub registry_check_lag: Histogram,
     /// Subscription notifications POSTed, by outcome.
     pub registry_notifications: Family<OutcomeLabels, Counter>,
+    /// Proxied requests, by route and status class.
+    pub proxy_requests: Family<ProxyLabels, Counter>,
+    /// Proxied request latency in seconds, by route (to the answer's head).
+    pub proxy_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Requests tried again on another backend, by route.
+    pub proxy_retries: Family<RouteLabels, Counter>,
+    /// Requests refused by a route's rate limit.
+    pub proxy_rate_limited: Family<RouteLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -354,6 +371,31 @@ impl Metrics {
             "Subscription notifications POSTed, by outcome (ok, failed)",
             registry_notifications.clone(),
         );
+        let proxy_requests = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Proxied requests by route and status class",
+            proxy_requests.clone(),
+        );
+        let proxy_duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Proxied request latency by route (to the answer's head)",
+            proxy_duration.clone(),
+        );
+        let proxy_retries = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "proxy_retries",
+            "Proxied requests tried again on another backend, by route",
+            proxy_retries.clone(),
+        );
+        let proxy_rate_limited = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "proxy_rate_limited",
+            "Proxied requests refused by the route's rate limit",
+            proxy_rate_limited.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -384,6 +426,10 @@ impl Metrics {
             registry_check_latency,
             registry_check_lag,
             registry_notifications,
+            proxy_requests,
+            proxy_duration,
+            proxy_retries,
+            proxy_rate_limited,
         })
     }
 

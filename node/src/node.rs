@@ -27,6 +27,9 @@ use crate::quic_server::{self, QuicContext};
 use crate::records::NamespaceRecords;
 use crate::roles::Roles;
 use crate::roles::config::ConfigService;
+use crate::roles::proxy::ProxyService;
+use crate::roles::proxy::follow::ProxyState;
+use crate::roles::proxy::server::Proxy;
 use crate::roles::push::webhook_targets::{Cidr, TargetPolicy};
 use crate::roles::push::webhooks::Sender;
 use crate::roles::push::{Agents, Hub, PushRole};
@@ -88,6 +91,10 @@ pub struct NodeConfig {
     /// How often each registry subscription gets a full-state `reconcile` notification
     /// (`--registry-reconcile`), so a subscriber that missed or mishandled one recovers.
     pub registry_reconcile: std::time::Duration,
+    /// Where the reverse proxy listens (`--proxy`); `None`: no proxy on this node.
+    pub proxy: Option<SocketAddr>,
+    /// The namespaces whose routes the proxy serves (`--proxy-namespaces`).
+    pub proxy_namespaces: Vec<String>,
 }
 
 impl NodeConfig {
@@ -114,6 +121,8 @@ impl NodeConfig {
             http_body_timeout: http_api::DEFAULT_BODY_TIMEOUT,
             webhook_allow: Vec::new(),
             registry_reconcile: crate::roles::registry::subscriptions::DEFAULT_RECONCILE,
+            proxy: None,
+            proxy_namespaces: Vec::new(),
         }
     }
 }
@@ -137,6 +146,7 @@ pub struct TlsFiles {
 pub struct Node {
     node_id: String,
     http_addr: SocketAddr,
+    proxy_addr: Option<SocketAddr>,
     quic_addr: SocketAddr,
     data_dir: PathBuf,
     token_path: PathBuf,
@@ -241,6 +251,14 @@ impl Node {
                 source,
             })?;
         let http_addr = listener.local_addr().map_err(NodeError::Http)?;
+        let proxy_listener = match config.proxy {
+            None => None,
+            Some(addr) => Some(bind_proxy(addr, &config.proxy_namespaces).await?),
+        };
+        let proxy_addr = match &proxy_listener {
+            Some(listener) => Some(listener.local_addr().map_err(NodeError::Http)?),
+            None => None,
+        };
 
         let (stop, stopped) = watch::channel(false);
         // Membership stops first (it announces its leave over the still-open endpoint).
@@ -348,7 +366,30 @@ impl Node {
                 stopped.clone(),
             ),
         ));
+        if let Some(listener) = proxy_listener {
+            let state = Arc::new(ProxyState::default());
+            for namespace in &config.proxy_namespaces {
+                background.push(tokio::spawn(crate::roles::proxy::follow::follow(
+                    Arc::clone(&state),
+                    cluster.clone(),
+                    service.clone(),
+                    hub.clone(),
+                    namespace.clone(),
+                    stopped.clone(),
+                )));
+            }
+            let proxy = Arc::new(Proxy::new(state, Arc::clone(&metrics)));
+            background.push(tokio::spawn(crate::roles::proxy::server::serve(
+                listener,
+                proxy,
+                stopped.clone(),
+            )));
+        }
         let roles = Arc::new(Roles {
+            proxy: ProxyService::new(NamespaceRecords::new(
+                store_handle.clone(),
+                cluster.feeds().clone(),
+            )),
             config: service,
             push: PushRole {
                 hub,
@@ -401,6 +442,7 @@ impl Node {
         Ok(Node {
             node_id,
             http_addr,
+            proxy_addr,
             quic_addr,
             data_dir: config.data_dir,
             token_path: token_source.path,
@@ -446,6 +488,11 @@ impl Node {
     /// The bound HTTP address (the real port when 0 was asked for).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound proxy address, when the node runs the proxy (`--proxy`).
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addr
     }
 
     /// The bound QUIC address (the real port when 0 was asked for).
@@ -564,6 +611,27 @@ impl cfgnode_storage::CommitObserver for LateCommitMetrics {
 }
 
 /// Refuses HTTP limits that would make the admin port unusable.
+/// Binds the proxy's listener, after checking the namespaces it is to serve.
+async fn bind_proxy(addr: SocketAddr, namespaces: &[String]) -> Result<TcpListener, NodeError> {
+    if namespaces.is_empty() {
+        return Err(NodeError::Config(
+            "--proxy needs the namespaces whose routes it serves: add --proxy-namespaces NS[,NS...]"
+                .to_string(),
+        ));
+    }
+    for namespace in namespaces {
+        cfgnode_storage::validate_namespace(namespace)
+            .map_err(|e| NodeError::Config(format!("--proxy-namespaces: {e}")))?;
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: addr.to_string(),
+            flag: "--proxy",
+            source,
+        })
+}
+
 fn check_http_limits(config: &NodeConfig) -> Result<(), NodeError> {
     let most = tokio::sync::Semaphore::MAX_PERMITS;
     if config.http_max_connections == 0 || config.http_max_connections > most {

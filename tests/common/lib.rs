@@ -16,7 +16,9 @@ use cfgnode_client::Client;
 use cfgnode_node::{Node, NodeConfig};
 use serde_json::Value;
 
+mod backend;
 mod single;
+pub use backend::Backend;
 mod sse;
 pub use single::{SingleNode, node_token, single_node_config, start_single_node};
 pub use sse::{Message, SseReader};

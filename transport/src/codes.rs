@@ -110,6 +110,22 @@ pub const INVALID_SUBSCRIPTION: &str = "invalid_subscription";
 /// The subscription does not exist.
 pub const SUBSCRIPTION_NOT_FOUND: &str = "subscription_not_found";
 
+// ---- proxy role ----
+/// A route record is malformed; the message names the field.
+pub const INVALID_ROUTE: &str = "invalid_route";
+/// The route record does not exist (`route_not_found` is the HTTP API's own "no such path").
+pub const PROXY_ROUTE_NOT_FOUND: &str = "proxy_route_not_found";
+/// The proxy has no route for the request's host and path.
+pub const NO_ROUTE: &str = "no_route";
+/// The client is over the route's rate limit (with `Retry-After`).
+pub const RATE_LIMITED: &str = "rate_limited";
+/// The route has no healthy backend.
+pub const NO_HEALTHY_BACKEND: &str = "no_healthy_backend";
+/// The backend refused the connection or failed mid-answer.
+pub const BACKEND_UNAVAILABLE: &str = "backend_unavailable";
+/// The backend did not answer within the route's timeout.
+pub const BACKEND_TIMEOUT: &str = "backend_timeout";
+
 /// Every code above, for turning a code that arrived as a string (from another node) back into
 /// this vocabulary ([`known`]). A test checks that no constant of this file is missing.
 pub const ALL: &[&str] = &[
@@ -159,6 +175,13 @@ pub const ALL: &[&str] = &[
     NO_TTL_CHECK,
     INVALID_SUBSCRIPTION,
     SUBSCRIPTION_NOT_FOUND,
+    INVALID_ROUTE,
+    PROXY_ROUTE_NOT_FOUND,
+    NO_ROUTE,
+    RATE_LIMITED,
+    NO_HEALTHY_BACKEND,
+    BACKEND_UNAVAILABLE,
+    BACKEND_TIMEOUT,
 ];
 
 /// The code of this vocabulary spelled `code`, or `None` for a code this node does not know
@@ -177,7 +200,11 @@ pub fn http_status(code: &str) -> u16 {
         ROUTE_NOT_FOUND | UNKNOWN_NODE => 404,
         METHOD_NOT_ALLOWED => 405,
         UNSUPPORTED_MEDIA_TYPE => 415,
-        TIMEOUT => 504,
+        TIMEOUT | BACKEND_TIMEOUT => 504,
+        RATE_LIMITED => 429,
+        NO_ROUTE => 404,
+        NO_HEALTHY_BACKEND => 503,
+        BACKEND_UNAVAILABLE => 502,
         UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
         INTERNAL | UNEXPECTED_RESPONSE => 500,

@@ -56,8 +56,8 @@ pub use message::peer::{
     PeerEnvelope, PeerRequest, PeerResponse, WireCreateCheck, WireHttpRequest, WireHttpResponse,
 };
 pub use message::push::{
-    PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireWatchItem,
-    WireWatchRequest,
+    PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireRecord,
+    WireWatchItem, WireWatchRequest,
 };
 pub use message::registry;
 pub use message::{

@@ -54,6 +54,7 @@ pub fn router(state: Arc<Roles>) -> Router {
         .merge(crate::roles::config::http::routes())
         .merge(crate::roles::push::http::routes())
         .merge(crate::roles::registry::http::routes())
+        .merge(crate::roles::proxy::http::routes())
         // Layers run outside in: the token is checked and the body read (in that order, in
         // one layer) before anything is forwarded.
         .route_layer(middleware::from_fn_with_state(

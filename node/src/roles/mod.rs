@@ -1,5 +1,5 @@
-//! The roles a namespace's holder serves, one room each: [`config`], [`push`] and
-//! [`registry`] (the proxy role comes next, as `roles/proxy/`).
+//! The roles a namespace's holder serves, one room each: [`config`], [`push`], [`registry`]
+//! and [`proxy`].
 //!
 //! Each role's room has its service (the operations, independent of transport), its QUIC
 //! handlers (`quic`) and its HTTP handlers and routes (`http`). The front ends (`quic_server`,
@@ -8,6 +8,7 @@
 //! room, a variant of [`Request`], one arm in [`serve_local`] and one `merge` in the router.
 
 pub mod config;
+pub mod proxy;
 pub mod push;
 pub mod registry;
 
@@ -29,6 +30,8 @@ pub struct Roles {
     pub push: push::PushRole,
     /// The registry role: services, instances, checks' soft state, subscriptions.
     pub registry: registry::RegistryService,
+    /// The proxy role's routes API (the listener itself runs apart, see `proxy::server`).
+    pub proxy: proxy::ProxyService,
     /// Routing to holders, placement, pins and claims.
     pub cluster: Cluster,
     /// Checks bearer tokens (HTTP and QUIC).

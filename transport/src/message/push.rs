@@ -36,6 +36,22 @@ pub enum PushRequest {
     /// Opens a watch: the node answers with a stream of [`Response::Watch`] frames on this
     /// stream until the client closes it (docs/push.md). Served by any node.
     Watch(WireWatchRequest),
+    /// A page of one kind of the namespace's records (a role's state: registry instances,
+    /// proxy routes), with the revision read before it: what a follower loads before watching
+    /// from that revision (every later change then reaches it as an event). Served by the
+    /// holder.
+    Records {
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
+        namespace: String,
+        /// The record kind (`instance`, `route`).
+        kind: String,
+        /// Only names starting with this.
+        prefix: String,
+        /// The `next_cursor` of the previous page.
+        cursor: Option<String>,
+        /// At most this many (1..=1000).
+        limit: u32,
+    },
 }
 
 impl PushRequest {
@@ -43,7 +59,9 @@ impl PushRequest {
     /// for requests any node answers itself (watches follow through the node's hub).
     pub fn routed_namespace(&self) -> Option<&str> {
         match self {
-            PushRequest::Events { namespace, .. } => Some(namespace),
+            PushRequest::Events { namespace, .. } | PushRequest::Records { namespace, .. } => {
+                Some(namespace)
+            }
             PushRequest::AgentHeartbeat(_)
             | PushRequest::AgentLeave { .. }
             | PushRequest::Agents { .. }
@@ -59,6 +77,7 @@ impl PushRequest {
             PushRequest::AgentLeave { .. } => "agent_leave",
             PushRequest::Agents { .. } => "agents",
             PushRequest::Watch(_) => "watch",
+            PushRequest::Records { .. } => "records",
         }
     }
 }
@@ -95,6 +114,29 @@ pub enum PushResponse {
         /// Members that could not be asked (the list may miss their agents).
         missing: Vec<String>,
     },
+    /// Answer to `Records`.
+    Records {
+        /// The namespace's revision, read before the page (0 when it does not exist).
+        revision: u64,
+        /// The records, by name.
+        records: Vec<WireRecord>,
+        /// Pass back for the next page; `None` when complete.
+        next_cursor: Option<String>,
+    },
+}
+
+/// One namespace record as `Records` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRecord {
+    /// Its name within its kind (key syntax).
+    pub name: String,
+    /// The role's encoding of it (JSON for the registry and the proxy).
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Bumped by each write of it (restarts at 1 after a delete).
+    pub version: u64,
+    /// The namespace revision of its last write.
+    pub revision: u64,
 }
 
 /// What an agent reports in its heartbeat.

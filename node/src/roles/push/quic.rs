@@ -4,7 +4,7 @@
 
 use cfgnode_storage::{Event, EventKind, LogRead};
 use cfgnode_transport::{
-    PushRequest, PushResponse, Response, WireError, WireEvent, WireEventKind, codes,
+    PushRequest, PushResponse, Response, WireError, WireEvent, WireEventKind, WireRecord, codes,
     limits::MAX_EVENTS,
 };
 
@@ -46,6 +46,37 @@ pub async fn handle_routed(
                     current,
                 }),
             }
+        }
+        PushRequest::Records {
+            namespace,
+            kind,
+            prefix,
+            cursor,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, cfgnode_transport::limits::MAX_PAGE);
+            let (revision, page) = service
+                .read(move |s| {
+                    let revision = s.namespace(&namespace)?.map_or(0, |state| state.revision);
+                    let page = s.records(&namespace, &kind, &prefix, cursor.as_deref(), limit)?;
+                    Ok((revision, page))
+                })
+                .await
+                .map_err(to_wire_error)?;
+            Response::Push(PushResponse::Records {
+                revision,
+                records: page
+                    .items
+                    .into_iter()
+                    .map(|r| WireRecord {
+                        name: r.name,
+                        value: r.value,
+                        version: r.version,
+                        revision: r.revision,
+                    })
+                    .collect(),
+                next_cursor: page.next_cursor,
+            })
         }
         other => {
             return Err(WireError::new(
