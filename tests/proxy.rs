@@ -505,3 +505,64 @@ async fn bad_routes_name_the_field_and_change_nothing() {
     );
     shutdown_all(&mut cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_targets_are_checked_by_the_holder_and_a_failing_one_leaves_the_rotation() {
+    let mut cluster = TestCluster::start_with(2, proxy_on_n1).await;
+    let good = Backend::start("good").await;
+    let sick = cfgnode_tests::Receiver::start().await;
+    let sick_base = sick.url.trim_end_matches("/hook").to_string();
+    let other = cluster.node(1);
+    put_route(&cluster, other, "web", json!({"hosts": ["web"], "backend": {"targets": [good.url(), sick_base]},
+        "check": {"kind": "http", "path": "/health", "interval": "200ms", "timeout": "150ms", "unhealthy_after": 1, "healthy_after": 1}})).await;
+    // The targets are registry instances of `route.web`, checked by the holder.
+    poll_until("both targets healthy", DEADLINE, || async {
+        let (_, view) = call(
+            &cluster,
+            other,
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/services/route.web?status=healthy"),
+            None,
+        )
+        .await;
+        (view["instances"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    sick.set_status(503);
+    poll_until("the failing target is out", DEADLINE, || async {
+        let (_, view) = call(
+            &cluster,
+            other,
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/services/route.web?status=unhealthy"),
+            None,
+        )
+        .await;
+        (view["instances"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    let proxy = ProxyClient::new(cluster.node(0));
+    poll_until("only the good target answers", DEADLINE, || async {
+        (futures_all(&proxy, 6).await.iter().all(|w| w == "good")).then_some(())
+    })
+    .await;
+    // Deleting the route removes its targets from the registry.
+    call(
+        &cluster,
+        other,
+        Method::DELETE,
+        &format!("/v1/namespaces/{NS}/routes/web"),
+        None,
+    )
+    .await;
+    let (_, view) = call(
+        &cluster,
+        other,
+        Method::GET,
+        &format!("/v1/namespaces/{NS}/services/route.web"),
+        None,
+    )
+    .await;
+    assert_eq!(view["instances"], json!([]));
+    shutdown_all(&mut cluster).await;
+}

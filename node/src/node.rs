@@ -386,10 +386,10 @@ impl Node {
             )));
         }
         let roles = Arc::new(Roles {
-            proxy: ProxyService::new(NamespaceRecords::new(
-                store_handle.clone(),
-                cluster.feeds().clone(),
-            )),
+            proxy: ProxyService::new(
+                NamespaceRecords::new(store_handle.clone(), cluster.feeds().clone()),
+                registry.clone(),
+            ),
             config: service,
             push: PushRole {
                 hub,

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::limiter::Limiter;
 use super::route::{Backend, ROUTE_KIND, Route, parse_route};
+use super::service::{target_instance, targets_service};
 use super::table::{Entry, Pool, Table};
 use crate::auth::Principal;
 use crate::cluster::{Cluster, serve_routed};
@@ -121,7 +122,7 @@ impl ProxyState {
                 entries.push(Entry {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    pool: Pool::new(backends(route, known)),
+                    pool: Pool::new(backends(name, route, known)),
                     route: route.clone(),
                     limiter,
                 });
@@ -135,9 +136,22 @@ impl ProxyState {
 
 /// The `host:port` backends of a route: its static targets, or the healthy instances of its
 /// service that have the named endpoint, by instance name.
-fn backends(route: &Route, known: &Known) -> Vec<String> {
+fn backends(name: &str, route: &Route, known: &Known) -> Vec<String> {
     match &route.backend {
-        Backend::Targets(targets) => targets.iter().map(|t| t.authority.clone()).collect(),
+        // A target whose check failed is left out; one not checked yet is tried (the proxy's
+        // own down marks catch a dead one at its first refused connection).
+        Backend::Targets(targets) => targets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let instance = format!("{}/{}", targets_service(name), target_instance(*i));
+                known
+                    .instances
+                    .get(&instance)
+                    .is_none_or(|record| record.status != WireStatus::Unhealthy)
+            })
+            .map(|(_, t)| t.authority.clone())
+            .collect(),
         Backend::Service { service, endpoint } => {
             let prefix = format!("{service}/");
             known

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::roles::registry::validate::{Invalid, check_name};
+use cfgnode_transport::registry::{WireCheck, WireInstanceSpec};
+
+use crate::roles::registry::json::parse_check;
+use crate::roles::registry::validate::{Invalid, check_name, check_spec};
 
 /// The record kind of routes.
 pub const ROUTE_KIND: &str = "route";
@@ -44,6 +47,129 @@ pub struct Route {
     pub retries: u32,
     /// The per-client-IP limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// How the holder checks static targets (the registry's rules; ignored for a service
+    /// backend, whose instances have their own checks).
+    pub target_check: TargetCheck,
+}
+
+/// A check run against each static target of a route: the registry's check with the target
+/// filled in (`path` for `http`, the target's own address for `tcp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetCheck {
+    /// `http` (GET `path` on the target, 2xx passes) or `tcp` (connecting passes).
+    pub kind: TargetCheckKind,
+    /// The registry's timing and damping fields, as given (`interval`, `timeout`, ...).
+    pub timing: Map<String, Value>,
+}
+
+/// What a target check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetCheckKind {
+    /// GET this path on the target.
+    Http {
+        /// Starts with `/`.
+        path: String,
+    },
+    /// Connect to the target.
+    Tcp,
+}
+
+impl TargetCheck {
+    /// The default for static targets: connect every 5 s.
+    pub fn default_tcp() -> TargetCheck {
+        let mut timing = Map::new();
+        timing.insert("interval".to_string(), json!("5s"));
+        TargetCheck {
+            kind: TargetCheckKind::Tcp,
+            timing,
+        }
+    }
+
+    /// The registry check for `target`, or why the template cannot make one.
+    pub fn for_target(&self, target: &Target) -> Result<WireCheck, Invalid> {
+        let mut check = self.timing.clone();
+        match &self.kind {
+            TargetCheckKind::Http { path } => {
+                check.insert("kind".into(), json!("http"));
+                check.insert(
+                    "url".into(),
+                    json!(format!("http://{}{path}", target.authority)),
+                );
+            }
+            TargetCheckKind::Tcp => {
+                check.insert("kind".into(), json!("tcp"));
+                check.insert("address".into(), json!(target.authority));
+            }
+        }
+        let check = parse_check(&Value::Object(check))?;
+        // The registry's rules (interval, timeout, thresholds), as for any instance.
+        check_spec(&WireInstanceSpec {
+            check: Some(check.clone()),
+            ..Default::default()
+        })?;
+        Ok(check)
+    }
+
+    fn json(&self) -> Value {
+        let mut out = self.timing.clone();
+        match &self.kind {
+            TargetCheckKind::Http { path } => {
+                out.insert("kind".into(), json!("http"));
+                out.insert("path".into(), json!(path));
+            }
+            TargetCheckKind::Tcp => {
+                out.insert("kind".into(), json!("tcp"));
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+fn parse_target_check(value: &Value) -> Result<TargetCheck, Invalid> {
+    let fields = value.as_object().ok_or_else(|| {
+        Invalid::new(
+            "check",
+            "must be {\"kind\":\"http\",\"path\",...} or {\"kind\":\"tcp\",...}",
+        )
+    })?;
+    let mut timing = fields.clone();
+    let kind = match timing.remove("kind").as_ref().and_then(Value::as_str) {
+        Some("tcp") => TargetCheckKind::Tcp,
+        Some("http") => {
+            let path = match timing.remove("path") {
+                None | Some(Value::Null) => "/".to_string(),
+                Some(Value::String(p)) if p.starts_with('/') => p,
+                Some(_) => {
+                    return Err(Invalid::new(
+                        "check.path",
+                        "must be a path starting with '/'",
+                    ));
+                }
+            };
+            TargetCheckKind::Http { path }
+        }
+        _ => {
+            return Err(Invalid::new(
+                "check.kind",
+                "must be \"http\" or \"tcp\" for static targets",
+            ));
+        }
+    };
+    for reserved in ["url", "address", "ttl"] {
+        if timing.contains_key(reserved) {
+            return Err(Invalid::new(
+                format!("check.{reserved}"),
+                "is set from each target; leave it out",
+            ));
+        }
+    }
+    let check = TargetCheck { kind, timing };
+    // The template must make a valid check (intervals, thresholds...): try it on a target.
+    check.for_target(&Target {
+        url: "http://127.0.0.1:1".into(),
+        authority: "127.0.0.1:1".into(),
+    })?;
+    Ok(check)
 }
 
 /// A route's backends.
@@ -94,6 +220,7 @@ pub fn parse_route(body: &Value) -> Result<Route, Invalid> {
             "timeout",
             "retries",
             "rate_limit",
+            "check",
         ],
     )?;
     let hosts = match fields.get("hosts") {
@@ -170,6 +297,10 @@ pub fn parse_route(body: &Value) -> Result<Route, Invalid> {
             .get("backend")
             .ok_or_else(|| Invalid::new("backend", "is required"))?,
     )?;
+    let target_check = match fields.get("check") {
+        None | Some(Value::Null) => TargetCheck::default_tcp(),
+        Some(v) => parse_target_check(v)?,
+    };
     Ok(Route {
         hosts,
         path_prefix,
@@ -177,6 +308,7 @@ pub fn parse_route(body: &Value) -> Result<Route, Invalid> {
         timeout,
         retries,
         rate_limit,
+        target_check,
     })
 }
 
@@ -335,6 +467,7 @@ pub fn route_json(route: &Route) -> Value {
         "timeout": humantime::format_duration(route.timeout).to_string(),
         "retries": route.retries,
         "rate_limit": route.rate_limit.map(|r| json!({"per_client_per_minute": r.per_client_per_minute, "burst": r.burst})),
+        "check": route.target_check.json(),
     })
 }
 
@@ -365,7 +498,15 @@ mod tests {
         assert_eq!(t[0].authority, "127.0.0.1:9001");
         assert_eq!(t[1].authority, "localhost:80");
         assert_eq!(targets.retries, 1);
-        assert_eq!(parse_route(&route_json(&targets)), Ok(targets));
+        assert_eq!(parse_route(&route_json(&targets)), Ok(targets.clone()));
+        let check = targets.target_check.for_target(&t[0]).expect("a check");
+        assert!(matches!(check, WireCheck::Probe(_)), "{check:?}");
+        let http = parse_route(
+            &json!({"hosts": ["a"], "backend": {"targets": ["http://127.0.0.1:9001"]},
+            "check": {"kind": "http", "path": "/health", "interval": "1s", "unhealthy_after": 2}}),
+        )
+        .expect("http check");
+        assert_eq!(parse_route(&route_json(&http)), Ok(http));
     }
 
     #[test]
@@ -405,5 +546,14 @@ mod tests {
         );
         assert_eq!(field(with("colour", json!(1))), "colour");
         assert_eq!(field(json!({"hosts": ["a"]})), "backend");
+        assert_eq!(field(with("check", json!({"kind": "ttl"}))), "check.kind");
+        assert_eq!(
+            field(with("check", json!({"kind": "http", "interval": "10ms"}))),
+            "check.interval"
+        );
+        assert_eq!(
+            field(with("check", json!({"kind": "tcp", "address": "x:1"}))),
+            "check.address"
+        );
     }
 }

@@ -87,7 +87,9 @@ fn parse_endpoint(at: &str, value: &Value) -> Result<WireEndpoint, Invalid> {
     })
 }
 
-fn parse_check(value: &Value) -> Result<WireCheck, Invalid> {
+/// Parses a `check` object (`{"kind":"http","url",...}`, `tcp`, `ttl`), fields named under
+/// `check.`.
+pub fn parse_check(value: &Value) -> Result<WireCheck, Invalid> {
     let fields = object("check", value)?;
     let kind = string("check.kind", required(fields, "check", "kind")?)?;
     let probe = |target: WireProbeTarget, target_field: &str| -> Result<WireCheck, Invalid> {
