@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use cfgnode_ring::Intent;
+use cfgnode_transport::registry::RegistryRequest;
 use cfgnode_transport::{PeerRequest, PushRequest, Request, Response, WireError, codes};
 
 use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, sync};
@@ -155,12 +156,16 @@ fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: b
     }
 }
 
-/// How long a request may wait on its holder before answering (an `Events` long-poll).
+/// How long a request may wait on its holder before answering (an `Events` or a registry
+/// `Service` long-poll): without it a forwarded long-poll would time out mid-wait.
 fn waits_for(request: &Request) -> Duration {
     match request {
         Request::Push(PushRequest::Events { wait_ms, .. }) => {
             Duration::from_millis(u64::from(*wait_ms))
         }
+        Request::Registry(RegistryRequest::Service {
+            wait: Some(wait), ..
+        }) => Duration::from_millis(u64::from(wait.wait_ms)),
         _ => Duration::ZERO,
     }
 }
