@@ -16,6 +16,33 @@
 //! # }
 //! ```
 //!
+//! The registry: an instance kept registered while the process lives, and a watch of a
+//! service's healthy set.
+//!
+//! ```no_run
+//! use cfgnode_client::{Check, Client, InstanceEndpoint, InstanceSpec};
+//!
+//! # async fn demo(client: Client) -> Result<(), cfgnode_client::ClientError> {
+//! let spec = InstanceSpec {
+//!     endpoints: vec![InstanceEndpoint {
+//!         name: "http".into(),
+//!         protocol: "http".into(),
+//!         address: "10.0.0.5".into(),
+//!         port: 8080,
+//!     }],
+//!     check: Some(Check::Ttl { ttl_ms: 10_000 }),
+//!     ..InstanceSpec::default()
+//! };
+//! // Heartbeats every 3.3 s from a background task; deregistered when dropped.
+//! let registration = client.register_with_keepalive("shop", "web", "w1", spec).await?;
+//! let mut healthy = client.watch_healthy("shop", "web");
+//! let now = healthy.next().await?; // the current set, then each change
+//! println!("{} healthy", now.len());
+//! registration.deregister().await?; // or drop it
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`Client`] / [`ClientBuilder`]: typed calls for every config operation; per-call deadline;
