@@ -185,3 +185,35 @@ pub fn http_intent(method: &Method) -> Intent {
         Intent::Write
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cfgnode_transport::registry::{WireInstanceFilter, WireWait};
+
+    use super::*;
+
+    #[test]
+    fn long_polls_wait_on_top_of_the_forward_timeout() {
+        let service = |wait: Option<WireWait>| {
+            Request::Registry(RegistryRequest::Service {
+                namespace: "shop".into(),
+                service: "web".into(),
+                filter: WireInstanceFilter::default(),
+                wait,
+            })
+        };
+        let waiting = service(Some(WireWait {
+            etag: "\"e\"".into(),
+            wait_ms: 30_000,
+        }));
+        assert_eq!(waits_for(&waiting), Duration::from_secs(30));
+        assert_eq!(waits_for(&service(None)), Duration::ZERO);
+        let events = Request::Push(PushRequest::Events {
+            namespace: "shop".into(),
+            after: Some(1),
+            limit: 10,
+            wait_ms: 500,
+        });
+        assert_eq!(waits_for(&events), Duration::from_millis(500));
+    }
+}
