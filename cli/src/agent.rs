@@ -546,7 +546,7 @@ async fn heartbeats(client: Client, mut agent: Agent, status: Arc<Mutex<Status>>
 /// Starts watching SIGTERM and SIGINT now and resolves at the first one. Registered once, before
 /// the loop, and polled by every turn of it: a signal that arrives while a change is being
 /// applied (outside the `select!`) is kept for the next turn instead of being lost.
-fn shutdown_signal() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

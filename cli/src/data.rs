@@ -88,7 +88,7 @@ pub enum AliasCommand {
     },
 }
 
-fn time(ms: u64) -> String {
+pub(crate) fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -160,7 +160,7 @@ where
     }
 }
 
-fn print_json(value: &Value) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::other(e.to_string()))?;
     println!("{text}");
     Ok(())

@@ -1,5 +1,6 @@
-//! `cfgnode`: the binary. `cfgnode start` runs a node; the data commands, `certs` and `bench`
-//! talk to nodes over QUIC through the client library.
+//! `cfgnode`: the binary. `cfgnode start` runs a node; the data commands, the registry
+//! commands (`registry`), `certs` and `bench` talk to nodes over QUIC through the client
+//! library.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 conflict (see `exit`).
 
@@ -10,6 +11,7 @@ mod cluster;
 mod connect;
 mod data;
 mod exit;
+mod registry;
 mod start;
 mod watch;
 
@@ -178,6 +180,32 @@ enum Command {
     Unpin {
         /// Namespace.
         namespace: String,
+    },
+    /// Register (create or replace) an instance of a service, with its endpoints, tags,
+    /// metadata and health check; with --keepalive, stay and heartbeat until a signal.
+    Register {
+        #[command(flatten)]
+        args: Box<registry::RegisterArgs>,
+    },
+    /// Remove an instance of a service.
+    Deregister {
+        #[command(flatten)]
+        at: registry::InstanceArgs,
+    },
+    /// Renew an instance's TTL check once.
+    Heartbeat {
+        #[command(flatten)]
+        at: registry::InstanceArgs,
+    },
+    /// List a namespace's services with their instance counts by status.
+    Services {
+        /// Namespace.
+        namespace: String,
+    },
+    /// List a service's instances: status, endpoints, tags, last check.
+    Instances {
+        #[command(flatten)]
+        args: registry::InstancesArgs,
     },
     /// Make a cluster CA and issue node and client certificates.
     #[command(subcommand)]
@@ -351,6 +379,36 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Unpin { namespace } => {
             with_client(&conn, |c, out| async move {
                 cluster::placement(out, &c.unpin(&namespace).await?)
+            })
+            .await
+        }
+        Command::Register { args } => {
+            with_client(&conn, |c, out| async move {
+                registry::register(&c, out, *args).await
+            })
+            .await
+        }
+        Command::Deregister { at } => {
+            with_client(&conn, |c, out| async move {
+                registry::deregister(&c, out, at).await
+            })
+            .await
+        }
+        Command::Heartbeat { at } => {
+            with_client(&conn, |c, out| async move {
+                registry::heartbeat(&c, out, at).await
+            })
+            .await
+        }
+        Command::Services { namespace } => {
+            with_client(&conn, |c, out| async move {
+                registry::services(&c, out, &namespace).await
+            })
+            .await
+        }
+        Command::Instances { args } => {
+            with_client(&conn, |c, out| async move {
+                registry::instances(&c, out, args).await
             })
             .await
         }

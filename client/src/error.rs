@@ -76,7 +76,10 @@ impl ClientError {
             | "malformed"
             | "unsupported_version"
             | "wrong_cluster"
-            | "invalid_watch" => ClientError::Invalid { code, message },
+            | "invalid_watch"
+            | "invalid_instance"
+            | "invalid_subscription"
+            | "no_ttl_check" => ClientError::Invalid { code, message },
             "unauthenticated" => ClientError::Unauthenticated(message),
             "unavailable" => ClientError::Unavailable(message),
             _ => ClientError::Server { code, message },

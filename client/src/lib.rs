@@ -16,6 +16,33 @@
 //! # }
 //! ```
 //!
+//! The registry: an instance kept registered while the process lives, and a watch of a
+//! service's healthy set.
+//!
+//! ```no_run
+//! use cfgnode_client::{Check, Client, InstanceEndpoint, InstanceSpec};
+//!
+//! # async fn demo(client: Client) -> Result<(), cfgnode_client::ClientError> {
+//! let spec = InstanceSpec {
+//!     endpoints: vec![InstanceEndpoint {
+//!         name: "http".into(),
+//!         protocol: "http".into(),
+//!         address: "10.0.0.5".into(),
+//!         port: 8080,
+//!     }],
+//!     check: Some(Check::Ttl { ttl_ms: 10_000 }),
+//!     ..InstanceSpec::default()
+//! };
+//! // Heartbeats every 3.3 s from a background task; deregistered when dropped.
+//! let registration = client.register_with_keepalive("shop", "web", "w1", spec).await?;
+//! let mut healthy = client.watch_healthy("shop", "web");
+//! let now = healthy.next().await?; // the current set, then each change
+//! println!("{} healthy", now.len());
+//! registration.deregister().await?; // or drop it
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`Client`] / [`ClientBuilder`]: typed calls for every config operation; per-call deadline;
@@ -26,6 +53,16 @@
 //!   placement, ring, claim/release, pin/unpin). In `client/`: `builder`, `connection`
 //!   (connections, attempts, retries, breakers, deadline), `routing` (holders learned from
 //!   redirects), and the typed operations per request family: `config`, `push`, `cluster`.
+//! - Registry (`client/registry`): [`Client::register`], [`Client::deregister`],
+//!   [`Client::heartbeat`], [`Client::services`], [`Client::service`] (and its long-poll
+//!   [`Client::service_changed`]), [`Client::healthy_instances`], subscriptions. Heartbeats are
+//!   retried like reads (a second one only renews the TTL again); the other registry writes are
+//!   not resent once they may have arrived.
+//! - [`Registration`]: [`Client::register_with_keepalive`], an instance kept alive by TTL
+//!   heartbeats (every TTL / 3, in a tokio task) and deregistered when the handle is dropped or
+//!   [`Registration::deregister`] is awaited.
+//! - [`ServiceWatch`]: [`Client::watch_healthy`], a service's healthy set yielded whenever it
+//!   changes (the `Service` long-poll, quiet on changes that leave the set alone).
 //! - [`Watch`] / [`WatchOptions`]: change streams per namespace that resume from their
 //!   cursors after any disconnect, node restart or namespace move.
 //! - [`ClientError`]: typed errors (not found, conflict, invalid, unauthenticated, unavailable,
@@ -36,14 +73,22 @@ mod backoff;
 mod breaker;
 mod client;
 mod error;
+mod registration;
+mod service_watch;
 mod watch;
 
 pub use backoff::{Backoff, unit_random};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use client::{
-    Access, Agent, AgentSeen, Alias, Client, ClientBuilder, CodecInfo, ConnectionEvent, Deleted,
-    Diff, Entry, EventsRead, Member, Namespace, Page, Placement, PutOptions, RetryPolicy,
-    RingShare, Snapshot, SnapshotResult, Version, WriteMode,
+    Access, Agent, AgentSeen, Alias, Check, Client, ClientBuilder, CodecInfo, ConnectionEvent,
+    Deleted, Diff, Entry, EventsRead, Instance, InstanceEndpoint, InstanceFilter, InstanceSpec,
+    InstanceStatus, MAX_SERVICE_WAIT, Member, Namespace, Page, Placement, Probe, ProbeTarget,
+    PutOptions, RegisteredInstance, RetryPolicy, RingShare, ServiceSummary, ServiceView, Services,
+    Snapshot, SnapshotResult, Subscription, SubscriptionSpec, Version, WriteMode,
 };
 pub use error::ClientError;
+pub use registration::Registration;
+pub use service_watch::{
+    DEFAULT_SERVICE_WAIT, MISSING_NAMESPACE_POLL, ServiceWatch, same_instances,
+};
 pub use watch::{Event, EventKind, Watch, WatchEvent, WatchOptions};

@@ -33,7 +33,16 @@ impl Client {
     /// Sends one request, with failover, retries (idempotent requests only) and the call
     /// deadline. The building block of every typed method.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
-        let deadline = self.inner.timeout;
+        self.call_within(request, self.inner.timeout).await
+    }
+
+    /// [`call`](Self::call) with its own deadline: for a long-poll, which is meant to outlast
+    /// the usual one (the wait plus the client's timeout).
+    pub(crate) async fn call_within(
+        &self,
+        request: Request,
+        deadline: std::time::Duration,
+    ) -> Result<Response, ClientError> {
         let started = Instant::now();
         match tokio::time::timeout(deadline, self.route_call(request)).await {
             Ok(result) => result,

@@ -7,14 +7,15 @@
 //! - `connection`: cached connections, one attempt per stream, failover, retries and
 //!   breakers, the call deadline; the raw watch stream for `crate::watch`.
 //! - `routing`: namespace requests sent straight to their holder, learned from redirects.
-//! - `config`, `push`, `cluster`: the typed operations of each request family (as in
-//!   transport's messages), with the types of their answers.
+//! - `config`, `push`, `cluster`, `registry`: the typed operations of each request family
+//!   (as in transport's messages), with the types of their answers.
 
 mod builder;
 mod cluster;
 mod config;
 mod connection;
 mod push;
+mod registry;
 mod routing;
 
 use std::collections::HashMap;
@@ -37,6 +38,11 @@ pub use config::{
     SnapshotResult, Version, WriteMode,
 };
 pub use push::{Agent, AgentSeen, EventsRead};
+pub use registry::{
+    Check, Instance, InstanceEndpoint, InstanceFilter, InstanceSpec, InstanceStatus,
+    MAX_SERVICE_WAIT, Probe, ProbeTarget, RegisteredInstance, ServiceSummary, ServiceView,
+    Services, Subscription, SubscriptionSpec,
+};
 
 struct NodeSlot {
     addr: SocketAddr,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use cfgnode_ring::Intent;
+use cfgnode_transport::registry::RegistryRequest;
 use cfgnode_transport::{PeerRequest, PushRequest, Request, Response, WireError, codes};
 
 use super::{Cluster, FORWARD_TIMEOUT, MAX_HOPS, Target, sync};
@@ -155,12 +156,16 @@ fn unreachable_holder(e: super::PeerError, namespace: &str, node: &str, write: b
     }
 }
 
-/// How long a request may wait on its holder before answering (an `Events` long-poll).
+/// How long a request may wait on its holder before answering (an `Events` or a registry
+/// `Service` long-poll): without it a forwarded long-poll would time out mid-wait.
 fn waits_for(request: &Request) -> Duration {
     match request {
         Request::Push(PushRequest::Events { wait_ms, .. }) => {
             Duration::from_millis(u64::from(*wait_ms))
         }
+        Request::Registry(RegistryRequest::Service {
+            wait: Some(wait), ..
+        }) => Duration::from_millis(u64::from(wait.wait_ms)),
         _ => Duration::ZERO,
     }
 }
@@ -178,5 +183,37 @@ pub fn http_intent(method: &Method) -> Intent {
         Intent::Read
     } else {
         Intent::Write
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cfgnode_transport::registry::{WireInstanceFilter, WireWait};
+
+    use super::*;
+
+    #[test]
+    fn long_polls_wait_on_top_of_the_forward_timeout() {
+        let service = |wait: Option<WireWait>| {
+            Request::Registry(RegistryRequest::Service {
+                namespace: "shop".into(),
+                service: "web".into(),
+                filter: WireInstanceFilter::default(),
+                wait,
+            })
+        };
+        let waiting = service(Some(WireWait {
+            etag: "\"e\"".into(),
+            wait_ms: 30_000,
+        }));
+        assert_eq!(waits_for(&waiting), Duration::from_secs(30));
+        assert_eq!(waits_for(&service(None)), Duration::ZERO);
+        let events = Request::Push(PushRequest::Events {
+            namespace: "shop".into(),
+            after: Some(1),
+            limit: 10,
+            wait_ms: 500,
+        });
+        assert_eq!(waits_for(&events), Duration::from_millis(500));
     }
 }

@@ -105,11 +105,14 @@ pub enum Request {
 }
 
 impl Request {
-    /// True when repeating the request cannot change the outcome: reads, and nothing else.
-    /// Clients retry only these blindly; a write whose answer was lost is not resent, because
-    /// a second upsert would create a second version.
+    /// True when repeating the request cannot change the outcome: reads, and a registry
+    /// heartbeat. Clients retry only these blindly; a write whose answer was lost is not resent,
+    /// because a second upsert would create a second version.
     pub fn is_idempotent(&self) -> bool {
-        !self.is_write()
+        match self {
+            Request::Registry(request) => request.is_idempotent(),
+            _ => !self.is_write(),
+        }
     }
 
     /// True for the requests that change a namespace (they may create it) or placement.
@@ -216,6 +219,13 @@ mod tests {
         let back: Request = decode_payload(&encode_payload(&request)).expect("decodes");
         assert_eq!(back, request);
         assert!(!back.is_idempotent());
+        let heartbeat = Request::Registry(RegistryRequest::Heartbeat {
+            namespace: "a".into(),
+            service: "web".into(),
+            instance: "w1".into(),
+        });
+        assert!(heartbeat.is_write(), "routed like a write, to the holder");
+        assert!(heartbeat.is_idempotent(), "but safe to resend");
         assert!(
             Request::Config(ConfigRequest::Get {
                 namespace: "a".into(),

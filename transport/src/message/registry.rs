@@ -132,6 +132,15 @@ impl RegistryRequest {
         )
     }
 
+    /// True when sending the request twice has the effect of sending it once, so a client may
+    /// resend it when its answer was lost: the reads, and `Heartbeat`, which only moves the
+    /// holder's TTL clock to "now" (a second one moves it a few milliseconds further, which is
+    /// what the caller wanted anyway). The other writes are not: a resent `Register` after a
+    /// `Deregister` from elsewhere would bring an instance back.
+    pub fn is_idempotent(&self) -> bool {
+        !self.is_write() || matches!(self, RegistryRequest::Heartbeat { .. })
+    }
+
     /// The namespace whose holder serves the request: always one.
     pub fn routed_namespace(&self) -> Option<&str> {
         match self {
