@@ -566,3 +566,74 @@ async fn static_targets_are_checked_by_the_holder_and_a_failing_one_leaves_the_r
     assert_eq!(view["instances"], json!([]));
     shutdown_all(&mut cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_reaches_only_what_the_namespace_allows() {
+    let mut cluster = TestCluster::start(2).await;
+    let (allowed, other) = (
+        Backend::start("allowed").await,
+        Backend::start("other").await,
+    );
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let hit = |url: String| json!({"method": "POST", "url": url, "headers": {"x-test": "1"}, "body": "payload"});
+    // No allow list yet: refused.
+    let (code, body) = call(
+        &cluster,
+        b,
+        Method::POST,
+        &format!("/v1/namespaces/{NS}/hit"),
+        Some(hit(format!("{}/x", allowed.url()))),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (403, json!("hit_not_allowed")),
+        "{body}"
+    );
+    cluster
+        .put(
+            a,
+            NS,
+            "allow",
+            &json!([format!("{}/", allowed.url())]).to_string(),
+        )
+        .await;
+    let (code, body) = call(
+        &cluster,
+        b,
+        Method::POST,
+        &format!("/v1/namespaces/{NS}/hit"),
+        Some(hit(format!("{}/x?y=1", allowed.url()))),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], 200);
+    let answered: Value =
+        serde_json::from_str(body["body"].as_str().expect("text body")).expect("json");
+    assert_eq!(answered["backend"], "allowed");
+    assert_eq!(answered["request"], "POST /x?y=1 HTTP/1.1");
+    assert_eq!(answered["bytes"], 7);
+    let (code, body) = call(
+        &cluster,
+        b,
+        Method::POST,
+        &format!("/v1/namespaces/{NS}/hit"),
+        Some(hit(format!("{}/x", other.url()))),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (403, json!("hit_not_allowed"))
+    );
+    assert_eq!(other.hits(), 0, "a refused hit sends nothing");
+    let (code, _) = call(
+        &cluster,
+        b,
+        Method::POST,
+        &format!("/v1/namespaces/{NS}/hit"),
+        Some(json!({"url": "ftp://x/"})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    shutdown_all(&mut cluster).await;
+}

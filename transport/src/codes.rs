@@ -126,6 +126,9 @@ pub const BACKEND_UNAVAILABLE: &str = "backend_unavailable";
 /// The backend did not answer within the route's timeout.
 pub const BACKEND_TIMEOUT: &str = "backend_timeout";
 
+/// A `/hit` URL is not in the namespace's `allow` list.
+pub const HIT_NOT_ALLOWED: &str = "hit_not_allowed";
+
 /// Every code above, for turning a code that arrived as a string (from another node) back into
 /// this vocabulary ([`known`]). A test checks that no constant of this file is missing.
 pub const ALL: &[&str] = &[
@@ -182,6 +185,7 @@ pub const ALL: &[&str] = &[
     NO_HEALTHY_BACKEND,
     BACKEND_UNAVAILABLE,
     BACKEND_TIMEOUT,
+    HIT_NOT_ALLOWED,
 ];
 
 /// The code of this vocabulary spelled `code`, or `None` for a code this node does not know
@@ -195,7 +199,7 @@ pub fn http_status(code: &str) -> u16 {
     match code {
         VALUE_TOO_LARGE | FRAME_TOO_LARGE => 413,
         UNAUTHENTICATED => 401,
-        FORBIDDEN => 403,
+        FORBIDDEN | HIT_NOT_ALLOWED => 403,
         REQUEST_TIMEOUT => 408,
         ROUTE_NOT_FOUND | UNKNOWN_NODE => 404,
         METHOD_NOT_ALLOWED => 405,

@@ -19,8 +19,9 @@ use crate::roles::Roles;
 
 /// The routes API (namespace routes, served by the holder).
 pub fn routes() -> axum::Router<Arc<Roles>> {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     axum::Router::new()
+        .route("/v1/namespaces/{ns}/hit", post(super::hit::hit))
         .route("/v1/namespaces/{ns}/routes", get(list))
         .route(
             "/v1/namespaces/{ns}/routes/{name}",

@@ -8,6 +8,7 @@
 //! - [`follow`]: every proxied namespace's routes and instances followed through the hub, the
 //!   table rebuilt on each change.
 //! - [`server`]: the listener and the forwarding of one request.
+//! - [`hit`]: seed 000's `/hit`, one request to a URL the namespace's `allow` key lists.
 //! - [`service`] and [`http`]: the routes' API (`/v1/namespaces/{ns}/routes/{name}`), served
 //!   by the namespace's holder like any namespace write.
 //!
@@ -15,6 +16,7 @@
 //! proxying node as events; proxied traffic itself is answered by the node that received it.
 
 pub mod follow;
+pub mod hit;
 pub mod http;
 pub mod limiter;
 pub mod route;
