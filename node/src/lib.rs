@@ -12,7 +12,8 @@
 //! - `roles`: one room per role, each with its service, QUIC handlers and HTTP routes:
 //!   `roles::config` (entries, history, aliases, snapshots), `roles::push` (event log,
 //!   watches and the hub, SSE, long-polls, webhooks, agents) and `roles::registry` (services,
-//!   instances, health checks on the holder, subscriptions). One [`Roles`](roles::Roles) value
+//!   instances, health checks on the holder, subscriptions) and `roles::proxy` (the reverse
+//!   proxy: routes, the listener, hot reload through the hub). One [`Roles`](roles::Roles) value
 //!   holds every role's handles for both front ends.
 //! - `cluster`: the cluster map (directory, pins, claims), routing to holders (forward and
 //!   redirect, with the local server injected by the caller), handoff, anti-entropy, and the
@@ -28,9 +29,9 @@
 //!
 //! # Place in the map
 //!
-//! `cli -> node -> {storage, ring, transport}`. The node serves the config, push and registry roles
-//! for the namespaces it holds, over QUIC and HTTP, and sends every other namespace's requests
-//! to its holder. The proxy role comes next, as `roles/proxy/`. Modules are private: the crate's API is the `pub use` list below.
+//! `cli -> node -> {storage, ring, transport}`. The node serves the config, push, registry and proxy
+//! roles for the namespaces it holds, over QUIC and HTTP, and sends every other namespace's
+//! requests to its holder; with `--proxy` it also answers proxied traffic itself. Modules are private: the crate's API is the `pub use` list below.
 
 mod auth;
 mod cluster;

@@ -7,7 +7,7 @@
 //! - [`limiter`]: a token bucket per client IP (pure, clock passed in).
 //! - [`follow`]: every proxied namespace's routes and instances followed through the hub, the
 //!   table rebuilt on each change.
-//! - [`server`]: the listener and the forwarding of one request.
+//! - [`server`]: the listener and the forwarding of one request; [`tls`]: TLS termination.
 //! - [`hit`]: seed 000's `/hit`, one request to a URL the namespace's `allow` key lists.
 //! - [`service`] and [`http`]: the routes' API (`/v1/namespaces/{ns}/routes/{name}`), served
 //!   by the namespace's holder like any namespace write.
@@ -23,5 +23,6 @@ pub mod route;
 pub mod server;
 pub mod service;
 pub mod table;
+pub mod tls;
 
 pub use service::ProxyService;
