@@ -637,3 +637,141 @@ async fn hit_reaches_only_what_the_namespace_allows() {
     assert_eq!(code, 400);
     shutdown_all(&mut cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_terminates_tls_with_the_given_certificate() {
+    use tokio_rustls::rustls;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = cfgnode_transport::ClusterCa::init(&certs.path().join("ca")).expect("a CA");
+    let (cert, key) = ca
+        .issue("proxy", &certs.path().join("proxy"))
+        .expect("a certificate");
+    // The tweak is a plain fn (no captures): it reads the files from a static set once.
+    static FILES: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    FILES.set((cert, key)).expect("set once");
+    let mut cluster = TestCluster::start_with(1, |config| {
+        proxy_on_n1(config);
+        config.proxy_tls = FILES.get().cloned();
+    })
+    .await;
+    let backend = Backend::start("secure").await;
+    let node = cluster.node(0);
+    put_route(
+        &cluster,
+        node,
+        "web",
+        json!({"hosts": ["web"], "backend": targets(&[&backend])}),
+    )
+    .await;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(ca.roots().expect("roots"))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let addr = node.proxy_addr().expect("proxy");
+    let answer = poll_until("the route answers over TLS", DEADLINE, || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from("cfgnode").expect("name");
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("the TLS handshake succeeds");
+        tls.write_all(b"GET /x HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.starts_with("HTTP/1.1 200").then_some(answer)
+    })
+    .await;
+    let body: Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    assert_eq!(body["backend"], "secure");
+    assert_eq!(body["x_forwarded_proto"], "https");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, plain.read_to_end(&mut got)).await;
+    assert!(!String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    shutdown_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_passed_through_and_spliced() {
+    let mut cluster = TestCluster::start_with(1, proxy_on_n1).await;
+    // A backend that switches protocols, then echoes what it gets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 400 X\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+                    .await;
+                let (mut read, mut write) = socket.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    let node = cluster.node(0);
+    put_route(
+        &cluster,
+        node,
+        "ws",
+        json!({"hosts": ["ws"], "backend": {"targets": [backend]}}),
+    )
+    .await;
+    let addr = node.proxy_addr().expect("proxy");
+    let mut socket = poll_until("the upgrade is answered 101", DEADLINE, || async {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+        socket
+            .write_all(b"GET /ws HTTP/1.1\r\nhost: ws\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if socket.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101").then_some(socket)
+    })
+    .await;
+    for message in [&b"ping"[..], b"pong pong", b"\x00\x01binary"] {
+        socket.write_all(message).await.expect("write");
+        let mut back = vec![0u8; message.len()];
+        tokio::time::timeout(DEADLINE, socket.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("echo");
+        assert_eq!(back, message, "both ways through the splice");
+    }
+    shutdown_all(&mut cluster).await;
+}

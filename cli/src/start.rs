@@ -134,6 +134,15 @@ pub struct StartArgs {
     /// The namespaces whose routes the proxy serves, comma-separated (required with --proxy).
     #[arg(long, env = "CFGNODE_PROXY_NAMESPACES", value_delimiter = ',')]
     proxy_namespaces: Vec<String>,
+
+    /// Terminate TLS on the proxy listener with this certificate chain (PEM); needs
+    /// --proxy-tls-key.
+    #[arg(long, env = "CFGNODE_PROXY_TLS_CERT", requires = "proxy_tls_key")]
+    proxy_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --proxy-tls-cert.
+    #[arg(long, env = "CFGNODE_PROXY_TLS_KEY", requires = "proxy_tls_cert")]
+    proxy_tls_key: Option<PathBuf>,
 }
 
 /// A reconcile period: at least one second (a faster one is a load generator).
@@ -172,6 +181,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         registry_reconcile: args.registry_reconcile,
         proxy: args.proxy,
         proxy_namespaces: args.proxy_namespaces,
+        proxy_tls: args.proxy_tls_cert.zip(args.proxy_tls_key),
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

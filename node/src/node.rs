@@ -95,6 +95,9 @@ pub struct NodeConfig {
     pub proxy: Option<SocketAddr>,
     /// The namespaces whose routes the proxy serves (`--proxy-namespaces`).
     pub proxy_namespaces: Vec<String>,
+    /// The certificate chain and key (PEM) the proxy terminates TLS with
+    /// (`--proxy-tls-cert`, `--proxy-tls-key`); `None`: plain HTTP.
+    pub proxy_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl NodeConfig {
@@ -123,6 +126,7 @@ impl NodeConfig {
             registry_reconcile: crate::roles::registry::subscriptions::DEFAULT_RECONCILE,
             proxy: None,
             proxy_namespaces: Vec::new(),
+            proxy_tls: None,
         }
     }
 }
@@ -255,6 +259,15 @@ impl Node {
             None => None,
             Some(addr) => Some(bind_proxy(addr, &config.proxy_namespaces).await?),
         };
+        let proxy_tls = match (&config.proxy_tls, config.proxy) {
+            (Some((cert, key)), Some(_)) => Some(crate::roles::proxy::tls::acceptor(cert, key)?),
+            (Some(_), None) => {
+                return Err(NodeError::Config(
+                    "--proxy-tls-cert/--proxy-tls-key need --proxy".to_string(),
+                ));
+            }
+            (None, _) => None,
+        };
         let proxy_addr = match &proxy_listener {
             Some(listener) => Some(listener.local_addr().map_err(NodeError::Http)?),
             None => None,
@@ -378,10 +391,11 @@ impl Node {
                     stopped.clone(),
                 )));
             }
-            let proxy = Arc::new(Proxy::new(state, Arc::clone(&metrics)));
+            let proxy = Arc::new(Proxy::new(state, Arc::clone(&metrics), proxy_tls.is_some()));
             background.push(tokio::spawn(crate::roles::proxy::server::serve(
                 listener,
                 proxy,
+                proxy_tls,
                 stopped.clone(),
             )));
         }

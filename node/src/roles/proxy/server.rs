@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use cfgnode_transport::codes;
 
@@ -68,11 +69,13 @@ pub struct Proxy {
     state: Arc<ProxyState>,
     client: Client<HttpConnector, ProxyBody>,
     metrics: Arc<Metrics>,
+    /// `https` when the listener terminates TLS (for `X-Forwarded-Proto`), else `http`.
+    proto: &'static str,
 }
 
 impl Proxy {
-    /// A proxy routing with `state`'s table.
-    pub fn new(state: Arc<ProxyState>, metrics: Arc<Metrics>) -> Proxy {
+    /// A proxy routing with `state`'s table; `tls` says whether its listener terminates TLS.
+    pub fn new(state: Arc<ProxyState>, metrics: Arc<Metrics>, tls: bool) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -85,12 +88,19 @@ impl Proxy {
             state,
             client,
             metrics,
+            proto: if tls { "https" } else { "http" },
         }
     }
 }
 
-/// Serves the proxy on `listener` until `stop` turns true, then lets requests in flight end.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, stop: watch::Receiver<bool>) {
+/// Serves the proxy on `listener` (through `tls` when given) until `stop` turns true, then
+/// lets requests in flight end.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -117,21 +127,32 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, stop: watch::Receiv
                 let proxy = Arc::clone(&proxy);
                 let builder = builder.clone();
                 let mut stop = stop.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let proxy = Arc::clone(&proxy);
                         async move { Ok::<_, std::convert::Infallible>(handle(&proxy, peer, request).await) }
                     });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                    let mut connection = std::pin::pin!(connection);
-                    let stopping = async move {
-                        let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
-                    };
-                    let ended = tokio::select! {
-                        ended = connection.as_mut() => ended,
-                        () = stopping => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
+                    let ended = match &tls {
+                        None => {
+                            let connection = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            until_done(connection, &mut stop).await
+                        }
+                        Some(tls) => {
+                            let stream = match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "proxy TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                            let connection = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            until_done(connection, &mut stop).await
                         }
                     };
                     if let Err(e) = ended {
@@ -145,6 +166,41 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, stop: watch::Receiv
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Drives one connection until it ends, or (once `stop` turns true) until its request in
+/// flight is answered.
+async fn until_done<C>(connection: C, stop: &mut watch::Receiver<bool>) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+{
+    let mut connection = std::pin::pin!(connection);
+    let stopping = async move {
+        let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopping => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+/// A connection that can be asked to finish its request in flight and close.
+trait GracefulShutdown {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
 }
 
 /// Answers one request.
@@ -234,7 +290,7 @@ async fn forward(
     let bodyless = has_no_body(&parts.headers);
     let idempotent = parts.method.is_idempotent();
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, peer, host);
+    add_forwarded(&mut parts.headers, peer, host, proxy.proto);
     let path = parts
         .uri
         .path_and_query()
@@ -392,7 +448,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str, proto: &'static str) {
     let client = peer.ip().to_canonical().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {client}"),
@@ -401,7 +457,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value);
     }
@@ -467,12 +523,13 @@ mod tests {
     fn forwarded_headers_append_the_client() {
         let mut headers = HeaderMap::new();
         let peer: SocketAddr = "10.0.0.9:5555".parse().expect("addr");
-        add_forwarded(&mut headers, peer, "shop.example.com");
+        add_forwarded(&mut headers, peer, "shop.example.com", "http");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
         add_forwarded(
             &mut headers,
             "[::ffff:10.0.0.8]:1".parse().expect("addr"),
             "shop.example.com",
+            "http",
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9, 10.0.0.8");
         assert_eq!(headers["x-forwarded-proto"], "http");
