@@ -10,6 +10,7 @@
 //! - [`server`]: the listener and the forwarding of one request.
 //! - [`service`] and [`http`]: the routes' API (`/v1/namespaces/{ns}/routes/{name}`), served
 //!   by the namespace's holder like any namespace write.
+//! - [`quic`]: the same operations over the QUIC protocol (`Request::Proxy`).
 //!
 //! Routes are namespace records (kind `route`), so they move with the namespace and reach every
 //! proxying node as events; proxied traffic itself is answered by the node that received it.
@@ -17,6 +18,7 @@
 pub mod follow;
 pub mod http;
 pub mod limiter;
+pub mod quic;
 pub mod route;
 pub mod server;
 pub mod service;
