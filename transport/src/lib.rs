@@ -56,11 +56,11 @@ pub use message::config::{
 pub use message::peer::{
     PeerEnvelope, PeerRequest, PeerResponse, WireCreateCheck, WireHttpRequest, WireHttpResponse,
 };
+pub use message::proxy;
 pub use message::push::{
     PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireRecord,
     WireWatchItem, WireWatchRequest,
 };
-pub use message::proxy;
 pub use message::registry;
 pub use message::{
     Request, RequestHeader, Response, ResponseEnvelope, WirePage, WireRedirect, encode_request,

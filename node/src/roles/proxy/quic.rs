@@ -69,7 +69,9 @@ fn wire_route(name: &str, route: &Route, record: Option<&Record>) -> WireRoute {
 fn to_wire(error: RouteError) -> WireError {
     match error {
         RouteError::Store(store) => crate::error::to_wire_error(store),
-        invalid @ RouteError::Invalid(_) => WireError::new(codes::INVALID_ROUTE, invalid.to_string()),
+        invalid @ RouteError::Invalid(_) => {
+            WireError::new(codes::INVALID_ROUTE, invalid.to_string())
+        }
         not_found @ RouteError::NotFound { .. } => {
             WireError::new(codes::PROXY_ROUTE_NOT_FOUND, not_found.to_string())
         }
