@@ -1,8 +1,8 @@
 //! Proxy route commands: `cfgnode route set|get|ls|del`.
 //!
 //! `route set` builds the HTTP API's route body (docs/proxy.md) from flags, or takes it whole
-//! from `--file` (`-` for stdin), and the node checks it: a refusal names the field and exits
-//! 1. The flags' own syntax is checked here first (`parse_rate_limit`, `parse_check`,
+//! from `--file` (`-` for stdin), and the node checks it: a refusal names the field, with exit
+//! code 1. The flags' own syntax is checked here first (`parse_rate_limit`, `parse_check`,
 //! `parse_target`, pure): a bad value is a clap usage error (exit 2) that names the flag.
 //! `--output json` prints the HTTP API's shapes, so a script can switch between curl and the
 //! CLI.
