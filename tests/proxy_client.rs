@@ -1,7 +1,8 @@
 //! The proxy's routes through the client library, against a real node over QUIC: put (created,
 //! then replaced), get and list (the same route the HTTP API shows, defaults filled in),
 //! delete (static targets deregistered with it), a bad route refused with the field named and
-//! nothing changed, and a route put over QUIC served by the node's proxy.
+//! nothing changed (nor by a caller with a wrong token), and a route put over QUIC served by
+//! the node's proxy.
 
 use std::time::Duration;
 
@@ -156,6 +157,13 @@ async fn a_bad_route_is_refused_with_its_field_and_changes_nothing() {
             "name",
         ),
         ("web", json!(["not", "an", "object"]), "body"),
+        // Over the wire bound: refused before it is parsed, not for its path_prefix.
+        (
+            "web",
+            json!({"hosts": ["a"], "backend": {"service": "web"},
+                "path_prefix": format!("/{}", "x".repeat(300 * 1024))}),
+            "body",
+        ),
     ] {
         match client.put_route(NS, name, &body).await {
             Err(ClientError::Invalid { code, message }) => {
@@ -165,6 +173,22 @@ async fn a_bad_route_is_refused_with_its_field_and_changes_nothing() {
             other => panic!("{body} is refused: {other:?}"),
         }
     }
+    let stranger = Client::builder([node.quic])
+        .token("not-the-token")
+        .insecure()
+        .build()
+        .expect("client");
+    let refused = stranger
+        .put_route(
+            NS,
+            "web",
+            &json!({"hosts": ["evil.example"], "backend": {"targets": ["http://127.0.0.1:9"]}}),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Unauthenticated(_))),
+        "a wrong token puts no route: {refused:?}"
+    );
     assert_eq!(
         client.routes(NS).await.expect("list"),
         before,

@@ -10,6 +10,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The proxy's bounds on the wire.
+pub mod limits {
+    /// Longest route JSON text a `PutRoute` may carry. The largest valid route (64 hosts of 253
+    /// bytes, 64 targets, a check) is well under it; the bound keeps a caller from making the
+    /// node parse a frame-sized JSON document (16 MiB) only to refuse it, as the HTTP body
+    /// limit does on the other front end.
+    pub const MAX_ROUTE_JSON: usize = 256 * 1024;
+}
+
 /// A route operation. Routes are records of the namespace, so every one is served by the
 /// namespace's holder and names its namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +31,8 @@ pub enum ProxyRequest {
         /// Route name (letters, digits, `.`, `_`, `-`; at most 122 bytes, because its static
         /// targets are the registry service `route.{name}`).
         name: String,
-        /// The route as the HTTP API's JSON body; checked by the node (`invalid_route`).
+        /// The route as the HTTP API's JSON body (at most [`limits::MAX_ROUTE_JSON`] bytes);
+        /// checked by the node (`invalid_route`).
         route_json: String,
     },
     /// One route.

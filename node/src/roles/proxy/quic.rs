@@ -4,6 +4,7 @@
 //! HTTP API uses, so both answer a bad route with the same `invalid_route` naming the field.
 
 use cfgnode_storage::Record;
+use cfgnode_transport::proxy::limits::MAX_ROUTE_JSON;
 use cfgnode_transport::proxy::{ProxyRequest, ProxyResponse, WireRoute};
 use cfgnode_transport::{Response, WireError, codes};
 use serde_json::Value;
@@ -27,6 +28,15 @@ async fn serve(proxy: &ProxyService, request: ProxyRequest) -> Result<ProxyRespo
             name,
             route_json,
         } => {
+            if route_json.len() > MAX_ROUTE_JSON {
+                return Err(RouteError::Invalid(Invalid::new(
+                    "body",
+                    format!(
+                        "is {} bytes; a route is at most {MAX_ROUTE_JSON} bytes of JSON",
+                        route_json.len()
+                    ),
+                )));
+            }
             let body: Value = serde_json::from_str(&route_json).map_err(|e| {
                 RouteError::Invalid(Invalid::new("body", format!("is not JSON ({e})")))
             })?;
