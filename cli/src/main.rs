@@ -1,6 +1,6 @@
 //! `cfgnode`: the binary. `cfgnode start` runs a node; the data commands, the registry
-//! commands (`registry`), `certs` and `bench` talk to nodes over QUIC through the client
-//! library.
+//! commands (`registry`), the proxy's routes (`route`), `certs` and `bench` talk to nodes over
+//! QUIC through the client library.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 conflict (see `exit`).
 
@@ -12,6 +12,7 @@ mod connect;
 mod data;
 mod exit;
 mod registry;
+mod route;
 mod start;
 mod watch;
 
@@ -206,6 +207,11 @@ enum Command {
     Instances {
         #[command(flatten)]
         args: registry::InstancesArgs,
+    },
+    /// Manage the proxy's routes: which hosts and paths go to which backends.
+    Route {
+        #[command(subcommand)]
+        command: route::RouteCommand,
     },
     /// Make a cluster CA and issue node and client certificates.
     #[command(subcommand)]
@@ -410,6 +416,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             with_client(&conn, |c, out| async move {
                 registry::instances(&c, out, args).await
             })
+            .await
+        }
+        Command::Route { command } => {
+            with_client(
+                &conn,
+                |c, out| async move { route::run(&c, out, command).await },
+            )
             .await
         }
         Command::Bench { args } => {

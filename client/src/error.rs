@@ -79,6 +79,7 @@ impl ClientError {
             | "invalid_watch"
             | "invalid_instance"
             | "invalid_subscription"
+            | "invalid_route"
             | "no_ttl_check" => ClientError::Invalid { code, message },
             "unauthenticated" => ClientError::Unauthenticated(message),
             "unavailable" => ClientError::Unavailable(message),
@@ -116,6 +117,11 @@ mod tests {
             ClientError::Conflict { .. }
         ));
         assert!(matches!(e("codec_mismatch"), ClientError::Invalid { .. }));
+        assert!(matches!(e("invalid_route"), ClientError::Invalid { .. }));
+        assert!(matches!(
+            e("proxy_route_not_found"),
+            ClientError::NotFound { .. }
+        ));
         assert!(matches!(
             e("unauthenticated"),
             ClientError::Unauthenticated(_)

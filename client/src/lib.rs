@@ -58,6 +58,9 @@
 //!   [`Client::service_changed`]), [`Client::healthy_instances`], subscriptions. Heartbeats are
 //!   retried like reads (a second one only renews the TTL again); the other registry writes are
 //!   not resent once they may have arrived.
+//! - Proxy routes (`client/proxy`): [`Client::put_route`], [`Client::route`],
+//!   [`Client::routes`], [`Client::delete_route`]; a [`Route`] is the HTTP API's JSON, checked by
+//!   the node (a bad one is [`ClientError::Invalid`] naming the field). Only the reads retry.
 //! - [`Registration`]: [`Client::register_with_keepalive`], an instance kept alive by TTL
 //!   heartbeats (every TTL / 3, in a tokio task) and deregistered when the handle is dropped or
 //!   [`Registration::deregister`] is awaited.
@@ -83,8 +86,9 @@ pub use client::{
     Access, Agent, AgentSeen, Alias, Check, Client, ClientBuilder, CodecInfo, ConnectionEvent,
     Deleted, Diff, Entry, EventsRead, Instance, InstanceEndpoint, InstanceFilter, InstanceSpec,
     InstanceStatus, MAX_SERVICE_WAIT, Member, Namespace, Page, Placement, Probe, ProbeTarget,
-    PutOptions, RegisteredInstance, RetryPolicy, RingShare, ServiceSummary, ServiceView, Services,
-    Snapshot, SnapshotResult, Subscription, SubscriptionSpec, Version, WriteMode,
+    PutOptions, RegisteredInstance, RetryPolicy, RingShare, Route, RoutePut, ServiceSummary,
+    ServiceView, Services, Snapshot, SnapshotResult, Subscription, SubscriptionSpec, Version,
+    WriteMode,
 };
 pub use error::ClientError;
 pub use registration::Registration;

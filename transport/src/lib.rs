@@ -5,7 +5,8 @@
 //! - [`frame`](crate::FrameDecoder): length-prefixed frames with a hard size limit (sans-IO).
 //! - [`envelope`](crate::encode_payload): magic, protocol version, bincode body.
 //! - [`message`]: requests and responses by family: [`message::config`], [`message::push`],
-//!   [`message::registry`] (also reachable as [`registry`]), [`message::cluster`] (client
+//!   [`message::registry`] (also reachable as [`registry`]), [`message::proxy`] (also
+//!   [`proxy`]), [`message::cluster`] (client
 //!   requests, nested in [`Request`]) and [`message::peer`]
 //!   (node-to-node requests, served only on authenticated peer connections); the protocol's
 //!   [`limits`].
@@ -55,6 +56,7 @@ pub use message::config::{
 pub use message::peer::{
     PeerEnvelope, PeerRequest, PeerResponse, WireCreateCheck, WireHttpRequest, WireHttpResponse,
 };
+pub use message::proxy;
 pub use message::push::{
     PushRequest, PushResponse, WireAgent, WireAgentSeen, WireEvent, WireEventKind, WireRecord,
     WireWatchItem, WireWatchRequest,

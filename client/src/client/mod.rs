@@ -7,13 +7,14 @@
 //! - `connection`: cached connections, one attempt per stream, failover, retries and
 //!   breakers, the call deadline; the raw watch stream for `crate::watch`.
 //! - `routing`: namespace requests sent straight to their holder, learned from redirects.
-//! - `config`, `push`, `cluster`, `registry`: the typed operations of each request family
+//! - `config`, `push`, `cluster`, `registry`, `proxy`: the typed operations of each request family
 //!   (as in transport's messages), with the types of their answers.
 
 mod builder;
 mod cluster;
 mod config;
 mod connection;
+mod proxy;
 mod push;
 mod registry;
 mod routing;
@@ -37,6 +38,7 @@ pub use config::{
     Access, Alias, CodecInfo, Deleted, Diff, Entry, Namespace, Page, PutOptions, Snapshot,
     SnapshotResult, Version, WriteMode,
 };
+pub use proxy::{Route, RoutePut};
 pub use push::{Agent, AgentSeen, EventsRead};
 pub use registry::{
     Check, Instance, InstanceEndpoint, InstanceFilter, InstanceSpec, InstanceStatus,

@@ -78,5 +78,6 @@ pub async fn serve_local(
         Request::Push(request) => push::quic::handle_routed(&roles.config, request).await,
         Request::Cluster(request) => crate::cluster::admin::serve(&roles.cluster, request).await,
         Request::Registry(request) => registry::quic::handle(&roles.registry, request).await,
+        Request::Proxy(request) => proxy::quic::handle(&roles.proxy, request).await,
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! One module per family, as the node serves them: [`config`] (the config role), [`push`]
 //! (the push role: event log, watches, agents), [`registry`] (the registry role: services,
-//! instances, checks, subscriptions), [`cluster`] (cluster administration) and [`peer`] (node
-//! to node). A [`Request`] names its family first, so the node dispatches by
+//! instances, checks, subscriptions), [`proxy`] (the proxy role: routes), [`cluster`] (cluster
+//! administration) and [`peer`] (node to node). A [`Request`] names its family first, so the node dispatches by
 //! role after routing, and a new role adds a module and a variant here instead of touching
 //! every match. The client requests mirror the HTTP API (docs/http-api.md) operation for
 //! operation, so the client library and the CLI can do everything curl can. Timestamps are
@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod config;
 pub mod peer;
+pub mod proxy;
 pub mod push;
 pub mod registry;
 
@@ -22,6 +23,7 @@ use crate::error::WireError;
 use cluster::{ClusterRequest, ClusterResponse};
 use config::{ConfigRequest, ConfigResponse};
 use peer::PeerResponse;
+use proxy::{ProxyRequest, ProxyResponse};
 use push::{PushRequest, PushResponse};
 use registry::{RegistryRequest, RegistryResponse};
 
@@ -102,6 +104,8 @@ pub enum Request {
     Cluster(ClusterRequest),
     /// The registry role.
     Registry(RegistryRequest),
+    /// The proxy role's routes. Appended last: the families are numbered by position.
+    Proxy(ProxyRequest),
 }
 
 impl Request {
@@ -111,6 +115,7 @@ impl Request {
     pub fn is_idempotent(&self) -> bool {
         match self {
             Request::Registry(request) => request.is_idempotent(),
+            Request::Proxy(request) => request.is_idempotent(),
             _ => !self.is_write(),
         }
     }
@@ -122,6 +127,7 @@ impl Request {
             Request::Config(request) => request.is_write(),
             Request::Cluster(request) => request.is_write(),
             Request::Registry(request) => request.is_write(),
+            Request::Proxy(request) => request.is_write(),
         }
     }
 
@@ -133,6 +139,7 @@ impl Request {
             Request::Config(request) => request.routed_namespace(),
             Request::Push(request) => request.routed_namespace(),
             Request::Registry(request) => request.routed_namespace(),
+            Request::Proxy(request) => request.routed_namespace(),
         }
     }
 
@@ -144,6 +151,7 @@ impl Request {
             Request::Push(request) => request.name(),
             Request::Cluster(request) => request.name(),
             Request::Registry(request) => request.name(),
+            Request::Proxy(request) => request.name(),
         }
     }
 }
@@ -168,6 +176,8 @@ pub enum Response {
     Peer(PeerResponse),
     /// A registry answer.
     Registry(RegistryResponse),
+    /// A proxy (routes) answer. Appended last, like [`Request::Proxy`].
+    Proxy(ProxyResponse),
 }
 
 /// A page of a listing.

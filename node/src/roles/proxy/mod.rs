@@ -11,6 +11,7 @@
 //! - [`hit`]: seed 000's `/hit`, one request to a URL the namespace's `allow` key lists.
 //! - [`service`] and [`http`]: the routes' API (`/v1/namespaces/{ns}/routes/{name}`), served
 //!   by the namespace's holder like any namespace write.
+//! - [`quic`]: the same operations over the QUIC protocol (`Request::Proxy`).
 //!
 //! Routes are namespace records (kind `route`), so they move with the namespace and reach every
 //! proxying node as events; proxied traffic itself is answered by the node that received it.
@@ -19,6 +20,7 @@ pub mod follow;
 pub mod hit;
 pub mod http;
 pub mod limiter;
+pub mod quic;
 pub mod route;
 pub mod server;
 pub mod service;
