@@ -13,24 +13,29 @@
 //! `no_route` 404, `rate_limited` 429, `no_healthy_backend` 503, `backend_unavailable` 502,
 //! `backend_timeout` 504.
 //!
-//! Backend connections are kept alive in one pool per backend (hyper's client), so a busy
-//! route does not pay a TCP handshake per request.
+//! Backend connections are kept alive in a pool per backend and proxy thread (hyper's HTTP/1
+//! client connections; at most [`POOL_IDLE_PER_BACKEND`] idle, closed after
+//! [`POOL_IDLE_TIMEOUT`] idle), so a busy route does not pay a TCP handshake per request. The
+//! proxy runs on one thread per core, each with a single-threaded runtime (see [`serve`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1 as backend_http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -38,11 +43,16 @@ use tokio_rustls::TlsAcceptor;
 use cfgnode_transport::codes;
 
 use super::follow::ProxyState;
-use super::table::{Entry, host_of};
+use super::route::MAX_RETRIES;
+use super::table::{Served, host_of};
 use crate::metrics::{Metrics, ProxyLabels, RouteLabels};
 
-/// The body of a forwarded request or answer.
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The body sent to a backend: the client's, or none on a retry.
+type Outgoing = Either<Incoming, Empty<Bytes>>;
+/// The body of an answer to a client: the backend's, streamed, or the proxy's own.
+type ProxyBody = Either<Answer, Full<Bytes>>;
+/// One keep-alive connection to a backend.
+type Sender = backend_http1::SendRequest<Outgoing>;
 
 /// How long connecting to a backend may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,6 +60,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle backend connections kept per backend.
 const POOL_IDLE_PER_BACKEND: usize = 512;
+/// How long an idle backend connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often connections idle for longer than [`POOL_IDLE_TIMEOUT`] are closed.
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+// Header names as constants: naming a header by `&str` in an insert allocates its name.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never forwarded (RFC 9110, 7.6.1), plus the
 /// de-facto ones.
@@ -67,7 +86,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// What every proxied request shares.
 pub struct Proxy {
     state: Arc<ProxyState>,
-    client: Client<HttpConnector, ProxyBody>,
     metrics: Arc<Metrics>,
     /// `https` when the listener terminates TLS (for `X-Forwarded-Proto`), else `http`.
     proto: &'static str,
@@ -76,31 +94,354 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy routing with `state`'s table; `tls` says whether its listener terminates TLS.
     pub fn new(state: Arc<ProxyState>, metrics: Arc<Metrics>, tls: bool) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(POOL_IDLE_PER_BACKEND)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Proxy {
             state,
-            client,
             metrics,
             proto: if tls { "https" } else { "http" },
         }
     }
 }
 
-/// Serves the proxy on `listener` (through `tls` when given) until `stop` turns true, then
-/// lets requests in flight end.
+/// A route's metric handles, looked up in the metric families once (on the route's first
+/// request) instead of hashing its labels on every request. Each series is created on first
+/// use, as a lookup per request would.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// Requests by status class, in [`status_class`] order.
+    requests: [OnceLock<Counter>; 5],
+    duration: Histogram,
+    retries: OnceLock<Counter>,
+    rate_limited: OnceLock<Counter>,
+}
+
+impl RouteMetrics {
+    fn new(metrics: &Metrics, label: &str) -> RouteMetrics {
+        let route = RouteLabels {
+            route: label.to_string(),
+        };
+        RouteMetrics {
+            requests: Default::default(),
+            duration: metrics.proxy_duration.get_or_create(&route).clone(),
+            retries: OnceLock::new(),
+            rate_limited: OnceLock::new(),
+        }
+    }
+
+    fn request(&self, metrics: &Metrics, label: &str, status: u16) -> &Counter {
+        let (index, class) = status_class(status);
+        self.requests[index].get_or_init(|| {
+            let labels = ProxyLabels {
+                route: label.to_string(),
+                class,
+            };
+            metrics.proxy_requests.get_or_create(&labels).clone()
+        })
+    }
+
+    fn retry(&self, metrics: &Metrics, label: &str) -> &Counter {
+        self.retries
+            .get_or_init(|| route_counter(&metrics.proxy_retries, label))
+    }
+
+    fn rate_limit(&self, metrics: &Metrics, label: &str) -> &Counter {
+        self.rate_limited
+            .get_or_init(|| route_counter(&metrics.proxy_rate_limited, label))
+    }
+}
+
+fn route_counter(
+    family: &prometheus_client::metrics::family::Family<RouteLabels, Counter>,
+    label: &str,
+) -> Counter {
+    family
+        .get_or_create(&RouteLabels {
+            route: label.to_string(),
+        })
+        .clone()
+}
+
+/// Idle keep-alive connections to the backends, by `host:port`. A request takes the most
+/// recently used one (so few stay warm), and the end of its answer puts it back; a connection
+/// the backend closed is dropped when found.
+#[derive(Default)]
+struct Connections {
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_backend: HashMap<String, IdleList>,
+    swept: Option<Instant>,
+}
+
+struct IdleList {
+    /// The backend, shared by every answer that will put a connection back.
+    key: Arc<str>,
+    connections: Vec<(Sender, Instant)>,
+}
+
+/// Why a request reached no backend's answer.
+enum SendError {
+    /// No connection to the backend: nothing reached it; the request is handed back (boxed:
+    /// this is the rare path, and it keeps the common one's result small).
+    Connect(std::io::Error, Box<Request<Outgoing>>),
+    /// The connection failed while the request was sent or answered.
+    Http(hyper::Error),
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The backend's key, and an idle connection to it not idle for too long.
+    fn take(&self, backend: &str, now: Instant) -> (Arc<str>, Option<Sender>) {
+        let mut idle = self.lock();
+        let list = match idle.by_backend.get_mut(backend) {
+            Some(list) => list,
+            None => idle
+                .by_backend
+                .entry(backend.to_string())
+                .or_insert_with(|| IdleList {
+                    key: Arc::from(backend),
+                    connections: Vec::new(),
+                }),
+        };
+        while let Some((sender, since)) = list.connections.pop() {
+            if !sender.is_closed() && now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT {
+                return (Arc::clone(&list.key), Some(sender));
+            }
+        }
+        (Arc::clone(&list.key), None)
+    }
+
+    /// Puts back a connection whose answer has ended; now and then closes the connections
+    /// idle for too long (of every backend, so a backend no longer routed to keeps none).
+    fn put(&self, key: Arc<str>, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let list = idle
+            .by_backend
+            .entry(key.to_string())
+            .or_insert_with(|| IdleList {
+                key,
+                connections: Vec::new(),
+            });
+        if list.connections.len() < POOL_IDLE_PER_BACKEND {
+            list.connections.push((sender, now));
+        }
+        if idle
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= POOL_SWEEP_EVERY)
+        {
+            idle.swept = Some(now);
+            idle.by_backend.retain(|_, list| {
+                list.connections.retain(|(sender, since)| {
+                    !sender.is_closed() && now.saturating_duration_since(*since) < POOL_IDLE_TIMEOUT
+                });
+                !list.connections.is_empty()
+            });
+        }
+    }
+
+    /// Sends `request` to `backend` on an idle connection, or a new one when none is left. A
+    /// pooled connection found closed before the request left it (the backend closed it while
+    /// idle) is no failure of the backend: the request goes on the next one.
+    async fn send(
+        &self,
+        backend: &str,
+        mut request: Request<Outgoing>,
+    ) -> Result<(Arc<str>, Sender, Response<Incoming>), SendError> {
+        let (key, mut pooled) = self.take(backend, Instant::now());
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(sender) => sender,
+                None => match connect(backend).await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(SendError::Connect(e, Box::new(request))),
+                },
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    pooled = self.take(backend, Instant::now()).1;
+                    continue;
+                }
+                return Err(SendError::Connect(
+                    std::io::Error::other(e),
+                    Box::new(request),
+                ));
+            }
+            match sender.try_send_request(request).await {
+                Ok(answer) => return Ok((key, sender, answer)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        pooled = self.take(backend, Instant::now()).1;
+                    }
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// A new keep-alive connection to `backend` (`host:port`), its HTTP/1 state driven by a task
+/// of its own.
+async fn connect(backend: &str) -> Result<Sender, std::io::Error> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to the backend took too long",
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = backend_http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "proxy: backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A backend's answer body, streamed to the client; when it ends, its connection goes back to
+/// the idle pool (dropped unfinished, the connection closes with it).
+pub struct Answer {
+    body: Incoming,
+    give_back: Option<(Arc<Connections>, Arc<str>, Sender)>,
+}
+
+impl Answer {
+    fn ended(&mut self) {
+        if let Some((connections, key, sender)) = self.give_back.take() {
+            connections.put(key, sender);
+        }
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        // The server stops polling once the body says it has ended, so check after each frame.
+        match &polled {
+            Poll::Ready(None) => this.ended(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.ended(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves the proxy on `listener` until `stop` turns true, then lets requests in flight end.
+///
+/// The proxy runs on threads of its own, one per core, each with a single-threaded runtime and
+/// its own backend connections, like nginx's workers: a request, its backend connection and
+/// its answer then stay on one thread, with no wake-up handed between threads (which costs
+/// more than the forwarding itself on a busy proxy). The threads share the listener; the
+/// node's other work keeps the node's runtime.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "proxy: cannot take the listener off the runtime; the proxy does not serve");
+            return;
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut running = Vec::new();
+    for n in 0..threads {
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "proxy: cannot share the listener with another thread");
+                break;
+            }
+        };
+        let (ended, done) = tokio::sync::oneshot::channel::<()>();
+        let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("cfgnode-proxy-{n}"))
+            .spawn(move || {
+                worker(listener, proxy, tls, stop);
+                let _ = ended.send(());
+            });
+        match spawned {
+            Ok(_) => running.push(done),
+            Err(e) => tracing::error!(error = %e, "proxy: cannot start a thread"),
+        }
+    }
+    if running.is_empty() {
+        tracing::error!("proxy: no thread started; the proxy does not serve");
+    }
+    drop(listener);
+    // Each is sent or dropped when its thread ends: either way that thread has stopped.
+    for done in running {
+        let _ = done.await;
+    }
+}
+
+/// One proxy thread: its runtime, serving `listener` until `stop`.
+fn worker(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "proxy: cannot start a thread's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept_loop(listener, proxy, tls, stop).await,
+            Err(e) => tracing::error!(error = %e, "proxy: cannot register the listener"),
+        }
+    });
+}
+
+/// Accepts and serves connections until `stop` turns true, then lets requests in flight end.
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
+    let backends = Arc::new(Connections::default());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -124,16 +465,19 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let client = forwarded_for(peer);
                 let proxy = Arc::clone(&proxy);
+                let backends = Arc::clone(&backends);
                 let builder = builder.clone();
                 let mut stop = stop.clone();
                 let tls = tls.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        let proxy = Arc::clone(&proxy);
-                        async move { Ok::<_, std::convert::Infallible>(handle(&proxy, peer, request).await) }
+                        let (proxy, backends) = (Arc::clone(&proxy), Arc::clone(&backends));
+                        let client = client.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(&proxy, &backends, peer, &client, request).await) }
                     });
-                    let ended = match &tls {
+                    let ended = match tls {
                         None => {
                             let connection = builder
                                 .serve_connection(TokioIo::new(stream), service)
@@ -192,87 +536,91 @@ trait GracefulShutdown {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+impl<I, S> GracefulShutdown for http1::UpgradeableConnection<I, S>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+        http1::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
-/// Answers one request.
+/// Answers one request from `peer` (`client`: its address as `X-Forwarded-For` names it).
 async fn handle(
     proxy: &Proxy,
+    connections: &Arc<Connections>,
     peer: SocketAddr,
+    client: &HeaderValue,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let table = proxy.state.table();
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()));
-    let Some(host) = host else {
+    // A clone of a parsed header value shares the request's buffer: no copy.
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let Some((host, host_name)) = host.as_ref().and_then(|h| Some((h, h.to_str().ok()?))) else {
         return error(
             StatusCode::BAD_REQUEST,
             codes::INVALID_REQUEST,
             "the request names no host (send a Host header)",
         );
     };
-    let Some(entry) = table.find(host_of(&host), request.uri().path()) else {
+    let Some(served) = table.find(host_of(host_name), request.uri().path()) else {
         return error(
             StatusCode::NOT_FOUND,
             codes::NO_ROUTE,
             &format!(
-                "no route for host {host:?} and path {:?}",
+                "no route for host {host_name:?} and path {:?}",
                 request.uri().path()
             ),
         );
     };
-    let entry = Arc::clone(entry);
-    let route_label = RouteLabels {
-        route: format!("{}/{}", entry.namespace, entry.name),
-    };
-    let response = forward(proxy, &entry, &route_label, peer, &host, request).await;
-    let status = response.status().as_u16();
-    proxy
+    let served = Arc::clone(served);
+    drop(table);
+    let metrics = served
         .metrics
-        .proxy_requests
-        .get_or_create(&ProxyLabels {
-            route: route_label.route.clone(),
-            class: status_class(status),
-        })
+        .get_or_init(|| RouteMetrics::new(&proxy.metrics, &served.label));
+    let response = forward(
+        proxy,
+        connections,
+        &served,
+        metrics,
+        peer,
+        client,
+        host.clone(),
+        request,
+    )
+    .await;
+    metrics
+        .request(&proxy.metrics, &served.label, response.status().as_u16())
         .inc();
-    proxy
-        .metrics
-        .proxy_duration
-        .get_or_create(&route_label)
-        .observe(started.elapsed().as_secs_f64());
+    metrics.duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
 /// Sends a request along its route, with retries where safe.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     proxy: &Proxy,
-    entry: &Entry,
-    route_label: &RouteLabels,
+    connections: &Arc<Connections>,
+    served: &Served,
+    metrics: &RouteMetrics,
     peer: SocketAddr,
-    host: &str,
+    client: &HeaderValue,
+    host: HeaderValue,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if let Some(limiter) = &entry.limiter
+    if let Some(limiter) = &served.limiter
         && let Err(wait) = limiter.take(peer.ip(), Instant::now())
     {
-        proxy
-            .metrics
-            .proxy_rate_limited
-            .get_or_create(route_label)
-            .inc();
+        metrics.rate_limit(&proxy.metrics, &served.label).inc();
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             codes::RATE_LIMITED,
@@ -290,25 +638,32 @@ async fn forward(
     let bodyless = has_no_body(&parts.headers);
     let idempotent = parts.method.is_idempotent();
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, peer, host, proxy.proto);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    set_forwarded(&mut parts.headers, client, host, proxy.proto);
+    // Backends get the origin form (`/path?query`), whatever form the client used.
+    if parts.uri.authority().is_some() {
+        parts.uri = match parts.uri.path_and_query() {
+            Some(path) => Uri::from(path.clone()),
+            None => Uri::from_static("/"),
+        };
+    }
+    // A copy of the head is kept only when the request may be sent again after it left.
+    let resendable = bodyless && idempotent && served.route.retries > 0;
+    let kept = resendable.then(|| parts.clone());
     // The body goes to the first backend tried; a retry is made only for a bodyless request.
-    let mut body = Some(body.boxed());
-    let mut tried: Vec<usize> = Vec::new();
+    let mut outgoing = Some(Request::from_parts(parts, Either::Left(body)));
+    // Backends tried so far (a route makes at most `MAX_RETRIES` retries).
+    let mut tried = [0usize; MAX_RETRIES as usize + 1];
+    let mut attempts = 0;
     loop {
-        let Some((index, backend)) = entry.pool.pick(Instant::now(), &tried) else {
-            return if tried.is_empty() {
+        let Some((index, backend)) = served.pool.pick(Instant::now(), &tried[..attempts]) else {
+            return if attempts == 0 {
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     codes::NO_HEALTHY_BACKEND,
-                    &format!(
-                        "route {}/{} has no healthy backend",
-                        entry.namespace, entry.name
-                    ),
+                    &format!("route {} has no healthy backend", served.label),
                 )
             } else {
                 error(
@@ -318,77 +673,92 @@ async fn forward(
                 )
             };
         };
-        tried.push(index);
-        let uri = match format!("http://{backend}{path}").parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    codes::INVALID_REQUEST,
-                    "the request path is not valid",
-                );
-            }
+        let Some(slot) = tried.get_mut(attempts) else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                codes::BACKEND_UNAVAILABLE,
+                "every backend tried failed",
+            );
         };
-        let outgoing_body = match body.take() {
-            Some(body) => body,
-            None => Empty::new().map_err(|never| match never {}).boxed(),
+        *slot = index;
+        attempts += 1;
+        let request = match outgoing.take() {
+            Some(request) => request,
+            None => match &kept {
+                Some(parts) => Request::from_parts(parts.clone(), Either::Right(Empty::new())),
+                _ => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        codes::BACKEND_UNAVAILABLE,
+                        "the backend failed to answer",
+                    );
+                }
+            },
         };
-        let mut outgoing = Request::from_parts(parts.clone(), outgoing_body);
-        *outgoing.uri_mut() = uri;
-        let sent = tokio::time::timeout(entry.route.timeout, proxy.client.request(outgoing)).await;
-        let answer = match sent {
+        let sent =
+            tokio::time::timeout(served.route.timeout, connections.send(backend, request)).await;
+        let (connect, failure) = match sent {
             Err(_) => {
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     codes::BACKEND_TIMEOUT,
                     &format!(
                         "the backend did not answer within {}",
-                        humantime::format_duration(entry.route.timeout)
+                        humantime::format_duration(served.route.timeout)
                     ),
                 );
             }
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                // Any failure below HTTP (refused, reset, closed mid-answer) says the backend
-                // is in trouble: skip it for a while.
-                entry.pool.mark_down(index, Instant::now());
-                let connect = e.is_connect();
-                tracing::debug!(backend, error = %e, "proxy: backend request failed");
-                // Safe to send again: nothing reached the backend (connect failed), or the
-                // method is idempotent; and there is no body to resend.
-                let may_retry = bodyless
-                    && (connect || idempotent)
-                    && tried.len() <= entry.route.retries as usize;
-                if may_retry {
-                    proxy.metrics.proxy_retries.get_or_create(route_label).inc();
-                    continue;
-                }
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    codes::BACKEND_UNAVAILABLE,
-                    if connect {
-                        "the backend refused the connection"
-                    } else {
-                        "the backend failed to answer"
-                    },
-                );
+            Ok(Ok((key, sender, answer))) => {
+                return relay(answer, client_upgrade, connections, key, sender);
             }
+            Ok(Err(SendError::Connect(e, unsent))) => {
+                // Nothing reached the backend: the same request may go to the next one.
+                outgoing = Some(*unsent);
+                (true, e.to_string())
+            }
+            Ok(Err(SendError::Http(e))) => (false, e.to_string()),
         };
-        return relay(answer, client_upgrade);
+        // Any failure below HTTP (refused, reset, closed mid-answer) says the backend is in
+        // trouble: skip it for a while.
+        served.pool.mark_down(index, Instant::now());
+        tracing::debug!(backend, error = %failure, "proxy: backend request failed");
+        // Safe to send again: nothing reached the backend (connect failed), or the method is
+        // idempotent; and there is no body to resend.
+        let may_retry =
+            bodyless && (connect || idempotent) && attempts <= served.route.retries as usize;
+        if may_retry {
+            metrics.retry(&proxy.metrics, &served.label).inc();
+            continue;
+        }
+        return error(
+            StatusCode::BAD_GATEWAY,
+            codes::BACKEND_UNAVAILABLE,
+            if connect {
+                "the backend refused the connection"
+            } else {
+                "the backend failed to answer"
+            },
+        );
     }
 }
 
-/// The backend's answer, cleaned of hop-by-hop headers, streamed back; a `101` splices the two
-/// upgraded connections.
+/// The backend's answer, cleaned of hop-by-hop headers, streamed back (its connection back in
+/// the pool when it ends); a `101` splices the two upgraded connections.
 fn relay(
     mut answer: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    connections: &Arc<Connections>,
+    key: Arc<str>,
+    sender: Sender,
 ) -> Response<ProxyBody> {
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
         let backend_upgrade = hyper::upgrade::on(&mut answer);
+        // The connection now belongs to the splice, which holds its sender until the end; it
+        // never goes back to the pool.
         tokio::spawn(async move {
+            let _sender = sender;
             let (Ok(client), Ok(backend)) = (client_upgrade.await, backend_upgrade.await) else {
                 return;
             };
@@ -396,11 +766,19 @@ fn relay(
             let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
         });
         let (parts, _) = answer.into_parts();
-        return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
+        return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
     }
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body.boxed())
+    let mut body = Answer {
+        body,
+        give_back: Some((Arc::clone(connections), key, sender)),
+    };
+    if body.is_end_stream() {
+        // No body to wait for (204, 304, HEAD, `Content-Length: 0`): reusable at once.
+        body.ended();
+    }
+    Response::from_parts(parts, Either::Left(body))
 }
 
 /// Whether the client asks to switch protocols (WebSocket).
@@ -427,17 +805,23 @@ fn has_no_body(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, and every header the `Connection` header names; an upgrade
 /// keeps `Connection: upgrade` and `Upgrade` (they are the point).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // Copies of the values share their bytes (no allocation), and names are looked up as
+    // `&str` (no allocation either): this runs twice per proxied request.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
     let upgrade_value = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for value in first.iter().chain(&more) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if !token.is_empty() {
+                headers.remove(token);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if let Some(value) = upgrade_value {
@@ -446,31 +830,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// A client's address as `X-Forwarded-For` names it (computed once per connection).
+fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .expect("an IP address is a valid header value")
+}
+
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str, proto: &'static str) {
-    let client = peer.ip().to_canonical().to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {client}"),
-        _ => client,
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    host: HeaderValue,
+    proto: &'static str,
+) {
+    let chain = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(earlier) if !earlier.trim_ascii().is_empty() => {
+            let mut chain = Vec::with_capacity(earlier.len() + 2 + client.len());
+            chain.extend_from_slice(earlier);
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(chain) = chain {
+        headers.insert(X_FORWARDED_FOR, chain);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", value);
-    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_HOST, host);
 }
 
 /// A proxy error in the API's JSON shape.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -479,13 +873,14 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     response
 }
 
-fn status_class(status: u16) -> &'static str {
+/// A status's class label, and its index in [`RouteMetrics`]' counters.
+fn status_class(status: u16) -> (usize, &'static str) {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
     }
 }
 
@@ -522,15 +917,12 @@ mod tests {
     #[test]
     fn forwarded_headers_append_the_client() {
         let mut headers = HeaderMap::new();
+        let host = HeaderValue::from_static("shop.example.com");
         let peer: SocketAddr = "10.0.0.9:5555".parse().expect("addr");
-        add_forwarded(&mut headers, peer, "shop.example.com", "http");
+        set_forwarded(&mut headers, &forwarded_for(peer), host.clone(), "http");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
-        add_forwarded(
-            &mut headers,
-            "[::ffff:10.0.0.8]:1".parse().expect("addr"),
-            "shop.example.com",
-            "http",
-        );
+        let mapped: SocketAddr = "[::ffff:10.0.0.8]:1".parse().expect("addr");
+        set_forwarded(&mut headers, &forwarded_for(mapped), host, "http");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9, 10.0.0.8");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "shop.example.com");

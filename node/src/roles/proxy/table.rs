@@ -12,12 +12,14 @@
 //! first failure go elsewhere at once, without waiting for the holder's health check.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::limiter::Limiter;
 use super::route::Route;
+use super::server::RouteMetrics;
 
 /// How long a backend that refused a connection is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(2);
@@ -35,6 +37,27 @@ pub struct Entry {
     pub pool: Pool,
     /// Its rate limit, if it has one (kept across table rebuilds while the limit is the same).
     pub limiter: Option<Arc<Limiter>>,
+}
+
+/// An [`Entry`] in a [`Table`], with what serving it needs on every request computed once per
+/// table build rather than once per request.
+#[derive(Debug)]
+pub struct Served {
+    /// The route.
+    pub entry: Entry,
+    /// `namespace/name`, the route's metrics label.
+    pub label: String,
+    /// The route's metric handles, looked up by the server on the route's first request (so a
+    /// route that serves nothing adds no series).
+    pub metrics: OnceLock<RouteMetrics>,
+}
+
+impl Deref for Served {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 /// A route's backends: `host:port` authorities, round robin, with local down marks.
@@ -89,18 +112,25 @@ impl Pool {
 /// Every followed route, indexed by host.
 #[derive(Debug, Default)]
 pub struct Table {
-    exact: HashMap<String, Vec<Arc<Entry>>>,
+    exact: HashMap<String, Vec<Arc<Served>>>,
     /// (".suffix", entries), longest suffix first.
-    wildcard: Vec<(String, Vec<Arc<Entry>>)>,
+    wildcard: Vec<(String, Vec<Arc<Served>>)>,
 }
 
 impl Table {
     /// Builds a table from entries (in any order).
     pub fn new(mut entries: Vec<Entry>) -> Table {
         entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut exact: HashMap<String, Vec<Arc<Entry>>> = HashMap::new();
-        let mut wildcard: BTreeMap<String, Vec<Arc<Entry>>> = BTreeMap::new();
-        for entry in entries.into_iter().map(Arc::new) {
+        let mut exact: HashMap<String, Vec<Arc<Served>>> = HashMap::new();
+        let mut wildcard: BTreeMap<String, Vec<Arc<Served>>> = BTreeMap::new();
+        let served = entries.into_iter().map(|entry| {
+            Arc::new(Served {
+                label: format!("{}/{}", entry.namespace, entry.name),
+                entry,
+                metrics: OnceLock::new(),
+            })
+        });
+        for entry in served {
             for host in &entry.route.hosts {
                 match host.strip_prefix('*') {
                     Some(suffix) => wildcard
@@ -115,20 +145,27 @@ impl Table {
             }
         }
         // Longest path prefix first within a host; the sort is stable, so name order breaks ties.
-        let by_prefix = |list: &mut Vec<Arc<Entry>>| {
+        let by_prefix = |list: &mut Vec<Arc<Served>>| {
             list.sort_by_key(|e| std::cmp::Reverse(e.route.path_prefix.len()));
         };
         exact.values_mut().for_each(by_prefix);
-        let mut wildcard: Vec<(String, Vec<Arc<Entry>>)> = wildcard.into_iter().collect();
+        let mut wildcard: Vec<(String, Vec<Arc<Served>>)> = wildcard.into_iter().collect();
         wildcard.iter_mut().for_each(|(_, list)| by_prefix(list));
         wildcard.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         Table { exact, wildcard }
     }
 
     /// The route for `host` (without port, any case) and `path`.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Entry>> {
-        let host = host.to_ascii_lowercase();
-        if let Some(found) = self.exact.get(&host).and_then(|list| by_path(list, path)) {
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Served>> {
+        // Hosts are stored lowercase; most clients send them so, which saves a copy.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if let Some(found) = self.exact.get(host).and_then(|list| by_path(list, path)) {
             return Some(found);
         }
         self.wildcard
@@ -139,7 +176,7 @@ impl Table {
 }
 
 /// The first entry (longest prefix first) whose path prefix `path` starts with.
-fn by_path<'a>(list: &'a [Arc<Entry>], path: &str) -> Option<&'a Arc<Entry>> {
+fn by_path<'a>(list: &'a [Arc<Served>], path: &str) -> Option<&'a Arc<Served>> {
     list.iter().find(|e| path.starts_with(&e.route.path_prefix))
 }
 
