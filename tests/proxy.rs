@@ -24,6 +24,7 @@ fn proxy_on_n1(config: &mut NodeConfig) {
     }
 }
 
+/// [`TestCluster::call`].
 async fn call(
     cluster: &TestCluster,
     node: &Node,
@@ -31,13 +32,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = cluster.request(node, method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.expect("the node answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    cluster.call(node, method, path, body).await
 }
 
 async fn put_route(cluster: &TestCluster, via: &Node, name: &str, route: Value) {

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 const NS: &str = "shop";
 
 /// `METHOD path` with a JSON body through `node`: status and JSON answer.
+/// [`TestCluster::call`].
 async fn call(
     cluster: &TestCluster,
     node: &Node,
@@ -25,14 +26,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = cluster.request(node, method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.expect("the node answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    cluster.call(node, method, path, body).await
 }
 
 fn instance_path(service: &str, instance: &str) -> String {

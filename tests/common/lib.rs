@@ -226,6 +226,28 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("GET {path} is JSON: {e}"))
     }
 
+    /// `METHOD path` with an optional JSON body through `node`: the status and the JSON answer
+    /// (`null` when the answer has no JSON body).
+    pub async fn call(
+        &self,
+        node: &Node,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.request(node, method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} answers: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// `GET /v1/cluster/placement/{ns}` of `node`.
     pub async fn placement(&self, node: &Node, ns: &str) -> Value {
         self.get_json(node, &format!("/v1/cluster/placement/{ns}"))

@@ -323,32 +323,58 @@ pub async fn supervise(
     cluster: Cluster,
     service: ConfigService,
     sender: Sender,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    let (c, s) = (cluster.clone(), service.clone());
+    supervise_attachments(
+        &cluster,
+        &service,
+        PREFIX,
+        stop,
+        move |namespace, attachment, stop| {
+            let delivery = Delivery {
+                cluster: c.clone(),
+                service: s.clone(),
+                sender: sender.clone(),
+                namespace,
+                attachment,
+            };
+            delivery.run(stop)
+        },
+    )
+    .await;
+}
+
+/// Keeps one task (made by `start`) per attachment under `prefix` of every namespace this
+/// node holds, scanning every [`SCAN_EVERY`] until the node stops, then waits for the tasks.
+/// A task ends by itself when its namespace moves away or its attachment is removed; the next
+/// scan starts it again if it is still due. Shared by webhooks and registry subscriptions.
+pub async fn supervise_attachments<F, Fut>(
+    cluster: &Cluster,
+    service: &ConfigService,
+    prefix: &'static str,
+    mut stop: watch::Receiver<bool>,
+    mut start: F,
+) where
+    F: FnMut(String, String, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut running: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
         for namespace in cluster.held() {
-            let store = service.store().clone();
             let ns = namespace.clone();
-            let hooks = tokio::task::spawn_blocking(move || store.attachments(&ns, PREFIX))
+            let attachments = service
+                .read(move |s| s.attachments(&ns, prefix))
                 .await
-                .ok()
-                .and_then(Result::ok)
                 .unwrap_or_default();
-            for (name, _) in hooks {
+            for (name, _) in attachments {
                 let key = (namespace.clone(), name.clone());
                 if running.contains_key(&key) {
                     continue;
                 }
-                let delivery = Delivery {
-                    cluster: cluster.clone(),
-                    service: service.clone(),
-                    sender: sender.clone(),
-                    namespace: namespace.clone(),
-                    attachment: name,
-                };
-                running.insert(key, tokio::spawn(delivery.run(stop.clone())));
+                let task = tokio::spawn(start(namespace.clone(), name, stop.clone()));
+                running.insert(key, task);
             }
         }
         tokio::select! {

@@ -14,7 +14,6 @@
 //! a change it already reflects. One goes out when delivery starts (a new subscription, a new
 //! holder, a restart), then every period.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,6 @@ use cfgnode_transport::registry::{WireInstanceFilter, WireSubscription, WireSubs
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::json::{decode_record, instance_json, parse_subscription, spec_json};
@@ -39,7 +37,7 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{ApiBody, ApiPath, json_body};
 use crate::metrics::OutcomeLabels;
 use crate::roles::Roles;
-use crate::roles::push::webhooks::check_target;
+use crate::roles::push::webhooks::{check_target, supervise_attachments};
 use crate::shutdown::until_stopped;
 use crate::time::{now_millis, rfc3339};
 
@@ -49,8 +47,6 @@ pub const PREFIX: &str = "subscription/";
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(60);
 /// Log events read per delivery round.
 const BATCH: usize = 100;
-/// How often the supervisor looks for subscriptions to start or stop.
-const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// Retry pauses after a failed delivery: from the first to the longest, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -287,41 +283,29 @@ pub async fn supervise(
     cluster: Cluster,
     registry: RegistryService,
     reconcile_every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut running: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
-    loop {
-        running.retain(|_, task| !task.is_finished());
-        for namespace in cluster.held() {
-            let ns = namespace.clone();
-            let subscriptions = registry
-                .config()
-                .read(move |s| s.attachments(&ns, PREFIX))
-                .await
-                .unwrap_or_default();
-            for (name, _) in subscriptions {
-                let key = (namespace.clone(), name.clone());
-                if running.contains_key(&key) {
-                    continue;
-                }
-                let delivery = Delivery {
-                    cluster: cluster.clone(),
-                    registry: registry.clone(),
-                    namespace: namespace.clone(),
-                    name: name.strip_prefix(PREFIX).unwrap_or(&name).to_string(),
-                    reconcile_every,
-                };
-                running.insert(key, tokio::spawn(delivery.run(stop.clone())));
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SCAN_EVERY) => {}
-            _ = until_stopped(&mut stop) => break,
-        }
-    }
-    for (_, task) in running {
-        let _ = task.await;
-    }
+    let (c, r) = (cluster.clone(), registry.clone());
+    supervise_attachments(
+        &cluster,
+        registry.config(),
+        PREFIX,
+        stop,
+        move |namespace, attachment, stop| {
+            let delivery = Delivery {
+                cluster: c.clone(),
+                registry: r.clone(),
+                namespace,
+                name: attachment
+                    .strip_prefix(PREFIX)
+                    .unwrap_or(&attachment)
+                    .to_string(),
+                reconcile_every,
+            };
+            delivery.run(stop)
+        },
+    )
+    .await;
 }
 
 /// Delivers one subscription of one namespace while this node holds it.
