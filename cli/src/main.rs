@@ -26,6 +26,12 @@ use crate::connect::ConnectArgs;
 use crate::data::{AliasCommand, Output, SetArgs};
 use crate::exit::CliError;
 
+/// mimalloc instead of glibc's malloc: the proxy and the HTTP front end allocate and free small
+/// buffers on every request from several threads, where glibc's arenas cost about a tenth of
+/// the proxy's CPU (docs/benchmarks.md, "Proxy"; docs/dependencies.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The cfgnode configuration and service-discovery node.
 #[derive(Debug, Parser)]
 #[command(

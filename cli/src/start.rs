@@ -143,6 +143,11 @@ pub struct StartArgs {
     /// The private key (PEM) of --proxy-tls-cert.
     #[arg(long, env = "CFGNODE_PROXY_TLS_KEY", requires = "proxy_tls_cert")]
     proxy_tls_key: Option<PathBuf>,
+
+    /// How many threads serve the proxy, each with its own listening socket and backend
+    /// connections (default: one per core).
+    #[arg(long, env = "CFGNODE_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    proxy_threads: Option<u16>,
 }
 
 /// A reconcile period: at least one second (a faster one is a load generator).
@@ -182,6 +187,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         proxy: args.proxy,
         proxy_namespaces: args.proxy_namespaces,
         proxy_tls: args.proxy_tls_cert.zip(args.proxy_tls_key),
+        proxy_threads: args.proxy_threads.map(usize::from),
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

@@ -98,6 +98,9 @@ pub struct NodeConfig {
     /// The certificate chain and key (PEM) the proxy terminates TLS with
     /// (`--proxy-tls-cert`, `--proxy-tls-key`); `None`: plain HTTP.
     pub proxy_tls: Option<(PathBuf, PathBuf)>,
+    /// How many threads serve the proxy (`--proxy-threads`); `None`: one per core. Each has its
+    /// own runtime and backend connections (docs/proxy.md, "Threads").
+    pub proxy_threads: Option<usize>,
 }
 
 impl NodeConfig {
@@ -127,6 +130,7 @@ impl NodeConfig {
             proxy: None,
             proxy_namespaces: Vec::new(),
             proxy_tls: None,
+            proxy_threads: None,
         }
     }
 }
@@ -396,6 +400,7 @@ impl Node {
                 listener,
                 proxy,
                 proxy_tls,
+                config.proxy_threads,
                 stopped.clone(),
             )));
         }

@@ -358,60 +358,104 @@ impl Body for Answer {
 
 /// Serves the proxy on `listener` until `stop` turns true, then lets requests in flight end.
 ///
-/// The proxy runs on threads of its own, one per core, each with a single-threaded runtime and
-/// its own backend connections, like nginx's workers: a request, its backend connection and
-/// its answer then stay on one thread, with no wake-up handed between threads (which costs
-/// more than the forwarding itself on a busy proxy). The threads share the listener; the
-/// node's other work keeps the node's runtime.
+/// The proxy runs on threads of its own, one per core (`threads` overrides), each with a
+/// single-threaded runtime and its own backend connections, like nginx's workers: a request,
+/// its backend connection and its answer then stay on one thread, with no wake-up handed
+/// between threads (which costs more than the forwarding itself on a busy proxy). This task
+/// accepts connections on the node's runtime and hands them to the threads in turn, so each
+/// gets its share (threads sharing one listening socket let whichever wakes first take a
+/// burst of them, and `SO_REUSEPORT` would let another process bind the same port unnoticed).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
+    threads: Option<usize>,
     stop: watch::Receiver<bool>,
 ) {
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(error = %e, "proxy: cannot take the listener off the runtime; the proxy does not serve");
-            return;
-        }
-    };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let mut workers = Vec::new();
     let mut running = Vec::new();
     for n in 0..threads {
-        let listener = match listener.try_clone() {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "proxy: cannot share the listener with another thread");
-                break;
-            }
-        };
+        let (hand, handed) = tokio::sync::mpsc::unbounded_channel();
         let (ended, done) = tokio::sync::oneshot::channel::<()>();
         let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("cfgnode-proxy-{n}"))
             .spawn(move || {
-                worker(listener, proxy, tls, stop);
+                worker(handed, proxy, tls, stop);
                 let _ = ended.send(());
             });
         match spawned {
-            Ok(_) => running.push(done),
+            Ok(_) => {
+                workers.push(hand);
+                running.push(done);
+            }
             Err(e) => tracing::error!(error = %e, "proxy: cannot start a thread"),
         }
     }
-    if running.is_empty() {
+    if workers.is_empty() {
         tracing::error!("proxy: no thread started; the proxy does not serve");
+        return;
+    }
+    let mut stopping = stop.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    let mut stopped = std::pin::pin!(stopped);
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "proxy accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // A std stream (non-blocking) moves between runtimes; the worker registers it.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "proxy: cannot hand over a connection");
+                        continue;
+                    }
+                };
+                // A thread that ended (its runtime failed) drops its receiver: try the next.
+                let mut handed = Some((stream, peer));
+                for _ in 0..workers.len() {
+                    let worker = &workers[next % workers.len()];
+                    next = next.wrapping_add(1);
+                    match handed.take().map(|connection| worker.send(connection)) {
+                        Some(Err(returned)) => handed = Some(returned.0),
+                        _ => break,
+                    }
+                }
+                if handed.is_some() {
+                    tracing::error!("proxy: every proxy thread has stopped; the proxy does not serve");
+                    break;
+                }
+            }
+            () = &mut stopped => break,
+        }
     }
     drop(listener);
+    drop(workers);
     // Each is sent or dropped when its thread ends: either way that thread has stopped.
     for done in running {
         let _ = done.await;
     }
 }
 
-/// One proxy thread: its runtime, serving `listener` until `stop`.
+/// A connection accepted by [`serve`], on its way to a proxy thread.
+type Handed = (std::net::TcpStream, SocketAddr);
+
+/// One proxy thread: its runtime, serving the connections handed to it until `stop`.
 fn worker(
-    listener: std::net::TcpListener,
+    handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
@@ -426,17 +470,13 @@ fn worker(
             return;
         }
     };
-    runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, proxy, tls, stop).await,
-            Err(e) => tracing::error!(error = %e, "proxy: cannot register the listener"),
-        }
-    });
+    runtime.block_on(serve_handed(handed, proxy, tls, stop));
 }
 
-/// Accepts and serves connections until `stop` turns true, then lets requests in flight end.
-async fn accept_loop(
-    listener: TcpListener,
+/// Serves the connections handed to this thread until `stop` turns true (or the acceptor is
+/// gone), then lets requests in flight end.
+async fn serve_handed(
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
@@ -455,12 +495,12 @@ async fn accept_loop(
     let mut stopped = std::pin::pin!(stopped);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
+            next = handed.recv() => {
+                let Some((stream, peer)) = next else { break };
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
                     Err(e) => {
-                        tracing::debug!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tracing::debug!(error = %e, "proxy: cannot register a connection");
                         continue;
                     }
                 };
@@ -508,7 +548,7 @@ async fn accept_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(handed);
     while connections.join_next().await.is_some() {}
 }
 
