@@ -784,3 +784,25 @@ async fn malformed_record_ops_from_a_peer_are_refused_whole() {
         assert_eq!(fingerprint(&taker, "reg"), before, "{what} changed nothing");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_with_records_and_no_keys_is_listed() {
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir, "a");
+    store
+        .put_record(rput("registry-only", "instance", "web/a", "{}"))
+        .await
+        .expect("put record");
+    store
+        .put_record(rput("gone", "instance", "web/a", "{}"))
+        .await
+        .expect("put record");
+    store
+        .delete_record(rdel("gone", "instance", "web/a", None))
+        .await
+        .expect("delete record");
+    let listed = store.list_namespaces("", None, 10).expect("list");
+    let names: Vec<&str> = listed.items.iter().map(|s| s.name.as_str()).collect();
+    // A namespace whose last record was removed is not listed, like one whose keys all went.
+    assert_eq!(names, ["registry-only"]);
+}

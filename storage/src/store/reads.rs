@@ -272,7 +272,8 @@ impl Store {
         }))
     }
 
-    /// A page of namespaces that hold at least one key, by name, after `cursor`.
+    /// A page of namespaces that hold at least one key or record (a registry-only or
+    /// routes-only namespace is listed too), by name, after `cursor`.
     pub fn list_namespaces(
         &self,
         prefix: &str,
@@ -281,6 +282,7 @@ impl Store {
     ) -> Result<Page<NamespaceState>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(NAMESPACES)?;
+        let records = txn.open_table(RECORDS)?;
         let start = match cursor {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
@@ -298,7 +300,7 @@ impl Store {
                 continue;
             }
             let state: NamespaceState = decode(v.value())?;
-            if state.key_count == 0 {
+            if state.key_count == 0 && !has_records(&records, name)? {
                 continue;
             }
             if items.len() == limit {
@@ -455,5 +457,17 @@ fn to_version(key: &str, version: u64, record: VersionRecord) -> VersionEntry {
         value: record.value,
         codec: record.codec,
         at: record.at,
+    }
+}
+
+/// Whether `namespace` has at least one record (of any kind): one seek in the records table.
+fn has_records(
+    records: &redb::ReadOnlyTable<(&str, &str, &str), &[u8]>,
+    namespace: &str,
+) -> Result<bool, StoreError> {
+    let mut range = records.range::<(&str, &str, &str)>((namespace, "", "")..)?;
+    match range.next() {
+        Some(item) => Ok(item?.0.value().0 == namespace),
+        None => Ok(false),
     }
 }
