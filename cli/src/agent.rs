@@ -90,6 +90,10 @@ struct Status {
 struct Applied {
     revision: u64,
     etag: Option<String>,
+    /// The filtered entries last applied, rendered as JSON: what the POST sent and the command
+    /// ran for. A new ETag with the same content (a write outside `--prefix`, a registry or
+    /// route record in the namespace) neither POSTs nor runs the command again.
+    content: Option<Vec<u8>>,
     /// The POST still owed (it failed last time).
     post_pending: bool,
 }
@@ -271,8 +275,16 @@ async fn apply(
     applied: &mut Applied,
     status: &Mutex<Status>,
 ) {
-    let changed = applied.etag.as_deref() != Some(snapshot.etag.as_str());
     let mut error = None;
+    let content = match render(Format::Json, snapshot, &args.prefixes) {
+        Ok(content) => content,
+        Err(e) => {
+            // Rendering JSON of stored entries cannot fail today; should it, apply anyway.
+            tracing::warn!(error = %e, "cannot render the snapshot to compare it");
+            Vec::new()
+        }
+    };
+    let changed = applied.content.as_deref() != Some(content.as_slice());
     if let Some(out) = &args.out {
         match render(args.format, snapshot, &args.prefixes) {
             Ok(bytes) => {
@@ -287,7 +299,7 @@ async fn apply(
         && let Some(url) = &args.post
         && (changed || applied.post_pending)
     {
-        let body = render(Format::Json, snapshot, &args.prefixes).unwrap_or_default();
+        let body = content.clone();
         let mut request = http
             .post(url)
             .header("content-type", "application/json")
@@ -342,6 +354,7 @@ async fn apply(
     if error.is_none() || args.out.is_none() {
         applied.revision = snapshot.revision;
         applied.etag = Some(snapshot.etag.clone());
+        applied.content = Some(content);
         status.applied_revision = snapshot.revision;
     }
     status.last_error = error;

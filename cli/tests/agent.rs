@@ -288,3 +288,74 @@ async fn the_out_file_keeps_its_mode_and_a_symlink_needs_follow_symlinks() {
             .is_symlink()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_write_in_the_namespace_does_not_rerun_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&Launch::new(dir.path())).await;
+    set(&node, "app/port", "8080");
+    let log = dir.path().join("exec.log");
+    let exec = format!("echo $CFGNODE_REVISION >> {}", log.display());
+    // No --prefix: the agent's watch also gets the namespace's record events.
+    let _agent = KillOnDrop(
+        command(dir.path())
+            .args([
+                "agent",
+                "--namespace",
+                "shop",
+                "--exec",
+                &exec,
+                "--id",
+                "quiet",
+            ])
+            .args(["--heartbeat", "200ms", "--poll-interval", "1s"])
+            .args(["--addr", &node.quic.to_string()])
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent runs"),
+    );
+    let ran = |revision: &str| {
+        let log = std::fs::read_to_string(&log).ok()?;
+        log.lines().any(|l| l == revision).then_some(())
+    };
+    until("the command to run for revision 1", || ran("1")).await;
+
+    // Revision 2: an instance registered in the same namespace; the entries stay the same.
+    let registered = node
+        .request(Method::PUT, "/v1/namespaces/shop/services/web/instances/a")
+        .json(&serde_json::json!({
+            "endpoints": [{"name": "http", "protocol": "http", "address": "127.0.0.1", "port": 9}]
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201, "{:?}", registered.text().await);
+    // Wait until the agent has applied revision 2 on its own (its heartbeat reports it), so
+    // the next write is not folded into the same snapshot.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let body = agents(&node, "?namespace=shop").await;
+        let applied = body["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["id"] == "quiet"))
+            .map(|a| a["applied_revision"].clone());
+        if applied == Some(Value::from(2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the agent did not apply revision 2: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set(&node, "app/port", "9090");
+    until("the command to run for revision 3", || ran("3")).await;
+    let log = std::fs::read_to_string(&log).expect("exec log");
+    assert!(
+        !log.lines().any(|l| l == "2"),
+        "the command ran for a registry write: {log:?}"
+    );
+}
