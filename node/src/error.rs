@@ -52,6 +52,10 @@ pub fn error_code(error: &StoreError) -> &'static str {
             codes::VERSION_MISMATCH
         }
         StoreError::NameTaken(_) => codes::NAME_TAKEN,
+        StoreError::Fenced { .. } => codes::FENCED,
+        StoreError::AlreadyPromised { .. } => codes::ALREADY_PROMISED,
+        StoreError::NotMyPosition { .. } => codes::NOT_MY_POSITION,
+        StoreError::InvalidAppend(_) => codes::INVALID_APPEND,
         StoreError::WriterStopped => codes::UNAVAILABLE,
         StoreError::NodeIdMismatch { .. }
         | StoreError::InUse { .. }

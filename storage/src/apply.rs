@@ -13,8 +13,10 @@ use crate::mutation::{
 };
 use crate::records::{
     ALIASES, ATTACHMENTS, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG,
-    META, META_CLUSTER_MEMBERS, NAMESPACES, RECORDS, RecordRow, VersionRecord, decode, encode,
+    META, META_CLUSTER_MEMBERS, NAMESPACES, RECORDS, REPLICAS, RecordRow, VersionRecord, decode,
+    encode,
 };
+use crate::replica::{self, ReplicaAppend, ReplicaState};
 use crate::transfer::{TransferOp, check_ops, upper_bound};
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Record, Revision};
 
@@ -40,6 +42,7 @@ pub(crate) struct WriteTables<'t> {
     records: BytesTable<'t, (&'static str, &'static str, &'static str)>,
     meta: BytesTable<'t, &'static str>,
     cluster: BytesTable<'t, &'static str>,
+    replicas: BytesTable<'t, &'static str>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -55,6 +58,7 @@ impl<'t> WriteTables<'t> {
             records: txn.open_table(RECORDS)?,
             meta: txn.open_table(META)?,
             cluster: txn.open_table(CLUSTER)?,
+            replicas: txn.open_table(REPLICAS)?,
         })
     }
 }
@@ -122,7 +126,82 @@ pub(crate) fn apply(
         Mutation::DeleteRecord(req) => {
             delete_record(t, req, now, retention).map(Applied::RecordDeleted)
         }
+        Mutation::DropNamespace { namespace } => {
+            import(t, &namespace, &[TransferOp::ClearNamespace])?;
+            t.replicas.remove(namespace.as_str())?;
+            Ok(Applied::Dropped)
+        }
+        Mutation::Promise { namespace, epoch } => {
+            let ns = namespace.as_str();
+            let record = read_replica(&t.replicas, ns)?;
+            let state = read_namespace(&t.namespaces, ns)?;
+            let next = replica::promised(record.as_ref(), state.as_ref(), ns, epoch)?;
+            t.replicas.insert(ns, encode(&next).as_slice())?;
+            Ok(Applied::Replica(next))
+        }
+        Mutation::Append(append) => append_rows(t, &append).map(Applied::Replica),
+        Mutation::BeginEpoch {
+            namespace,
+            epoch,
+            holder,
+            replicas,
+        } => {
+            let ns = namespace.as_str();
+            let record = read_replica(&t.replicas, ns)?;
+            let state = read_namespace(&t.namespaces, ns)?;
+            let next = replica::begun(
+                record.as_ref(),
+                state.as_ref(),
+                ns,
+                epoch,
+                &holder,
+                replicas,
+            )?;
+            t.replicas.insert(ns, encode(&next).as_slice())?;
+            Ok(Applied::Replica(next))
+        }
     }
+}
+
+/// Applies a follower's append: every check first (`check_append`: fence, base, the revision
+/// the rows lead to, computed without writing), then the rows exactly as an import, then the
+/// new replica record, all in the writer's transaction. A refused append has written nothing,
+/// so the other mutations of its batch commit unaffected.
+fn append_rows(
+    t: &mut WriteTables<'_>,
+    append: &ReplicaAppend,
+) -> Result<ReplicaState, StoreError> {
+    let ns = append.namespace.as_str();
+    let record = read_replica(&t.replicas, ns)?;
+    let state = read_namespace(&t.namespaces, ns)?;
+    replica::check_append(record.as_ref(), state.as_ref(), append)?;
+    import(t, ns, &append.ops)?;
+    // `check_append` predicted the revision; should the rows ever disagree, this is a bug of
+    // ours, and an internal error aborts the whole batch, so a wrong position is never stored.
+    let after = read_namespace(&t.namespaces, ns)?.map_or(0, |s| s.revision);
+    if after != append.to.revision {
+        return Err(StoreError::Storage(format!(
+            "append to namespace {ns:?} led to revision {after}, not the checked {}",
+            append.to.revision
+        )));
+    }
+    let next = replica::appended(record.as_ref(), append);
+    t.replicas.insert(ns, encode(&next).as_slice())?;
+    Ok(next)
+}
+
+fn read_replica(
+    replicas: &BytesTable<'_, &'static str>,
+    ns: &str,
+) -> Result<Option<ReplicaState>, StoreError> {
+    replicas.get(ns)?.map(|g| decode(g.value())).transpose()
+}
+
+fn read_namespace(
+    namespaces: &BytesTable<'_, &'static str>,
+    ns: &str,
+) -> Result<Option<NamespaceState>, StoreError> {
+    namespaces.get(ns)?.map(|g| decode(g.value())).transpose()
 }
 
 /// Applies transfer ops in order, after checking all of them.

@@ -159,6 +159,46 @@ pub enum StoreError {
     /// A name is already taken by a key or by an alias.
     #[error("{0}")]
     NameTaken(String),
+    /// A replica was asked to promise (or to begin as holder) an epoch it cannot: it already
+    /// promised this epoch or a later one.
+    #[error(
+        "namespace {namespace:?}: this replica already promised epoch {promised}; it grants only a higher epoch: read the cluster map and retry above {promised}"
+    )]
+    AlreadyPromised {
+        /// The namespace.
+        namespace: String,
+        /// The replica's promise.
+        promised: u64,
+    },
+    /// An append came from an epoch below the replica's promise: its sender is a deposed
+    /// holder.
+    #[error(
+        "namespace {namespace:?}: this replica promised epoch {promised}; an append from epoch {epoch} is from a deposed holder. Stop writing as holder and refresh the cluster map"
+    )]
+    Fenced {
+        /// The namespace.
+        namespace: String,
+        /// The replica's promise.
+        promised: u64,
+        /// The epoch the append came from.
+        epoch: u64,
+    },
+    /// An append was built on another position than the replica's own.
+    #[error(
+        "namespace {namespace:?}: this replica is at {mine}, not at {base} the append was built on; resend from {mine}: the rows since its revision if that is a prefix of your log, else a full copy"
+    )]
+    NotMyPosition {
+        /// The namespace.
+        namespace: String,
+        /// Where this replica's copy is.
+        mine: crate::replica::LogPos,
+        /// Where the sender believed it was.
+        base: crate::replica::LogPos,
+    },
+    /// An append contradicts itself (its epoch, its full-copy rows, its target position);
+    /// nothing was written.
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
     /// The on-disk data was written by an incompatible format version, or is corrupt.
     #[error(
         "stored record is unreadable ({0}); the data dir may be from a newer cfgnode or damaged"

@@ -8,19 +8,25 @@
 //! - `apply`: one mutation inside a write transaction; checks first, writes second.
 //! - `writer`: the group-commit writer thread that owns every write transaction.
 //! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
+//! - `replica`: a namespace's replica state on this node ([`ReplicaState`]: promise,
+//!   [`LogPos`], holder, set) and the pure rules for promises, the follower's appends
+//!   ([`ReplicaAppend`]: fenced, based on its own position, rows and position in one
+//!   transaction) and the start of a holder's epoch (docs/replication.md).
 //! - [`Store`] (`store/`): the facade the node uses: `store/writes` (async, answered after the
 //!   durable commit), `store/reads` (synchronous read transactions), `store/schema` (tables,
 //!   schema version, node id and generation, settled at open).
 //!
 //! # Place in the map
 //!
-//! `node -> storage`; storage depends on no crate of ours. Every mutation of a namespace takes
+//! `node -> storage`; storage depends on no crate of ours (not even `cfgnode-ring`: epochs are
+//! plain `u64` here, and the ring's replication rules stay pure above it). Every mutation of a namespace takes
 //! the next namespace [`Revision`] and appends an [`Event`] to the namespace log in the same
 //! transaction as the data, so the log is exactly the history of the namespace (watch resume and
 //! handoff read it). A namespace holds three kinds of data: entries (keys, with history),
 //! aliases, and records (a role's state, e.g. registry instances, by kind and name, with no
 //! history); all three are in the log and move on handoff. Attachments (webhooks) are bytes
-//! the node keeps beside a namespace, outside its log. The log and per-key history are trimmed
+//! the node keeps beside a namespace, outside its log. The replica record (promise and
+//! position) is the node's own too, and no export, import or copy carries or clears it. The log and per-key history are trimmed
 //! to a configured retention; a reader older than the log gets [`LogRead::Compacted`], never a
 //! silent gap.
 //!
@@ -34,6 +40,7 @@ mod error;
 mod model;
 mod mutation;
 mod records;
+mod replica;
 mod store;
 mod transfer;
 mod types;
@@ -48,6 +55,7 @@ pub use mutation::{
     AliasPut, DeleteRequest, Deleted, PutRequest, RecordDelete, RecordDeleted, RecordPut,
     RecordWrite, WriteMode,
 };
+pub use replica::{LogPos, MAX_REPLICAS, ReplicaAppend, ReplicaState};
 pub use store::{GENERATION_STEP, Store, StoreOptions, validate_node_id};
 pub use transfer::{MAX_ATTACHMENT_BYTES, NamespaceExport, TransferOp};
 pub use types::{

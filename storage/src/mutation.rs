@@ -154,6 +154,25 @@ pub(crate) enum Mutation {
         skip_unchanged: bool,
     },
     DeleteRecord(RecordDelete),
+    /// Remove every row of a namespace and its replica record (it left this node).
+    DropNamespace {
+        namespace: String,
+    },
+    /// Promise a replica takes nothing from an epoch below `epoch`.
+    Promise {
+        namespace: String,
+        epoch: u64,
+    },
+    /// A follower's append: checked whole (fence, base, target revision), then its rows and
+    /// the new position in the one transaction.
+    Append(crate::replica::ReplicaAppend),
+    /// This node (`holder`) becomes the namespace's holder at `epoch`.
+    BeginEpoch {
+        namespace: String,
+        epoch: u64,
+        holder: String,
+        replicas: Vec<String>,
+    },
 }
 
 /// What the writer did for one [`Mutation`].
@@ -169,4 +188,6 @@ pub(crate) enum Applied {
     AliasDeleted(Alias),
     RecordPut(RecordWrite),
     RecordDeleted(RecordDeleted),
+    Dropped,
+    Replica(crate::replica::ReplicaState),
 }

@@ -38,6 +38,10 @@ pub(crate) const RECORDS: TableDefinition<(&str, &str, &str), &[u8]> =
 pub(crate) const ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("attachments");
 
+/// namespace -> [`crate::ReplicaState`]: this node's own replica state of the namespace
+/// (promise, position, holder, set). Per node: never exported, imported or cleared by a copy.
+pub(crate) const REPLICAS: TableDefinition<&str, &[u8]> = TableDefinition::new("replicas");
+
 /// Cluster facts kept for the node (directory records, pins, claims): opaque key -> bytes.
 pub(crate) const CLUSTER: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster");
 

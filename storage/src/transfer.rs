@@ -7,6 +7,10 @@
 //! consistent while writes go on), then, with writes held, the rows changed since
 //! ([`Store::export_changes`]), computed from the log.
 //!
+//! This node's replica record of the namespace (promise, position: `crate::replica`) is not
+//! part of a transfer: it is per-node state, never exported, and an import, even one starting
+//! with [`TransferOp::ClearNamespace`], leaves it as it is.
+//!
 //! Imported records come from another node, so every record is decoded and every name checked
 //! before anything is written: a peer that sends garbage gets an error and changes nothing.
 

@@ -34,6 +34,16 @@ pub const FORBIDDEN: &str = "forbidden";
 pub const NOT_READY: &str = "not_ready";
 /// The node that should hold the namespace refused to take it over.
 pub const HANDOFF_REFUSED: &str = "handoff_refused";
+/// A replica refused an append from an epoch below its promise: the sender is a deposed
+/// holder (replication).
+pub const FENCED: &str = "fenced";
+/// A replica already promised this epoch or a later one (replication: promise, begin epoch).
+pub const ALREADY_PROMISED: &str = "already_promised";
+/// A replica is at another log position than the append was built on; the message names it
+/// (replication).
+pub const NOT_MY_POSITION: &str = "not_my_position";
+/// An append contradicts itself (epoch, full copy, target revision) (replication).
+pub const INVALID_APPEND: &str = "invalid_append";
 /// A peer answered with a message that does not fit the request.
 pub const UNEXPECTED_RESPONSE: &str = "unexpected_response";
 /// Another node answered a forwarded HTTP request with an error code this node does not know
@@ -146,6 +156,10 @@ pub const ALL: &[&str] = &[
     FORBIDDEN,
     NOT_READY,
     HANDOFF_REFUSED,
+    FENCED,
+    ALREADY_PROMISED,
+    NOT_MY_POSITION,
+    INVALID_APPEND,
     UNEXPECTED_RESPONSE,
     UPSTREAM_ERROR,
     INVALID_REQUEST,
@@ -211,6 +225,7 @@ pub fn http_status(code: &str) -> u16 {
         BACKEND_UNAVAILABLE => 502,
         UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
+        FENCED | ALREADY_PROMISED | NOT_MY_POSITION => 409,
         INTERNAL | UNEXPECTED_RESPONSE => 500,
         UPSTREAM_ERROR => 502,
         c if c.ends_with("_not_found") => 404,
@@ -248,6 +263,8 @@ mod tests {
         assert_eq!(http_status(INSTANCE_NOT_FOUND), 404);
         assert_eq!(http_status(INVALID_INSTANCE), 400);
         assert_eq!(http_status(NO_TTL_CHECK), 400);
+        assert_eq!(http_status(FENCED), 409);
+        assert_eq!(http_status(INVALID_APPEND), 400);
         assert_eq!(http_status("brand_new_code"), 500);
     }
 

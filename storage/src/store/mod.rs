@@ -7,8 +7,11 @@
 //! - `writes`: every mutation: checked on the caller's task, then queued to the group-commit
 //!   writer and answered after its durable commit.
 //! - `reads`: synchronous read transactions and the record-to-type conversions they need.
+//! - `replicas`: this node's replica state of a namespace (promise, position, set) and the
+//!   follower's appends.
 
 mod reads;
+mod replicas;
 mod schema;
 mod writes;
 

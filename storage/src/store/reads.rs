@@ -33,13 +33,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Starts a full copy of `namespace` for a handoff, read at its current revision.
+    /// Starts a full copy of `namespace` for a handoff or a full-copy append, read at its
+    /// current revision. The node's replica record is not part of it.
     pub fn export(&self, namespace: &str) -> Result<NamespaceExport, StoreError> {
         NamespaceExport::open(self.read()?, namespace)
     }
 
     /// The ops that bring a copy taken at revision `since` up to date, with the state they lead
     /// to; `None` when the log no longer reaches back to `since` (send a full copy instead).
+    /// The node's replica record is not part of them.
     pub fn export_changes(
         &self,
         namespace: &str,
@@ -380,12 +382,12 @@ impl Store {
         Ok(LogRead::Events(events))
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
+    pub(super) fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.inner.db.begin_read()?)
     }
 }
 
-fn read_namespace(
+pub(super) fn read_namespace(
     txn: &ReadTransaction,
     namespace: &str,
 ) -> Result<Option<NamespaceState>, StoreError> {

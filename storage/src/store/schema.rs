@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::records::{
     ALIASES, ATTACHMENTS, CLUSTER, ENTRIES, GenerationRecord, HISTORY, LOG, META, META_GENERATION,
-    META_NODE_ID, META_SCHEMA, NAMESPACES, RECORDS, decode, encode,
+    META_NODE_ID, META_SCHEMA, NAMESPACES, RECORDS, REPLICAS, decode, encode,
 };
 
 /// The schema this build creates and understands.
@@ -84,6 +84,7 @@ pub(super) fn init_schema(
         txn.open_table(ATTACHMENTS)?;
         // Added after schema 1 shipped: older data dirs simply get the (empty) table here.
         txn.open_table(RECORDS)?;
+        txn.open_table(REPLICAS)?;
     }
     txn.commit()?;
     Ok((node_id, generation))

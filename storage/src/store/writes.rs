@@ -182,7 +182,8 @@ impl Store {
     }
 
     /// Applies transfer ops to `namespace` in one durable commit (all checked first: a
-    /// malformed op refuses the whole import and writes nothing).
+    /// malformed op refuses the whole import and writes nothing). This node's replica record
+    /// is left alone (see [`Store::append`] for rows that move a replica's position).
     pub async fn import(&self, namespace: &str, ops: Vec<TransferOp>) -> Result<(), StoreError> {
         check_ops(namespace, &ops)?;
         let mutation = Mutation::Import {
@@ -226,15 +227,25 @@ impl Store {
         }
     }
 
-    /// Removes every row of `namespace`: state, entries, history, aliases, records, log and
-    /// attachments (after it moved to another node).
+    /// Removes every row of `namespace`: state, entries, history, aliases, records, log,
+    /// attachments and this node's replica record (after it moved to another node), in one
+    /// durable commit.
+    ///
+    /// Dropping the replica record forgets this node's promise: drop a namespace only once
+    /// this node is in no replica set of it whose epoch could still count its vote.
     pub async fn drop_namespace(&self, namespace: &str) -> Result<(), StoreError> {
-        self.import(namespace, vec![TransferOp::ClearNamespace])
-            .await
+        validate_namespace(namespace)?;
+        let mutation = Mutation::DropNamespace {
+            namespace: namespace.to_string(),
+        };
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Dropped => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 
-fn unexpected(applied: &Applied) -> StoreError {
+pub(super) fn unexpected(applied: &Applied) -> StoreError {
     StoreError::Storage(format!(
         "writer answered with the wrong kind of result: {applied:?}"
     ))

@@ -1,0 +1,132 @@
+//! Replica state: a namespace's promise, position and replica set on this node
+//! (see `crate::replica` for the rules). Reads are synchronous, writes go through the
+//! group-commit writer like every mutation and resolve after the durable commit.
+
+use crate::error::StoreError;
+use crate::model::validate_namespace;
+use crate::mutation::{Applied, Mutation};
+use crate::records::{REPLICAS, decode};
+use crate::replica::{
+    LogPos, ReplicaAppend, ReplicaState, check_append_shape, check_replica_set, current_position,
+};
+
+use super::Store;
+use super::reads::read_namespace;
+use super::writes::unexpected;
+
+impl Store {
+    /// This node's replica record of `namespace`, as stored, or `None` when it has none (it
+    /// promised nothing and took no append). A holder's `position` is not its position: read
+    /// that with [`Store::position`] or [`Store::holder_position`].
+    pub fn replica(&self, namespace: &str) -> Result<Option<ReplicaState>, StoreError> {
+        validate_namespace(namespace)?;
+        let txn = self.read()?;
+        let table = txn.open_table(REPLICAS)?;
+        let found = table.get(namespace)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The position of this node's copy of `namespace`, whatever its role: a follower's stored
+    /// position, a holder's derived one (see [`Store::holder_position`]),
+    /// `(NamespaceState::epoch, revision)` for a namespace without a replica record, or
+    /// [`LogPos::ZERO`] for no namespace at all. What an append's `base` is compared with, and
+    /// what a replica answers a candidate.
+    pub fn position(&self, namespace: &str) -> Result<LogPos, StoreError> {
+        let (record, state) = self.replica_and_namespace(namespace)?;
+        Ok(current_position(record.as_ref(), state.as_ref()))
+    }
+
+    /// The position of a namespace this node holds (its record has `epoch_start`), `None`
+    /// otherwise.
+    ///
+    /// A holder's own writes are at its epoch, so its position is `(its epoch, revision)` once
+    /// the namespace's revision passed `epoch_start.revision`, and `epoch_start` until then
+    /// (no row of its epoch yet). Derived, not stored: storing the position on every local
+    /// write would cost a row per batch on the write path.
+    pub fn holder_position(&self, namespace: &str) -> Result<Option<LogPos>, StoreError> {
+        let (record, state) = self.replica_and_namespace(namespace)?;
+        Ok(record
+            .as_ref()
+            .filter(|r| r.epoch_start.is_some())
+            .map(|r| current_position(Some(r), state.as_ref())))
+    }
+
+    /// Promises durably that this replica takes nothing from an epoch below `epoch` (a
+    /// candidate's `Promise`). Creates the record at the copy's current position when there is
+    /// none. Refused with [`StoreError::AlreadyPromised`] when `epoch` is not above the
+    /// current promise; a refusal changes nothing.
+    pub async fn promise(&self, namespace: &str, epoch: u64) -> Result<ReplicaState, StoreError> {
+        validate_namespace(namespace)?;
+        let mutation = Mutation::Promise {
+            namespace: namespace.to_string(),
+            epoch,
+        };
+        self.submit_replica(mutation).await
+    }
+
+    /// Applies a holder's append in one durable transaction (group-committed with other
+    /// mutations): the rows exactly as [`Store::import`] applies them, and the record's new
+    /// position `to`, promise `max(promised, epoch)`, holder and set, with no `epoch_start`
+    /// (a node taking appends is not the holder).
+    ///
+    /// Refused, writing nothing: [`StoreError::Fenced`] when `epoch` is below the promise;
+    /// [`StoreError::NotMyPosition`] when `base` is not [`Store::position`];
+    /// [`StoreError::InvalidAppend`] when `to.epoch != epoch`, a full copy (`base: None`)
+    /// does not start with `ClearNamespace`, `to` is behind `base`, or the rows do not lead to
+    /// revision `to.revision` (a heartbeat without rows keeps the revision); `Invalid` /
+    /// `InvalidKey` for malformed rows.
+    pub async fn append(&self, append: ReplicaAppend) -> Result<ReplicaState, StoreError> {
+        check_append_shape(&append)?;
+        self.submit_replica(Mutation::Append(append)).await
+    }
+
+    /// Makes this node the holder of `namespace` at `epoch` (after winning an election, at
+    /// creation, or when a handoff commits), replicating to `replicas` (holder first): the
+    /// promise becomes `epoch`, `epoch_start` this copy's current position, `holder` this
+    /// node's id.
+    ///
+    /// Refused with [`StoreError::AlreadyPromised`] when `epoch` is below the promise (equal
+    /// is fine: a candidate promises itself first), or when this copy already took appends of
+    /// `epoch` from another holder. Beginning the epoch it holds again keeps the start.
+    ///
+    /// [`crate::NamespaceState::epoch`] (part of the ETag) is left alone: the namespace's
+    /// state row is the holder's data and travels to followers as it is.
+    pub async fn begin_epoch(
+        &self,
+        namespace: &str,
+        epoch: u64,
+        replicas: Vec<String>,
+    ) -> Result<ReplicaState, StoreError> {
+        validate_namespace(namespace)?;
+        check_replica_set(&replicas)?;
+        let mutation = Mutation::BeginEpoch {
+            namespace: namespace.to_string(),
+            epoch,
+            holder: self.node_id().to_string(),
+            replicas,
+        };
+        self.submit_replica(mutation).await
+    }
+
+    async fn submit_replica(&self, mutation: Mutation) -> Result<ReplicaState, StoreError> {
+        match self.inner.writer.submit(mutation).await? {
+            Applied::Replica(state) => Ok(state),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The replica record and namespace state, read in one transaction.
+    fn replica_and_namespace(
+        &self,
+        namespace: &str,
+    ) -> Result<(Option<ReplicaState>, Option<crate::NamespaceState>), StoreError> {
+        validate_namespace(namespace)?;
+        let txn = self.read()?;
+        let table = txn.open_table(REPLICAS)?;
+        let record = table
+            .get(namespace)?
+            .map(|v| decode::<ReplicaState>(v.value()))
+            .transpose()?;
+        Ok((record, read_namespace(&txn, namespace)?))
+    }
+}
