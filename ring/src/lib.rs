@@ -21,6 +21,16 @@
 //! - [`Receiving`] and [`check_offer`]: the receiving side of a handoff, which offers, chunks
 //!   and commits a node takes (only the accepted giver, at its epoch, with the giver's
 //!   revision), each refusal a typed [`Refusal`] carrying the answer the giver gets.
+//! - `replicas` (replication, `docs/replication.md`, the holder's side): [`replica_set`] (the
+//!   holder, then the next alive members clockwise from [`Ring::successors`]), [`quorum`],
+//!   [`LogPosition`] (`(epoch, revision)`, epoch first), [`Progress`] (the holder's count of
+//!   its followers' positions: which writes a quorum acknowledged, who lags) and [`sync_plan`]
+//!   (rows or a full copy to catch a follower up).
+//! - `election` (replication, fencing and promotion): a replica's durable [`ReplicaState`],
+//!   [`check_append`] and [`check_promise`] (typed [`AppendRefusal`]s and [`PromiseRefusal`]s
+//!   with stable wire codes), the [`candidate_epoch`] to run for, an [`Election`]'s count
+//!   towards [`ElectionOutcome::Won`] (naming the member to fetch from), and the read
+//!   [`Lease`] over caller-supplied monotonic time.
 //!
 //! # Place in the map
 //!
@@ -29,19 +39,26 @@
 
 mod directive;
 mod directory;
+mod election;
 mod epoch;
 mod placement;
 mod receive;
+mod replicas;
 mod ring;
 mod route;
 
 pub use directive::Directive;
 pub use directory::{ClusterMap, HolderRecord, Update, UpdateKind};
+pub use election::{
+    Append, AppendRefusal, Election, ElectionOutcome, HEARTBEAT_MS, LEASE_MS, Lease,
+    PromiseRefusal, ReplicaState, candidate_epoch, check_append, check_promise,
+};
 pub use epoch::{Epoch, EpochError, ImplausibleUpdate, MAX_EPOCH, MAX_EPOCH_JUMP, next_epoch};
 pub use placement::{Placement, Reason, desired_owner};
 pub use receive::{
     Commit, CommitDecision, Offer, PendingCommit, Receiver, Receiving, Refusal, check_offer,
 };
+pub use replicas::{LogPosition, Progress, SyncPlan, quorum, replica_set, sync_plan};
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
 pub use route::{
     CommitError, Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route,

@@ -74,6 +74,34 @@ impl Ring {
     pub fn owner(&self, namespace: &str) -> Option<&NodeId> {
         self.ring.get(&NamespaceKey(namespace)).map(|v| &v.node)
     }
+
+    /// Every member once, in clockwise order from `namespace`'s point: the first is
+    /// [`Ring::owner`], then each member in the order its first point follows. Replica sets are
+    /// cut from this list ([`crate::replica_set`]), so every node orders a namespace's replicas
+    /// the same way. Empty for an empty ring.
+    ///
+    /// Walks the ring's points from the namespace's one (hashring's `get_with_replicas`, which
+    /// starts at the same point as `get`), so it costs one pass over `members * vnodes` points;
+    /// callers keep the answer per ring rather than asking on every write.
+    pub fn successors(&self, namespace: &str) -> Vec<NodeId> {
+        // `get_with_replicas(key, r)` yields `r + 1` points (capped at all of them); asking for
+        // `len - 1` replicas yields every point once, starting at the owner's.
+        let points = self
+            .ring
+            .get_with_replicas(&NamespaceKey(namespace), self.ring.len().saturating_sub(1))
+            .unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        let mut order = Vec::with_capacity(self.members.len());
+        for point in points {
+            if order.len() == self.members.len() {
+                break;
+            }
+            if seen.insert(point.node.clone()) {
+                order.push(point.node);
+            }
+        }
+        order
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +119,50 @@ mod tests {
                 .iter()
                 .all(|ns| ring.owner(ns) == Some(&one[0]))
         );
+    }
+
+    #[test]
+    fn successors_list_every_member_once_starting_at_the_owner() {
+        let empty: [NodeId; 0] = [];
+        assert!(Ring::new(empty.iter(), 16).successors("a").is_empty());
+        let one = ["n1".to_string()];
+        assert_eq!(Ring::new(one.iter(), 16).successors("a"), one.to_vec());
+        let members: Vec<NodeId> = (0..5).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(members.iter(), 16);
+        let reversed = Ring::new(members.iter().rev(), 16);
+        let mut firsts = BTreeSet::new();
+        for ns in (0..200).map(|i| format!("ns{i}")) {
+            let order = ring.successors(&ns);
+            assert_eq!(order.first(), ring.owner(&ns), "{ns}");
+            let distinct: BTreeSet<&NodeId> = order.iter().collect();
+            assert_eq!(distinct.len(), members.len(), "{ns}: {order:?}");
+            // The order is the ring's, not the order the members were given in.
+            assert_eq!(reversed.successors(&ns), order, "{ns}");
+            firsts.insert(order[1].clone());
+        }
+        // The second place is spread over the members, not always the same one.
+        assert_eq!(firsts.len(), members.len());
+    }
+
+    #[test]
+    fn successors_follow_the_points_clockwise() {
+        // Rebuilt independently from the hashring's points (walked from the owner's first
+        // point) on a ring with one point per member, where the order is the points' order.
+        let members: Vec<NodeId> = (0..6).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(members.iter(), 1);
+        let points: Vec<NodeId> = ring.ring.clone().into_iter().map(|v| v.node).collect();
+        for ns in ["a", "b", "c", "d", "e", "f", "g"] {
+            let owner = ring.owner(ns).expect("non-empty ring");
+            let start = points
+                .iter()
+                .position(|p| p == owner)
+                .expect("owner has a point");
+            let expected: Vec<NodeId> = points[start..]
+                .iter()
+                .chain(&points[..start])
+                .cloned()
+                .collect();
+            assert_eq!(ring.successors(ns), expected, "{ns}");
+        }
     }
 }
