@@ -102,6 +102,37 @@ pub async fn serve_peer_request(
             epoch,
             revision,
         } => Ok(handoff::on_commit(cluster, &peer.node_id, &namespace, epoch, revision).await?),
+        PeerRequest::ReplicaAppend {
+            namespace,
+            epoch,
+            replicas,
+            base,
+            to,
+            ops,
+        } => {
+            let holding = cluster.holder(&namespace);
+            let state = roles
+                .replication
+                .on_append(
+                    &peer.node_id,
+                    holding,
+                    &namespace,
+                    epoch,
+                    replicas,
+                    base,
+                    to,
+                    &ops,
+                )
+                .await?;
+            Ok(Response::Peer(PeerResponse::Replica(Some(state))))
+        }
+        PeerRequest::ReplicaPromise { namespace, epoch } => {
+            let state = roles.replication.on_promise(&namespace, epoch).await?;
+            Ok(Response::Peer(PeerResponse::Replica(Some(state))))
+        }
+        PeerRequest::ReplicaState { namespace } => Ok(Response::Peer(PeerResponse::Replica(
+            roles.replication.on_state(&namespace)?,
+        ))),
     }
 }
 

@@ -18,6 +18,8 @@
 //! - `cluster`: the cluster map (directory, pins, claims), routing to holders (forward and
 //!   redirect, with the local server injected by the caller), handoff, anti-entropy, and the
 //!   cluster-admin answers.
+//! - `replication`: a namespace kept on a replica set (docs/replication.md); so far the
+//!   follower's side: fenced appends, promises and state queries from peers.
 //! - `membership`: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
 //! - Neutral helpers every layer may use: `auth` (tokens and principals), `cluster_key`,
 //!   `metrics`, `feeds` (a change counter per namespace), `records` (namespace records that
@@ -45,6 +47,7 @@ mod metrics;
 mod node;
 mod quic_server;
 mod records;
+mod replication;
 mod roles;
 mod shutdown;
 mod time;

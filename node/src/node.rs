@@ -417,6 +417,10 @@ impl Node {
             },
             registry,
             cluster: cluster.clone(),
+            replication: Arc::new(crate::replication::Follower::new(
+                store_handle.clone(),
+                cfgnode_ring::Lease::default(),
+            )),
             verifier,
             metrics: Arc::clone(&metrics),
             body_limit: body_limit(config.max_value_bytes),

@@ -44,6 +44,13 @@ pub const ALREADY_PROMISED: &str = "already_promised";
 pub const NOT_MY_POSITION: &str = "not_my_position";
 /// An append contradicts itself (epoch, full copy, target revision) (replication).
 pub const INVALID_APPEND: &str = "invalid_append";
+/// The receiver of an append is not in the sender's replica set, or the sender is not its
+/// first member, or the receiver holds the namespace itself at that epoch or a later one
+/// (replication).
+pub const NOT_A_REPLICA: &str = "not_a_replica";
+/// A replica still heard from its holder less than a lease ago, so it promises no new epoch
+/// yet (replication: promotion); retry after the lease.
+pub const HOLDER_LEASED: &str = "holder_leased";
 /// A peer answered with a message that does not fit the request.
 pub const UNEXPECTED_RESPONSE: &str = "unexpected_response";
 /// Another node answered a forwarded HTTP request with an error code this node does not know
@@ -160,6 +167,8 @@ pub const ALL: &[&str] = &[
     ALREADY_PROMISED,
     NOT_MY_POSITION,
     INVALID_APPEND,
+    NOT_A_REPLICA,
+    HOLDER_LEASED,
     UNEXPECTED_RESPONSE,
     UPSTREAM_ERROR,
     INVALID_REQUEST,
@@ -225,7 +234,7 @@ pub fn http_status(code: &str) -> u16 {
         BACKEND_UNAVAILABLE => 502,
         UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
-        FENCED | ALREADY_PROMISED | NOT_MY_POSITION => 409,
+        FENCED | ALREADY_PROMISED | NOT_MY_POSITION | NOT_A_REPLICA | HOLDER_LEASED => 409,
         INTERNAL | UNEXPECTED_RESPONSE => 500,
         UPSTREAM_ERROR => 502,
         c if c.ends_with("_not_found") => 404,

@@ -55,6 +55,7 @@ pub use message::config::{
 };
 pub use message::peer::{
     PeerEnvelope, PeerRequest, PeerResponse, WireCreateCheck, WireHttpRequest, WireHttpResponse,
+    WireLogPosition, WireReplica,
 };
 pub use message::proxy;
 pub use message::push::{

@@ -34,6 +34,8 @@ pub struct Roles {
     pub proxy: proxy::ProxyService,
     /// Routing to holders, placement, pins and claims.
     pub cluster: Cluster,
+    /// The follower's side of replication: appends, promises and state queries from peers.
+    pub replication: Arc<crate::replication::Follower>,
     /// Checks bearer tokens (HTTP and QUIC).
     pub verifier: TokenVerifier,
     /// The node's metrics.

@@ -103,6 +103,43 @@ pub enum PeerRequest {
         /// The namespace revision the receiver must have.
         revision: u64,
     },
+    /// Replication (docs/replication.md, "Writes"): rows of a namespace from its holder, the
+    /// authenticated sender, at `epoch`. The receiver takes them only if it is in `replicas`
+    /// (the holder first), has promised nothing above `epoch`, and is at `base` (`None`: a
+    /// full copy, whose ops start by clearing the namespace); it applies them and its new
+    /// position `to` in one durable commit, then answers [`PeerResponse::Replica`].
+    ReplicaAppend {
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
+        namespace: String,
+        /// The sender's holder epoch.
+        epoch: u64,
+        /// The replica set, holder first (at most 64 nodes).
+        replicas: Vec<String>,
+        /// The position the sender believes the receiver is at; `None` for a full copy.
+        base: Option<WireLogPosition>,
+        /// The receiver's position once the rows are applied (`to.epoch == epoch`).
+        to: WireLogPosition,
+        /// The rows (node-defined bincode of transfer ops, as in `HandoffChunk`).
+        #[serde(with = "serde_bytes")]
+        ops: Vec<u8>,
+    },
+    /// Promotion (docs/replication.md, "Promotion"): the sender asks the receiver to take
+    /// nothing from an epoch below `epoch` from now on. Granted only above the receiver's
+    /// promise and once its lease from the holder it follows has run out; durable before the
+    /// answer ([`PeerResponse::Replica`], whose position tells the candidate how far the
+    /// receiver's log reaches).
+    ReplicaPromise {
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
+        namespace: String,
+        /// The epoch the sender proposes to hold the namespace at.
+        epoch: u64,
+    },
+    /// The receiver's replica state of a namespace (what a holder asks a follower whose
+    /// append it refused, to resync it). Answered with [`PeerResponse::Replica`].
+    ReplicaState {
+        /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
+        namespace: String,
+    },
 }
 
 impl PeerRequest {
@@ -119,6 +156,9 @@ impl PeerRequest {
             PeerRequest::HandoffOffer { .. } => "handoff_offer",
             PeerRequest::HandoffChunk { .. } => "handoff_chunk",
             PeerRequest::HandoffCommit { .. } => "handoff_commit",
+            PeerRequest::ReplicaAppend { .. } => "replica_append",
+            PeerRequest::ReplicaPromise { .. } => "replica_promise",
+            PeerRequest::ReplicaState { .. } => "replica_state",
         }
     }
 }
@@ -153,6 +193,32 @@ pub enum PeerResponse {
     ClusterInSync,
     /// Answer to a peer's create check.
     CreateCheck(WireCreateCheck),
+    /// Answer to the replica requests: the receiver's replica state of the namespace after the
+    /// request (`None`: it keeps none, it was never a replica of it).
+    Replica(Option<WireReplica>),
+}
+
+/// A replica's log position: the epoch of the holder that wrote its newest rows, and their
+/// revision (docs/replication.md, "Terms"). Ordered by epoch, then revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WireLogPosition {
+    /// The holder epoch that wrote the newest rows.
+    pub epoch: u64,
+    /// Their revision.
+    pub revision: u64,
+}
+
+/// A replica's durable state of one namespace, as it answers the replica requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReplica {
+    /// It takes nothing from an epoch below this.
+    pub promised: u64,
+    /// How far its copy reaches.
+    pub position: WireLogPosition,
+    /// The holder it last took rows from (or itself, while it holds the namespace).
+    pub holder: String,
+    /// The replica set as that holder last sent it, holder first.
+    pub replicas: Vec<String>,
 }
 
 /// An HTTP request carried between nodes.

@@ -1,0 +1,300 @@
+//! The follower's side of replication: [`Follower::on_append`], [`Follower::on_promise`],
+//! [`Follower::on_state`].
+//!
+//! Storage enforces the fence and the position (`Store::append` refuses an append below the
+//! promise or from another base, in the same transaction that applies it). What this layer
+//! adds is what storage cannot know: who sent the append (the authenticated peer, which must be
+//! the holder named first in the set), whether this node is in the set, whether this node holds
+//! the namespace itself, and when it last heard from its holder (the lease a promise waits
+//! out).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cfgnode_ring::{HolderRecord, Lease};
+use cfgnode_storage::{
+    LogPos, MAX_REPLICAS, ReplicaAppend, ReplicaState, Store, StoreError, TransferOp,
+    validate_namespace, validate_node_id,
+};
+use cfgnode_transport::{WireError, WireLogPosition, WireReplica, codes};
+
+/// The most bytes of rows one append may carry (as a handoff chunk): a full copy of a large
+/// namespace is sent as a handoff-style import first, then one append.
+pub const MAX_APPEND_BYTES: usize = 15 * 1024 * 1024;
+
+/// Why a replica request was refused; each carries the wire code the sender acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaRefusal {
+    /// This node is not in the set, the sender is not its holder, or this node holds the
+    /// namespace itself at that epoch or later.
+    #[error("namespace {namespace:?}: {why}")]
+    NotAReplica {
+        /// The namespace, named so the sender knows which stream failed.
+        namespace: String,
+        /// What did not fit.
+        why: String,
+    },
+    /// The holder this node follows was heard from less than a lease ago.
+    #[error(
+        "namespace {namespace:?}: this replica heard from its holder {ms_ago} ms ago, less than the {lease_ms} ms lease; it promises no new epoch before the lease runs out (retry then)"
+    )]
+    HolderLeased {
+        /// The namespace.
+        namespace: String,
+        /// How long ago the holder was heard from.
+        ms_ago: u64,
+        /// The lease.
+        lease_ms: u64,
+    },
+    /// The request does not decode or names something invalid.
+    #[error("{0}")]
+    Malformed(String),
+    /// Storage refused (fenced, not at the base, already promised, invalid append) or failed.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl ReplicaRefusal {
+    /// The stable wire code (`cfgnode_transport::codes`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplicaRefusal::NotAReplica { .. } => codes::NOT_A_REPLICA,
+            ReplicaRefusal::HolderLeased { .. } => codes::HOLDER_LEASED,
+            ReplicaRefusal::Malformed(_) => codes::MALFORMED,
+            ReplicaRefusal::Storage(e) => crate::error::error_code(e),
+        }
+    }
+}
+
+impl From<ReplicaRefusal> for WireError {
+    fn from(refusal: ReplicaRefusal) -> Self {
+        let code = refusal.code();
+        if code == codes::INTERNAL {
+            tracing::error!(error = %refusal, "internal error answering a replica request");
+        }
+        WireError::new(code, refusal.to_string())
+    }
+}
+
+/// A follower's soft state: when it last took an append for each namespace (the lease), and
+/// the store its durable state lives in.
+#[derive(Debug)]
+pub struct Follower {
+    store: Store,
+    lease: Lease,
+    /// When this node started: a restarted node cannot know when it last heard from a holder
+    /// (maybe just before it went down), so it counts its lease from its start.
+    started: Instant,
+    heard: Mutex<HashMap<String, Instant>>,
+}
+
+impl Follower {
+    /// A follower over `store` with the lease `lease`.
+    pub fn new(store: Store, lease: Lease) -> Follower {
+        Follower {
+            store,
+            lease,
+            started: Instant::now(),
+            heard: Mutex::default(),
+        }
+    }
+
+    /// `ReplicaAppend` from `sender`. `holding` is this node's own holder record of the
+    /// namespace, if its map names it holder. Answers the state after the durable apply.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn on_append(
+        &self,
+        sender: &str,
+        holding: Option<HolderRecord>,
+        namespace: &str,
+        epoch: u64,
+        replicas: Vec<String>,
+        base: Option<WireLogPosition>,
+        to: WireLogPosition,
+        ops: &[u8],
+    ) -> Result<WireReplica, ReplicaRefusal> {
+        validate_namespace(namespace)?;
+        check_set(self.store.node_id(), sender, namespace, &replicas)?;
+        if let Some(record) = holding.filter(|r| r.holder == self.store.node_id())
+            && record.epoch >= epoch
+        {
+            return Err(ReplicaRefusal::NotAReplica {
+                namespace: namespace.to_string(),
+                why: format!(
+                    "this node holds the namespace at epoch {}; an append from {sender:?} at epoch {epoch} is not from its holder",
+                    record.epoch
+                ),
+            });
+        }
+        let ops = decode_ops(ops)?;
+        let state = self
+            .store
+            .append(ReplicaAppend {
+                namespace: namespace.to_string(),
+                epoch,
+                holder: sender.to_string(),
+                replicas,
+                base: base.map(log_pos),
+                to: log_pos(to),
+                ops,
+            })
+            .await?;
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_string(), Instant::now());
+        Ok(wire(state))
+    }
+
+    /// `ReplicaPromise`: take nothing below `epoch` from now on, once the lease from the holder
+    /// this node follows has run out. Durable before the answer.
+    pub async fn on_promise(
+        &self,
+        namespace: &str,
+        epoch: u64,
+    ) -> Result<WireReplica, ReplicaRefusal> {
+        validate_namespace(namespace)?;
+        let heard = self
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.started);
+        let since = u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Millis on this node's monotonic clock, counted from `heard` (0): only the rate of the
+        // clock matters.
+        if !self.lease.follower_may_promise(Some(0), since) {
+            return Err(ReplicaRefusal::HolderLeased {
+                namespace: namespace.to_string(),
+                ms_ago: since,
+                lease_ms: self.lease.duration_ms(),
+            });
+        }
+        Ok(wire(self.store.promise(namespace, epoch).await?))
+    }
+
+    /// `ReplicaState`: this node's durable replica state of `namespace`, if any.
+    pub fn on_state(&self, namespace: &str) -> Result<Option<WireReplica>, ReplicaRefusal> {
+        validate_namespace(namespace)?;
+        Ok(self.store.replica(namespace)?.map(wire))
+    }
+}
+
+/// The set must name the sender first (the holder) and this node among the others.
+fn check_set(
+    me: &str,
+    sender: &str,
+    namespace: &str,
+    replicas: &[String],
+) -> Result<(), ReplicaRefusal> {
+    if replicas.len() > MAX_REPLICAS {
+        return Err(ReplicaRefusal::Malformed(format!(
+            "a replica set of {} nodes; at most {MAX_REPLICAS}",
+            replicas.len()
+        )));
+    }
+    for node in replicas {
+        validate_node_id(node)?;
+    }
+    let not_a_replica = |why: String| ReplicaRefusal::NotAReplica {
+        namespace: namespace.to_string(),
+        why,
+    };
+    if replicas.first().map(String::as_str) != Some(sender) {
+        return Err(not_a_replica(format!(
+            "the sender {sender:?} is not the first member (the holder) of the replica set it sent"
+        )));
+    }
+    if !replicas[1..].iter().any(|node| node == me) {
+        return Err(not_a_replica(format!(
+            "this node ({me}) is not a follower in the replica set {replicas:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The rows of an append: node-defined bincode of transfer ops, as in a handoff chunk.
+fn decode_ops(bytes: &[u8]) -> Result<Vec<TransferOp>, ReplicaRefusal> {
+    let config = bincode::config::standard().with_limit::<MAX_APPEND_BYTES>();
+    let (ops, used): (Vec<TransferOp>, usize) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| ReplicaRefusal::Malformed(format!("malformed append rows: {e}")))?;
+    if used != bytes.len() {
+        return Err(ReplicaRefusal::Malformed(
+            "trailing bytes after an append's rows".to_string(),
+        ));
+    }
+    Ok(ops)
+}
+
+fn log_pos(position: WireLogPosition) -> LogPos {
+    LogPos::new(position.epoch, position.revision)
+}
+
+fn wire(state: ReplicaState) -> WireReplica {
+    WireReplica {
+        promised: state.promised,
+        position: WireLogPosition {
+            epoch: state.position.epoch,
+            revision: state.position.revision,
+        },
+        holder: state.holder,
+        replicas: state.replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(nodes: &[&str]) -> Vec<String> {
+        nodes.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_set_must_name_the_sender_first_and_this_node_after_it() {
+        assert!(check_set("b", "a", "ns", &set(&["a", "b", "c"])).is_ok());
+        for (sender, replicas) in [
+            ("a", set(&["b", "a", "c"])), // the sender is not the holder
+            ("a", set(&["a", "c"])),      // this node is not in the set
+            ("a", set(&["a"])),           // a set of one has no follower
+            ("a", set(&[])),
+            ("b", set(&["b", "b"])), // this node as its own holder and follower
+        ] {
+            let refused = check_set("b", sender, "ns", &replicas);
+            assert!(
+                matches!(
+                    refused,
+                    Err(ReplicaRefusal::NotAReplica { .. }) | Err(ReplicaRefusal::Storage(_))
+                ),
+                "{sender} {replicas:?}: {refused:?}"
+            );
+        }
+        let huge: Vec<String> = (0..=MAX_REPLICAS).map(|i| format!("n{i}")).collect();
+        assert!(matches!(
+            check_set("n1", "n0", "ns", &huge),
+            Err(ReplicaRefusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_rows_are_refused() {
+        assert!(matches!(
+            decode_ops(&[0xff, 0xff, 0xff]),
+            Err(ReplicaRefusal::Malformed(_))
+        ));
+        let ops = bincode::serde::encode_to_vec(
+            vec![TransferOp::ClearNamespace],
+            bincode::config::standard(),
+        )
+        .expect("encode");
+        let mut trailing = ops.clone();
+        trailing.push(0);
+        assert!(decode_ops(&ops).is_ok());
+        assert!(matches!(
+            decode_ops(&trailing),
+            Err(ReplicaRefusal::Malformed(_))
+        ));
+    }
+}
