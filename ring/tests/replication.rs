@@ -7,6 +7,9 @@
 //! revision) and whether it holds the namespace (and since which position); a crash loses its
 //! [`Progress`], [`Election`], fetch and the writes it was waiting on. A write is
 //! acknowledged when [`Progress::committed`] reaches its revision at the holder that wrote it.
+//! A holder sends each follower what [`sync_plan`] says from the position it knows; a follower
+//! it has not heard from since it began holding is probed with rows from its epoch start, and
+//! the refusal (`not_my_position`) tells it where the follower really is.
 //!
 //! Checked after every step:
 //!
