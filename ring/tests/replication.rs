@@ -7,6 +7,9 @@
 //! revision) and whether it holds the namespace (and since which position); a crash loses its
 //! [`Progress`], [`Election`], fetch and the writes it was waiting on. A write is
 //! acknowledged when [`Progress::committed`] reaches its revision at the holder that wrote it.
+//! A holder sends each follower what [`sync_plan`] says from the position it knows; a follower
+//! it has not heard from since it began holding is probed with rows from its epoch start, and
+//! the refusal (`not_my_position`) tells it where the follower really is.
 //!
 //! Checked after every step:
 //!
@@ -16,7 +19,9 @@
 //! - (b) every acknowledged write is, at the same revision with the same value, in the log of
 //!   a majority of nodes, and in the log of every node that later wins an election and
 //!   completes its fetch;
-//! - (c) no node takes an append below its promise.
+//! - (c) no node takes an append below its promise;
+//! - (d) two nodes at the same epoch hold the same log up to the lower of their revisions
+//!   (one writer per epoch: what `sync_plan` and `Progress::committed` rest on).
 //!
 //! The rules the protocol specifies are written out again here ([`expected_append`],
 //! [`expected_promise`], [`majority`], [`expected_source`]) and compared with the crate's at
@@ -189,6 +194,9 @@ struct Node {
     pending: Vec<Write>,
     running: Option<Running>,
     fetching: Option<Fetching>,
+    /// The followers whose answer this holder has had since it (re)started holding: the
+    /// others are probed.
+    heard: BTreeSet<usize>,
 }
 
 impl Node {
@@ -202,6 +210,7 @@ impl Node {
             pending: Vec::new(),
             running: None,
             fetching: None,
+            heard: BTreeSet::new(),
         }
     }
 
@@ -210,6 +219,7 @@ impl Node {
         self.pending.clear();
         self.running = None;
         self.fetching = None;
+        self.heard.clear();
     }
 }
 
@@ -224,6 +234,11 @@ struct Stats {
     won_after_acks: usize,
     rows_sent: usize,
     copies_sent: usize,
+    /// Full copies to a follower known to be off the holder's log (not merely unknown).
+    divergent_copies: usize,
+    /// Of which to a follower past the holder's start in the start's own epoch: an older
+    /// holder's unacknowledged tail.
+    tail_copies: usize,
     fenced: usize,
     not_my_position: usize,
     stale_copy: usize,
@@ -339,6 +354,7 @@ impl Model {
         n.holding = None;
         n.progress = None;
         n.pending.clear();
+        n.heard.clear();
     }
 
     /// `node` (promised `epoch`, its log complete) becomes holder: it relabels its log at
@@ -392,17 +408,34 @@ impl Model {
         let (Some(progress), Some(holding)) = (&n.progress, n.holding) else {
             return;
         };
-        let known = progress
-            .position(&self.ids[follower])
-            .expect("a follower of the set");
+        // A follower not heard from yet is probed from where the holder started (where most
+        // followers are after an election); its refusal names its real position otherwise.
+        let heard = n.heard.contains(&follower);
+        let known = if heard {
+            progress
+                .position(&self.ids[follower])
+                .expect("a follower of the set")
+        } else {
+            holding.start
+        };
         let now = n.state.position;
         let (base, entries) = match sync_plan(holding.start, now, known) {
             SyncPlan::Rows { from_revision } => {
                 self.stats.rows_sent += 1;
-                (Some(known), n.log[from_revision as usize..].to_vec())
+                let rows = n
+                    .log
+                    .get(from_revision as usize..)
+                    .expect("rows start within the holder's log");
+                (Some(known), rows.to_vec())
             }
             SyncPlan::FullCopy => {
                 self.stats.copies_sent += 1;
+                if known != LogPosition::ZERO {
+                    self.stats.divergent_copies += 1;
+                }
+                if known.epoch == holding.start.epoch && known.revision > holding.start.revision {
+                    self.stats.tail_copies += 1;
+                }
                 (None, n.log.clone())
             }
         };
@@ -688,12 +721,14 @@ impl Model {
         answer: Result<LogPosition, AppendRefusal>,
     ) -> Result<(), TestCaseError> {
         let follower = self.ids[from].clone();
-        let Some(progress) = &mut self.nodes[to].progress else {
+        let n = &mut self.nodes[to];
+        let Some(progress) = &mut n.progress else {
             return Ok(());
         };
         if progress.epoch() != epoch {
             return Ok(());
         }
+        n.heard.insert(from);
         match answer {
             Ok(position) => {
                 progress.record(&follower, position);
@@ -996,6 +1031,25 @@ impl Model {
             );
             prop_assert!(node.log.last().is_none_or(|e| e.0 <= s.position.epoch));
         }
+        // (d) One writer per epoch: two replicas at the same epoch share their log up to the
+        // lower revision (what `sync_plan` and `committed` rely on).
+        for (i, a) in self.nodes.iter().enumerate() {
+            for (j, b) in self.nodes.iter().enumerate().skip(i + 1) {
+                let (pa, pb) = (a.state.position, b.state.position);
+                if pa.epoch == pb.epoch {
+                    let common = pa.revision.min(pb.revision) as usize;
+                    prop_assert_eq!(
+                        &a.log[..common],
+                        &b.log[..common],
+                        "n{} at {} and n{} at {} differ",
+                        i,
+                        pa,
+                        j,
+                        pb
+                    );
+                }
+            }
+        }
         // (b) Every acknowledged write stays on a majority of logs.
         for (revision, entry) in &self.acked {
             let holders = self
@@ -1065,6 +1119,8 @@ fn the_schedules_reach_every_rule() {
         total.won_after_acks += stats.won_after_acks;
         total.rows_sent += stats.rows_sent;
         total.copies_sent += stats.copies_sent;
+        total.divergent_copies += stats.divergent_copies;
+        total.tail_copies += stats.tail_copies;
         total.fenced += stats.fenced;
         total.not_my_position += stats.not_my_position;
         total.stale_copy += stats.stale_copy;
@@ -1083,6 +1139,8 @@ fn the_schedules_reach_every_rule() {
         won_after_acks,
         rows_sent,
         copies_sent,
+        divergent_copies,
+        tail_copies,
         fenced,
         not_my_position,
         stale_copy,
@@ -1100,6 +1158,8 @@ fn the_schedules_reach_every_rule() {
         ("won_after_acks", won_after_acks),
         ("rows_sent", rows_sent),
         ("copies_sent", copies_sent),
+        ("divergent_copies", divergent_copies),
+        ("tail_copies", tail_copies),
         ("fenced", fenced),
         ("not_my_position", not_my_position),
         ("stale_copy", stale_copy),
