@@ -55,6 +55,7 @@ pub fn error_code(error: &StoreError) -> &'static str {
         StoreError::Fenced { .. } => codes::FENCED,
         StoreError::AlreadyPromised { .. } => codes::ALREADY_PROMISED,
         StoreError::NotMyPosition { .. } => codes::NOT_MY_POSITION,
+        StoreError::StaleCopy { .. } => codes::STALE_COPY,
         StoreError::InvalidAppend(_) => codes::INVALID_APPEND,
         StoreError::WriterStopped => codes::UNAVAILABLE,
         StoreError::NodeIdMismatch { .. }

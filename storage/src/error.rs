@@ -195,6 +195,19 @@ pub enum StoreError {
         /// Where the sender believed it was.
         base: crate::replica::LogPos,
     },
+    /// A full copy would move this replica back: a late or repeated copy from before writes
+    /// the replica already took (and the holder may have counted towards a quorum).
+    #[error(
+        "namespace {namespace:?}: this replica is at {mine}; a full copy to {to} would move it back and drop rows it already took; build the copy from a newer read of your store"
+    )]
+    StaleCopy {
+        /// The namespace.
+        namespace: String,
+        /// Where this replica's copy is.
+        mine: crate::replica::LogPos,
+        /// Where the copy would leave it.
+        to: crate::replica::LogPos,
+    },
     /// An append contradicts itself (its epoch, its full-copy rows, its target position);
     /// nothing was written.
     #[error("invalid append: {0}")]

@@ -263,6 +263,13 @@ pub(crate) fn check_append(
             base,
         });
     }
+    if append.base.is_none() && append.to < mine {
+        return Err(StoreError::StaleCopy {
+            namespace: ns.to_string(),
+            mine,
+            to: append.to,
+        });
+    }
     let after = revision_after(ns, namespace.map_or(0, |s| s.revision), &append.ops)?;
     if after != append.to.revision {
         return Err(StoreError::InvalidAppend(format!(

@@ -607,3 +607,26 @@ async fn a_garbled_replica_record_is_a_clear_error() {
     b.put(put("app", "k", "2")).await.expect("put");
     assert_eq!(revision(&b, "app"), 2);
 }
+
+#[tokio::test]
+async fn a_late_full_copy_cannot_move_a_follower_back() {
+    let dir = TempDir::new().expect("temp dir");
+    let (a, b, at) = holder_and_follower(&dir).await;
+    // A full copy read now, then more writes that reach the follower as rows...
+    let late = full_copy(&a, "app", 2);
+    a.put(put("app", "k9", "after the copy"))
+        .await
+        .expect("put");
+    b.append(changes(&a, "app", 2, at)).await.expect("rows");
+    let before = fingerprint(&b, "app");
+    // ...then the copy arrives late (a retry, a duplicate): refused, nothing changes.
+    let refused = b.append(late).await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleCopy { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(fingerprint(&b, "app"), before);
+    // A fresh full copy at or past the follower's position is still taken.
+    b.append(full_copy(&a, "app", 2)).await.expect("fresh copy");
+    assert_eq!(fingerprint(&b, "app"), fingerprint(&a, "app"));
+}

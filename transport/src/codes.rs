@@ -44,6 +44,9 @@ pub const ALREADY_PROMISED: &str = "already_promised";
 pub const NOT_MY_POSITION: &str = "not_my_position";
 /// An append contradicts itself (epoch, full copy, target revision) (replication).
 pub const INVALID_APPEND: &str = "invalid_append";
+/// A full copy would move a replica back to before rows it already took (a late or repeated
+/// copy) (replication).
+pub const STALE_COPY: &str = "stale_copy";
 /// The receiver of an append is not in the sender's replica set, or the sender is not its
 /// first member, or the receiver holds the namespace itself at that epoch or a later one
 /// (replication).
@@ -167,6 +170,7 @@ pub const ALL: &[&str] = &[
     ALREADY_PROMISED,
     NOT_MY_POSITION,
     INVALID_APPEND,
+    STALE_COPY,
     NOT_A_REPLICA,
     HOLDER_LEASED,
     UNEXPECTED_RESPONSE,
@@ -234,7 +238,8 @@ pub fn http_status(code: &str) -> u16 {
         BACKEND_UNAVAILABLE => 502,
         UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
-        FENCED | ALREADY_PROMISED | NOT_MY_POSITION | NOT_A_REPLICA | HOLDER_LEASED => 409,
+        FENCED | ALREADY_PROMISED | NOT_MY_POSITION | STALE_COPY | NOT_A_REPLICA
+        | HOLDER_LEASED => 409,
         INTERNAL | UNEXPECTED_RESPONSE => 500,
         UPSTREAM_ERROR => 502,
         c if c.ends_with("_not_found") => 404,
