@@ -195,8 +195,14 @@ fn check_set(
             replicas.len()
         )));
     }
+    let mut seen = std::collections::BTreeSet::new();
     for node in replicas {
         validate_node_id(node)?;
+        if !seen.insert(node.as_str()) {
+            return Err(ReplicaRefusal::Malformed(format!(
+                "node {node:?} is twice in the replica set {replicas:?}"
+            )));
+        }
     }
     let not_a_replica = |why: String| ReplicaRefusal::NotAReplica {
         namespace: namespace.to_string(),
@@ -207,7 +213,7 @@ fn check_set(
             "the sender {sender:?} is not the first member (the holder) of the replica set it sent"
         )));
     }
-    if !replicas[1..].iter().any(|node| node == me) {
+    if sender == me || !replicas[1..].iter().any(|node| node == me) {
         return Err(not_a_replica(format!(
             "this node ({me}) is not a follower in the replica set {replicas:?}"
         )));
@@ -266,7 +272,9 @@ mod tests {
             assert!(
                 matches!(
                     refused,
-                    Err(ReplicaRefusal::NotAReplica { .. }) | Err(ReplicaRefusal::Storage(_))
+                    Err(ReplicaRefusal::NotAReplica { .. })
+                        | Err(ReplicaRefusal::Storage(_))
+                        | Err(ReplicaRefusal::Malformed(_))
                 ),
                 "{sender} {replicas:?}: {refused:?}"
             );
