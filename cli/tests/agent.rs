@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cfgnode_tests::Receiver;
@@ -15,18 +15,8 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn cli(node: &Node, args: &[&str]) -> Output {
-    command(&node.launch.root)
-        .args(args)
-        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .expect("run cfgnode")
-}
-
 fn set(node: &Node, key: &str, value: &str) {
-    let out = cli(node, &["set", "shop", key, value]);
+    let out = node.cli(&["set", "shop", key, value]);
     assert!(
         out.status.success(),
         "{}",
@@ -132,7 +122,7 @@ async fn the_agent_keeps_its_file_worker_and_command_in_sync_across_a_node_crash
         assert!(Instant::now() < end, "agent not listed: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let table = cli(&node, &["agents"]);
+    let table = node.cli(&["agents"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("test-agent"));
 
     // The node crashes and comes back on the same address: the agent carries on.
@@ -175,21 +165,18 @@ async fn env_format_once_and_bad_flags() {
     set(&node, "app/db-url", "postgres://x");
     set(&node, "app/port", "8080");
     let env = dir.path().join("app.env");
-    let once = cli(
-        &node,
-        &[
-            "agent",
-            "--namespace",
-            "shop",
-            "--prefix",
-            "app/",
-            "--format",
-            "env",
-            "--once",
-            "--out",
-            env.to_str().expect("path"),
-        ],
-    );
+    let once = node.cli(&[
+        "agent",
+        "--namespace",
+        "shop",
+        "--prefix",
+        "app/",
+        "--format",
+        "env",
+        "--once",
+        "--out",
+        env.to_str().expect("path"),
+    ]);
     assert!(
         once.status.success(),
         "{}",
@@ -201,32 +188,26 @@ async fn env_format_once_and_bad_flags() {
     );
     // Nothing to do: usage error.
     assert_eq!(
-        cli(&node, &["agent", "--namespace", "shop"]).status.code(),
+        node.cli(&["agent", "--namespace", "shop"]).status.code(),
         Some(2)
     );
     // Raw with several keys: refused with the reason, exit 1.
-    let raw = cli(
-        &node,
-        &[
-            "agent",
-            "--namespace",
-            "shop",
-            "--prefix",
-            "app/",
-            "--format",
-            "raw",
-            "--once",
-            "--out",
-            "raw.bin",
-        ],
-    );
+    let raw = node.cli(&[
+        "agent",
+        "--namespace",
+        "shop",
+        "--prefix",
+        "app/",
+        "--format",
+        "raw",
+        "--once",
+        "--out",
+        "raw.bin",
+    ]);
     assert_eq!(raw.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&raw.stderr).contains("exactly one"));
     // A bad namespace: the node's reason, exit 1.
-    let bad = cli(
-        &node,
-        &["agent", "--namespace", "Bad", "--once", "--out", "x.json"],
-    );
+    let bad = node.cli(&["agent", "--namespace", "Bad", "--once", "--out", "x.json"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
 }
@@ -242,7 +223,7 @@ async fn the_out_file_keeps_its_mode_and_a_symlink_needs_follow_symlinks() {
         let mut args = vec!["agent", "--namespace", "shop", "--once", "--out"];
         args.push(out.to_str().expect("path"));
         args.extend_from_slice(extra);
-        cli(&node, &args)
+        node.cli(&args)
     };
     let mode = |path: &Path| std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
 

@@ -6,71 +6,35 @@ mod common;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{Launch, Node, command};
-
-/// Runs `cfgnode ARGS --addr QUIC --data-dir DIR` (the local node's token and certificate).
-fn cli(node: &Node, args: &[&str]) -> Output {
-    cli_with(node, args, &[])
-}
-
-fn cli_with(node: &Node, args: &[&str], extra: &[&str]) -> Output {
-    command(&node.launch.root)
-        .args(args)
-        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .args(extra)
-        .output()
-        .expect("run cfgnode")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use common::{Launch, Node, assert_exit, command, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_commands_and_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(&Launch::new(dir.path())).await;
 
-    let set = cli(
-        &node,
-        &[
-            "set",
-            "shop",
-            "db/config",
-            r#"{"port":1}"#,
-            "--codec",
-            "json",
-        ],
-    );
+    let set = node.cli(&[
+        "set",
+        "shop",
+        "db/config",
+        r#"{"port":1}"#,
+        "--codec",
+        "json",
+    ]);
     assert_exit(&set, 0);
     assert_eq!(stdout(&set).trim(), "shop/db/config version 1 revision 1");
     assert_exit(
-        &cli(
-            &node,
-            &[
-                "set",
-                "shop",
-                "db/config",
-                r#"{"port":2}"#,
-                "--codec",
-                "json",
-            ],
-        ),
+        &node.cli(&[
+            "set",
+            "shop",
+            "db/config",
+            r#"{"port":2}"#,
+            "--codec",
+            "json",
+        ]),
         0,
     );
-    let get = cli(&node, &["get", "shop", "db/config"]);
+    let get = node.cli(&["get", "shop", "db/config"]);
     assert_exit(&get, 0);
     assert_eq!(
         stdout(&get),
@@ -78,46 +42,39 @@ async fn data_commands_and_exit_codes() {
         "text output is the bare value"
     );
     let json: serde_json::Value = serde_json::from_slice(
-        &cli(&node, &["get", "shop", "db/config", "--output", "json"]).stdout,
+        &node
+            .cli(&["get", "shop", "db/config", "--output", "json"])
+            .stdout,
     )
     .expect("json output");
     assert_eq!(json["version"], 2);
     assert_eq!(json["codec"], "json");
 
     // Exit codes: 3 not found, 4 conflict, 1 invalid, 2 usage.
-    assert_exit(&cli(&node, &["get", "shop", "missing"]), 3);
+    assert_exit(&node.cli(&["get", "shop", "missing"]), 3);
+    assert_exit(&node.cli(&["set", "shop", "db/config", "x", "--create"]), 4);
     assert_exit(
-        &cli(&node, &["set", "shop", "db/config", "x", "--create"]),
+        &node.cli(&["set", "shop", "db/config", "x", "--if-version", "1"]),
         4,
     );
+    assert_exit(&node.cli(&["set", "shop", "new", "x", "--update"]), 4);
     assert_exit(
-        &cli(
-            &node,
-            &["set", "shop", "db/config", "x", "--if-version", "1"],
-        ),
-        4,
-    );
-    assert_exit(&cli(&node, &["set", "shop", "new", "x", "--update"]), 4);
-    assert_exit(
-        &cli(&node, &["set", "shop", "bad", "{nope", "--codec", "json"]),
+        &node.cli(&["set", "shop", "bad", "{nope", "--codec", "json"]),
         1,
     );
-    assert_exit(&cli(&node, &["set", "shop", "k"]), 2);
-    assert_exit(&cli(&node, &["get", "shop"]), 2);
+    assert_exit(&node.cli(&["set", "shop", "k"]), 2);
+    assert_exit(&node.cli(&["get", "shop"]), 2);
     assert_exit(
-        &cli(
-            &node,
-            &[
-                "set",
-                "shop",
-                "db/config",
-                r#"{"port":3}"#,
-                "--codec",
-                "json",
-                "--if-version",
-                "2",
-            ],
-        ),
+        &node.cli(&[
+            "set",
+            "shop",
+            "db/config",
+            r#"{"port":3}"#,
+            "--codec",
+            "json",
+            "--if-version",
+            "2",
+        ]),
         0,
     );
 
@@ -125,21 +82,18 @@ async fn data_commands_and_exit_codes() {
     let file = dir.path().join("value.yaml");
     std::fs::write(&file, "a: 1\n").expect("write");
     assert_exit(
-        &cli(
-            &node,
-            &[
-                "set",
-                "shop",
-                "from-file",
-                "--codec",
-                "yaml",
-                "--file",
-                file.to_str().expect("utf8"),
-            ],
-        ),
+        &node.cli(&[
+            "set",
+            "shop",
+            "from-file",
+            "--codec",
+            "yaml",
+            "--file",
+            file.to_str().expect("utf8"),
+        ]),
         0,
     );
-    assert_eq!(stdout(&cli(&node, &["get", "shop", "from-file"])), "a: 1\n");
+    assert_eq!(stdout(&node.cli(&["get", "shop", "from-file"])), "a: 1\n");
     let mut piped = command(dir.path())
         .args([
             "set",
@@ -166,10 +120,10 @@ async fn data_commands_and_exit_codes() {
             .expect("write");
     }
     assert!(piped.wait().expect("wait").success());
-    assert_eq!(stdout(&cli(&node, &["get", "shop", "from-stdin"])), "piped");
+    assert_eq!(stdout(&node.cli(&["get", "shop", "from-stdin"])), "piped");
 
     // Listings, history, diff, snapshot, aliases, codecs.
-    let ls = stdout(&cli(&node, &["ls", "shop"]));
+    let ls = stdout(&node.cli(&["ls", "shop"]));
     assert_eq!(ls.lines().count(), 3, "{ls}");
     assert!(
         ls.lines()
@@ -177,7 +131,7 @@ async fn data_commands_and_exit_codes() {
             .is_some_and(|l| l.starts_with("db/config\tv3\tjson")),
         "{ls}"
     );
-    let history = stdout(&cli(&node, &["history", "shop", "db/config"]));
+    let history = stdout(&node.cli(&["history", "shop", "db/config"]));
     assert_eq!(
         history
             .lines()
@@ -186,52 +140,52 @@ async fn data_commands_and_exit_codes() {
         ["v3", "v2", "v1"]
     );
     assert_eq!(
-        stdout(&cli(&node, &["diff", "shop", "db/config", "1", "3"])).trim(),
+        stdout(&node.cli(&["diff", "shop", "db/config", "1", "3"])).trim(),
         "~ /port: 1 -> 3"
     );
-    assert_exit(&cli(&node, &["diff", "shop", "db/config", "1", "9"]), 3);
+    assert_exit(&node.cli(&["diff", "shop", "db/config", "1", "9"]), 3);
     let snapshot: serde_json::Value =
-        serde_json::from_slice(&cli(&node, &["snapshot", "shop", "--output", "json"]).stdout)
+        serde_json::from_slice(&node.cli(&["snapshot", "shop", "--output", "json"]).stdout)
             .expect("json");
     let etag = snapshot["etag"].as_str().expect("etag").to_string();
     assert_eq!(snapshot["entries"].as_array().map(Vec::len), Some(3));
-    let unchanged = cli(&node, &["snapshot", "shop", "--if-none-match", &etag]);
+    let unchanged = node.cli(&["snapshot", "shop", "--if-none-match", &etag]);
     assert!(
         stdout(&unchanged).starts_with("not modified"),
         "{}",
         stdout(&unchanged)
     );
     assert_exit(
-        &cli(&node, &["alias", "set", "shop", "current", "db/config"]),
+        &node.cli(&["alias", "set", "shop", "current", "db/config"]),
         0,
     );
     assert_eq!(
-        stdout(&cli(&node, &["alias", "ls", "shop"])).trim(),
+        stdout(&node.cli(&["alias", "ls", "shop"])).trim(),
         "current -> db/config"
     );
     assert_eq!(
-        stdout(&cli(&node, &["get", "shop", "current"])),
+        stdout(&node.cli(&["get", "shop", "current"])),
         r#"{"port":3}"#
     );
     assert_exit(
-        &cli(&node, &["alias", "set", "shop", "current", "from-file"]),
+        &node.cli(&["alias", "set", "shop", "current", "from-file"]),
         4,
     );
-    assert_exit(&cli(&node, &["alias", "rm", "shop", "current"]), 0);
-    assert_exit(&cli(&node, &["alias", "get", "shop", "current"]), 3);
-    assert!(stdout(&cli(&node, &["namespaces"])).starts_with("shop\t3 keys"));
-    assert!(stdout(&cli(&node, &["codecs"])).contains("toml"));
+    assert_exit(&node.cli(&["alias", "rm", "shop", "current"]), 0);
+    assert_exit(&node.cli(&["alias", "get", "shop", "current"]), 3);
+    assert!(stdout(&node.cli(&["namespaces"])).starts_with("shop\t3 keys"));
+    assert!(stdout(&node.cli(&["codecs"])).contains("toml"));
 
     assert_exit(
-        &cli(&node, &["del", "shop", "db/config", "--if-version", "1"]),
+        &node.cli(&["del", "shop", "db/config", "--if-version", "1"]),
         4,
     );
-    assert_exit(&cli(&node, &["del", "shop", "db/config"]), 0);
-    assert_exit(&cli(&node, &["del", "shop", "db/config"]), 3);
+    assert_exit(&node.cli(&["del", "shop", "db/config"]), 0);
+    assert_exit(&node.cli(&["del", "shop", "db/config"]), 3);
 
     // Wrong token, unreachable node, no way to verify the node.
     assert_exit(
-        &cli_with(&node, &["get", "shop", "k"], &["--token", "wrong-token"]),
+        &node.cli_with(&["get", "shop", "k"], &["--token", "wrong-token"]),
         1,
     );
     let unreachable = command(dir.path())
@@ -268,22 +222,19 @@ async fn data_commands_and_exit_codes() {
 async fn bench_prints_throughput_and_percentiles() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(&Launch::new(dir.path())).await;
-    let out = cli(
-        &node,
-        &[
-            "bench",
-            "--duration",
-            "1s",
-            "--concurrency",
-            "4",
-            "--op",
-            "mixed",
-            "--keys",
-            "10",
-            "--namespaces",
-            "2",
-        ],
-    );
+    let out = node.cli(&[
+        "bench",
+        "--duration",
+        "1s",
+        "--concurrency",
+        "4",
+        "--op",
+        "mixed",
+        "--keys",
+        "10",
+        "--namespaces",
+        "2",
+    ]);
     assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(
@@ -363,14 +314,14 @@ async fn mutual_tls_with_two_commands() {
         "--key",
         path(&ops_key),
     ];
-    assert_exit(&cli_with(&node, &["set", "secure", "k", "v"], &member), 0);
+    assert_exit(&node.cli_with(&["set", "secure", "k", "v"], &member), 0);
     assert_eq!(
-        stdout(&cli_with(&node, &["get", "secure", "k"], &member)),
+        stdout(&node.cli_with(&["get", "secure", "k"], &member)),
         "v"
     );
     // A client with the CA but no certificate of its own is refused at the handshake.
     assert_exit(
-        &cli_with(&node, &["get", "secure", "k"], &["--ca", path(&ca_pem)]),
+        &node.cli_with(&["get", "secure", "k"], &["--ca", path(&ca_pem)]),
         1,
     );
 }
@@ -379,12 +330,12 @@ async fn mutual_tls_with_two_commands() {
 async fn watch_prints_every_change_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(&Launch::new(dir.path())).await;
-    assert_exit(&cli(&node, &["set", "shop", "a", "1"]), 0);
-    assert_exit(&cli(&node, &["set", "shop", "other/b", "2"]), 0);
-    assert_exit(&cli(&node, &["del", "shop", "a"]), 0);
+    assert_exit(&node.cli(&["set", "shop", "a", "1"]), 0);
+    assert_exit(&node.cli(&["set", "shop", "other/b", "2"]), 0);
+    assert_exit(&node.cli(&["del", "shop", "a"]), 0);
 
     // From the start of the log: the three changes, in order, then exit.
-    let replay = cli(&node, &["watch", "shop", "--after", "0", "--count", "3"]);
+    let replay = node.cli(&["watch", "shop", "--after", "0", "--count", "3"]);
     assert_exit(&replay, 0);
     assert_eq!(
         stdout(&replay).lines().collect::<Vec<_>>(),
@@ -407,8 +358,8 @@ async fn watch_prints_every_change_in_order() {
     // Written repeatedly until the watch (which starts "from now") has seen one and exited.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        assert_exit(&cli(&node, &["set", "shop", "a", "x"]), 0);
-        assert_exit(&cli(&node, &["set", "shop", "other/c", "3"]), 0);
+        assert_exit(&node.cli(&["set", "shop", "a", "x"]), 0);
+        assert_exit(&node.cli(&["set", "shop", "other/c", "3"]), 0);
         if let Some(status) = live.try_wait().expect("wait") {
             break status;
         }
@@ -426,8 +377,8 @@ async fn watch_prints_every_change_in_order() {
     assert_eq!(doc["key"], "other/c");
     assert_eq!(doc["type"], "set");
 
-    let bad = cli(&node, &["watch", "Bad Name"]);
+    let bad = node.cli(&["watch", "Bad Name"]);
     assert_exit(&bad, 1);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_watch"));
-    assert_exit(&cli(&node, &["watch"]), 2);
+    assert_exit(&node.cli(&["watch"]), 2);
 }

@@ -9,21 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{Launch, Node, command, run_to_exit};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use common::{Launch, Node, assert_exit, command, run_to_exit, stdout};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf8 path")

@@ -5,52 +5,17 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{EXIT_DEADLINE, KillOnDrop, Launch, Node, command, poll_until, send_signal};
+use common::{
+    EXIT_DEADLINE, KillOnDrop, Launch, Node, assert_exit, command, poll_until, send_signal, stderr,
+    stdout,
+};
 use reqwest::Method;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// Runs `cfgnode ARGS --addr QUIC --data-dir DIR` (the local node's token and certificate).
-fn cli(node: &Node, args: &[&str]) -> Output {
-    command(&node.launch.root)
-        .args(args)
-        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .expect("run cfgnode")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// Runs a command with `--output json`, expects exit 0, and parses its output.
-fn cli_json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--output", "json"]);
-    let out = cli(node, &all);
-    assert_exit(&out, 0);
-    serde_json::from_slice(&out.stdout).expect("json output")
-}
 
 /// The instance names of an `instances --output json` answer.
 fn names(view: &Value) -> Vec<String> {
@@ -91,48 +56,42 @@ async fn register_list_and_deregister_with_flags() {
     let backend = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a backend");
     let check = format!("tcp://{}", backend.local_addr().expect("addr"));
 
-    let registered = cli_json(
-        &node,
-        &[
-            "register",
-            "shop",
-            "web",
-            "w1",
-            "--endpoint",
-            "http://10.0.0.5:8080",
-            "--endpoint",
-            "admin=grpc://10.0.0.5:9090",
-            "--tag",
-            "v2",
-            "--tag",
-            "canary",
-            "--meta",
-            "zone=eu-1",
-            "--check",
-            &check,
-            "--interval",
-            "200ms",
-            "--check-timeout",
-            "100ms",
-            "--unhealthy-after",
-            "2",
-            "--healthy-after",
-            "1",
-        ],
-    );
+    let registered = node.cli_json(&[
+        "register",
+        "shop",
+        "web",
+        "w1",
+        "--endpoint",
+        "http://10.0.0.5:8080",
+        "--endpoint",
+        "admin=grpc://10.0.0.5:9090",
+        "--tag",
+        "v2",
+        "--tag",
+        "canary",
+        "--meta",
+        "zone=eu-1",
+        "--check",
+        &check,
+        "--interval",
+        "200ms",
+        "--check-timeout",
+        "100ms",
+        "--unhealthy-after",
+        "2",
+        "--healthy-after",
+        "1",
+    ]);
     assert_eq!(registered["created"], true);
     assert_eq!(registered["status"], "unknown", "checked, not decided yet");
-    let plain = cli(
-        &node,
-        &[
-            "register",
-            "shop",
-            "web",
-            "w2",
-            "--endpoint",
-            "http://10.0.0.6:8080",
-        ],
-    );
+    let plain = node.cli(&[
+        "register",
+        "shop",
+        "web",
+        "w2",
+        "--endpoint",
+        "http://10.0.0.6:8080",
+    ]);
     assert_exit(&plain, 0);
     assert!(
         stdout(&plain).starts_with("shop/web/w2 registered status healthy"),
@@ -140,7 +99,7 @@ async fn register_list_and_deregister_with_flags() {
         stdout(&plain)
     );
 
-    let view = cli_json(&node, &["instances", "shop", "web"]);
+    let view = node.cli_json(&["instances", "shop", "web"]);
     assert_eq!(names(&view), ["w1", "w2"]);
     let w1 = &view["instances"][0];
     assert_eq!(
@@ -159,22 +118,22 @@ async fn register_list_and_deregister_with_flags() {
     );
     // The check runs with those flags: w1 turns healthy.
     poll_until("w1's tcp check passes", DEADLINE, || async {
-        let healthy = cli_json(&node, &["instances", "shop", "web", "--status", "healthy"]);
+        let healthy = node.cli_json(&["instances", "shop", "web", "--status", "healthy"]);
         (names(&healthy) == ["w1", "w2"]).then_some(())
     })
     .await;
-    let canary = cli_json(&node, &["instances", "shop", "web", "--tag", "canary"]);
+    let canary = node.cli_json(&["instances", "shop", "web", "--tag", "canary"]);
     assert_eq!(names(&canary), ["w1"]);
-    let grpc = cli_json(&node, &["instances", "shop", "web", "--protocol", "grpc"]);
+    let grpc = node.cli_json(&["instances", "shop", "web", "--protocol", "grpc"]);
     assert_eq!(names(&grpc), ["w1"]);
-    let table = stdout(&cli(&node, &["instances", "shop", "web"]));
+    let table = stdout(&node.cli(&["instances", "shop", "web"]));
     assert!(
         table.contains("http://10.0.0.5:8080,admin=grpc://10.0.0.5:9090"),
         "{table}"
     );
 
-    cli_json(&node, &["register", "shop", "db", "d1"]);
-    let services = cli_json(&node, &["services", "shop"]);
+    node.cli_json(&["register", "shop", "db", "d1"]);
+    let services = node.cli_json(&["services", "shop"]);
     assert_eq!(
         services["services"],
         serde_json::json!([
@@ -182,16 +141,13 @@ async fn register_list_and_deregister_with_flags() {
             {"service": "web", "instances": 2, "healthy": 2, "unhealthy": 0, "unknown": 0},
         ])
     );
-    let text = stdout(&cli(&node, &["services", "shop"]));
+    let text = stdout(&node.cli(&["services", "shop"]));
     assert!(text.lines().any(|l| l.starts_with("web ")), "{text}");
 
-    let gone = cli_json(&node, &["deregister", "shop", "web", "w2"]);
+    let gone = node.cli_json(&["deregister", "shop", "web", "w2"]);
     assert_eq!(gone["deregistered"], true);
-    assert_eq!(
-        names(&cli_json(&node, &["instances", "shop", "web"])),
-        ["w1"]
-    );
-    assert_exit(&cli(&node, &["deregister", "shop", "web", "w2"]), 3);
+    assert_eq!(names(&node.cli_json(&["instances", "shop", "web"])), ["w1"]);
+    assert_exit(&node.cli(&["deregister", "shop", "web", "w2"]), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +157,7 @@ async fn bad_flags_are_refused_naming_the_flag() {
     let register = |extra: &[&str]| {
         let mut args = vec!["register", "shop", "web", "w1"];
         args.extend(extra);
-        cli(&node, &args)
+        node.cli(&args)
     };
     for (flags, named) in [
         (&["--endpoint", "10.0.0.5:8080"][..], "--endpoint"),
@@ -229,7 +185,7 @@ async fn bad_flags_are_refused_naming_the_flag() {
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("ttl"), "{}", stderr(&out));
     // Nothing was registered by any of them: not even the namespace exists.
-    let listed = cli(&node, &["instances", "shop", "web"]);
+    let listed = node.cli(&["instances", "shop", "web"]);
     assert_exit(&listed, 3);
     assert!(
         stderr(&listed).contains("namespace_not_found"),

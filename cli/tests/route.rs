@@ -5,70 +5,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
-
-use common::{Launch, Node, command};
+use common::{Launch, Node, assert_exit, stderr, stdout};
 use serde_json::{Value, json};
-
-/// Runs `cfgnode ARGS --addr QUIC --data-dir DIR` (the local node's token and certificate).
-fn cli(node: &Node, args: &[&str]) -> Output {
-    command(&node.launch.root)
-        .args(args)
-        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .expect("run cfgnode")
-}
-
-/// Runs `cli` with `input` on its stdin.
-fn cli_with_stdin(node: &Node, args: &[&str], input: &str) -> Output {
-    let mut child = command(&node.launch.root)
-        .args(args)
-        .args(["--addr", &node.quic.to_string(), "--timeout", "10s"])
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cfgnode");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("cfgnode exits")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// Runs a command with `--output json`, expects exit 0, and parses its output.
-fn cli_json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--output", "json"]);
-    let out = cli(node, &all);
-    assert_exit(&out, 0);
-    serde_json::from_slice(&out.stdout).expect("json output")
-}
 
 fn names(listing: &Value) -> Vec<String> {
     listing["routes"]
@@ -84,41 +22,38 @@ async fn route_set_from_flags_get_ls_and_del() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(&Launch::new(dir.path())).await;
 
-    let set = cli(
-        &node,
-        &[
-            "route",
-            "set",
-            "shop",
-            "web",
-            "--host",
-            "shop.example.com",
-            "--host",
-            "*.shop.example.com",
-            "--target",
-            "http://127.0.0.1:9001",
-            "--target",
-            "http://127.0.0.1:9002",
-            "--path-prefix",
-            "/api",
-            "--backend-timeout",
-            "5s",
-            "--retries",
-            "2",
-            "--rate-limit",
-            "600/min",
-            "--burst",
-            "50",
-            "--check",
-            "http:/health",
-            "--check-interval",
-            "1s",
-        ],
-    );
+    let set = node.cli(&[
+        "route",
+        "set",
+        "shop",
+        "web",
+        "--host",
+        "shop.example.com",
+        "--host",
+        "*.shop.example.com",
+        "--target",
+        "http://127.0.0.1:9001",
+        "--target",
+        "http://127.0.0.1:9002",
+        "--path-prefix",
+        "/api",
+        "--backend-timeout",
+        "5s",
+        "--retries",
+        "2",
+        "--rate-limit",
+        "600/min",
+        "--burst",
+        "50",
+        "--check",
+        "http:/health",
+        "--check-interval",
+        "1s",
+    ]);
     assert_exit(&set, 0);
     assert_eq!(stdout(&set).trim(), "shop/web created");
 
-    let route = cli_json(&node, &["route", "get", "shop", "web"]);
+    let route = node.cli_json(&["route", "get", "shop", "web"]);
     assert_eq!(route["name"], "web");
     assert_eq!(
         route["hosts"],
@@ -140,7 +75,7 @@ async fn route_set_from_flags_get_ls_and_del() {
         json!({"kind": "http", "path": "/health", "interval": "1s"})
     );
     assert_eq!(route["version"], 1);
-    let text = stdout(&cli(&node, &["route", "get", "shop", "web"]));
+    let text = stdout(&node.cli(&["route", "get", "shop", "web"]));
     assert!(
         text.contains("rate_limit   600/min burst 50")
             && text.contains("check        http:/health every 1s"),
@@ -148,21 +83,18 @@ async fn route_set_from_flags_get_ls_and_del() {
     );
 
     // A service backend, and the same route from a file and from stdin.
-    let api = cli_json(
-        &node,
-        &[
-            "route",
-            "set",
-            "shop",
-            "api",
-            "--host",
-            "api.example.com",
-            "--service",
-            "api",
-            "--endpoint",
-            "grpc",
-        ],
-    );
+    let api = node.cli_json(&[
+        "route",
+        "set",
+        "shop",
+        "api",
+        "--host",
+        "api.example.com",
+        "--service",
+        "api",
+        "--endpoint",
+        "grpc",
+    ]);
     assert_eq!(api["created"], true);
     assert_eq!(
         api["backend"],
@@ -174,34 +106,30 @@ async fn route_set_from_flags_get_ls_and_del() {
         json!({"hosts": ["file.example.com"], "backend": {"service": "files"}}).to_string(),
     )
     .expect("write route.json");
-    let from_file = cli_json(
-        &node,
-        &[
-            "route",
-            "set",
-            "shop",
-            "files",
-            "--file",
-            file.to_str().expect("utf-8 path"),
-        ],
-    );
+    let from_file = node.cli_json(&[
+        "route",
+        "set",
+        "shop",
+        "files",
+        "--file",
+        file.to_str().expect("utf-8 path"),
+    ]);
     assert_eq!(from_file["hosts"], json!(["file.example.com"]));
-    let from_stdin = cli_with_stdin(
-        &node,
+    let from_stdin = node.cli_with_stdin(
         &["route", "set", "shop", "files", "--file", "-"],
         r#"{"hosts": ["stdin.example.com"], "backend": {"service": "files"}}"#,
     );
     assert_exit(&from_stdin, 0);
     assert_eq!(stdout(&from_stdin).trim(), "shop/files replaced");
     assert_eq!(
-        cli_json(&node, &["route", "get", "shop", "files"])["hosts"],
+        node.cli_json(&["route", "get", "shop", "files"])["hosts"],
         json!(["stdin.example.com"])
     );
 
-    let listed = cli_json(&node, &["route", "ls", "shop"]);
+    let listed = node.cli_json(&["route", "ls", "shop"]);
     assert_eq!(names(&listed), ["api", "files", "web"]);
     assert_eq!(listed["routes"][2], route, "ls shows what get shows");
-    let table = stdout(&cli(&node, &["route", "ls", "shop"]));
+    let table = stdout(&node.cli(&["route", "ls", "shop"]));
     assert!(
         table.lines().any(|l| l.starts_with("api ")
             && l.contains("api.example.com")
@@ -209,19 +137,19 @@ async fn route_set_from_flags_get_ls_and_del() {
         "{table}"
     );
 
-    let deleted = cli_json(&node, &["route", "del", "shop", "web"]);
+    let deleted = node.cli_json(&["route", "del", "shop", "web"]);
     assert_eq!(deleted["deleted"], true);
     assert!(deleted["revision"].as_u64().expect("revision") > 0);
-    let gone = cli(&node, &["route", "get", "shop", "web"]);
+    let gone = node.cli(&["route", "get", "shop", "web"]);
     assert_exit(&gone, 3);
     assert!(
         stderr(&gone).contains("proxy_route_not_found"),
         "{}",
         stderr(&gone)
     );
-    assert_exit(&cli(&node, &["route", "del", "shop", "web"]), 3);
+    assert_exit(&node.cli(&["route", "del", "shop", "web"]), 3);
     assert_eq!(
-        names(&cli_json(&node, &["route", "ls", "shop"])),
+        names(&node.cli_json(&["route", "ls", "shop"])),
         ["api", "files"]
     );
 }
@@ -233,7 +161,7 @@ async fn bad_route_flags_exit_2_and_refused_routes_exit_1_naming_the_field() {
     let set = |extra: &[&str]| {
         let mut args = vec!["route", "set", "shop", "web"];
         args.extend(extra);
-        cli(&node, &args)
+        node.cli(&args)
     };
     let host = ["--host", "shop.example.com"];
     let with_host = |extra: &[&'static str]| [&host[..], extra].concat();
@@ -311,7 +239,7 @@ async fn bad_route_flags_exit_2_and_refused_routes_exit_1_naming_the_field() {
             stderr(&out)
         );
     }
-    let not_json = cli_with_stdin(&node, &["route", "set", "shop", "web", "--file", "-"], "{");
+    let not_json = node.cli_with_stdin(&["route", "set", "shop", "web", "--file", "-"], "{");
     assert_exit(&not_json, 1);
     assert!(
         stderr(&not_json).contains("not JSON"),
@@ -319,11 +247,8 @@ async fn bad_route_flags_exit_2_and_refused_routes_exit_1_naming_the_field() {
         stderr(&not_json)
     );
     // Nothing was written by any of them: no route, not even the namespace.
-    assert_eq!(
-        cli_json(&node, &["route", "ls", "shop"])["routes"],
-        json!([])
-    );
-    let snapshot = cli(&node, &["snapshot", "shop"]);
+    assert_eq!(node.cli_json(&["route", "ls", "shop"])["routes"], json!([]));
+    let snapshot = node.cli(&["snapshot", "shop"]);
     assert_exit(&snapshot, 3);
     assert!(
         stderr(&snapshot).contains("namespace_not_found"),

@@ -22,7 +22,7 @@
 //!   follower's side: fenced appends, promises and state queries from peers.
 //! - `membership`: SWIM (foca) on QUIC datagrams: who is in the cluster and alive.
 //! - Neutral helpers every layer may use: `auth` (tokens and principals), `cluster_key`,
-//!   `metrics`, `feeds` (a change counter per namespace), `records` (namespace records that
+//!   `blocking` (storage reads off the async workers), `metrics`, `feeds` (a change counter per namespace), `records` (namespace records that
 //!   wake the feeds), `time`, `shutdown`, `error`.
 //! - `node` ([`Node`]): start-up and shutdown: storage, tokens, QUIC endpoint, membership, the
 //!   roles, both front ends; shutdown in the reverse order.
@@ -36,6 +36,7 @@
 //! requests to its holder; with `--proxy` it also answers proxied traffic itself. Modules are private: the crate's API is the `pub use` list below.
 
 mod auth;
+mod blocking;
 mod cluster;
 mod cluster_key;
 mod dispatch;

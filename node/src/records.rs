@@ -83,10 +83,7 @@ impl NamespaceRecords {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Storage(format!("storage read task failed: {e}")))?
+        crate::blocking::read(&self.store, f).await
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -498,5 +498,81 @@ impl Drop for Node {
         // SIGKILL, so a failing test leaves no process behind; harmless once it has exited.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a command printed on stdout, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a command printed on stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a command's exit code, showing both its outputs when it differs.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+impl Node {
+    /// `cfgnode ARGS --addr QUIC --timeout 10s --data-dir DIR`: a client command against this
+    /// node, with its token and certificate from the data dir.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = command(&self.launch.root);
+        command
+            .args(args)
+            .args(["--addr", &self.quic.to_string(), "--timeout", "10s"])
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        command
+    }
+
+    /// Runs [`Node::cli_command`] to its end.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[])
+    }
+
+    /// Runs [`Node::cli_command`] with `extra` arguments after the connection flags.
+    pub fn cli_with(&self, args: &[&str], extra: &[&str]) -> Output {
+        self.cli_command(args)
+            .args(extra)
+            .output()
+            .expect("run cfgnode")
+    }
+
+    /// Runs [`Node::cli_command`] with `input` on its stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cli_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cfgnode");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("cfgnode exits")
+    }
+
+    /// Runs a command with `--output json`, expects exit 0, and parses its output.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(&all);
+        assert_exit(&out, 0);
+        serde_json::from_slice(&out.stdout).expect("json output")
     }
 }

@@ -385,11 +385,8 @@ pub async fn on_commit(
         CommitDecision::AlreadyHolder => return Ok(Response::Ack),
         CommitDecision::CheckRevision(pending) => pending,
     };
-    let store = cluster.store().clone();
     let ns = namespace.to_string();
-    let state = tokio::task::spawn_blocking(move || store.namespace(&ns))
-        .await
-        .map_err(|e| ClusterError::Task(e.to_string()))??;
+    let state = crate::blocking::read(cluster.store(), move |s| s.namespace(&ns)).await?;
     let record = pending.check_revision(state.map_or(0, |s| s.revision))?;
     cluster
         .author(Update::Holder {

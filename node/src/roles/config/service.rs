@@ -120,10 +120,7 @@ impl ConfigService {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Storage(format!("storage read task failed: {e}")))?
+        crate::blocking::read(&self.store, f).await
     }
 
     /// Reads a key, following an alias to its target.

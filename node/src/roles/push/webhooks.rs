@@ -51,6 +51,34 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry pauses after a failed delivery: from the first to the longest, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The pause before a delivery loop (webhooks, registry subscriptions) tries again after a
+/// failure: [`RETRY_FIRST`], doubling up to [`RETRY_MAX`], each with ±25 % jitter so receivers
+/// that failed together are not retried in lockstep. `default()` starts over (after a success).
+#[derive(Debug)]
+pub(crate) struct RetryPause {
+    next: Duration,
+}
+
+impl Default for RetryPause {
+    fn default() -> Self {
+        RetryPause { next: RETRY_FIRST }
+    }
+}
+
+impl RetryPause {
+    /// Sleeps the current pause (jittered) and doubles the next; `false` when `stop` turned
+    /// true meanwhile (the loop should end).
+    pub(crate) async fn pause(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        let slept = tokio::select! {
+            _ = tokio::time::sleep(self.next.mul_f64(jitter)) => true,
+            _ = until_stopped(stop) => false,
+        };
+        self.next = (self.next * 2).min(RETRY_MAX);
+        slept
+    }
+}
 /// How often the supervisor looks for webhooks to start or stop.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
 /// Most prefixes per webhook, longest secret.
@@ -404,7 +432,7 @@ impl Delivery {
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut retry = RETRY_FIRST;
+        let mut retry = RetryPause::default();
         loop {
             let held_here = self
                 .cluster
@@ -483,7 +511,7 @@ impl Delivery {
             };
             let saved = match &outcome {
                 Ok(()) => {
-                    retry = RETRY_FIRST;
+                    retry = RetryPause::default();
                     self.save(|h| {
                         h.cursor = h.cursor.max(last);
                         if !matching.is_empty() {
@@ -504,24 +532,17 @@ impl Delivery {
             if !saved {
                 return;
             }
-            if outcome.is_err() {
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                tokio::select! {
-                    _ = tokio::time::sleep(retry.mul_f64(jitter)) => {}
-                    _ = until_stopped(&mut stop) => return,
-                }
-                retry = (retry * 2).min(RETRY_MAX);
+            if outcome.is_err() && !retry.pause(&mut stop).await {
+                return;
             }
         }
     }
 
     /// The webhook as stored now; `None` when it is gone.
     async fn load(&self) -> Option<Webhook> {
-        let store = self.service.store().clone();
         let (ns, name) = (self.namespace.clone(), self.attachment.clone());
-        let all = tokio::task::spawn_blocking(move || store.attachments(&ns, &name))
+        let all = crate::blocking::read(self.service.store(), move |s| s.attachments(&ns, &name))
             .await
-            .ok()?
             .ok()?;
         all.into_iter()
             .find(|(n, _)| *n == self.attachment)

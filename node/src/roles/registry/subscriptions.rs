@@ -37,7 +37,7 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{ApiBody, ApiPath, json_body};
 use crate::metrics::OutcomeLabels;
 use crate::roles::Roles;
-use crate::roles::push::webhooks::{check_target, supervise_attachments};
+use crate::roles::push::webhooks::{RetryPause, check_target, supervise_attachments};
 use crate::shutdown::until_stopped;
 use crate::time::{now_millis, rfc3339};
 
@@ -47,9 +47,6 @@ pub const PREFIX: &str = "subscription/";
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(60);
 /// Log events read per delivery round.
 const BATCH: usize = 100;
-/// Retry pauses after a failed delivery: from the first to the longest, doubling.
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A subscription as stored (the attachment's JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,7 +327,7 @@ enum Next {
 
 impl Delivery {
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut retry = RETRY_FIRST;
+        let mut retry = RetryPause::default();
         // Due at once: a new subscriber (or a new holder) learns the whole state first.
         let mut reconcile_due = Instant::now();
         loop {
@@ -385,7 +382,7 @@ impl Delivery {
             let outcome = self.post_all(&sub, bodies).await;
             let saved = match &outcome {
                 Ok(()) => {
-                    retry = RETRY_FIRST;
+                    retry = RetryPause::default();
                     if advance_to.is_none() {
                         reconcile_due = Instant::now() + self.reconcile_every;
                     }
@@ -406,13 +403,8 @@ impl Delivery {
             if !saved {
                 return;
             }
-            if outcome.is_err() {
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                tokio::select! {
-                    _ = tokio::time::sleep(retry.mul_f64(jitter)) => {}
-                    _ = until_stopped(&mut stop) => return,
-                }
-                retry = (retry * 2).min(RETRY_MAX);
+            if outcome.is_err() && !retry.pause(&mut stop).await {
+                return;
             }
         }
     }
