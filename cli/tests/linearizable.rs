@@ -1,0 +1,370 @@
+//! A Jepsen-style history test across real processes (docs/replication.md, "History checker"):
+//! three `cfgnode start` processes, four clients doing gets, puts and compare-and-sets on three
+//! keys through any node over HTTP, while a nemesis SIGKILLs and restarts nodes (holder
+//! included) and moves the namespace with a claim (a handoff under load). Every operation is
+//! recorded with its outcome, the history ends with a read of every key once the cluster is whole
+//! again, and `cfgnode-lincheck` checks it: linearizable per key, and no acknowledged write lost.
+//!
+//! Today a namespace has one copy, on its holder: a killed holder's namespace answers 503
+//! until it is back, so this checks the single-holder design's promises (durable
+//! acknowledgements, one holder at a time, handoff under load). Replication will make the same
+//! history available through the kills; the test stays the same.
+//!
+//! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
+//! `CFGNODE_HISTORY_SEED` replays a schedule.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cfgnode_lincheck::{ClientId, Op, Outcome, Recorder};
+use common::{Launch, Node, poll_until};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+const NS: &str = "jep";
+const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+const CLIENTS: u64 = 4;
+const TOKEN: &str = "history-test-shared-token-0123456789abcdef";
+
+/// A small deterministic generator (xorshift64*), so a failing schedule can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What an HTTP answer means for the history.
+enum Answer {
+    /// The operation took effect (or read) with this outcome.
+    Done(Outcome<String>),
+    /// It certainly did not take effect: refused before it reached the holder.
+    Failed,
+    /// It may or may not have taken effect (timeout, connection lost, anything else).
+    Unknown,
+}
+
+/// The error code of a JSON error body, if any.
+async fn code_of(resp: reqwest::Response) -> String {
+    let body: Value = resp.json().await.unwrap_or_default();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Refusals that are answered before the request reaches the namespace's holder: the holder is
+/// down (its data is there only), or the node cannot route yet. Nothing was applied.
+fn refused_before_the_holder(code: &str) -> bool {
+    matches!(code, "holder_down" | "not_ready")
+}
+
+/// `GET` a key: its value and version, `None` when it does not exist.
+async fn get(http: &reqwest::Client, base: &str, key: &str) -> (Answer, Option<(String, u64)>) {
+    let url = format!("{base}/v1/namespaces/{NS}/keys/{key}?raw=true");
+    let Ok(resp) = http.get(url).bearer_auth(TOKEN).send().await else {
+        return (Answer::Unknown, None);
+    };
+    match resp.status() {
+        StatusCode::OK => {
+            let version = resp
+                .headers()
+                .get("x-cfgnode-version")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            match (version, resp.text().await) {
+                (Some(version), Ok(value)) => (
+                    Answer::Done(Outcome::Read(Some(value.clone()))),
+                    Some((value, version)),
+                ),
+                _ => (Answer::Unknown, None),
+            }
+        }
+        StatusCode::NOT_FOUND => (Answer::Done(Outcome::Read(None)), None),
+        _ => (Answer::Unknown, None),
+    }
+}
+
+/// `PUT` a key, unconditionally (`if_version` `None`) or as a compare-and-set on a version
+/// (0: the key must not exist).
+async fn put(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    value: &str,
+    if_version: Option<u64>,
+) -> Answer {
+    let mut url = format!("{base}/v1/namespaces/{NS}/keys/{key}");
+    if let Some(version) = if_version {
+        url.push_str(&format!("?if_version={version}"));
+    }
+    let sent = http
+        .put(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(value.to_string())
+        .send()
+        .await;
+    let Ok(resp) = sent else {
+        return Answer::Unknown;
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Answer::Done(match if_version {
+            Some(_) => Outcome::Cas(true),
+            None => Outcome::Written,
+        });
+    }
+    let code = code_of(resp).await;
+    match (status, code.as_str()) {
+        (StatusCode::CONFLICT, "version_mismatch" | "already_exists") if if_version.is_some() => {
+            Answer::Done(Outcome::Cas(false))
+        }
+        (_, code) if refused_before_the_holder(code) => Answer::Failed,
+        _ => Answer::Unknown,
+    }
+}
+
+fn settle(recorder: &Recorder<String, String>, id: cfgnode_lincheck::OpId, answer: Answer) {
+    let recorded = match answer {
+        Answer::Done(outcome) => recorder.complete(id, outcome),
+        Answer::Failed => recorder.fail(id),
+        Answer::Unknown => recorder.unknown(id),
+    };
+    recorded.expect("each operation is answered once");
+}
+
+/// One client: random operations on random keys through random nodes until `until`.
+async fn client(
+    id: ClientId,
+    seed: u64,
+    bases: Arc<Vec<String>>,
+    recorder: Arc<Recorder<String, String>>,
+    until: Instant,
+) -> usize {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut count = 0;
+    while Instant::now() < until {
+        let base = &bases[rng.below(bases.len() as u64) as usize];
+        let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_string();
+        count += 1;
+        let value = format!("c{id}-{count}");
+        match rng.below(10) {
+            0..=3 => {
+                let op = recorder.invoke(id, key.clone(), Op::Get);
+                let (answer, _) = get(&http, base, &key).await;
+                settle(&recorder, op, answer);
+            }
+            4..=6 => {
+                let op = recorder.invoke(id, key.clone(), Op::Put(value.clone()));
+                let answer = put(&http, base, &key, &value, None).await;
+                settle(&recorder, op, answer);
+            }
+            _ => {
+                // Read, then compare-and-set on the version read. Values are unique, so "the
+                // version I read" and "the value I read" name the same state.
+                let read = recorder.invoke(id, key.clone(), Op::Get);
+                let (answer, seen) = get(&http, base, &key).await;
+                let known = matches!(answer, Answer::Done(_));
+                settle(&recorder, read, answer);
+                if !known {
+                    continue;
+                }
+                let (expect, version) = match seen {
+                    Some((value, version)) => (Some(value), version),
+                    None => (None, 0),
+                };
+                let op = recorder.invoke(
+                    id,
+                    key.clone(),
+                    Op::Cas {
+                        expect,
+                        new: value.clone(),
+                    },
+                );
+                let answer = put(&http, base, &key, &value, Some(version)).await;
+                settle(&recorder, op, answer);
+            }
+        }
+    }
+    count
+}
+
+/// Starts node `name` of the test cluster (joining `seed` unless it is the first).
+async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).expect("node dir");
+    let token_file = dir.join("token").to_string_lossy().into_owned();
+    let key_file = dir.join("cluster.key").to_string_lossy().into_owned();
+    let mut args = vec![
+        "--node-id",
+        name,
+        "--token-file",
+        &token_file,
+        "--cluster-key-file",
+        &key_file,
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--join", seed]);
+    }
+    let mut launch = Launch::new(&root).args(&args);
+    launch.token = Some(TOKEN.to_string());
+    Node::start(&launch).await
+}
+
+async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
+    for node in nodes {
+        for name in names {
+            let what = format!("{name} alive as seen by {}", node.addr);
+            poll_until(&what, Duration::from_secs(30), || async {
+                let body: Value = node
+                    .request(Method::GET, "/v1/cluster/members")
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                body["members"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["id"] == *name && m["state"] == "alive")
+                    .then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_under_kills_and_handoffs_are_linearizable() {
+    let secs: u64 = std::env::var("CFGNODE_HISTORY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let seed: u64 = std::env::var("CFGNODE_HISTORY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("history test: seed {seed} ({secs} s; CFGNODE_HISTORY_SEED={seed} replays it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+    common::write_cluster_key(dir.path());
+    let names = ["n1", "n2", "n3"];
+    let n1 = start(dir.path(), "n1", None).await;
+    let join = n1.quic.to_string();
+    let n2 = start(dir.path(), "n2", Some(&join)).await;
+    let n3 = start(dir.path(), "n3", Some(&join)).await;
+    let mut nodes = vec![n1, n2, n3];
+    alive_everywhere(&nodes, &names).await;
+    let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
+
+    let recorder = Arc::new(Recorder::new());
+    let until = Instant::now() + Duration::from_secs(secs);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                seed,
+                Arc::clone(&bases),
+                Arc::clone(&recorder),
+                until,
+            ))
+        })
+        .collect();
+
+    // The nemesis: every ~2 s, SIGKILL a random node and restart it on the same ports a moment
+    // later; every other round, claim the namespace onto a random node first (a handoff while
+    // the clients write).
+    let mut rng = Rng(seed | 1);
+    let mut faults = Vec::new();
+    let mut round = 0;
+    while Instant::now() + Duration::from_secs(2) < until {
+        tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
+        round += 1;
+        if round % 2 == 1 {
+            let to = names[rng.below(3) as usize];
+            let via = &nodes[rng.below(3) as usize];
+            let claimed = via
+                .request(Method::PUT, &format!("/v1/cluster/claims/{NS}"))
+                .json(&serde_json::json!({ "node": to }))
+                .send()
+                .await
+                .map(|r| r.status());
+            faults.push(format!("claim onto {to}: {claimed:?}"));
+        }
+        let victim = rng.below(3) as usize;
+        nodes[victim].kill9();
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(900))).await;
+        nodes[victim] = nodes[victim].restart_in_place().await;
+        faults.push(format!("kill -9 and restart {}", names[victim]));
+    }
+    let mut operations = 0;
+    for client in clients {
+        operations += client.await.expect("client task");
+    }
+    eprintln!("history test: {operations} operations; faults: {faults:?}");
+
+    // The cluster whole again: read every key once more, through any node.
+    alive_everywhere(&nodes, &names).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    let mut finals = HashMap::new();
+    for key in KEYS {
+        let observed = poll_until(
+            &format!("a final read of {key}"),
+            Duration::from_secs(30),
+            || async {
+                match get(&http, &nodes[0].base, key).await {
+                    (Answer::Done(Outcome::Read(value)), _) => Some(value),
+                    _ => None,
+                }
+            },
+        )
+        .await;
+        recorder.final_read(key.to_string(), observed.clone());
+        finals.insert(key.to_string(), observed);
+    }
+
+    let history = recorder.snapshot();
+    let acknowledged = history
+        .records()
+        .iter()
+        .filter(|r| matches!(r.status, cfgnode_lincheck::Status::Completed { .. }))
+        .count();
+    eprintln!(
+        "history test: {} recorded, {acknowledged} answered",
+        history.len()
+    );
+    assert!(
+        acknowledged > 50,
+        "too few answered operations to say anything ({acknowledged}); faults: {faults:?}"
+    );
+    if let Err(e) = history.check() {
+        panic!("the history is not linearizable (seed {seed}): {e}\nfaults: {faults:?}");
+    }
+    if let Err(lost) = history.acknowledged_writes_survive(&finals) {
+        panic!("acknowledged writes were lost (seed {seed}): {lost}\nfaults: {faults:?}");
+    }
+}
