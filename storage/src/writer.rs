@@ -176,8 +176,12 @@ fn commit_batch(
             if let Some(observer) = observer {
                 observer.on_commit(&stats);
             }
+            let failure = match &e {
+                StoreError::Storage(message) => message.clone(),
+                other => other.to_string(),
+            };
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
+                let _ = reply.send(Err(StoreError::Storage(failure.clone())));
             }
         }
     }
@@ -196,15 +200,12 @@ fn apply_batch(
     {
         let mut tables = WriteTables::open(&txn)?;
         for mutation in mutations {
-            let result = apply(&mut tables, mutation, now, retention);
-            if let Err(e) = &result
-                && e.is_internal()
-            {
+            match apply(&mut tables, mutation, now, retention) {
                 // Part of this mutation may be written: the transaction is dropped (aborted)
                 // and the whole batch fails; nothing in it was acknowledged.
-                return Err(StoreError::Storage(e.to_string()));
+                Err(e) if e.is_internal() => return Err(e),
+                result => results.push(result),
             }
-            results.push(result);
         }
     }
     txn.commit()?;
