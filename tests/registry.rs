@@ -29,6 +29,18 @@ async fn call(
     cluster.call(node, method, path, body).await
 }
 
+/// `PUT` an instance registration through `node`.
+async fn register(
+    cluster: &TestCluster,
+    node: &Node,
+    service: &str,
+    instance: &str,
+    body: Value,
+) -> (u16, Value) {
+    let path = instance_path(service, instance);
+    call(cluster, node, Method::PUT, &path, Some(body)).await
+}
+
 fn instance_path(service: &str, instance: &str) -> String {
     format!("/v1/namespaces/{NS}/services/{service}/instances/{instance}")
 }
@@ -82,45 +94,24 @@ async fn register_through_one_node_and_read_through_another() {
         "tags": ["v2"],
         "metadata": {"zone": "a"},
     });
-    let (code, created) = call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(body.clone()),
-    )
-    .await;
+    let (code, created) = register(&cluster, a, "web", "w1", body.clone()).await;
     assert_eq!(code, 201, "{created}");
     assert_eq!(
         created["status"], "healthy",
         "no check: healthy until removed"
     );
-    let (code, _) = call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(body.clone()),
-    )
-    .await;
+    let (code, _) = register(&cluster, a, "web", "w1", body.clone()).await;
     assert_eq!(code, 200, "a second PUT replaces");
-    call(
+    register(
         &cluster,
         a,
-        Method::PUT,
-        &instance_path("web", "w2"),
-        Some(json!({"tags": ["v1"], "endpoints": [
-        {"name": "api", "protocol": "grpc", "address": "10.0.0.6", "port": 9090}]})),
+        "web",
+        "w2",
+        json!({"tags": ["v1"], "endpoints": [
+        {"name": "api", "protocol": "grpc", "address": "10.0.0.6", "port": 9090}]}),
     )
     .await;
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("db", "d1"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, a, "db", "d1", json!({})).await;
 
     let (code, view) = call(
         &cluster,
@@ -253,8 +244,7 @@ async fn a_failing_backend_turns_unhealthy_and_back_seen_by_a_watch_on_a_third_n
     assert_eq!(response.status(), 200);
     let mut sse = SseReader::new(response);
 
-    let (code, body) = call(&cluster, via, Method::PUT, &instance_path("web", "w1"),
-        Some(json!({"endpoints": [{"protocol": "http", "address": "127.0.0.1", "port": 1}], "check": http_check(&backend.url)}))).await;
+    let (code, body) = register(&cluster, via, "web", "w1", json!({"endpoints": [{"protocol": "http", "address": "127.0.0.1", "port": 1}], "check": http_check(&backend.url)})).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(
         body["status"], "unknown",
@@ -311,12 +301,12 @@ async fn a_failing_backend_turns_unhealthy_and_back_seen_by_a_watch_on_a_third_n
 async fn ttl_instances_expire_without_heartbeats_and_come_back_with_one() {
     let mut cluster = TestCluster::start(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
-    let (code, body) = call(
+    let (code, body) = register(
         &cluster,
         a,
-        Method::PUT,
-        &instance_path("jobs", "j1"),
-        Some(json!({"check": {"kind": "ttl", "ttl": "600ms"}})),
+        "jobs",
+        "j1",
+        json!({"check": {"kind": "ttl", "ttl": "600ms"}}),
     )
     .await;
     assert_eq!((code, body["status"].clone()), (201, json!("unknown")));
@@ -376,14 +366,7 @@ async fn ttl_instances_expire_without_heartbeats_and_come_back_with_one() {
         Some("healthy")
     );
     // Heartbeats for an instance without a TTL check, or no instance, are refused.
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("jobs", "plain"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, a, "jobs", "plain", json!({})).await;
     let (code, body) = call(
         &cluster,
         a,
@@ -432,12 +415,12 @@ async fn checked_here(cluster: &TestCluster, node: &Node) -> u64 {
 async fn a_claim_moves_the_checks_with_the_namespace() {
     let mut cluster = TestCluster::start(2).await;
     let backend = Receiver::start().await;
-    let (code, _) = call(
+    let (code, _) = register(
         &cluster,
         cluster.node(0),
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(json!({"check": http_check(&backend.url)})),
+        "web",
+        "w1",
+        json!({"check": http_check(&backend.url)}),
     )
     .await;
     assert_eq!(code, 201);
@@ -520,14 +503,7 @@ async fn subscribers_get_register_update_unregister_and_reconcile_in_order() {
     .await;
     let subscriber = Receiver::start().await;
     let (a, b) = (cluster.node(0), cluster.node(1));
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("other", "o1"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, a, "other", "o1", json!({})).await;
     let (code, body) = call(
         &cluster,
         b,
@@ -546,30 +522,9 @@ async fn subscribers_get_register_update_unregister_and_reconcile_in_order() {
             .then_some(())
     })
     .await;
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(json!({})),
-    )
-    .await;
-    call(
-        &cluster,
-        b,
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(json!({"tags": ["v2"]})),
-    )
-    .await;
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("other", "o2"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, a, "web", "w1", json!({})).await;
+    register(&cluster, b, "web", "w1", json!({"tags": ["v2"]})).await;
+    register(&cluster, a, "other", "o2", json!({})).await;
     call(
         &cluster,
         a,
@@ -578,14 +533,7 @@ async fn subscribers_get_register_update_unregister_and_reconcile_in_order() {
         None,
     )
     .await;
-    call(
-        &cluster,
-        a,
-        Method::PUT,
-        &instance_path("web", "w2"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, a, "web", "w2", json!({})).await;
     let events = poll_until(
         "the changes and a reconcile after them",
         DEADLINE,
@@ -751,14 +699,7 @@ async fn seed_shaped_register_and_unregister_work() {
 async fn bad_registrations_name_the_field_and_change_nothing() {
     let mut cluster = TestCluster::start(1).await;
     let node = cluster.node(0);
-    call(
-        &cluster,
-        node,
-        Method::PUT,
-        &instance_path("web", "w1"),
-        Some(json!({})),
-    )
-    .await;
+    register(&cluster, node, "web", "w1", json!({})).await;
     let before = call(
         &cluster,
         node,
