@@ -148,6 +148,12 @@ pub struct StartArgs {
     /// connections (default: one per core).
     #[arg(long, env = "CFGNODE_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     proxy_threads: Option<u16>,
+
+    /// How many nodes keep each namespace, the holder included: a write is answered once a
+    /// majority of them has it durably (1: no replication). Failover comes later; see
+    /// docs/replication.md.
+    #[arg(long, env = "CFGNODE_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    replicas: u8,
 }
 
 /// A reconcile period: at least one second (a faster one is a load generator).
@@ -188,6 +194,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         proxy_namespaces: args.proxy_namespaces,
         proxy_tls: args.proxy_tls_cert.zip(args.proxy_tls_key),
         proxy_threads: args.proxy_threads.map(usize::from),
+        replicas: usize::from(args.replicas),
     };
     // Watch the signals before serving: a SIGTERM that arrives as soon as /health answers must
     // take the graceful path, not the default action (die at once, exit status "killed").

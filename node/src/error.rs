@@ -58,6 +58,7 @@ pub fn error_code(error: &StoreError) -> &'static str {
         StoreError::StaleCopy { .. } => codes::STALE_COPY,
         StoreError::InvalidAppend(_) => codes::INVALID_APPEND,
         StoreError::WriterStopped => codes::UNAVAILABLE,
+        StoreError::NoQuorum { .. } => codes::NO_QUORUM,
         StoreError::NodeIdMismatch { .. }
         | StoreError::InUse { .. }
         | StoreError::Corrupt(_)

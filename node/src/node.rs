@@ -25,6 +25,7 @@ use crate::membership::{
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::quic_server::{self, QuicContext};
 use crate::records::NamespaceRecords;
+use crate::replication::Replicator;
 use crate::roles::Roles;
 use crate::roles::config::ConfigService;
 use crate::roles::proxy::ProxyService;
@@ -101,6 +102,10 @@ pub struct NodeConfig {
     /// How many threads serve the proxy (`--proxy-threads`); `None`: one per core. Each has its
     /// own runtime and backend connections (docs/proxy.md, "Threads").
     pub proxy_threads: Option<usize>,
+    /// The size of each namespace's replica set, the holder included (`--replicas`, 1 to 64;
+    /// 1: no replication). A write is answered once a majority of the set has it
+    /// (docs/replication.md).
+    pub replicas: usize,
 }
 
 impl NodeConfig {
@@ -131,6 +136,7 @@ impl NodeConfig {
             proxy_namespaces: Vec::new(),
             proxy_tls: None,
             proxy_threads: None,
+            replicas: 1,
         }
     }
 }
@@ -168,6 +174,7 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
     store: Store,
     cluster: Cluster,
+    replicator: Replicator,
 }
 
 impl Node {
@@ -199,6 +206,12 @@ impl Node {
             ));
         }
         check_http_limits(&config)?;
+        if !(1..=cfgnode_storage::MAX_REPLICAS).contains(&config.replicas) {
+            return Err(NodeError::Config(format!(
+                "--replicas must be between 1 and {}",
+                cfgnode_storage::MAX_REPLICAS
+            )));
+        }
         if config.advertise_quic.is_none() && config.quic_addr.ip().is_unspecified() {
             return Err(NodeError::Config(format!(
                 "--listen {} accepts on every interface, but peers and clients need one address to reach this node at: add --advertise HOST:PORT",
@@ -349,12 +362,14 @@ impl Node {
             stop: stopped.clone(),
             synced: first_node,
         });
-        let background = cluster::spawn_background(&cluster, stopped.clone());
+        let mut background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();
-        let service = ConfigService::new(store, feeds);
+        let replicator = Replicator::new(store.clone(), config.replicas);
+        replicator.attach(cluster.clone());
+        background.push(tokio::spawn(replicator.clone().supervise(stopped.clone())));
+        let service = ConfigService::new(store, feeds, replicator.clone());
         let hub = Hub::new(cluster.clone(), service.clone(), stopped.clone());
         let agents = Agents::new();
-        let mut background = background;
         let webhook_targets = TargetPolicy::new(config.webhook_allow.clone());
         let sender = Sender::new(webhook_targets.clone()).map_err(|e| {
             NodeError::Config(format!("cannot build the HTTP client for webhooks: {e}"))
@@ -367,7 +382,11 @@ impl Node {
         )));
         let registry = RegistryService::new(
             service.clone(),
-            NamespaceRecords::new(store_handle.clone(), cluster.feeds().clone()),
+            NamespaceRecords::new(
+                store_handle.clone(),
+                cluster.feeds().clone(),
+                replicator.clone(),
+            ),
             sender,
         );
         background.push(tokio::spawn(crate::roles::registry::checks::supervise(
@@ -406,7 +425,11 @@ impl Node {
         }
         let roles = Arc::new(Roles {
             proxy: ProxyService::new(
-                NamespaceRecords::new(store_handle.clone(), cluster.feeds().clone()),
+                NamespaceRecords::new(
+                    store_handle.clone(),
+                    cluster.feeds().clone(),
+                    replicator.clone(),
+                ),
                 registry.clone(),
             ),
             config: service,
@@ -479,6 +502,7 @@ impl Node {
             background,
             store: store_handle,
             cluster: node_cluster,
+            replicator,
         })
     }
 
@@ -486,7 +510,11 @@ impl Node {
     /// roles that keep records build on it. Its writes belong on the namespace's holder (where
     /// routed requests run); tests call it on the holder directly.
     pub fn records(&self) -> NamespaceRecords {
-        NamespaceRecords::new(self.store.clone(), self.cluster.feeds().clone())
+        NamespaceRecords::new(
+            self.store.clone(),
+            self.cluster.feeds().clone(),
+            self.replicator.clone(),
+        )
     }
 
     /// Whether a handoff could freeze `namespace` right now (no request holds its gate). For
@@ -556,8 +584,10 @@ impl Node {
             .await
             .map_err(joined)?
             .map_err(NodeError::Http)?;
-        // Its store handle must not count in the wait below.
+        // Their store handles must not count in the wait below (the replicator also holds the
+        // cluster, and with it a second handle).
         drop(self.cluster);
+        drop(self.replicator);
         // Connection tasks of the HTTP server may drop their handle on the router (and so on
         // storage) a moment after the server returns: wait until ours is the last handle, so
         // "shutdown returned" means "the database is closed".

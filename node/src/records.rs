@@ -13,6 +13,7 @@ use cfgnode_storage::{
 };
 
 use crate::feeds::Feeds;
+use crate::replication::Replicator;
 
 /// Record reads and writes over the node's [`Store`], announcing every committed write.
 #[derive(Clone, Debug)]
@@ -20,18 +21,28 @@ pub struct NamespaceRecords {
     store: Store,
     /// Moved after every committed write, so waiters on the namespace wake.
     feeds: Feeds,
+    /// A write is answered once a quorum of the namespace's replicas has it.
+    replicator: Replicator,
 }
 
 impl NamespaceRecords {
-    /// The service over `store`; every committed write is announced on `feeds`.
-    pub(crate) fn new(store: Store, feeds: Feeds) -> Self {
-        NamespaceRecords { store, feeds }
+    /// The service over `store`; every committed write is announced on `feeds` and answered
+    /// once `replicator` has it on a quorum.
+    pub(crate) fn new(store: Store, feeds: Feeds, replicator: Replicator) -> Self {
+        NamespaceRecords {
+            store,
+            feeds,
+            replicator,
+        }
     }
 
     /// Writes a record (see [`Store::put_record`]) and announces it.
     pub async fn put(&self, put: RecordPut) -> Result<Record, StoreError> {
         let record = self.store.put_record(put).await?;
         self.feeds.changed(&record.namespace);
+        self.replicator
+            .replicated(&record.namespace, record.revision)
+            .await?;
         Ok(record)
     }
 
@@ -41,6 +52,9 @@ impl NamespaceRecords {
         let write = self.store.put_record_if_changed(put).await?;
         if write.written {
             self.feeds.changed(&write.record.namespace);
+            self.replicator
+                .replicated(&write.record.namespace, write.record.revision)
+                .await?;
         }
         Ok(write)
     }
@@ -49,6 +63,9 @@ impl NamespaceRecords {
     pub async fn delete(&self, delete: RecordDelete) -> Result<RecordDeleted, StoreError> {
         let deleted = self.store.delete_record(delete).await?;
         self.feeds.changed(&deleted.namespace);
+        self.replicator
+            .replicated(&deleted.namespace, deleted.revision)
+            .await?;
         Ok(deleted)
     }
 
@@ -108,7 +125,8 @@ mod tests {
         let store =
             Store::open(&dir.path().join("db"), Some("n1"), StoreOptions::default()).expect("open");
         let feeds = Feeds::new();
-        let records = NamespaceRecords::new(store, feeds.clone());
+        let records =
+            NamespaceRecords::new(store.clone(), feeds.clone(), Replicator::new(store, 1));
         let mut feed = feeds.subscribe("reg");
 
         records.put(put("a", "1")).await.expect("put");

@@ -236,6 +236,18 @@ pub enum StoreError {
     /// redb failed: IO error, full disk, corruption.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A write committed on the holder did not reach a majority of the namespace's replicas
+    /// in time (replication): it is not acknowledged, and its outcome is unknown (it may still
+    /// reach them).
+    #[error(
+        "namespace {namespace:?}: the write is on the holder but not yet on a majority of the namespace's replicas ({detail}); it is not acknowledged and may still take effect: read it back before retrying"
+    )]
+    NoQuorum {
+        /// The namespace.
+        namespace: String,
+        /// Which replicas lag or cannot be reached.
+        detail: String,
+    },
     /// The writer thread is gone (the node is shutting down).
     #[error("the storage writer has stopped; the node is shutting down")]
     WriterStopped,

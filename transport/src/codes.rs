@@ -44,6 +44,9 @@ pub const ALREADY_PROMISED: &str = "already_promised";
 pub const NOT_MY_POSITION: &str = "not_my_position";
 /// An append contradicts itself (epoch, full copy, target revision) (replication).
 pub const INVALID_APPEND: &str = "invalid_append";
+/// A write reached the holder but not a majority of the namespace's replicas in time; it is
+/// not acknowledged (replication).
+pub const NO_QUORUM: &str = "no_quorum";
 /// A full copy would move a replica back to before rows it already took (a late or repeated
 /// copy) (replication).
 pub const STALE_COPY: &str = "stale_copy";
@@ -171,6 +174,7 @@ pub const ALL: &[&str] = &[
     NOT_MY_POSITION,
     INVALID_APPEND,
     STALE_COPY,
+    NO_QUORUM,
     NOT_A_REPLICA,
     HOLDER_LEASED,
     UNEXPECTED_RESPONSE,
@@ -236,7 +240,7 @@ pub fn http_status(code: &str) -> u16 {
         NO_ROUTE => 404,
         NO_HEALTHY_BACKEND => 503,
         BACKEND_UNAVAILABLE => 502,
-        UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY => 503,
+        UNAVAILABLE | HOLDER_DOWN | MOVING | NOT_READY | NO_QUORUM => 503,
         ALREADY_EXISTS | DOES_NOT_EXIST | VERSION_MISMATCH | NAME_TAKEN => 409,
         FENCED | ALREADY_PROMISED | NOT_MY_POSITION | STALE_COPY | NOT_A_REPLICA
         | HOLDER_LEASED => 409,

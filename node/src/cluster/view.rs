@@ -18,6 +18,10 @@ pub struct View {
     pub alive: BTreeSet<NodeId>,
     addrs: HashMap<NodeId, SocketAddr>,
     ring: Ring,
+    /// The ring over every known member, down ones included: replica sets are drawn from it, so
+    /// a follower that is down stays in its set (and counts against the quorum) until an alive
+    /// member can take its place.
+    everyone: Ring,
 }
 
 impl View {
@@ -33,7 +37,39 @@ impl View {
             .map(|m| (m.peer.id.clone(), m.peer.quic))
             .collect();
         let ring = Ring::new(&alive, DEFAULT_VNODES);
-        View { alive, addrs, ring }
+        let mut all: BTreeSet<NodeId> = members.iter().map(|m| m.peer.id.clone()).collect();
+        all.insert(me.to_string());
+        let everyone = Ring::new(&all, DEFAULT_VNODES);
+        View {
+            alive,
+            addrs,
+            ring,
+            everyone,
+        }
+    }
+
+    /// The replica set of `namespace` held by `holder`, `n` nodes at most (fewer only when the
+    /// cluster has fewer members): the holder, then the next members clockwise on the ring of
+    /// every known member, alive ones first. A down member is kept only while no alive one can
+    /// replace it, so a cluster that lost a majority of a set stops acknowledging writes instead
+    /// of shrinking the set to the survivors (docs/replication.md, "The replica set").
+    /// Costs a pass over the ring's points: callers keep the answer.
+    pub fn replica_set(&self, namespace: &str, holder: &NodeId, n: usize) -> Vec<NodeId> {
+        let others: Vec<NodeId> = self
+            .everyone
+            .successors(namespace)
+            .into_iter()
+            .filter(|node| node != holder)
+            .collect();
+        let want = n.max(1) - 1;
+        let alive = others.iter().filter(|node| self.alive.contains(*node));
+        let down = others.iter().filter(|node| !self.alive.contains(*node));
+        let mut followers: Vec<&NodeId> = alive.chain(down).take(want).collect();
+        // In ring order, so a follower going down (and staying in the set) does not reorder it.
+        followers.sort_by_key(|node| others.iter().position(|o| o == *node));
+        std::iter::once(holder.clone())
+            .chain(followers.into_iter().cloned())
+            .collect()
     }
 
     /// The QUIC address of member `node`.

@@ -14,6 +14,7 @@ use cfgnode_storage::{
 
 use super::json_diff::{self, JsonDiff};
 use crate::feeds::Feeds;
+use crate::replication::Replicator;
 
 pub use cfgnode_transport::limits::{DEFAULT_PAGE, MAX_PAGE};
 
@@ -59,6 +60,7 @@ pub type OpaquePage<T> = Page<T>;
 pub struct ConfigService {
     store: Store,
     feeds: Feeds,
+    replicator: Replicator,
 }
 
 impl std::fmt::Debug for ConfigService {
@@ -70,9 +72,14 @@ impl std::fmt::Debug for ConfigService {
 }
 
 impl ConfigService {
-    /// The service over `store`; every committed change is announced on `feeds`.
-    pub fn new(store: Store, feeds: Feeds) -> Self {
-        ConfigService { store, feeds }
+    /// The service over `store`; every committed change is announced on `feeds`, and answered
+    /// only once `replicator` has it on a quorum of the namespace's replicas.
+    pub fn new(store: Store, feeds: Feeds, replicator: Replicator) -> Self {
+        ConfigService {
+            store,
+            feeds,
+            replicator,
+        }
     }
 
     /// The namespaces' change feeds.
@@ -152,6 +159,9 @@ impl ConfigService {
     pub async fn put(&self, request: PutRequest) -> Result<Entry, StoreError> {
         let entry = self.store.put(request).await?;
         self.feeds.changed(&entry.namespace);
+        self.replicator
+            .replicated(&entry.namespace, entry.revision)
+            .await?;
         Ok(entry)
     }
 
@@ -159,6 +169,9 @@ impl ConfigService {
     pub async fn delete(&self, request: DeleteRequest) -> Result<Deleted, StoreError> {
         let deleted = self.store.delete(request).await?;
         self.feeds.changed(&deleted.namespace);
+        self.replicator
+            .replicated(&deleted.namespace, deleted.revision)
+            .await?;
         Ok(deleted)
     }
 
@@ -326,6 +339,7 @@ impl ConfigService {
     ) -> Result<AliasPut, StoreError> {
         let put = self.store.put_alias(namespace, alias, target).await?;
         self.feeds.changed(namespace);
+        self.replicator.replicated_now(namespace).await?;
         Ok(put)
     }
 
@@ -345,6 +359,7 @@ impl ConfigService {
     pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, StoreError> {
         let deleted = self.store.delete_alias(namespace, alias).await?;
         self.feeds.changed(namespace);
+        self.replicator.replicated_now(namespace).await?;
         Ok(deleted)
     }
 

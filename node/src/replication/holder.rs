@@ -1,0 +1,522 @@
+//! The holder's side of replication (docs/replication.md, "Writes"): a [`Replicator`] keeps,
+//! for every namespace this node holds, one stream per follower that ships the rows the
+//! follower lacks, and lets a write wait until a quorum of the replica set has it
+//! ([`Replicator::replicated`]).
+//!
+//! What is not here yet: promotion when the holder dies, a new epoch for each change of the
+//! set, and leases on reads. So with `--replicas N` a write acknowledged by a holder is
+//! durable on a majority of its replica set (a holder's lost disk loses no acknowledged write),
+//! but a holder's death still makes its namespaces unavailable until it is back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cfgnode_ring::{LogPosition, NodeId, Progress, SyncPlan, sync_plan};
+use cfgnode_storage::{Store, StoreError, TransferOp};
+use cfgnode_transport::{PeerRequest, PeerResponse, Response, WireLogPosition, codes};
+use tokio::sync::watch;
+
+use crate::cluster::{Cluster, PeerError};
+use crate::replication::follower::MAX_APPEND_BYTES;
+use crate::shutdown::until_stopped;
+
+/// How long a write waits for a quorum before it answers `no_quorum`.
+pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
+/// How long one append may take to be answered.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the supervisor looks for namespaces to start, change or stop replicating.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+/// The pause after a failed append, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The holder's replication of every namespace it holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Replicator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("replicas", &self.inner.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    /// Set once the cluster exists (the services that write are built before it is wired).
+    cluster: std::sync::OnceLock<Cluster>,
+    /// `--replicas`: the size of a replica set, the holder included.
+    replicas: usize,
+    namespaces: Mutex<HashMap<String, Arc<Replicated>>>,
+    /// Setting a namespace up (its epoch begun, its streams started) happens once at a time.
+    setup: tokio::sync::Mutex<()>,
+}
+
+/// One namespace replicated from here: its epoch, its set and what each member has.
+struct Replicated {
+    namespace: String,
+    epoch: u64,
+    set: Vec<NodeId>,
+    progress: Mutex<Progress>,
+    /// The highest revision a quorum has.
+    committed: watch::Sender<u64>,
+    /// The holder's own newest revision, which wakes the streams.
+    local: watch::Sender<u64>,
+    /// Turned true to end the streams (the namespace moved, the set changed, shutdown).
+    stop: watch::Sender<bool>,
+}
+
+impl Replicated {
+    /// Records `node` at `position` and publishes the new committed revision.
+    fn record(&self, node: &str, position: LogPosition) {
+        let committed = {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            progress.record(node, position);
+            progress.committed()
+        };
+        self.committed.send_if_modified(|c| {
+            let moved = committed > *c;
+            *c = (*c).max(committed);
+            moved
+        });
+    }
+
+    /// The holder committed `revision` locally.
+    fn local_commit(&self, revision: u64) {
+        let own = LogPosition::new(self.epoch, revision);
+        let committed = {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            progress.own(own);
+            progress.committed()
+        };
+        self.local.send_if_modified(|r| {
+            let moved = revision > *r;
+            *r = (*r).max(revision);
+            moved
+        });
+        self.committed.send_if_modified(|c| {
+            let moved = committed > *c;
+            *c = (*c).max(committed);
+            moved
+        });
+    }
+
+    /// Which followers lag `revision`, for the `no_quorum` message.
+    fn lagging(&self) -> String {
+        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let lagging: Vec<String> = progress
+            .lagging()
+            .into_iter()
+            .map(|(node, behind)| format!("{node} {behind} behind"))
+            .collect();
+        format!("replica set {:?}; {}", self.set, lagging.join(", "))
+    }
+}
+
+impl Replicator {
+    /// A replicator for replica sets of `replicas` nodes (1: no replication).
+    pub fn new(store: Store, replicas: usize) -> Replicator {
+        Replicator {
+            inner: Arc::new(Inner {
+                store,
+                cluster: std::sync::OnceLock::new(),
+                replicas: replicas.max(1),
+                namespaces: Mutex::default(),
+                setup: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Wires the cluster in (routing, membership, peer connections).
+    pub fn attach(&self, cluster: Cluster) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// After a local commit of `namespace` at `revision`: waits until a quorum of its replica
+    /// set has it, or answers `NoQuorum` after [`QUORUM_WAIT`]. Returns at once for a set of
+    /// one (`--replicas 1`, or a cluster of one).
+    pub async fn replicated(&self, namespace: &str, revision: u64) -> Result<(), StoreError> {
+        if self.inner.replicas <= 1 {
+            return Ok(());
+        }
+        // The supervisor follows changes of the set; a write only needs the epoch to match.
+        let current = self.current(namespace).filter(|r| {
+            self.inner
+                .cluster
+                .get()
+                .and_then(|c| c.holder(namespace))
+                .is_some_and(|record| record.epoch == r.epoch)
+        });
+        let replicated = match current {
+            Some(current) => current,
+            None => match self.ensure(namespace).await? {
+                Some(replicated) => replicated,
+                None => return Ok(()),
+            },
+        };
+        replicated.local_commit(revision);
+        let mut committed = replicated.committed.subscribe();
+        let reached = tokio::time::timeout(QUORUM_WAIT, committed.wait_for(|c| *c >= revision));
+        match reached.await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StoreError::NoQuorum {
+                namespace: namespace.to_string(),
+                detail: replicated.lagging(),
+            }),
+        }
+    }
+
+    /// [`Replicator::replicated`] at the namespace's current revision (for writes whose answer
+    /// does not carry their revision, such as alias changes).
+    pub async fn replicated_now(&self, namespace: &str) -> Result<(), StoreError> {
+        if self.inner.replicas <= 1 {
+            return Ok(());
+        }
+        let ns = namespace.to_string();
+        let revision = crate::blocking::read(&self.inner.store, move |s| s.namespace(&ns))
+            .await?
+            .map_or(0, |s| s.revision);
+        self.replicated(namespace, revision).await
+    }
+
+    /// The namespace's replication, started (or restarted with a new set or epoch) if this
+    /// node holds it; `None` when it does not, or when its set is this node alone.
+    async fn ensure(&self, namespace: &str) -> Result<Option<Arc<Replicated>>, StoreError> {
+        let Some(cluster) = self.inner.cluster.get() else {
+            return Ok(None);
+        };
+        let Some(record) = cluster
+            .holder(namespace)
+            .filter(|r| r.holder == cluster.me())
+        else {
+            self.stop(namespace);
+            return Ok(None);
+        };
+        let me = cluster.me().to_string();
+        let set = cluster
+            .view()
+            .replica_set(namespace, &me, self.inner.replicas);
+        if let Some(current) = self.current(namespace)
+            && current.epoch == record.epoch
+            && current.set == set
+        {
+            return Ok(Some(current));
+        }
+        if set.len() <= 1 {
+            self.stop(namespace);
+            return Ok(None);
+        }
+        let _setup = self.inner.setup.lock().await;
+        if let Some(current) = self.current(namespace)
+            && current.epoch == record.epoch
+            && current.set == set
+        {
+            return Ok(Some(current));
+        }
+        self.inner
+            .store
+            .begin_epoch(namespace, record.epoch, set.clone())
+            .await?;
+        let revision = self
+            .inner
+            .store
+            .namespace(namespace)?
+            .map_or(0, |s| s.revision);
+        let own = LogPosition::new(record.epoch, revision);
+        let (stop, _) = watch::channel(false);
+        let replicated = Arc::new(Replicated {
+            namespace: namespace.to_string(),
+            epoch: record.epoch,
+            set: set.clone(),
+            progress: Mutex::new(Progress::new(me.clone(), &set, record.epoch, own)),
+            committed: watch::channel(0).0,
+            local: watch::channel(revision).0,
+            stop,
+        });
+        let previous = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_string(), Arc::clone(&replicated));
+        if let Some(previous) = previous {
+            let _ = previous.stop.send(true);
+        }
+        tracing::info!(namespace, epoch = record.epoch, replicas = ?set, "replicating");
+        for follower in set.iter().skip(1) {
+            tokio::spawn(stream(
+                self.inner.store.clone(),
+                cluster.clone(),
+                Arc::clone(&replicated),
+                follower.clone(),
+            ));
+        }
+        Ok(Some(replicated))
+    }
+
+    fn current(&self, namespace: &str) -> Option<Arc<Replicated>> {
+        self.inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .cloned()
+    }
+
+    fn stop(&self, namespace: &str) {
+        let gone = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(namespace);
+        if let Some(gone) = gone {
+            let _ = gone.stop.send(true);
+        }
+    }
+
+    /// Keeps replication in step with the map and the membership until `stopped`: starts it
+    /// for every namespace held here (so followers catch up with no new write), restarts it
+    /// when the set or the epoch changes, stops it for namespaces that moved away.
+    pub async fn supervise(self, mut stopped: watch::Receiver<bool>) {
+        if self.inner.replicas <= 1 {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+                _ = until_stopped(&mut stopped) => break,
+            }
+            let Some(cluster) = self.inner.cluster.get() else {
+                continue;
+            };
+            let held = cluster.held();
+            let running: Vec<String> = self
+                .inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            for namespace in running.iter().filter(|ns| !held.contains(ns)) {
+                self.stop(namespace);
+            }
+            for namespace in held.iter().filter(|ns| !ns.starts_with('_')) {
+                match self.ensure(namespace).await {
+                    Ok(_) => {}
+                    // Held from its creation on, written a moment later: nothing to ship yet.
+                    Err(StoreError::NamespaceNotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(namespace, error = %e, "cannot replicate the namespace");
+                    }
+                }
+            }
+        }
+        let all: Vec<String> = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for namespace in all {
+            self.stop(&namespace);
+        }
+    }
+}
+
+/// Ships to `follower` what it lacks of `replicated`'s namespace, for as long as the stream
+/// is not stopped: one append in flight, the next one built when it is answered, so writes that
+/// commit meanwhile go out as one batch; an empty append (a heartbeat) every
+/// [`cfgnode_ring::HEARTBEAT_MS`] when there is nothing new.
+async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, follower: NodeId) {
+    let namespace = replicated.namespace.clone();
+    let mut stop = replicated.stop.subscribe();
+    let mut local = replicated.local.subscribe();
+    let heartbeat = Duration::from_millis(cfgnode_ring::HEARTBEAT_MS);
+    let mut known: Option<LogPosition> = None;
+    let mut retry = RETRY_FIRST;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let outcome = append_once(&store, &cluster, &replicated, &follower, known).await;
+        match outcome {
+            Ok(position) => {
+                retry = RETRY_FIRST;
+                known = Some(position);
+                replicated.record(&follower, position);
+                // Caught up with what the holder has: wait for a new commit or the heartbeat.
+                if position.epoch == replicated.epoch && position.revision >= *local.borrow() {
+                    tokio::select! {
+                        _ = local.changed() => {}
+                        _ = tokio::time::sleep(heartbeat) => {}
+                        _ = until_stopped(&mut stop) => return,
+                    }
+                }
+            }
+            Err(failure) => {
+                if failure.resync {
+                    known = None;
+                }
+                tracing::debug!(namespace, follower, error = %failure.message, "append failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = until_stopped(&mut stop) => return,
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Why an append did not go through, and whether the follower's position must be asked again.
+struct Failure {
+    message: String,
+    resync: bool,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, resync: bool) -> Failure {
+        Failure {
+            message: message.into(),
+            resync,
+        }
+    }
+}
+
+/// One append to `follower`: asks its position first when unknown, builds the rows per
+/// `sync_plan`, sends them, and answers the follower's new position.
+async fn append_once(
+    store: &Store,
+    cluster: &Cluster,
+    replicated: &Arc<Replicated>,
+    follower: &str,
+    known: Option<LogPosition>,
+) -> Result<LogPosition, Failure> {
+    let namespace = replicated.namespace.as_str();
+    let addr = cluster
+        .addr_of(follower)
+        .ok_or_else(|| Failure::new(format!("no address for {follower}"), false))?;
+    let call = |request: PeerRequest| async move {
+        cluster.peers().call(addr, request, APPEND_TIMEOUT).await
+    };
+    let base = match known {
+        Some(position) => position,
+        None => {
+            let answer = call(PeerRequest::ReplicaState {
+                namespace: namespace.to_string(),
+            })
+            .await
+            .map_err(|e| Failure::new(e.into_wire().message, true))?;
+            match answer {
+                Response::Peer(PeerResponse::Replica(state)) => {
+                    state.map_or(LogPosition::ZERO, |s| ring_position(s.position))
+                }
+                other => {
+                    return Err(Failure::new(
+                        format!("unexpected answer to a state query: {other:?}"),
+                        true,
+                    ));
+                }
+            }
+        }
+    };
+    let (base_sent, to, ops) = {
+        let (store, replicated) = (store.clone(), Arc::clone(replicated));
+        tokio::task::spawn_blocking(move || build(&store, &replicated, base))
+            .await
+            .map_err(|e| Failure::new(format!("the read task failed: {e}"), true))?
+            .map_err(|e| Failure::new(e, true))?
+    };
+    let ops = bincode::serde::encode_to_vec(&ops, bincode::config::standard())
+        .map_err(|e| Failure::new(format!("cannot encode rows: {e}"), true))?;
+    if ops.len() > MAX_APPEND_BYTES {
+        return Err(Failure::new(
+            format!(
+                "the rows are {} bytes, over the {MAX_APPEND_BYTES} a single append may carry",
+                ops.len()
+            ),
+            true,
+        ));
+    }
+    let answer = call(PeerRequest::ReplicaAppend {
+        namespace: namespace.to_string(),
+        epoch: replicated.epoch,
+        replicas: replicated.set.clone(),
+        base: base_sent.map(wire_position),
+        to: wire_position(to),
+        ops,
+    })
+    .await;
+    match answer {
+        Ok(Response::Peer(PeerResponse::Replica(Some(state)))) => Ok(ring_position(state.position)),
+        Ok(other) => Err(Failure::new(format!("unexpected answer: {other:?}"), true)),
+        // A network failure leaves the follower's position probably unchanged (or moved to
+        // `to`, which the next append's refusal will tell); any refusal means "ask again".
+        Err(PeerError::Unreachable(why)) => Err(Failure::new(why, false)),
+        Err(PeerError::Answered(e)) => {
+            let level_warn = matches!(e.code.as_str(), codes::FENCED | codes::NOT_A_REPLICA);
+            if level_warn {
+                tracing::warn!(namespace, follower, code = %e.code, error = %e.message, "a follower refuses this holder's appends");
+            }
+            Err(Failure::new(format!("{}: {}", e.code, e.message), true))
+        }
+    }
+}
+
+/// The rows that bring a follower at `follower` up to the holder's newest revision: the changes
+/// since its revision when its log is a prefix of the holder's, else a full copy. Answers the
+/// base to send (`None`: a full copy), the position the follower will be at, and the rows.
+fn build(
+    store: &Store,
+    replicated: &Replicated,
+    follower: LogPosition,
+) -> Result<(Option<LogPosition>, LogPosition, Vec<TransferOp>), String> {
+    let namespace = replicated.namespace.as_str();
+    let record = store
+        .replica(namespace)
+        .map_err(|e| e.to_string())?
+        .ok_or("the namespace has no replica record here")?;
+    let start = record
+        .epoch_start
+        .map(|p| LogPosition::new(p.epoch, p.revision))
+        .ok_or("this node does not hold the namespace any more")?;
+    let now_revision = store
+        .namespace(namespace)
+        .map_err(|e| e.to_string())?
+        .map_or(0, |s| s.revision);
+    let now = LogPosition::new(replicated.epoch, now_revision);
+    if let SyncPlan::Rows { from_revision } = sync_plan(start, now, follower)
+        && let Some((state, ops)) = store
+            .export_changes(namespace, from_revision)
+            .map_err(|e| e.to_string())?
+    {
+        let to = LogPosition::new(replicated.epoch, state.revision);
+        return Ok((Some(follower), to, ops));
+    }
+    let mut export = store.export(namespace).map_err(|e| e.to_string())?;
+    let to = LogPosition::new(replicated.epoch, export.state().revision);
+    let mut ops = Vec::new();
+    while let Some(chunk) = export.next_chunk(1 << 20).map_err(|e| e.to_string())? {
+        ops.extend(chunk);
+    }
+    Ok((None, to, ops))
+}
+
+fn ring_position(position: WireLogPosition) -> LogPosition {
+    LogPosition::new(position.epoch, position.revision)
+}
+
+fn wire_position(position: LogPosition) -> WireLogPosition {
+    WireLogPosition {
+        epoch: position.epoch,
+        revision: position.revision,
+    }
+}

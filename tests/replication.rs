@@ -1,0 +1,129 @@
+//! Replication's write path across real in-process nodes (docs/replication.md, "Writes"): with
+//! `--replicas 3` on three nodes, a write is answered only once a majority of the namespace's
+//! replica set has it. Both followers reach the holder's revision at the holder's epoch; with
+//! one follower gone writes still succeed; with both gone a write answers 503 `no_quorum` and
+//! is not acknowledged; a follower that comes back catches up and writes succeed again.
+
+use std::time::Duration;
+
+use cfgnode_tests::{DEADLINE, PeerProbe, TestCluster, poll_until};
+use cfgnode_transport::{PeerRequest, PeerResponse, Response, WireLogPosition};
+use reqwest::Method;
+use serde_json::Value;
+
+const NS: &str = "rep";
+
+fn three_replicas(config: &mut cfgnode_node::NodeConfig) {
+    config.replicas = 3;
+}
+
+/// Where `node` (by QUIC address) says its copy of `NS` is, asked as a peer.
+async fn position(addr: std::net::SocketAddr) -> Option<WireLogPosition> {
+    let probe = PeerProbe::connect(addr, PeerProbe::cluster_key(), "observer", 1)
+        .await
+        .ok()?;
+    match probe
+        .call(PeerRequest::ReplicaState {
+            namespace: NS.into(),
+        })
+        .await
+    {
+        Ok(Response::Peer(PeerResponse::Replica(state))) => state.map(|s| s.position),
+        _ => None,
+    }
+}
+
+/// A PUT through `node`: its status and error code.
+async fn put(cluster: &TestCluster, node: &cfgnode_node::Node, key: &str) -> (u16, String) {
+    let resp = cluster
+        .request(
+            node,
+            Method::PUT,
+            &format!("/v1/namespaces/{NS}/keys/{key}"),
+        )
+        .header("content-type", "text/plain")
+        .body(format!("value of {key}"))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or_default();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_a_majority_of_the_replica_set() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..20 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), "v")
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let holder_index = cluster.index_of(&holder);
+    let placement = cluster.placement(cluster.node(holder_index), NS).await;
+    let epoch = placement["epoch"].as_u64().expect("epoch");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != holder_index).collect();
+    let revision = 20;
+
+    // Both followers reach the holder's revision at its epoch (the holder answered each write
+    // once one of them had it; the other catches up from the stream).
+    for &f in &followers {
+        let addr = cluster.node(f).quic_addr();
+        poll_until("a follower at the holder's revision", DEADLINE, || async {
+            position(addr)
+                .await
+                .filter(|p| p.epoch == epoch && p.revision == revision)
+        })
+        .await;
+    }
+
+    // One follower gone: a majority (holder and the other follower) is left.
+    let gone = cluster.stop(followers[0]).await;
+    gone.shutdown().await.expect("shutdown");
+    let (status, code) = put(&cluster, cluster.node(holder_index), "with-one-down").await;
+    assert_eq!((status, code.as_str()), (200, ""), "a majority is still up");
+    let other = cluster.node(followers[1]).quic_addr();
+    poll_until("the other follower has it", DEADLINE, || async {
+        position(other).await.filter(|p| p.revision == revision + 1)
+    })
+    .await;
+
+    // Both followers gone: no majority, so the write is not acknowledged.
+    let other_addrs = (
+        cluster.node(followers[1]).quic_addr(),
+        cluster.node(followers[1]).http_addr(),
+    );
+    let second = cluster.stop(followers[1]).await;
+    second.shutdown().await.expect("shutdown");
+    let (status, code) = put(&cluster, cluster.node(holder_index), "with-two-down").await;
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "no_quorum"),
+        "the holder alone is not a majority"
+    );
+
+    // A follower back: it catches up (the unacknowledged write included) and writes succeed.
+    let back_id = format!("n{}", followers[1] + 1);
+    cluster
+        .restart_at(&back_id, other_addrs.0, other_addrs.1)
+        .await;
+    poll_until(
+        "a write succeeds again",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = put(&cluster, cluster.node(holder_index), "after").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    let back = cluster.node(followers[1]).quic_addr();
+    poll_until("the returned follower caught up", DEADLINE, || async {
+        position(back).await.filter(|p| p.revision >= revision + 3)
+    })
+    .await;
+}
