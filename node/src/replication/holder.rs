@@ -78,11 +78,7 @@ impl Replicated {
             progress.record(node, position);
             progress.committed()
         };
-        self.committed.send_if_modified(|c| {
-            let moved = committed > *c;
-            *c = (*c).max(committed);
-            moved
-        });
+        raise(&self.committed, committed);
     }
 
     /// The holder committed `revision` locally.
@@ -93,16 +89,8 @@ impl Replicated {
             progress.own(own);
             progress.committed()
         };
-        self.local.send_if_modified(|r| {
-            let moved = revision > *r;
-            *r = (*r).max(revision);
-            moved
-        });
-        self.committed.send_if_modified(|c| {
-            let moved = committed > *c;
-            *c = (*c).max(committed);
-            moved
-        });
+        raise(&self.local, revision);
+        raise(&self.committed, committed);
     }
 
     /// Which followers lag `revision`, for the `no_quorum` message.
@@ -115,6 +103,15 @@ impl Replicated {
             .collect();
         format!("replica set {:?}; {}", self.set, lagging.join(", "))
     }
+}
+
+/// Raises a revision published on `channel` to `to`, waking its waiters only when it moved.
+fn raise(channel: &watch::Sender<u64>, to: u64) {
+    channel.send_if_modified(|current| {
+        let moved = to > *current;
+        *current = (*current).max(to);
+        moved
+    });
 }
 
 impl Replicator {
@@ -295,15 +292,7 @@ impl Replicator {
                 continue;
             };
             let held = cluster.held();
-            let running: Vec<String> = self
-                .inner
-                .namespaces
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .cloned()
-                .collect();
-            for namespace in running.iter().filter(|ns| !held.contains(ns)) {
+            for namespace in self.running().iter().filter(|ns| !held.contains(ns)) {
                 self.stop(namespace);
             }
             for namespace in held.iter().filter(|ns| !ns.starts_with('_')) {
@@ -317,17 +306,20 @@ impl Replicator {
                 }
             }
         }
-        let all: Vec<String> = self
-            .inner
+        for namespace in self.running() {
+            self.stop(&namespace);
+        }
+    }
+
+    /// The namespaces replicated from here now.
+    fn running(&self) -> Vec<String> {
+        self.inner
             .namespaces
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
-            .collect();
-        for namespace in all {
-            self.stop(&namespace);
-        }
+            .collect()
     }
 }
 
