@@ -127,3 +127,78 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
     })
     .await;
 }
+
+/// Promotion (docs/replication.md, "Promotion"): the holder of a namespace with three replicas
+/// stops; one of its followers is elected at a higher epoch and serves reads and writes through
+/// either survivor, with every write the old holder acknowledged. The old holder comes back as
+/// a follower of the new epoch and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_holders_namespace_fails_over_with_every_acknowledged_write() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..30 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let holder_index = cluster.index_of(&holder);
+    let old_epoch = cluster.placement(cluster.node(holder_index), NS).await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != holder_index).collect();
+    let addrs = (
+        cluster.node(holder_index).quic_addr(),
+        cluster.node(holder_index).http_addr(),
+    );
+    let gone = cluster.stop(holder_index).await;
+    gone.shutdown().await.expect("shutdown");
+
+    // A write through each survivor succeeds again (the request waits for the election).
+    for &s in &survivors {
+        poll_until("a write through a survivor", DEADLINE, || async {
+            let (status, code) = put(&cluster, cluster.node(s), &format!("after-{s}")).await;
+            assert_ne!(
+                code, "holder_down",
+                "the namespace must fail over, not wait"
+            );
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    let placement = cluster.placement(cluster.node(survivors[0]), NS).await;
+    let new_holder = placement["holder"].as_str().expect("holder").to_string();
+    assert_ne!(new_holder, holder, "a survivor holds the namespace");
+    assert!(placement["epoch"].as_u64().expect("epoch") > old_epoch);
+    for &s in &survivors {
+        for i in 0..30 {
+            let (status, body, _) = cluster.get(cluster.node(s), NS, &format!("k{i}")).await;
+            assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+        }
+    }
+    let page = cluster
+        .metrics(cluster.node(cluster.index_of(&new_holder)))
+        .await;
+    assert_eq!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_replication_elections_total", "won"),
+        1.0
+    );
+
+    // The old holder comes back: it is a follower of the new epoch and catches up.
+    cluster.restart_at(&holder, addrs.0, addrs.1).await;
+    let back = cluster.node(holder_index).quic_addr();
+    let new_epoch = cluster.placement(cluster.node(survivors[0]), NS).await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    poll_until("the old holder caught up", DEADLINE, || async {
+        position(back)
+            .await
+            .filter(|p| p.epoch >= new_epoch && p.revision >= 32)
+    })
+    .await;
+    for i in 0..30 {
+        let (status, body, _) = cluster
+            .get(cluster.node(holder_index), NS, &format!("k{i}"))
+            .await;
+        assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+    }
+}

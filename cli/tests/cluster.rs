@@ -344,6 +344,10 @@ async fn a_holder_restarted_in_place_serves_through_its_peers_at_once() {
         }
     }
     let old_generation = wait_state(&n1, "n3", "alive").await;
+    let generations = [
+        wait_state(&n2, "n1", "alive").await,
+        wait_state(&n1, "n2", "alive").await,
+    ];
 
     n3.kill9();
     // Watch for the new life from the moment the old one is gone: the instant a peer first
@@ -383,6 +387,17 @@ async fn a_holder_restarted_in_place_serves_through_its_peers_at_once() {
             "the first read through {addr} ({via}) took {elapsed:?} after it saw n3 alive"
         );
     }
+    // n3's restart is n3's business: n1 and n2 keep their identities (n3 must not tell them,
+    // from what it remembered of them, that they are down, which would make both rejoin
+    // under new generations and drop every connection to their old ones).
+    let after = [
+        wait_state(&n2, "n1", "alive").await,
+        wait_state(&n1, "n2", "alive").await,
+    ];
+    assert_eq!(
+        after, generations,
+        "n1 and n2 rejoined because n3 restarted"
+    );
     drop(n3);
 }
 

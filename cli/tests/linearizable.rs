@@ -5,10 +5,12 @@
 //! recorded with its outcome, the history ends with a read of every key once the cluster is whole
 //! again, and `cfgnode-lincheck` checks it: linearizable per key, and no acknowledged write lost.
 //!
-//! Today a namespace has one copy, on its holder: a killed holder's namespace answers 503
-//! until it is back, so this checks the single-holder design's promises (durable
-//! acknowledgements, one holder at a time, handoff under load). Replication will make the same
-//! history available through the kills; the test stays the same.
+//! It runs twice. With `--replicas 1` a namespace has one copy, on its holder: a killed
+//! holder's namespace answers 503 until it is back, so this checks the single-holder design's
+//! promises (durable acknowledgements, one holder at a time, handoff under load). With
+//! `--replicas 3` a killed holder's namespace fails over (docs/replication.md, "Promotion"):
+//! victims, the holder in about half the rounds, stay down 3 to 4 s, and writes must also be
+//! acknowledged while they are down.
 //!
 //! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
 //! `CFGNODE_HISTORY_SEED` replays a schedule.
@@ -73,8 +75,10 @@ fn refused_before_the_holder(code: &str) -> bool {
 /// `GET` a key: its value and version, `None` when it does not exist.
 async fn get(http: &reqwest::Client, base: &str, key: &str) -> (Answer, Option<(String, u64)>) {
     let url = format!("{base}/v1/namespaces/{NS}/keys/{key}?raw=true");
-    let Ok(resp) = http.get(url).bearer_auth(TOKEN).send().await else {
-        return (Answer::Unknown, None);
+    let resp = match http.get(url).bearer_auth(TOKEN).send().await {
+        Ok(resp) => resp,
+        Err(e) if e.is_connect() => return (Answer::Failed, None),
+        Err(_) => return (Answer::Unknown, None),
     };
     match resp.status() {
         StatusCode::OK => {
@@ -116,8 +120,11 @@ async fn put(
         .body(value.to_string())
         .send()
         .await;
-    let Ok(resp) = sent else {
-        return Answer::Unknown;
+    let resp = match sent {
+        Ok(resp) => resp,
+        // Nothing was sent: the node is down (killed), so the write cannot have happened.
+        Err(e) if e.is_connect() => return Answer::Failed,
+        Err(_) => return Answer::Unknown,
     };
     let status = resp.status();
     if status.is_success() {
@@ -205,8 +212,9 @@ async fn client(
     count
 }
 
-/// Starts node `name` of the test cluster (joining `seed` unless it is the first).
-async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
+/// Starts node `name` of the test cluster (joining `seed` unless it is the first) with
+/// `--replicas replicas`.
+async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>, replicas: &str) -> Node {
     let root = dir.join(name);
     std::fs::create_dir_all(&root).expect("node dir");
     let token_file = dir.join("token").to_string_lossy().into_owned();
@@ -218,6 +226,8 @@ async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
         &token_file,
         "--cluster-key-file",
         &key_file,
+        "--replicas",
+        replicas,
     ];
     if let Some(seed) = seed {
         args.extend(["--join", seed]);
@@ -253,6 +263,31 @@ async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_kills_and_handoffs_are_linearizable() {
+    history(Mode::SingleCopy).await;
+}
+
+/// The same history with `--replicas 3`: a killed holder's namespace fails over, so the victim
+/// stays down long enough for a promotion (3 to 4 s), and writes must be acknowledged while it
+/// is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_with_three_replicas_under_holder_kills_are_linearizable() {
+    history(Mode::Replicated).await;
+}
+
+/// How the cluster keeps the namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `--replicas 1`: one copy; a killed holder's namespace waits for it.
+    SingleCopy,
+    /// `--replicas 3`: a killed holder's namespace fails over to a follower.
+    Replicated,
+}
+
+async fn history(mode: Mode) {
+    let replicas = match mode {
+        Mode::SingleCopy => "1",
+        Mode::Replicated => "3",
+    };
     let secs: u64 = std::env::var("CFGNODE_HISTORY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -270,10 +305,10 @@ async fn histories_under_kills_and_handoffs_are_linearizable() {
     std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
     common::write_cluster_key(dir.path());
     let names = ["n1", "n2", "n3"];
-    let n1 = start(dir.path(), "n1", None).await;
+    let n1 = start(dir.path(), "n1", None, replicas).await;
     let join = n1.quic.to_string();
-    let n2 = start(dir.path(), "n2", Some(&join)).await;
-    let n3 = start(dir.path(), "n3", Some(&join)).await;
+    let n2 = start(dir.path(), "n2", Some(&join), replicas).await;
+    let n3 = start(dir.path(), "n3", Some(&join), replicas).await;
     let mut nodes = vec![n1, n2, n3];
     alive_everywhere(&nodes, &names).await;
     let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
@@ -297,6 +332,8 @@ async fn histories_under_kills_and_handoffs_are_linearizable() {
     // the clients write).
     let mut rng = Rng(seed | 1);
     let mut faults = Vec::new();
+    // When each victim was down (from its kill to its restart), on the recorder's clock.
+    let mut windows: Vec<(u64, u64)> = Vec::new();
     let mut round = 0;
     while Instant::now() + Duration::from_secs(2) < until {
         tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
@@ -312,10 +349,31 @@ async fn histories_under_kills_and_handoffs_are_linearizable() {
                 .map(|r| r.status());
             faults.push(format!("claim onto {to}: {claimed:?}"));
         }
-        let victim = rng.below(3) as usize;
+        let mut victim = rng.below(3) as usize;
+        if mode == Mode::Replicated && rng.below(2) == 0 {
+            // Every other round on average, the holder itself.
+            let placement: Option<Value> = async {
+                let resp = nodes[0]
+                    .request(Method::GET, &format!("/v1/cluster/placement/{NS}"))
+                    .send()
+                    .await
+                    .ok()?;
+                resp.json().await.ok()
+            }
+            .await;
+            if let Some(holder) = placement.as_ref().and_then(|p| p["holder"].as_str()) {
+                victim = names.iter().position(|n| *n == holder).unwrap_or(victim);
+            }
+        }
         nodes[victim].kill9();
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(900))).await;
+        let down_for = match mode {
+            Mode::SingleCopy => Duration::from_millis(300 + rng.below(900)),
+            Mode::Replicated => Duration::from_millis(3000 + rng.below(1000)),
+        };
+        let killed = recorder.now();
+        tokio::time::sleep(down_for).await;
         nodes[victim] = nodes[victim].restart_in_place().await;
+        windows.push((killed, recorder.now()));
         faults.push(format!("kill -9 and restart {}", names[victim]));
     }
     let mut operations = 0;
@@ -361,6 +419,31 @@ async fn histories_under_kills_and_handoffs_are_linearizable() {
         acknowledged > 50,
         "too few answered operations to say anything ({acknowledged}); faults: {faults:?}"
     );
+    if mode == Mode::Replicated {
+        // Availability: writes were acknowledged while a node (the holder, in some rounds) was
+        // down, once the failover had time to happen (SWIM detection plus a second).
+        let settled = Duration::from_millis(2800).as_nanos() as u64;
+        let during: usize = windows
+            .iter()
+            .map(|(killed, back)| {
+                history
+                    .records()
+                    .iter()
+                    .filter(|r| {
+                        matches!(r.status, cfgnode_lincheck::Status::Completed { .. })
+                            && !matches!(r.op, Op::Get)
+                            && r.invoked_at >= *killed + settled
+                            && r.invoked_at < *back
+                    })
+                    .count()
+            })
+            .sum();
+        eprintln!("history test: {during} writes acknowledged while a node was down");
+        assert!(
+            windows.is_empty() || during > 0,
+            "no write was acknowledged while a node was down; faults: {faults:?}"
+        );
+    }
     if let Err(e) = history.check() {
         panic!("the history is not linearizable (seed {seed}): {e}\nfaults: {faults:?}");
     }

@@ -141,6 +141,9 @@ pub struct Metrics {
     pub up: Gauge,
     /// Handoffs this node gave, by outcome.
     pub handoffs: Family<OutcomeLabels, Counter>,
+    /// Elections this node ran for a down holder's namespace, by outcome (`won`: it became
+    /// the holder; `deferred`: a member with more of the log should run; `failed`: no quorum).
+    pub elections: Family<OutcomeLabels, Counter>,
     /// Duration of successful handoffs given, in seconds.
     pub handoff_duration: Histogram,
     /// Requests this node forwarded to a namespace's holder.
@@ -305,6 +308,12 @@ impl Metrics {
             "Webhook POSTs by outcome (ok, failed)",
             webhook_deliveries.clone(),
         );
+        let elections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "replication_elections",
+            "Elections run here for namespaces whose holder is down, by outcome (won, deferred, failed)",
+            elections.clone(),
+        );
         let peer_auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "peer_auth_failures",
@@ -416,6 +425,7 @@ impl Metrics {
             watch_topics,
             webhook_deliveries,
             peer_auth_failures,
+            elections,
             quic_connections_refused,
             http_connections_open,
             http_connections_refused,

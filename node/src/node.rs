@@ -361,6 +361,7 @@ impl Node {
             feeds: feeds.clone(),
             stop: stopped.clone(),
             synced: first_node,
+            replicas: config.replicas,
         });
         let mut background = cluster::spawn_background(&cluster, stopped.clone());
         let store_handle = store.clone();
@@ -423,6 +424,10 @@ impl Node {
                 stopped.clone(),
             )));
         }
+        let follower = Arc::new(crate::replication::Follower::new(
+            store_handle.clone(),
+            cfgnode_ring::Lease::default(),
+        ));
         let roles = Arc::new(Roles {
             proxy: ProxyService::new(
                 NamespaceRecords::new(
@@ -440,15 +445,20 @@ impl Node {
             },
             registry,
             cluster: cluster.clone(),
-            replication: Arc::new(crate::replication::Follower::new(
-                store_handle.clone(),
-                cfgnode_ring::Lease::default(),
-            )),
+            replication: Arc::clone(&follower),
             verifier,
             metrics: Arc::clone(&metrics),
             body_limit: body_limit(config.max_value_bytes),
             body_timeout: config.http_body_timeout,
         });
+        if config.replicas >= 3 {
+            background.push(tokio::spawn(crate::replication::promote::watch_holders(
+                store_handle.clone(),
+                cluster.clone(),
+                Arc::clone(&follower),
+                stopped.clone(),
+            )));
+        }
         let app = router(Arc::clone(&roles));
         let http_app = app.clone();
         let limits = HttpLimits {

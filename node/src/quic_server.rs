@@ -180,7 +180,7 @@ async fn serve_connection(
     let remote = connection.remote_address();
     let peer = if negotiated_alpn(&connection).as_deref() == Some(PEER_ALPN) {
         let proved = match check_node_certificate(&connection) {
-            Ok(()) => accept_handshake(&connection, ctx.links.credentials()).await,
+            Ok(()) => accept_handshake(&connection, &ctx.links.credentials()).await,
             Err(e) => Err(e),
         };
         match proved {

@@ -140,6 +140,18 @@ pub(crate) fn apply(
             Ok(Applied::Replica(next))
         }
         Mutation::Append(append) => append_rows(t, &append).map(Applied::Replica),
+        Mutation::LabelCopy {
+            namespace,
+            epoch,
+            giver,
+        } => {
+            let ns = namespace.as_str();
+            let record = read_replica(&t.replicas, ns)?;
+            let state = read_namespace(&t.namespaces, ns)?;
+            let next = replica::labelled(record.as_ref(), state.as_ref(), epoch, &giver);
+            t.replicas.insert(ns, encode(&next).as_slice())?;
+            Ok(Applied::Replica(next))
+        }
         Mutation::BeginEpoch {
             namespace,
             epoch,

@@ -166,6 +166,12 @@ pub(crate) enum Mutation {
     /// A follower's append: checked whole (fence, base, target revision), then its rows and
     /// the new position in the one transaction.
     Append(crate::replica::ReplicaAppend),
+    /// The namespace's rows are now a handoff's copy of `giver`'s log at `epoch`.
+    LabelCopy {
+        namespace: String,
+        epoch: u64,
+        giver: String,
+    },
     /// This node (`holder`) becomes the namespace's holder at `epoch`.
     BeginEpoch {
         namespace: String,

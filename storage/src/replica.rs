@@ -313,6 +313,26 @@ pub(crate) fn promised(
     Ok(next)
 }
 
+/// The record of a copy that a handoff just brought whole from `giver`, holder at `epoch`:
+/// the rows are the giver's log, so the copy is at `(epoch, revision)` as the giver's followers
+/// are, and a later `begun` starts from there (a holder's old `epoch_start`, or a follower's
+/// older position, would mislabel rows the giver wrote). The promise never goes down.
+pub(crate) fn labelled(
+    record: Option<&ReplicaState>,
+    namespace_state: Option<&NamespaceState>,
+    epoch: u64,
+    giver: &str,
+) -> ReplicaState {
+    let revision = namespace_state.map_or(0, |s| s.revision);
+    ReplicaState {
+        promised: record.map_or(0, |r| r.promised).max(epoch),
+        position: LogPos::new(epoch, revision),
+        epoch_start: None,
+        holder: giver.to_string(),
+        replicas: record.map(|r| r.replicas.clone()).unwrap_or_default(),
+    }
+}
+
 /// The record of this node (`me`) becoming holder at `epoch` with the set `replicas`.
 ///
 /// Refused (`AlreadyPromised`) when `epoch` is below the promise, and when this copy already

@@ -73,8 +73,15 @@ impl TestCluster {
         Self::start_with(n, |_| {}).await
     }
 
-    /// Starts `n` nodes whose configs `tweak` adjusts (also at restarts).
+    /// Starts `n` nodes whose configs `tweak` adjusts (also at restarts). With `RUST_LOG` set,
+    /// the nodes' logs go to stderr (run the test with `--nocapture`).
     pub async fn start_with(n: usize, tweak: fn(&mut NodeConfig)) -> TestCluster {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         std::fs::write(dir.path().join("cluster.key"), CLUSTER_KEY).expect("cluster key file");

@@ -388,6 +388,12 @@ pub async fn on_commit(
     let ns = namespace.to_string();
     let state = crate::blocking::read(cluster.store(), move |s| s.namespace(&ns)).await?;
     let record = pending.check_revision(state.map_or(0, |s| s.revision))?;
+    // The rows are the giver's log at its epoch (the one before the record's): label them so,
+    // before serving, so replication from here starts from the giver's position.
+    cluster
+        .store()
+        .label_copy(namespace, record.epoch.saturating_sub(1), sender)
+        .await?;
     cluster
         .author(Update::Holder {
             namespace: namespace.to_string(),

@@ -30,6 +30,7 @@ mod error;
 mod forward;
 mod gossip;
 pub mod handoff;
+mod lease;
 mod peers;
 mod reconcile;
 mod route;
@@ -50,6 +51,7 @@ use tokio::sync::{RwLock, mpsc, watch};
 use crate::feeds::Feeds;
 use crate::membership::{MemberView, Membership};
 use crate::metrics::Metrics;
+use lease::ReadLeases;
 
 pub use admin::DirectiveKind;
 pub use error::ClusterError;
@@ -105,6 +107,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     feeds: Feeds,
     stop: watch::Receiver<bool>,
+    /// Replica sets of three or more (`--replicas`): a down holder's namespaces fail over, so
+    /// a request waits for the promotion instead of answering `holder_down` at once.
+    failover: bool,
+    /// Whether a read may be served from this node's copy of a namespace it holds.
+    leases: ReadLeases,
 }
 
 /// A set of namespace names that tasks share (those being created here, those being handed
@@ -155,6 +162,10 @@ pub struct ClusterParts {
     /// True for the first node of a new cluster (no `--join`, no member known from an earlier
     /// run): its empty map is the whole truth, so it is synced from the start.
     pub synced: bool,
+    /// `--replicas`: with 3 or more, namespaces fail over when their holder dies (requests for
+    /// a down holder's namespace wait for its successor); above 1, reads on the holder need a
+    /// lease.
+    pub replicas: usize,
 }
 
 impl Cluster {
@@ -171,6 +182,7 @@ impl Cluster {
             feeds,
             stop,
             synced,
+            replicas,
         } = parts;
         let mut members = membership.subscribe();
         let view = Arc::new(View::new(&me, &members.borrow_and_update()));
@@ -192,6 +204,8 @@ impl Cluster {
                 metrics,
                 feeds,
                 stop,
+                failover: replicas >= 3,
+                leases: ReadLeases::new(replicas),
             }),
         }
     }
@@ -322,6 +336,38 @@ impl Cluster {
             self.broadcast(&update);
         }
         Ok(())
+    }
+
+    /// The read leases of the namespaces held here (the replicator extends them).
+    pub(crate) fn leases(&self) -> &ReadLeases {
+        &self.inner.leases
+    }
+
+    /// Makes this node the holder of `namespace` at `epoch`, replacing `replaced` (a holder
+    /// that is down, whose replica set elected this node): durable, then gossiped. False when
+    /// the map moved on meanwhile (another record superseded `replaced`), and nothing changed.
+    pub(crate) async fn take_over(
+        &self,
+        namespace: &str,
+        replaced: &HolderRecord,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        let gate = self.gate(namespace);
+        let _frozen = gate.write_owned().await;
+        if self.holder(namespace).as_ref() != Some(replaced) || epoch <= replaced.epoch {
+            return Ok(false);
+        }
+        let update = Update::Holder {
+            namespace: namespace.to_string(),
+            record: HolderRecord {
+                holder: self.inner.me.clone(),
+                epoch,
+            },
+        };
+        self.author(update).await?;
+        Ok(self
+            .holder(namespace)
+            .is_some_and(|r| r.holder == self.inner.me && r.epoch == epoch))
     }
 
     /// Hands an update to SWIM for dissemination (dropped when the queue is full: anti-entropy

@@ -107,7 +107,7 @@ impl Peers {
         }
         let link = dial_peer(
             self.links.endpoint(),
-            self.links.credentials(),
+            &self.links.credentials(),
             self.links.metrics(),
             to,
             DIAL_TIMEOUT,

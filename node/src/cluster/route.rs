@@ -19,6 +19,14 @@ use super::{Cluster, GATE_WAIT};
 /// unknown namespace) waits for a node that just started to merge the cluster map.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a request for a namespace whose holder is down waits for its replica set to elect
+/// a successor (failover on) before it answers `holder_down`.
+const FAILOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a read on the holder waits for its read lease (a heartbeat round answered by a
+/// quorum) before it answers `no_quorum`.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Where a request for a namespace is served.
 #[derive(Debug)]
 pub enum Target {
@@ -91,6 +99,14 @@ pub enum RouteError {
         /// The holder.
         node: NodeId,
     },
+    /// This node holds the namespace but no quorum of its replica set confirmed it lately.
+    #[error(
+        "namespace {namespace:?}: this node cannot confirm it is still the holder (no majority of the replica set answered within the read lease), so it does not serve a read that may be stale; retry in a moment"
+    )]
+    NoLease {
+        /// The namespace, named in the message so the caller knows which one failed.
+        namespace: String,
+    },
     /// The namespace is frozen by a handoff for longer than a request may wait.
     #[error("namespace {namespace:?} is moving to another node; retry in a moment")]
     Moving {
@@ -122,6 +138,7 @@ impl RouteError {
         match self {
             RouteError::HolderDown { .. } => codes::HOLDER_DOWN,
             RouteError::Moving { .. } => codes::MOVING,
+            RouteError::NoLease { .. } => codes::NO_QUORUM,
             RouteError::NoOwner { .. } => codes::UNAVAILABLE,
             RouteError::NotReady { .. } => codes::NOT_READY,
             RouteError::Storage(e) => crate::error::error_code(e),
@@ -145,6 +162,61 @@ impl Cluster {
                 why: "this node has not yet merged the cluster map from a peer since it started (is any member reachable?)".to_string(),
             }),
         }
+    }
+
+    /// Waits (up to [`LEASE_WAIT`]) until this node may serve reads of `namespace` at
+    /// `epoch`, or the map changed (route again either way). A holder that cannot get a quorum
+    /// of its replica set to answer within that time (cut off, or restarted and not yet told
+    /// of its successor) answers `no_quorum` rather than read a copy that may be stale.
+    async fn await_lease(&self, namespace: &str, epoch: u64) -> Result<(), RouteError> {
+        let mut leases = self.inner.leases.subscribe();
+        let mut map = self.inner.state.subscribe();
+        let moved = || self.holder(namespace).is_none_or(|r| r.epoch != epoch);
+        let waited = tokio::time::timeout(LEASE_WAIT, async {
+            loop {
+                if self.inner.leases.may_serve(namespace, epoch) || moved() {
+                    return;
+                }
+                tokio::select! {
+                    _ = leases.changed() => {}
+                    _ = map.changed() => {}
+                    // A lease can lapse and be renewed without a change being sent while
+                    // nobody looked: look again now and then.
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        waited.await.map_err(|_| RouteError::NoLease {
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// With failover on (replica sets of three or more), waits up to [`FAILOVER_WAIT`] for
+    /// `namespace` to get a holder other than `down` (its replica set elects one within a
+    /// moment of SWIM declaring the holder down). True when it did: route again. False at
+    /// once without failover, and for a namespace pinned to `down` (a pin keeps it there).
+    async fn await_failover(&self, namespace: &str, down: &str) -> bool {
+        if !self.inner.failover {
+            return false;
+        }
+        let pinned_there = self.inner.state.read(|map| {
+            map.pin(namespace)
+                .is_some_and(|pin| pin.target.as_deref() == Some(down))
+        });
+        if pinned_there {
+            return false;
+        }
+        let mut changes = self.inner.state.subscribe();
+        let moved = || self.holder(namespace).is_some_and(|r| r.holder != down);
+        let waited = tokio::time::timeout(FAILOVER_WAIT, async {
+            while !moved() {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        waited.await.unwrap_or(false)
     }
 
     /// Where a request for `namespace` is served. Creates the namespace's holder record when
@@ -185,6 +257,15 @@ impl Cluster {
                         Some(r) => r.holder == self.inner.me,
                         None => decision == Route::ServeAbsent,
                     });
+                    if still && intent == Intent::Read && decision == Route::Serve {
+                        let epoch = self.holder(namespace).map_or(0, |r| r.epoch);
+                        if self.inner.leases.may_serve(namespace, epoch) {
+                            return Ok(Target::Local(Permit(guard)));
+                        }
+                        drop(guard);
+                        self.await_lease(namespace, epoch).await?;
+                        continue;
+                    }
                     if still {
                         return Ok(Target::Local(Permit(guard)));
                     }
@@ -216,6 +297,9 @@ impl Cluster {
                 }
                 Route::Forward { to, epoch } => {
                     let Some(addr) = view.addr_of(&to) else {
+                        if self.await_failover(namespace, &to).await {
+                            continue;
+                        }
                         return Err(RouteError::HolderDown {
                             namespace: namespace.to_string(),
                             node: to,
@@ -228,6 +312,9 @@ impl Cluster {
                     });
                 }
                 Route::Unavailable { node } => {
+                    if self.await_failover(namespace, &node).await {
+                        continue;
+                    }
                     return Err(RouteError::HolderDown {
                         namespace: namespace.to_string(),
                         node,

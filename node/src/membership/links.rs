@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,7 +104,8 @@ pub struct DatagramLinks {
 
 struct Inner {
     endpoint: Endpoint,
-    credentials: PeerCredentials,
+    /// Behind a lock only for [`DatagramLinks::renew_claim`].
+    credentials: RwLock<PeerCredentials>,
     metrics: Arc<Metrics>,
     connections: Mutex<HashMap<SocketAddr, PeerLink>>,
     dialing: Mutex<HashSet<SocketAddr>>,
@@ -129,7 +130,7 @@ impl DatagramLinks {
         DatagramLinks {
             inner: Arc::new(Inner {
                 endpoint,
-                credentials,
+                credentials: RwLock::new(credentials),
                 metrics,
                 connections: Mutex::default(),
                 dialing: Mutex::default(),
@@ -139,8 +140,21 @@ impl DatagramLinks {
     }
 
     /// This node's credentials (the QUIC front end checks accepted peers with them).
-    pub fn credentials(&self) -> &PeerCredentials {
-        &self.inner.credentials
+    pub fn credentials(&self) -> PeerCredentials {
+        match self.inner.credentials.read() {
+            Ok(credentials) => credentials.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Claims `generation` in every handshake from now on: SWIM renewed this node's identity
+    /// (it was declared down and rejoined), and peers drop connections that claim an older one.
+    pub fn renew_claim(&self, generation: u64) {
+        let mut credentials = match self.inner.credentials.write() {
+            Ok(credentials) => credentials,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        credentials.claim.generation = generation;
     }
 
     /// The endpoint links dial from.
@@ -220,7 +234,7 @@ impl DatagramLinks {
             let inner = &links.inner;
             let dialed = dial_peer(
                 &inner.endpoint,
-                &inner.credentials,
+                &links.credentials(),
                 &inner.metrics,
                 to,
                 DIAL_TIMEOUT,

@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use foca::{
-    AccumulatingRuntime, BroadcastHandler, Config, Foca, Member, OwnedNotification, State, Timer,
-};
+use foca::{AccumulatingRuntime, BroadcastHandler, Config, Foca, OwnedNotification, State, Timer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -58,8 +56,8 @@ pub struct MembershipConfig {
     pub cluster_id: String,
     /// Addresses to join through.
     pub seeds: Vec<SocketAddr>,
-    /// Members known from a previous run (restored from storage): applied as down members and
-    /// announced to like seeds, so a restarted node rejoins without `--join`.
+    /// Members known from a previous run (restored from storage): shown as down until SWIM hears
+    /// of them, and announced to like seeds, so a restarted node rejoins without `--join`.
     pub known: Vec<Peer>,
     /// Foca's SWIM timings (probe period, suspicion timeout, ...): tests shorten them.
     pub swim: Config,
@@ -160,15 +158,17 @@ async fn run<G: BroadcastHandler<Peer>>(
         http: addr,
         generation: 0,
     };
-    let restored = config
+    // Members of a previous run stay out of foca: declaring them down there would make foca
+    // tell each of them, at its first message, that it is down, and every one would rejoin
+    // under a new generation (closing its peers' connections) for one node's restart. They
+    // show as down in the published view until SWIM hears of them (see `snapshot`).
+    let restored: Vec<Peer> = config
         .known
         .iter()
         .filter(|p| p.id != config.me.id)
         .cloned()
-        .map(Member::down);
-    if let Err(e) = foca.apply_many(restored, false, &mut runtime) {
-        tracing::warn!(error = %e, "restored members refused");
-    }
+        .collect();
+    let mut me = config.me.clone();
     let mut targets: Vec<SocketAddr> = config.seeds.clone();
     targets.extend(
         config
@@ -243,12 +243,24 @@ async fn run<G: BroadcastHandler<Peer>>(
                 OwnedNotification::MemberDown(peer) => {
                     tracing::warn!(member = %peer.id, addr = %peer.quic, "member down")
                 }
+                OwnedNotification::Rejoin(renewed) => {
+                    tracing::warn!(
+                        generation = renewed.generation,
+                        "this node was declared down; rejoined under a new generation"
+                    );
+                    // Peers drop connections to the old generation: claim the new one.
+                    links.renew_claim(renewed.generation);
+                    me = renewed;
+                }
+                OwnedNotification::Rename(old, new) => {
+                    tracing::info!(member = %new.id, from = old.generation, to = new.generation, "member renamed")
+                }
                 _ => {}
             }
             changed = true;
         }
         if changed || publish.borrow().len() <= 1 {
-            publish.send_replace(snapshot(&foca, &config.me));
+            publish.send_replace(snapshot(&foca, &me, &restored));
         }
     }
     let _ = foca.leave_cluster(&mut runtime);
@@ -260,8 +272,13 @@ async fn run<G: BroadcastHandler<Peer>>(
     links.close();
 }
 
-/// The member list: ourselves plus foca's full membership state (down members included).
-fn snapshot<G: BroadcastHandler<Peer>>(foca: &FocaInstance<G>, me: &Peer) -> Vec<MemberView> {
+/// The member list: ourselves, foca's full membership state (down members included), and the
+/// members restored from a previous run that SWIM has not heard of yet, as down.
+fn snapshot<G: BroadcastHandler<Peer>>(
+    foca: &FocaInstance<G>,
+    me: &Peer,
+    restored: &[Peer],
+) -> Vec<MemberView> {
     let mut by_id: BTreeMap<String, MemberView> = BTreeMap::new();
     for member in foca.iter_membership_state() {
         let state = match member.state() {
@@ -280,6 +297,12 @@ fn snapshot<G: BroadcastHandler<Peer>>(foca: &FocaInstance<G>, me: &Peer) -> Vec
                 by_id.insert(view.peer.id.clone(), view);
             }
         }
+    }
+    for peer in restored {
+        by_id.entry(peer.id.clone()).or_insert_with(|| MemberView {
+            peer: peer.clone(),
+            state: MemberState::Down,
+        });
     }
     by_id.insert(
         me.id.clone(),

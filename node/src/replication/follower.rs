@@ -144,7 +144,8 @@ impl Follower {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(namespace.to_string(), Instant::now());
-        Ok(wire(state))
+        let position = state.position;
+        Ok(wire(state, position))
     }
 
     /// `ReplicaPromise`: take nothing below `epoch` from now on, once the lease from the holder
@@ -155,13 +156,7 @@ impl Follower {
         epoch: u64,
     ) -> Result<WireReplica, ReplicaRefusal> {
         validate_namespace(namespace)?;
-        let heard = self
-            .heard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(namespace)
-            .copied()
-            .unwrap_or(self.started);
+        let heard = self.last_heard(namespace);
         let since = u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Millis on this node's monotonic clock, counted from `heard` (0): only the rate of the
         // clock matters.
@@ -172,13 +167,29 @@ impl Follower {
                 lease_ms: self.lease.duration_ms(),
             });
         }
-        Ok(wire(self.store.promise(namespace, epoch).await?))
+        let state = self.store.promise(namespace, epoch).await?;
+        Ok(wire(state, self.store.position(namespace)?))
     }
 
-    /// `ReplicaState`: this node's durable replica state of `namespace`, if any.
+    /// `ReplicaState`: this node's durable replica state of `namespace`, if any, with the
+    /// position of its copy (a former holder's is derived from its revision, not stored).
     pub fn on_state(&self, namespace: &str) -> Result<Option<WireReplica>, ReplicaRefusal> {
         validate_namespace(namespace)?;
-        Ok(self.store.replica(namespace)?.map(wire))
+        match self.store.replica(namespace)? {
+            Some(state) => Ok(Some(wire(state, self.store.position(namespace)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// When this node last took an append of `namespace` (or, if it never did since it
+    /// started, when it started): how long its holder has been silent.
+    pub fn last_heard(&self, namespace: &str) -> Instant {
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.started)
     }
 }
 
@@ -238,12 +249,13 @@ fn log_pos(position: WireLogPosition) -> LogPos {
     LogPos::new(position.epoch, position.revision)
 }
 
-fn wire(state: ReplicaState) -> WireReplica {
+/// A replica record as the wire carries it, at `position` (its copy's, see `Store::position`).
+fn wire(state: ReplicaState, position: LogPos) -> WireReplica {
     WireReplica {
         promised: state.promised,
         position: WireLogPosition {
-            epoch: state.position.epoch,
-            revision: state.position.revision,
+            epoch: position.epoch,
+            revision: position.revision,
         },
         holder: state.holder,
         replicas: state.replicas,

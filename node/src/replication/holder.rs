@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cfgnode_ring::{LogPosition, NodeId, Progress, SyncPlan, sync_plan};
 use cfgnode_storage::{Store, StoreError, TransferOp};
@@ -68,9 +68,29 @@ struct Replicated {
     local: watch::Sender<u64>,
     /// Turned true to end the streams (the namespace moved, the set changed, shutdown).
     stop: watch::Sender<bool>,
+    /// Per follower, when the newest append it answered at this epoch was sent: the read
+    /// lease runs from the send time of the round a quorum answered.
+    acked_sent: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Replicated {
+    /// Records that `node` answered, at this epoch, an append sent at `sent`, and returns
+    /// the send time a quorum (this node included) has answered since, if any: the start of the
+    /// read lease.
+    fn acked(&self, node: &str, sent: Instant) -> Option<Instant> {
+        let mut acked = self.acked_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = acked.entry(node.to_string()).or_insert(sent);
+        *newest = (*newest).max(sent);
+        let mut times: Vec<Instant> = acked.values().copied().collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        // The holder is one of the quorum; the other members are the newest answers.
+        let others = cfgnode_ring::quorum(self.set.len()).saturating_sub(1);
+        match others {
+            0 => Some(sent),
+            n => times.get(n - 1).copied(),
+        }
+    }
+
     /// Records `node` at `position` and publishes the new committed revision.
     fn record(&self, node: &str, position: LogPosition) {
         let committed = {
@@ -131,6 +151,11 @@ impl Replicator {
     /// Wires the cluster in (routing, membership, peer connections).
     pub fn attach(&self, cluster: Cluster) {
         let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// Whether writes and reads wait for a quorum at all (`--replicas` above 1).
+    pub fn replicates(&self) -> bool {
+        self.inner.replicas > 1
     }
 
     /// After a local commit of `namespace` at `revision`: waits until a quorum of its replica
@@ -205,6 +230,7 @@ impl Replicator {
         }
         if set.len() <= 1 {
             self.stop(namespace);
+            cluster.leases().solo(namespace, record.epoch);
             return Ok(None);
         }
         let _setup = self.inner.setup.lock().await;
@@ -233,6 +259,7 @@ impl Replicator {
             committed: watch::channel(0).0,
             local: watch::channel(revision).0,
             stop,
+            acked_sent: Mutex::default(),
         });
         let previous = self
             .inner
@@ -273,6 +300,9 @@ impl Replicator {
             .remove(namespace);
         if let Some(gone) = gone {
             let _ = gone.stop.send(true);
+        }
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.leases().forget(namespace);
         }
     }
 
@@ -338,12 +368,20 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
         if *stop.borrow() {
             return;
         }
+        let sent = Instant::now();
         let outcome = append_once(&store, &cluster, &replicated, &follower, known).await;
         match outcome {
             Ok(position) => {
                 retry = RETRY_FIRST;
                 known = Some(position);
                 replicated.record(&follower, position);
+                if position.epoch == replicated.epoch
+                    && let Some(lease_start) = replicated.acked(&follower, sent)
+                {
+                    cluster
+                        .leases()
+                        .extend(&namespace, replicated.epoch, lease_start);
+                }
                 // Caught up with what the holder has: wait for a new commit or the heartbeat.
                 if position.epoch == replicated.epoch && position.revision >= *local.borrow() {
                     tokio::select! {

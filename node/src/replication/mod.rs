@@ -9,6 +9,7 @@
 
 pub mod follower;
 pub mod holder;
+pub mod promote;
 
 pub use follower::Follower;
 pub use holder::Replicator;

@@ -2,6 +2,8 @@
 //! (see `crate::replica` for the rules). Reads are synchronous, writes go through the
 //! group-commit writer like every mutation and resolve after the durable commit.
 
+use redb::ReadableTable;
+
 use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::mutation::{Applied, Mutation};
@@ -24,6 +26,19 @@ impl Store {
         let table = txn.open_table(REPLICAS)?;
         let found = table.get(namespace)?;
         found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every replica record on this node, by namespace: the namespaces it follows (or held,
+    /// or promised something for). What a follower looks through for holders to replace.
+    pub fn replicas(&self) -> Result<Vec<(String, ReplicaState)>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(REPLICAS)?;
+        let mut all = Vec::new();
+        for row in table.iter()? {
+            let (namespace, value) = row?;
+            all.push((namespace.value().to_string(), decode(value.value())?));
+        }
+        Ok(all)
     }
 
     /// The position of this node's copy of `namespace`, whatever its role: a follower's stored
@@ -78,6 +93,25 @@ impl Store {
     pub async fn append(&self, append: ReplicaAppend) -> Result<ReplicaState, StoreError> {
         check_append_shape(&append)?;
         self.submit_replica(Mutation::Append(append)).await
+    }
+
+    /// Records that `namespace`'s rows are a handoff's whole copy of the log of `giver`, its
+    /// holder at `epoch`: the copy's position becomes `(epoch, revision)`, so the epoch this
+    /// node begins next starts from the giver's label, and followers the giver fed get only
+    /// the rows they lack. Called by a handoff's receiver before it takes the namespace.
+    pub async fn label_copy(
+        &self,
+        namespace: &str,
+        epoch: u64,
+        giver: &str,
+    ) -> Result<ReplicaState, StoreError> {
+        validate_namespace(namespace)?;
+        let mutation = Mutation::LabelCopy {
+            namespace: namespace.to_string(),
+            epoch,
+            giver: giver.to_string(),
+        };
+        self.submit_replica(mutation).await
     }
 
     /// Makes this node the holder of `namespace` at `epoch` (after winning an election, at

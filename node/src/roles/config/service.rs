@@ -93,7 +93,8 @@ impl ConfigService {
         namespace: &str,
     ) -> Result<Option<NamespaceState>, StoreError> {
         let ns = namespace.to_string();
-        self.read(move |s| s.namespace(&ns)).await
+        self.read_visible(namespace, move |s| s.namespace(&ns))
+            .await
     }
 
     /// Up to `limit` log events after `after` and the namespace's revision read after them
@@ -105,7 +106,7 @@ impl ConfigService {
         limit: usize,
     ) -> Result<(LogRead, Revision), StoreError> {
         let ns = namespace.to_string();
-        self.read(move |s| {
+        self.read_visible(namespace, move |s| {
             let read = match after {
                 Some(after) => s.events_since(&ns, after, limit)?,
                 None => LogRead::Events(Vec::new()),
@@ -121,6 +122,32 @@ impl ConfigService {
         &self.store
     }
 
+    /// Runs a read of `namespace` off the async workers, and answers it only once the state it
+    /// saw is durable on a quorum of the namespace's replica set (at once without replication).
+    /// A holder's own writes are in its store before a quorum has them; a read that showed one
+    /// could show a write that a failover then loses, which is not linearizable. Answers
+    /// `NoQuorum` when the quorum does not come.
+    pub(crate) async fn read_visible<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if !self.replicator.replicates() {
+            return self.read(f).await;
+        }
+        let ns = namespace.to_string();
+        let (value, revision) = self
+            .read(move |s| {
+                let value = f(s)?;
+                // Read after `f`, so at least as new as what it saw.
+                let revision = s.namespace(&ns)?.map_or(0, |state| state.revision);
+                Ok((value, revision))
+            })
+            .await?;
+        self.replicator.replicated(namespace, revision).await?;
+        Ok(value)
+    }
+
     /// Runs a storage read off the async workers (reads are synchronous redb transactions).
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -133,7 +160,9 @@ impl ConfigService {
     /// Reads a key, following an alias to its target.
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Resolved, StoreError> {
         let (ns, key) = (namespace.to_string(), name.to_string());
-        let lookup = self.read(move |s| s.lookup(&ns, &key)).await?;
+        let lookup = self
+            .read_visible(namespace, move |s| s.lookup(&ns, &key))
+            .await?;
         match lookup {
             Lookup::Entry(entry) => Ok(Resolved { entry, alias: None }),
             Lookup::Alias {
@@ -187,7 +216,7 @@ impl ConfigService {
         let after = decode_cursor(cursor)?;
         let (ns, prefix) = (namespace.to_string(), prefix.to_string());
         let (state, page) = self
-            .read(move |s| {
+            .read_visible(namespace, move |s| {
                 let Some(state) = s.namespace(&ns)? else {
                     return Err(StoreError::NamespaceNotFound { namespace: ns });
                 };
@@ -216,7 +245,7 @@ impl ConfigService {
             .transpose()?;
         let (ns, k) = (namespace.to_string(), key.to_string());
         let page = self
-            .read(move |s| s.versions(&ns, &k, before, limit))
+            .read_visible(namespace, move |s| s.versions(&ns, &k, before, limit))
             .await?;
         if page.items.is_empty() && before.is_none() {
             return Err(StoreError::KeyNotFound {
@@ -235,7 +264,7 @@ impl ConfigService {
         version: u64,
     ) -> Result<VersionEntry, StoreError> {
         let (ns, k) = (namespace.to_string(), key.to_string());
-        self.read(move |s| {
+        self.read_visible(namespace, move |s| {
             s.version(&ns, &k, version)?
                 .ok_or(StoreError::VersionNotFound { key: k, version })
         })
@@ -254,7 +283,7 @@ impl ConfigService {
             Some(v) => v,
             None => {
                 let (ns, k) = (namespace.to_string(), key.to_string());
-                self.read(move |s| s.latest_version(&ns, &k))
+                self.read_visible(namespace, move |s| s.latest_version(&ns, &k))
                     .await?
                     .ok_or_else(|| StoreError::KeyNotFound {
                         namespace: namespace.to_string(),
@@ -298,7 +327,7 @@ impl ConfigService {
         if let Some(tags) = if_none_match {
             let ns = namespace.to_string();
             let state = self
-                .read(move |s| s.namespace(&ns))
+                .read_visible(namespace, move |s| s.namespace(&ns))
                 .await?
                 .ok_or_else(not_found)?;
             let etag = state.etag();
@@ -308,7 +337,7 @@ impl ConfigService {
         }
         let ns = namespace.to_string();
         let snapshot = self
-            .read(move |s| s.snapshot(&ns))
+            .read_visible(namespace, move |s| s.snapshot(&ns))
             .await?
             .ok_or_else(not_found)?;
         Ok(SnapshotOutcome::Snapshot(snapshot))
@@ -346,7 +375,7 @@ impl ConfigService {
     /// Reads an alias.
     pub async fn get_alias(&self, namespace: &str, alias: &str) -> Result<Alias, StoreError> {
         let (ns, a) = (namespace.to_string(), alias.to_string());
-        self.read(move |s| {
+        self.read_visible(namespace, move |s| {
             s.alias(&ns, &a)?.ok_or(StoreError::AliasNotFound {
                 namespace: ns,
                 alias: a,
@@ -374,7 +403,7 @@ impl ConfigService {
         let after = decode_cursor(cursor)?;
         let ns = namespace.to_string();
         let page = self
-            .read(move |s| s.aliases(&ns, after.as_deref(), limit))
+            .read_visible(namespace, move |s| s.aliases(&ns, after.as_deref(), limit))
             .await?;
         Ok(opaque(page))
     }

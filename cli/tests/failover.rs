@@ -1,0 +1,228 @@
+//! Failover across real processes (docs/replication.md, "Promotion"): three `cfgnode start
+//! --replicas 3` processes; the holder of a namespace is SIGKILLed, and writes through the
+//! survivors must succeed again within SWIM's detection time plus 1 s, with every write
+//! acknowledged before the kill still there. The killed node comes back, catches up, and the
+//! next round kills whichever node holds the namespace then.
+//!
+//! Each round prints how long detection and the whole outage took; `CFGNODE_FAILOVER_RUNS=20`
+//! runs twenty rounds and prints the median and the worst (the figures in
+//! docs/benchmarks.md).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Launch, Node, poll_until};
+use reqwest::Method;
+use serde_json::Value;
+
+const NS: &str = "fo";
+const TOKEN: &str = "failover-test-shared-token-0123456789abcdef";
+/// What the requirement allows after detection.
+const AFTER_DETECTION: Duration = Duration::from_secs(1);
+
+async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).expect("node dir");
+    let token_file = dir.join("token").to_string_lossy().into_owned();
+    let key_file = dir.join("cluster.key").to_string_lossy().into_owned();
+    let mut args = vec![
+        "--node-id",
+        name,
+        "--token-file",
+        &token_file,
+        "--cluster-key-file",
+        &key_file,
+        "--replicas",
+        "3",
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--join", seed]);
+    }
+    let mut launch = Launch::new(&root).args(&args);
+    launch.token = Some(TOKEN.to_string());
+    Node::start(&launch).await
+}
+
+async fn json(node: &Node, path: &str) -> Option<Value> {
+    let resp = node.request(Method::GET, path).send().await.ok()?;
+    resp.json().await.ok()
+}
+
+/// The state `node` sees member `id` in.
+async fn state_of(node: &Node, id: &str) -> Option<String> {
+    let body = json(node, "/v1/cluster/members").await?;
+    body["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["state"].as_str().map(str::to_string))
+}
+
+/// A PUT through `node` with a short timeout: whether it was acknowledged.
+async fn put(http: &reqwest::Client, node: &Node, key: &str, value: &str) -> bool {
+    let url = format!("{}/v1/namespaces/{NS}/keys/{key}", node.base);
+    let sent = http
+        .put(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(value.to_string())
+        .send()
+        .await;
+    sent.is_ok_and(|r| r.status().is_success())
+}
+
+async fn get(http: &reqwest::Client, node: &Node, key: &str) -> Option<String> {
+    let url = format!("{}/v1/namespaces/{NS}/keys/{key}?raw=true", node.base);
+    let resp = http.get(url).bearer_auth(TOKEN).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
+    for node in nodes {
+        for name in names {
+            let what = format!("{name} alive as seen by {}", node.addr);
+            poll_until(&what, Duration::from_secs(30), || async {
+                (state_of(node, name).await.as_deref() == Some("alive")).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+/// The namespace's holder as every node sees it, once they agree.
+async fn agreed_holder(nodes: &[Node]) -> String {
+    poll_until(
+        "every node names the same holder",
+        Duration::from_secs(30),
+        || async {
+            let mut holders = Vec::new();
+            for node in nodes {
+                let placement = json(node, &format!("/v1/cluster/placement/{NS}")).await?;
+                holders.push(placement["holder"].as_str()?.to_string());
+            }
+            let first = holders.first()?.clone();
+            holders.iter().all(|h| *h == first).then_some(first)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
+    let runs: usize = std::env::var("CFGNODE_FAILOVER_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+    common::write_cluster_key(dir.path());
+    let names = ["n1", "n2", "n3"];
+    let n1 = start(dir.path(), "n1", None).await;
+    let join = n1.quic.to_string();
+    let n2 = start(dir.path(), "n2", Some(&join)).await;
+    let n3 = start(dir.path(), "n3", Some(&join)).await;
+    let mut nodes = vec![n1, n2, n3];
+    alive_everywhere(&nodes, &names).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("http client");
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    let mut outages = Vec::new();
+    for run in 0..runs {
+        // Writes acknowledged before the kill, through every node.
+        for i in 0..10 {
+            let (key, value) = (format!("r{run}-k{i}"), format!("v{run}-{i}"));
+            let via = &nodes[i % 3];
+            poll_until(
+                "a write before the kill",
+                Duration::from_secs(30),
+                || async { put(&slow, via, &key, &value).await.then_some(()) },
+            )
+            .await;
+            acknowledged.push((key, value));
+        }
+        let holder = agreed_holder(&nodes).await;
+        let victim = names.iter().position(|n| *n == holder).expect("a node");
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+
+        nodes[victim].kill9();
+        let killed = Instant::now();
+        let watcher = &nodes[survivors[0]];
+        let detection = async {
+            poll_until(
+                "the holder declared down",
+                Duration::from_secs(30),
+                || async {
+                    (state_of(watcher, &holder).await.as_deref() == Some("down"))
+                        .then(|| killed.elapsed())
+                },
+            )
+            .await
+        };
+        let writable = async {
+            let http = &http;
+            let mut attempt = 0;
+            poll_until(
+                "a write through a survivor",
+                Duration::from_secs(30),
+                || {
+                    attempt += 1;
+                    let via = &nodes[survivors[attempt % 2]];
+                    let key = format!("r{run}-during-{attempt}");
+                    async move { put(http, via, &key, "x").await.then(|| killed.elapsed()) }
+                },
+            )
+            .await
+        };
+        let (detected, written) = tokio::join!(detection, writable);
+        eprintln!(
+            "failover round {run}: {holder} killed; declared down after {detected:?}, writes back after {written:?}"
+        );
+        assert!(
+            written <= detected + AFTER_DETECTION,
+            "round {run}: writes came back {written:?} after the kill, more than 1 s after detection ({detected:?})"
+        );
+        outages.push(written);
+
+        // Every acknowledged write is there, through both survivors.
+        for &s in &survivors {
+            for (key, value) in &acknowledged {
+                let read = get(&slow, &nodes[s], key).await;
+                assert_eq!(
+                    read.as_deref(),
+                    Some(value.as_str()),
+                    "{key} through {}",
+                    names[s]
+                );
+            }
+        }
+
+        nodes[victim] = nodes[victim].restart_in_place().await;
+        alive_everywhere(&nodes, &names).await;
+    }
+    outages.sort();
+    eprintln!(
+        "failover: {runs} rounds, outage median {:?}, worst {:?}",
+        outages[outages.len() / 2],
+        outages[outages.len() - 1]
+    );
+    // The last victim caught up: everything reads back through it too.
+    let last = &nodes[0];
+    for (key, value) in &acknowledged {
+        let read = poll_until("a read through n1", Duration::from_secs(30), || async {
+            get(&slow, last, key).await
+        })
+        .await;
+        assert_eq!(&read, value);
+    }
+}

@@ -1,0 +1,409 @@
+//! Promotion (docs/replication.md, "Promotion"): when SWIM declares a namespace's holder down,
+//! a follower in its replica set runs an election at a new epoch and, with a quorum of
+//! promises and the longest log among them, becomes the holder.
+//!
+//! [`watch_holders`] looks every [`SCAN_EVERY`] (and at every membership change) through this
+//! node's replica records for namespaces whose holder, as the cluster map names it, is down.
+//! For each, it first asks the other alive members of the set where their logs end (a
+//! pre-vote, for liveness only): the member with the highest position runs at once, the others
+//! give it [`DEFER`] before running themselves. Safety does not rest on the pre-vote: the
+//! election takes promises (durable fences) from a quorum, and a candidate that finds a
+//! granter with more of the log than itself gives up, so only a member holding every
+//! acknowledged write can win (`cfgnode_ring::Election`).
+//!
+//! Not here: a namespace pinned to its down holder stays there (a pin is strict, as it always
+//! was), and a set of one or two cannot elect anyone without the holder.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cfgnode_ring::{
+    Election, ElectionOutcome, HolderRecord, LogPosition, NodeId, ReplicaState as RingState,
+    candidate_epoch, quorum,
+};
+use cfgnode_storage::Store;
+use cfgnode_transport::{PeerRequest, PeerResponse, Response, WireReplica, codes};
+use tokio::sync::watch;
+
+use crate::cluster::{Cluster, PeerError};
+use crate::metrics::OutcomeLabels;
+use crate::replication::Follower;
+use crate::shutdown::until_stopped;
+
+/// How often the replica records are looked through for down holders.
+pub const SCAN_EVERY: Duration = Duration::from_millis(200);
+/// How long a member that is not the best candidate waits for the best one to win before it
+/// runs itself (the best one may be unable to: partitioned from the others, or dying too).
+pub const DEFER: Duration = Duration::from_millis(1500);
+/// How long a member may take to answer a state query or a promise request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs elections for namespaces whose holder is down, until `stopped`. Only with failover
+/// on (`--replicas` 3 or more).
+pub async fn watch_holders(
+    store: Store,
+    cluster: Cluster,
+    follower: Arc<Follower>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // When each namespace was first seen with its holder down and this node not the best
+    // candidate.
+    let mut deferred: HashMap<String, Instant> = HashMap::new();
+    let mut members = cluster.membership().subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SCAN_EVERY) => {}
+            changed = members.changed() => if changed.is_err() { break },
+            _ = until_stopped(&mut stopped) => break,
+        }
+        let orphans = match orphaned(&store, &cluster).await {
+            Ok(orphans) => orphans,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the replica records");
+                continue;
+            }
+        };
+        deferred.retain(|ns, _| orphans.iter().any(|o| &o.namespace == ns));
+        for orphan in orphans {
+            if !running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(orphan.namespace.clone())
+            {
+                continue;
+            }
+            let since = *deferred
+                .entry(orphan.namespace.clone())
+                .or_insert_with(Instant::now);
+            let (cluster, follower, running) =
+                (cluster.clone(), Arc::clone(&follower), Arc::clone(&running));
+            let store = store.clone();
+            tokio::spawn(async move {
+                let namespace = orphan.namespace.clone();
+                let may_run_anyway = since.elapsed() >= DEFER;
+                run(&store, &cluster, &follower, orphan, may_run_anyway).await;
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&namespace);
+            });
+        }
+    }
+}
+
+/// A namespace this node follows whose holder is down.
+#[derive(Clone, Debug)]
+struct Orphan {
+    namespace: String,
+    /// The map's record of the down holder, replaced only if the map still has it.
+    record: HolderRecord,
+    /// The replica set the down holder last sent: the election counts votes in it.
+    set: Vec<NodeId>,
+}
+
+/// The namespaces this node follows whose holder (by the map, and the one this node last took
+/// appends from) is down and not pinned there, with a set that can elect without it.
+async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, String> {
+    let records = crate::blocking::read(store, |s| s.replicas())
+        .await
+        .map_err(|e| e.to_string())?;
+    let view = cluster.view();
+    let me = cluster.me();
+    let map = cluster.map_state();
+    Ok(records
+        .into_iter()
+        .filter_map(|(namespace, state)| {
+            let record = cluster.holder(&namespace)?;
+            let pinned_there = map.read(|m| {
+                m.pin(&namespace)
+                    .is_some_and(|p| p.target.as_deref() == Some(record.holder.as_str()))
+            });
+            let follows_it = state.holder == record.holder
+                && state.replicas.first() == Some(&record.holder)
+                && state.replicas.iter().skip(1).any(|n| n == me)
+                && state.epoch_start.is_none();
+            let orphaned = record.holder != me
+                && !view.alive.contains(&record.holder)
+                && follows_it
+                && !pinned_there
+                && state.replicas.len() >= 3;
+            orphaned.then_some(Orphan {
+                namespace,
+                record,
+                set: state.replicas,
+            })
+        })
+        .collect())
+}
+
+/// One try at replacing `orphan`'s holder: pre-vote, election, take-over.
+async fn run(
+    store: &Store,
+    cluster: &Cluster,
+    follower: &Follower,
+    orphan: Orphan,
+    may_run_anyway: bool,
+) {
+    let namespace = orphan.namespace.as_str();
+    let me = cluster.me().to_string();
+    let own = match position(store, namespace).await {
+        Ok(position) => position,
+        Err(e) => {
+            tracing::warn!(namespace, error = %e, "cannot read this replica's position");
+            return;
+        }
+    };
+    let others: Vec<NodeId> = {
+        let view = cluster.view();
+        orphan
+            .set
+            .iter()
+            .filter(|n| **n != me && view.alive.contains(*n))
+            .cloned()
+            .collect()
+    };
+    if others.len() + 1 < quorum(orphan.set.len()) {
+        return; // Not enough members alive to elect anyone: wait for one to come back.
+    }
+    let states = ask_all(cluster, &others, |_| PeerRequest::ReplicaState {
+        namespace: namespace.to_string(),
+    })
+    .await;
+    let best = best_candidate(&orphan.set, &me, own, &states);
+    if best != me && !may_run_anyway {
+        return; // `best` has more of the log (or comes first): give it the first try.
+    }
+    let Some(outcome) = elect(store, cluster, follower, &orphan, &me, own, &others).await else {
+        count(cluster, "failed");
+        return;
+    };
+    match outcome {
+        (epoch, ElectionOutcome::Won { source, .. }) if source == me => {
+            match cluster.take_over(namespace, &orphan.record, epoch).await {
+                Ok(true) => {
+                    count(cluster, "won");
+                    tracing::warn!(
+                        namespace,
+                        down = %orphan.record.holder,
+                        epoch,
+                        "holder is down: this node took the namespace over"
+                    );
+                }
+                Ok(false) => count(cluster, "failed"),
+                Err(e) => {
+                    count(cluster, "failed");
+                    tracing::warn!(namespace, error = %e, "cannot record the take-over");
+                }
+            }
+        }
+        (epoch, ElectionOutcome::Won { source, position }) => {
+            count(cluster, "deferred");
+            tracing::info!(
+                namespace,
+                epoch,
+                %source,
+                source_epoch = position.epoch,
+                source_revision = position.revision,
+                "a member has more of the log than this node; it runs next"
+            );
+        }
+        (epoch, outcome) => {
+            count(cluster, "failed");
+            tracing::debug!(namespace, epoch, ?outcome, "election not won");
+        }
+    }
+}
+
+/// Promises a new epoch itself, asks `others` for theirs, and counts. `None` when this node
+/// cannot promise (its lease from the holder has not run out, or a newer epoch was promised).
+async fn elect(
+    store: &Store,
+    cluster: &Cluster,
+    follower: &Follower,
+    orphan: &Orphan,
+    me: &str,
+    own: LogPosition,
+    others: &[NodeId],
+) -> Option<(u64, ElectionOutcome)> {
+    let namespace = orphan.namespace.as_str();
+    let state = crate::blocking::read(store, {
+        let ns = namespace.to_string();
+        move |s| s.replica(&ns)
+    })
+    .await
+    .ok()??;
+    let epoch = candidate_epoch(
+        orphan.record.epoch,
+        &RingState {
+            promised: state.promised,
+            position: own,
+        },
+    )
+    .ok()?;
+    if let Err(e) = follower.on_promise(namespace, epoch).await {
+        tracing::debug!(namespace, epoch, error = %e, "cannot promise the new epoch to itself");
+        return None;
+    }
+    let mut election = Election::new(me.to_string(), epoch, orphan.set.clone(), own);
+    let answers = ask_all(cluster, others, |_| PeerRequest::ReplicaPromise {
+        namespace: namespace.to_string(),
+        epoch,
+    })
+    .await;
+    for (node, answer) in answers {
+        match answer {
+            Ok(Some(granted)) => election.grant(&node, wire_position(&granted)),
+            Err(PeerError::Answered(e)) if e.code == codes::ALREADY_PROMISED => {
+                election.refuse(&node, epoch)
+            }
+            Err(PeerError::Answered(e)) if e.code == codes::HOLDER_LEASED => {
+                election.refuse(&node, 0)
+            }
+            _ => {}
+        }
+    }
+    Some((epoch, election.outcome()))
+}
+
+/// Sends `request(node)` to every node at once; each answer is the replica state it carried.
+async fn ask_all(
+    cluster: &Cluster,
+    nodes: &[NodeId],
+    request: impl Fn(&str) -> PeerRequest,
+) -> Vec<(NodeId, Result<Option<WireReplica>, PeerError>)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let Some(addr) = cluster.addr_of(node) else {
+            continue;
+        };
+        let (cluster, node, request) = (cluster.clone(), node.clone(), request(node));
+        asks.spawn(async move {
+            let answer = cluster.peers().call(addr, request, ASK_TIMEOUT).await;
+            let state = match answer {
+                Ok(Response::Peer(PeerResponse::Replica(state))) => Ok(state),
+                Ok(other) => Err(PeerError::Unreachable(format!(
+                    "unexpected answer: {other:?}"
+                ))),
+                Err(e) => Err(e),
+            };
+            (node, state)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
+/// The member of `set` that should run first: the highest position among this node (`own`)
+/// and the members that answered, the earliest in the set's order on a tie. Pure.
+fn best_candidate(
+    set: &[NodeId],
+    me: &str,
+    own: LogPosition,
+    states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
+) -> NodeId {
+    let position_of = |node: &str| -> Option<LogPosition> {
+        if node == me {
+            return Some(own);
+        }
+        states
+            .iter()
+            .find(|(n, _)| n == node)
+            .and_then(|(_, answer)| answer.as_ref().ok())
+            .and_then(|state| state.as_ref())
+            .map(wire_position)
+    };
+    let mut best: Option<(&NodeId, LogPosition)> = None;
+    // The holder (first in the set) is down: it does not answer, so it is never chosen.
+    for node in set {
+        if let Some(position) = position_of(node)
+            && best.is_none_or(|(_, top)| position > top)
+        {
+            best = Some((node, position));
+        }
+    }
+    best.map_or_else(|| me.to_string(), |(node, _)| node.clone())
+}
+
+async fn position(store: &Store, namespace: &str) -> Result<LogPosition, String> {
+    let ns = namespace.to_string();
+    let position = crate::blocking::read(store, move |s| s.position(&ns))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(LogPosition::new(position.epoch, position.revision))
+}
+
+fn wire_position(state: &WireReplica) -> LogPosition {
+    LogPosition::new(state.position.epoch, state.position.revision)
+}
+
+fn count(cluster: &Cluster, outcome: &'static str) {
+    cluster
+        .metrics()
+        .elections
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cfgnode_transport::WireLogPosition;
+
+    fn state(epoch: u64, revision: u64) -> Result<Option<WireReplica>, PeerError> {
+        Ok(Some(WireReplica {
+            promised: epoch,
+            position: WireLogPosition { epoch, revision },
+            holder: "h".to_string(),
+            replicas: vec![],
+        }))
+    }
+
+    fn set() -> Vec<NodeId> {
+        ["h", "a", "b", "c"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn the_member_with_the_most_log_runs_first_and_ties_go_in_set_order() {
+        let others = vec![
+            ("b".to_string(), state(2, 10)),
+            ("c".to_string(), state(2, 9)),
+        ];
+        // b has more than a.
+        assert_eq!(
+            best_candidate(&set(), "a", LogPosition::new(2, 8), &others),
+            "b"
+        );
+        // A tie between a and b: a comes first in the set.
+        assert_eq!(
+            best_candidate(&set(), "a", LogPosition::new(2, 10), &others),
+            "a"
+        );
+        assert_eq!(
+            best_candidate(
+                &set(),
+                "b",
+                LogPosition::new(2, 10),
+                &[("a".to_string(), state(2, 10))]
+            ),
+            "a"
+        );
+        // A newer epoch beats a higher revision.
+        assert_eq!(
+            best_candidate(&set(), "c", LogPosition::new(3, 1), &others),
+            "c"
+        );
+        // Members that did not answer are not chosen.
+        let silent = vec![("b".to_string(), Err(PeerError::Unreachable("x".into())))];
+        assert_eq!(
+            best_candidate(&set(), "a", LogPosition::new(1, 1), &silent),
+            "a"
+        );
+    }
+}
