@@ -77,7 +77,9 @@ impl NamespaceRecords {
         name: &str,
     ) -> Result<Option<Record>, StoreError> {
         let (ns, kind, name) = (namespace.to_string(), kind.to_string(), name.to_string());
-        self.read(move |s| s.record(&ns, &kind, &name)).await
+        self.replicator
+            .read_visible(namespace, move |s| s.record(&ns, &kind, &name))
+            .await
     }
 
     /// A page of one kind's records whose names start with `prefix`, after `cursor`.
@@ -91,16 +93,11 @@ impl NamespaceRecords {
     ) -> Result<Page<Record>, StoreError> {
         let (ns, kind, prefix) = (namespace.to_string(), kind.to_string(), prefix.to_string());
         let cursor = cursor.map(str::to_string);
-        self.read(move |s| s.records(&ns, &kind, &prefix, cursor.as_deref(), limit))
+        self.replicator
+            .read_visible(namespace, move |s| {
+                s.records(&ns, &kind, &prefix, cursor.as_deref(), limit)
+            })
             .await
-    }
-
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        crate::blocking::read(&self.store, f).await
     }
 }
 

@@ -630,3 +630,36 @@ async fn a_late_full_copy_cannot_move_a_follower_back() {
     b.append(full_copy(&a, "app", 2)).await.expect("fresh copy");
     assert_eq!(fingerprint(&b, "app"), fingerprint(&a, "app"));
 }
+
+#[tokio::test]
+async fn a_handoff_copy_is_labelled_with_the_givers_epoch_and_the_next_epoch_starts_there() {
+    let dir = TempDir::new().expect("tmp");
+    // `a` held the namespace at epoch 1 and wrote 3 revisions; it then received a handoff copy
+    // of 5 revisions from a node that held it at epoch 2.
+    let a = open(&dir, "a");
+    for i in 0..3 {
+        a.put(put("app", "k", &format!("{i}"))).await.expect("put");
+    }
+    a.begin_epoch("app", 1, set(&["a", "b"]))
+        .await
+        .expect("begin");
+    for i in 3..5 {
+        a.put(put("app", "k", &format!("{i}"))).await.expect("put");
+    }
+    assert_eq!(a.position("app").expect("read"), LogPos::new(1, 5));
+    let state = a.label_copy("app", 2, "b").await.expect("label");
+    assert_eq!(state.position, LogPos::new(2, 5));
+    assert_eq!((state.epoch_start, state.holder.as_str()), (None, "b"));
+    assert_eq!(state.promised, 2, "the promise rises to the giver's epoch");
+    assert_eq!(a.position("app").expect("read"), LogPos::new(2, 5));
+    // Holding epoch 3 now starts from the giver's label, not from a's own old epoch.
+    let begun = a
+        .begin_epoch("app", 3, set(&["a", "b"]))
+        .await
+        .expect("begin 3");
+    assert_eq!(begun.epoch_start, Some(LogPos::new(2, 5)));
+    // A label never lowers a promise.
+    a.promise("app", 9).await.expect("promise");
+    let relabelled = a.label_copy("app", 4, "c").await.expect("label");
+    assert_eq!(relabelled.promised, 9);
+}

@@ -158,6 +158,31 @@ impl Replicator {
         self.inner.replicas > 1
     }
 
+    /// Runs a read of `namespace` off the async workers, and answers it only once the state it
+    /// saw is durable on a quorum of the namespace's replica set (at once without replication,
+    /// or on a node that does not hold it). A holder's own writes are in its store before a
+    /// quorum has them; a read that showed one could show a write that a failover then loses,
+    /// which is not linearizable. Answers `NoQuorum` when the quorum does not come.
+    pub async fn read_visible<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if !self.replicates() {
+            return crate::blocking::read(&self.inner.store, f).await;
+        }
+        let ns = namespace.to_string();
+        let (value, revision) = crate::blocking::read(&self.inner.store, move |s| {
+            let value = f(s)?;
+            // Read after `f`, so at least as new as what it saw.
+            let revision = s.namespace(&ns)?.map_or(0, |state| state.revision);
+            Ok((value, revision))
+        })
+        .await?;
+        self.replicated(namespace, revision).await?;
+        Ok(value)
+    }
+
     /// After a local commit of `namespace` at `revision`: waits until a quorum of its replica
     /// set has it, or answers `NoQuorum` after [`QUORUM_WAIT`]. Returns at once for a set of
     /// one (`--replicas 1`, or a cluster of one).

@@ -122,30 +122,14 @@ impl ConfigService {
         &self.store
     }
 
-    /// Runs a read of `namespace` off the async workers, and answers it only once the state it
-    /// saw is durable on a quorum of the namespace's replica set (at once without replication).
-    /// A holder's own writes are in its store before a quorum has them; a read that showed one
-    /// could show a write that a failover then loses, which is not linearizable. Answers
-    /// `NoQuorum` when the quorum does not come.
+    /// Runs a read of `namespace`, answered once what it saw is on a quorum
+    /// ([`Replicator::read_visible`]).
     pub(crate) async fn read_visible<T, F>(&self, namespace: &str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        if !self.replicator.replicates() {
-            return self.read(f).await;
-        }
-        let ns = namespace.to_string();
-        let (value, revision) = self
-            .read(move |s| {
-                let value = f(s)?;
-                // Read after `f`, so at least as new as what it saw.
-                let revision = s.namespace(&ns)?.map_or(0, |state| state.revision);
-                Ok((value, revision))
-            })
-            .await?;
-        self.replicator.replicated(namespace, revision).await?;
-        Ok(value)
+        self.replicator.read_visible(namespace, f).await
     }
 
     /// Runs a storage read off the async workers (reads are synchronous redb transactions).
@@ -186,7 +170,11 @@ impl ConfigService {
 
     /// Writes a key (validation, size and codec checks happen before queueing).
     pub async fn put(&self, request: PutRequest) -> Result<Entry, StoreError> {
-        let entry = self.store.put(request).await?;
+        let namespace = request.namespace.clone();
+        let entry = match self.store.put(request).await {
+            Ok(entry) => entry,
+            Err(refused) => return Err(self.refusal(&namespace, refused).await),
+        };
         self.feeds.changed(&entry.namespace);
         self.replicator
             .replicated(&entry.namespace, entry.revision)
@@ -194,9 +182,27 @@ impl ConfigService {
         Ok(entry)
     }
 
+    /// A write refused by the namespace's state (a version mismatch, a key that exists or does
+    /// not) tells the caller about that state: like a read, it is answered only once the state
+    /// is on a quorum, or a refusal could name a write that a failover then loses. Answers
+    /// `refused`, or `NoQuorum` when the quorum does not come.
+    async fn refusal(&self, namespace: &str, refused: StoreError) -> StoreError {
+        if matches!(refused, StoreError::NoQuorum { .. }) || namespace.is_empty() {
+            return refused;
+        }
+        match self.read_visible(namespace, |_| Ok(())).await {
+            Err(no_quorum @ StoreError::NoQuorum { .. }) => no_quorum,
+            _ => refused,
+        }
+    }
+
     /// Deletes a key.
     pub async fn delete(&self, request: DeleteRequest) -> Result<Deleted, StoreError> {
-        let deleted = self.store.delete(request).await?;
+        let namespace = request.namespace.clone();
+        let deleted = match self.store.delete(request).await {
+            Ok(deleted) => deleted,
+            Err(refused) => return Err(self.refusal(&namespace, refused).await),
+        };
         self.feeds.changed(&deleted.namespace);
         self.replicator
             .replicated(&deleted.namespace, deleted.revision)
