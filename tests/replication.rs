@@ -82,11 +82,32 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
         .await;
     }
 
+    // The placement view shows the set, each member's position and its lag, from any node.
+    for node in 0..3 {
+        let placement = cluster.placement(cluster.node(node), NS).await;
+        let replicas = placement["replicas"].as_array().expect("replicas").clone();
+        assert_eq!(replicas.len(), 3, "{placement}");
+        assert_eq!(replicas[0]["node"], holder.as_str());
+        for r in &replicas {
+            assert_eq!(r["state"], "alive", "{placement}");
+            assert_eq!(r["position"]["epoch"], epoch, "{placement}");
+            assert_eq!(r["position"]["revision"], revision, "{placement}");
+            assert_eq!(r["lag"], 0, "{placement}");
+        }
+    }
+
     // One follower gone: a majority (holder and the other follower) is left.
     let gone = cluster.stop(followers[0]).await;
     gone.shutdown().await.expect("shutdown");
     let (status, code) = put(&cluster, cluster.node(holder_index), "with-one-down").await;
     assert_eq!((status, code.as_str()), (200, ""), "a majority is still up");
+    let gone_id = format!("n{}", followers[0] + 1);
+    let placement = cluster.placement(cluster.node(holder_index), NS).await;
+    let gone_view = placement["replicas"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["node"] == gone_id.as_str()).cloned())
+        .expect("the stopped follower stays in the set");
+    assert!(gone_view["position"].is_null() && gone_view["error"].is_string(), "{placement}");
     let other = cluster.node(followers[1]).quic_addr();
     poll_until("the other follower has it", DEADLINE, || async {
         position(other).await.filter(|p| p.revision == revision + 1)

@@ -86,6 +86,17 @@ pub fn placement(out: Output, p: &Placement) -> Result<(), CliError> {
             println!("holder:        {}", p.holder.as_ref().unwrap_or(&none));
             println!("epoch:         {}", p.epoch);
             println!("reason:        {}", p.reason.as_ref().unwrap_or(&none));
+            if !p.replicas.is_empty() {
+                println!("replicas:      node  state  epoch/revision  lag");
+                for r in &p.replicas {
+                    let position = r
+                        .position
+                        .map_or(none.clone(), |at| format!("{}/{}", at.epoch, at.revision));
+                    let lag = r.lag.map_or(none.clone(), |lag| lag.to_string());
+                    let error = r.error.as_ref().map_or(String::new(), |e| format!("  ({e})"));
+                    println!("  {}  {}  {position}  {lag}{error}", r.node, r.state);
+                }
+            }
             Ok(())
         }
     }

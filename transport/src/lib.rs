@@ -47,7 +47,7 @@ pub use error::{DecodeError, FrameError, WireError};
 pub use frame::{FrameDecoder, LENGTH_PREFIX, MAX_FRAME_BYTES, MAX_HEADER_BYTES, encode_frame};
 pub use fs_atomic::{AtomicWrite, write_atomically, write_private_atomically};
 pub use message::cluster::{
-    ClusterRequest, ClusterResponse, WireMember, WirePlacement, WireRingShare,
+    ClusterRequest, ClusterResponse, WireMember, WirePlacement, WireReplicaView, WireRingShare,
 };
 pub use message::config::{
     ConfigRequest, ConfigResponse, WireAccess, WireAlias, WireCodec, WireDeleted, WireDiff,

@@ -6,7 +6,8 @@
 use cfgnode_ring::{Directive, Reason, Update};
 use cfgnode_storage::validate_namespace;
 use cfgnode_transport::{
-    ClusterRequest, ClusterResponse, Response, WireError, WireMember, WirePlacement, WireRingShare,
+    ClusterRequest, ClusterResponse, Response, WireError, WireMember, WirePlacement,
+    WireReplicaView, WireRingShare,
 };
 
 use super::{Cluster, ClusterError};
@@ -36,7 +37,7 @@ pub async fn serve(cluster: &Cluster, request: ClusterRequest) -> Result<Respons
             )));
         }
         ClusterRequest::Placement { namespace } => {
-            let answer = cluster.placement(&namespace)?;
+            let answer = cluster.placement_view(&namespace).await?;
             return Ok(Response::Cluster(ClusterResponse::Placement(answer)));
         }
         ClusterRequest::Claim { namespace, node } => {
@@ -65,8 +66,119 @@ impl Cluster {
                 holder: record.map(|r| r.holder.clone()),
                 epoch: record.map_or(0, |r| r.epoch),
                 reason: placement.map(|p| reason_name(p.reason).to_string()),
+                replicas: Vec::new(),
             }
         }))
+    }
+
+    /// [`Cluster::placement`] with, under replication, the namespace's replica set as its
+    /// holder replicates to it (else as the ring draws it), each member's position as it
+    /// answers a state query now, and its lag behind the holder. Asks the members at once,
+    /// each for at most a second.
+    pub async fn placement_view(&self, namespace: &str) -> Result<WirePlacement, ClusterError> {
+        let mut placement = self.placement(namespace)?;
+        let Some(holder) = placement.holder.clone() else {
+            return Ok(placement);
+        };
+        if self.inner.replicas <= 1 {
+            return Ok(placement);
+        }
+        let (holder_state, holder_error) = match self.replica_state(&holder, namespace).await {
+            Ok(state) => (state, None),
+            Err(e) => (None, Some(e)),
+        };
+        let set = match holder_state.as_ref().map(|s| s.replicas.clone()) {
+            Some(set) if set.first() == Some(&holder) => set,
+            _ => self
+                .view()
+                .replica_set(namespace, &holder, self.inner.replicas),
+        };
+        let members = self.members();
+        let state_of = |node: &str| {
+            members
+                .iter()
+                .find(|m| m.id == node)
+                .map_or("unknown".to_string(), |m| m.state.clone())
+        };
+        let asks = set.iter().skip(1).map(|node| async move {
+            (node.clone(), self.replica_state(node, namespace).await)
+        });
+        let answers: Vec<(String, Result<_, String>)> =
+            futures_util::future::join_all(asks).await;
+        let holder_position = holder_state.as_ref().map(|s| s.position);
+        let mut views = vec![WireReplicaView {
+            node: holder.clone(),
+            state: state_of(&holder),
+            position: holder_position,
+            lag: holder_position.map(|_| 0),
+            error: holder_error,
+        }];
+        for (node, answer) in answers {
+            let (position, error) = match answer {
+                Ok(state) => (state.map(|s| s.position), None),
+                Err(e) => (None, Some(e)),
+            };
+            let lag = match (holder_position, position) {
+                (Some(h), Some(p)) => Some(h.revision.saturating_sub(p.revision)),
+                (Some(h), None) if error.is_none() => Some(h.revision),
+                _ => None,
+            };
+            views.push(WireReplicaView {
+                state: state_of(&node),
+                node,
+                position,
+                lag,
+                error,
+            });
+        }
+        placement.replicas = views;
+        Ok(placement)
+    }
+
+    /// `node`'s replica state of `namespace` (this node's own from its store).
+    async fn replica_state(
+        &self,
+        node: &str,
+        namespace: &str,
+    ) -> Result<Option<cfgnode_transport::WireReplica>, String> {
+        if node == self.inner.me {
+            let ns = namespace.to_string();
+            let found = crate::blocking::read(&self.inner.store, move |s| {
+                Ok(s.replica(&ns)?.map(|r| (r, s.position(&ns))))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            return match found {
+                Some((record, position)) => {
+                    let position = position.map_err(|e| e.to_string())?;
+                    Ok(Some(cfgnode_transport::WireReplica {
+                        promised: record.promised,
+                        position: cfgnode_transport::WireLogPosition {
+                            epoch: position.epoch,
+                            revision: position.revision,
+                        },
+                        holder: record.holder,
+                        replicas: record.replicas,
+                    }))
+                }
+                None => Ok(None),
+            };
+        }
+        let addr = self
+            .addr_of(node)
+            .ok_or_else(|| format!("no address known for {node}"))?;
+        let request = cfgnode_transport::PeerRequest::ReplicaState {
+            namespace: namespace.to_string(),
+        };
+        match self
+            .peers()
+            .call(addr, request, std::time::Duration::from_secs(1))
+            .await
+        {
+            Ok(Response::Peer(cfgnode_transport::PeerResponse::Replica(state))) => Ok(state),
+            Ok(other) => Err(format!("unexpected answer: {other:?}")),
+            Err(e) => Err(e.into_wire().message),
+        }
     }
 
     /// Every member this node knows.

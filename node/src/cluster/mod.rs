@@ -112,6 +112,8 @@ struct Inner {
     failover: bool,
     /// Whether a read may be served from this node's copy of a namespace it holds.
     leases: ReadLeases,
+    /// `--replicas`: the size of a namespace's replica set (placement views show it).
+    replicas: usize,
 }
 
 /// A set of namespace names that tasks share (those being created here, those being handed
@@ -206,6 +208,7 @@ impl Cluster {
                 stop,
                 failover: replicas >= 3,
                 leases: ReadLeases::new(replicas),
+                replicas,
             }),
         }
     }

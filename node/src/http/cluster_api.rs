@@ -224,7 +224,7 @@ pub async fn members(State(state): State<Arc<Roles>>) -> Response {
 
 /// `GET /v1/cluster/placement/{ns}`.
 pub async fn placement(State(state): State<Arc<Roles>>, Path(namespace): Path<String>) -> Response {
-    match state.cluster.placement(&namespace) {
+    match state.cluster.placement_view(&namespace).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -106,6 +106,25 @@ pub struct WirePlacement {
     pub epoch: u64,
     /// Why the desired owner: `pin`, `claim` or `ring`.
     pub reason: Option<String>,
+    /// With `--replicas` above 1, in `Placement` answers: the replica set (the holder first),
+    /// each member's log position as it answered and its lag behind the holder. Empty without
+    /// replication, and in answers to claims and pins.
+    pub replicas: Vec<WireReplicaView>,
+}
+
+/// One member of a namespace's replica set as a placement view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReplicaView {
+    /// The member, by node id.
+    pub node: String,
+    /// `alive`, `suspect` or `down` (as this node's membership sees it).
+    pub state: String,
+    /// Its copy's position, `None` when it did not answer (`error` says why).
+    pub position: Option<crate::WireLogPosition>,
+    /// Revisions it is behind the holder's (0 for the holder; `None` when either is unknown).
+    pub lag: Option<u64>,
+    /// Why its position is unknown.
+    pub error: Option<String>,
 }
 
 /// How many namespaces a node holds and should hold.
