@@ -223,3 +223,72 @@ async fn a_stopped_holders_namespace_fails_over_with_every_acknowledged_write() 
         assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
     }
 }
+
+/// Fencing under a network partition (docs/replication.md, "Fencing"): the holder is cut off
+/// from both followers while clients still reach it. It must stop acknowledging: its writes
+/// answer `503 no_quorum` and, once its read lease has run out, so do its reads. The followers
+/// elect one of themselves and serve writes meanwhile. Healed, the old holder follows the new
+/// epoch, and every acknowledged write reads back through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() {
+    let cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let others: Vec<usize> = (0..3).filter(|i| *i != h).collect();
+    let ids: Vec<String> = others
+        .iter()
+        .map(|i| cluster.node(*i).node_id().to_string())
+        .collect();
+    cluster
+        .node(h)
+        .cut_off_from(&[ids[0].as_str(), ids[1].as_str()]);
+    for &o in &others {
+        cluster.node(o).cut_off_from(&[holder.as_str()]);
+    }
+
+    // The majority side elects a new holder and takes writes.
+    let survivor = others[0];
+    poll_until("a write on the majority side", Duration::from_secs(30), || async {
+        let (status, _) = put(&cluster, cluster.node(survivor), "majority").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    // The cut-off holder acknowledges nothing: a write is refused for want of a quorum, and a
+    // read is refused once its lease is over (it cannot tell it was replaced).
+    let (status, code) = put(&cluster, cluster.node(h), "minority").await;
+    assert_eq!((status, code.as_str()), (503, "no_quorum"));
+    let resp = cluster
+        .request(
+            cluster.node(h),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k0?raw=true"),
+        )
+        .send()
+        .await
+        .expect("the old holder answers");
+    assert_eq!(resp.status().as_u16(), 503, "a stale read must be refused");
+
+    // Healed: the old holder learns of the new epoch, follows it, and serves again.
+    cluster.node(h).cut_off_from(&[]);
+    for &o in &others {
+        cluster.node(o).cut_off_from(&[]);
+    }
+    for node in 0..3 {
+        poll_until("every acknowledged write through every node", DEADLINE, || async {
+            for i in 0..10 {
+                let (status, body, _) = cluster.get(cluster.node(node), NS, &format!("k{i}")).await;
+                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
+                    return None;
+                }
+            }
+            let (status, body, _) = cluster.get(cluster.node(node), NS, "majority").await;
+            (status == 200 && body == "value of majority").then_some(())
+        })
+        .await;
+    }
+}

@@ -541,6 +541,16 @@ impl Node {
         self.cluster.refuse_handoff_commits(refuse);
     }
 
+    /// Fault injection for tests: cuts this node off from the nodes in `nodes` (replacing the
+    /// previous set; empty heals): no SWIM datagram and no peer request passes either way, as
+    /// in a network partition, while clients still reach it. Cut both sides for a symmetric
+    /// partition.
+    #[doc(hidden)]
+    pub fn cut_off_from(&self, nodes: &[&str]) {
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        self.cluster.peers().links().cut(&nodes);
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id

@@ -208,6 +208,8 @@ async fn serve_connection(
                 Ok((send, recv)) => {
                     let ctx = Arc::clone(&ctx);
                     match &peer {
+                        // A test's partition: the request is lost, as on a cut network.
+                        Some(claim) if ctx.links.is_cut(&claim.node_id) => drop((send, recv)),
                         Some(claim) => {
                             let claim = Arc::clone(claim);
                             streams.spawn(async move { serve_peer_stream(send, recv, &ctx, &claim).await });

@@ -54,6 +54,11 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// The links this node's connections share (the partition switch lives there).
+    pub fn links(&self) -> &DatagramLinks {
+        &self.links
+    }
+
     /// Requests over connections dialed (and authenticated) like `links`' own.
     pub fn new(links: DatagramLinks) -> Self {
         Peers {
@@ -95,14 +100,18 @@ impl Peers {
             })?
     }
 
-    /// The cached connection to `to`, or a new, authenticated one.
+    /// The cached connection to `to`, or a new, authenticated one; refused while traffic with
+    /// that node is cut (a test's partition, [`DatagramLinks::cut`]).
     async fn connection(&self, to: SocketAddr) -> Result<quinn::Connection, String> {
         let cached = self.connections.lock().ok().and_then(|map| {
             map.get(&to)
                 .filter(|l| l.connection.close_reason().is_none())
-                .map(|l| l.connection.clone())
+                .map(|l| (l.connection.clone(), l.claim.node_id.clone()))
         });
-        if let Some(connection) = cached {
+        if let Some((connection, node)) = cached {
+            if self.links.is_cut(&node) {
+                return Err(format!("node {node} at {to} is cut off (test partition)"));
+            }
             return Ok(connection);
         }
         let link = dial_peer(
@@ -114,8 +123,13 @@ impl Peers {
         )
         .await?;
         let connection = link.connection.clone();
+        let cut = self.links.is_cut(&link.claim.node_id);
         if let Ok(mut map) = self.connections.lock() {
             map.insert(to, link.clone());
+        }
+        if cut {
+            self.links.adopt(link);
+            return Err(format!("node at {to} is cut off (test partition)"));
         }
         // The peer adopts this connection for SWIM datagrams too (it accepted it): read them.
         self.links.adopt(link);

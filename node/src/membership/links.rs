@@ -110,6 +110,9 @@ struct Inner {
     connections: Mutex<HashMap<SocketAddr, PeerLink>>,
     dialing: Mutex<HashSet<SocketAddr>>,
     inbox: mpsc::Sender<Vec<u8>>,
+    /// Fault injection for tests ([`DatagramLinks::cut`]): nodes this one neither sends to nor
+    /// hears from, as if the network between them were down.
+    cut: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for DatagramLinks {
@@ -135,6 +138,7 @@ impl DatagramLinks {
                 connections: Mutex::default(),
                 dialing: Mutex::default(),
                 inbox,
+                cut: Mutex::default(),
             }),
         }
     }
@@ -167,17 +171,42 @@ impl DatagramLinks {
         &self.inner.metrics
     }
 
+    /// Fault injection for tests: from now on, drop every datagram and peer request to or from
+    /// the nodes in `nodes` (replacing the previous set; empty heals), as a network partition
+    /// would. Client connections are not affected.
+    pub fn cut(&self, nodes: &[String]) {
+        let mut cut = self.inner.cut.lock().unwrap_or_else(|p| p.into_inner());
+        *cut = nodes.iter().cloned().collect();
+    }
+
+    /// Whether traffic with `node` is cut ([`DatagramLinks::cut`]).
+    pub fn is_cut(&self, node: &str) -> bool {
+        self.inner
+            .cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(node)
+    }
+
     /// Uses an authenticated connection for this peer from now on and reads its datagrams.
     pub fn adopt(&self, link: PeerLink) {
         let connection = link.connection.clone();
         let remote = connection.remote_address();
+        let from = link.claim.node_id.clone();
         if let Ok(mut map) = self.inner.connections.lock() {
             map.insert(remote, link);
         }
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             while let Ok(datagram) = connection.read_datagram().await {
-                let _ = inner.inbox.try_send(datagram.to_vec());
+                let cut = inner
+                    .cut
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&from);
+                if !cut {
+                    let _ = inner.inbox.try_send(datagram.to_vec());
+                }
             }
             if let Ok(mut map) = inner.connections.lock()
                 && map
@@ -212,9 +241,12 @@ impl DatagramLinks {
         let live = self.inner.connections.lock().ok().and_then(|map| {
             map.get(&to)
                 .filter(|l| l.connection.close_reason().is_none())
-                .map(|l| l.connection.clone())
+                .map(|l| (l.connection.clone(), l.claim.node_id.clone()))
         });
-        if let Some(connection) = live {
+        if let Some((connection, node)) = live {
+            if self.is_cut(&node) {
+                return;
+            }
             if let Err(e) = connection.send_datagram(Bytes::from(datagram)) {
                 tracing::debug!(%to, error = %e, "SWIM datagram not sent");
             }
@@ -245,7 +277,9 @@ impl DatagramLinks {
             }
             match dialed {
                 Ok(link) => {
-                    let _ = link.connection.send_datagram(Bytes::from(datagram));
+                    if !links.is_cut(&link.claim.node_id) {
+                        let _ = link.connection.send_datagram(Bytes::from(datagram));
+                    }
                     links.adopt(link);
                 }
                 Err(e) => tracing::debug!(%to, error = %e, "SWIM peer unreachable"),
