@@ -107,7 +107,10 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
         .as_array()
         .and_then(|rs| rs.iter().find(|r| r["node"] == gone_id.as_str()).cloned())
         .expect("the stopped follower stays in the set");
-    assert!(gone_view["position"].is_null() && gone_view["error"].is_string(), "{placement}");
+    assert!(
+        gone_view["position"].is_null() && gone_view["error"].is_string(),
+        "{placement}"
+    );
     let other = cluster.node(followers[1]).quic_addr();
     poll_until("the other follower has it", DEADLINE, || async {
         position(other).await.filter(|p| p.revision == revision + 1)
@@ -253,10 +256,14 @@ async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() 
 
     // The majority side elects a new holder and takes writes.
     let survivor = others[0];
-    poll_until("a write on the majority side", Duration::from_secs(30), || async {
-        let (status, _) = put(&cluster, cluster.node(survivor), "majority").await;
-        (status == 200).then_some(())
-    })
+    poll_until(
+        "a write on the majority side",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = put(&cluster, cluster.node(survivor), "majority").await;
+            (status == 200).then_some(())
+        },
+    )
     .await;
     // The cut-off holder acknowledges nothing: a write is refused for want of a quorum, and a
     // read is refused once its lease is over (it cannot tell it was replaced).
@@ -279,16 +286,21 @@ async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() 
         cluster.node(o).cut_off_from(&[]);
     }
     for node in 0..3 {
-        poll_until("every acknowledged write through every node", DEADLINE, || async {
-            for i in 0..10 {
-                let (status, body, _) = cluster.get(cluster.node(node), NS, &format!("k{i}")).await;
-                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
-                    return None;
+        poll_until(
+            "every acknowledged write through every node",
+            DEADLINE,
+            || async {
+                for i in 0..10 {
+                    let (status, body, _) =
+                        cluster.get(cluster.node(node), NS, &format!("k{i}")).await;
+                    if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
+                        return None;
+                    }
                 }
-            }
-            let (status, body, _) = cluster.get(cluster.node(node), NS, "majority").await;
-            (status == 200 && body == "value of majority").then_some(())
-        })
+                let (status, body, _) = cluster.get(cluster.node(node), NS, "majority").await;
+                (status == 200 && body == "value of majority").then_some(())
+            },
+        )
         .await;
     }
 }

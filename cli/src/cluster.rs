@@ -93,7 +93,10 @@ pub fn placement(out: Output, p: &Placement) -> Result<(), CliError> {
                         .position
                         .map_or(none.clone(), |at| format!("{}/{}", at.epoch, at.revision));
                     let lag = r.lag.map_or(none.clone(), |lag| lag.to_string());
-                    let error = r.error.as_ref().map_or(String::new(), |e| format!("  ({e})"));
+                    let error = r
+                        .error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("  ({e})"));
                     println!("  {}  {}  {position}  {lag}{error}", r.node, r.state);
                 }
             }

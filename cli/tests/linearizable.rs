@@ -232,9 +232,23 @@ async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>, replicas: 
     if let Some(seed) = seed {
         args.extend(["--join", seed]);
     }
-    let mut launch = Launch::new(&root).args(&args);
+    // The partition switch (`PUT /v1/debug/partition`) is on for these processes only.
+    let mut launch = Launch::new(&root)
+        .args(&args)
+        .env("CFGNODE_FAULT_INJECTION", "1");
     launch.token = Some(TOKEN.to_string());
     Node::start(&launch).await
+}
+
+/// Cuts `node` off from `cut` (empty heals) through its fault-injection endpoint.
+async fn partition(node: &Node, cut: &[&str]) {
+    let resp = node
+        .request(Method::PUT, "/v1/debug/partition")
+        .json(&serde_json::json!({ "cut": cut }))
+        .send()
+        .await
+        .expect("the partition switch answers");
+    assert!(resp.status().is_success(), "partition: {}", resp.status());
 }
 
 async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
@@ -332,8 +346,10 @@ async fn history(mode: Mode) {
     // the clients write).
     let mut rng = Rng(seed | 1);
     let mut faults = Vec::new();
-    // When each victim was down (from its kill to its restart), on the recorder's clock.
+    // When each victim was down (from its kill to its restart), and when each was cut off, on
+    // the recorder's clock.
     let mut windows: Vec<(u64, u64)> = Vec::new();
+    let mut cuts: Vec<(u64, u64)> = Vec::new();
     let mut round = 0;
     while Instant::now() + Duration::from_secs(2) < until {
         tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
@@ -364,6 +380,36 @@ async fn history(mode: Mode) {
             if let Some(holder) = placement.as_ref().and_then(|p| p["holder"].as_str()) {
                 victim = names.iter().position(|n| *n == holder).unwrap_or(victim);
             }
+        }
+        if mode == Mode::Replicated && rng.below(2) == 0 {
+            // A network partition instead of a kill: the victim is cut off from the other two
+            // (both ways) while every client still reaches every node.
+            let others: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| *n != names[victim])
+                .collect();
+            let cut_from = Instant::now();
+            let started = recorder.now();
+            for (i, node) in nodes.iter().enumerate() {
+                let cut = if i == victim {
+                    others.clone()
+                } else {
+                    vec![names[victim]]
+                };
+                partition(node, &cut).await;
+            }
+            tokio::time::sleep(Duration::from_millis(3000 + rng.below(1000))).await;
+            for node in &nodes {
+                partition(node, &[]).await;
+            }
+            cuts.push((started, recorder.now()));
+            faults.push(format!(
+                "{} cut off for {:?}",
+                names[victim],
+                cut_from.elapsed()
+            ));
+            continue;
         }
         nodes[victim].kill9();
         let down_for = match mode {
@@ -421,24 +467,32 @@ async fn history(mode: Mode) {
     );
     if mode == Mode::Replicated {
         // Availability: writes were acknowledged while a node (the holder, in some rounds) was
-        // down, once the failover had time to happen (SWIM detection plus a second).
+        // down, once the failover had time to happen (SWIM detection plus a second). Partitions
+        // are there for safety: a client stuck on the cut-off side waits out its timeout, so
+        // their windows are only reported.
         let settled = Duration::from_millis(2800).as_nanos() as u64;
-        let during: usize = windows
-            .iter()
-            .map(|(killed, back)| {
-                history
-                    .records()
-                    .iter()
-                    .filter(|r| {
-                        matches!(r.status, cfgnode_lincheck::Status::Completed { .. })
-                            && !matches!(r.op, Op::Get)
-                            && r.invoked_at >= *killed + settled
-                            && r.invoked_at < *back
-                    })
-                    .count()
-            })
-            .sum();
-        eprintln!("history test: {during} writes acknowledged while a node was down");
+        let acknowledged_in = |windows: &[(u64, u64)]| -> usize {
+            windows
+                .iter()
+                .map(|(from, to)| {
+                    history
+                        .records()
+                        .iter()
+                        .filter(|r| {
+                            matches!(r.status, cfgnode_lincheck::Status::Completed { .. })
+                                && !matches!(r.op, Op::Get)
+                                && r.invoked_at >= *from + settled
+                                && r.invoked_at < *to
+                        })
+                        .count()
+                })
+                .sum()
+        };
+        let during = acknowledged_in(&windows);
+        let during_cuts = acknowledged_in(&cuts);
+        eprintln!(
+            "history test: {during} writes acknowledged while a node was down, {during_cuts} while one was cut off"
+        );
         assert!(
             windows.is_empty() || during > 0,
             "no write was acknowledged while a node was down; faults: {faults:?}"

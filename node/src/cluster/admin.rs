@@ -100,11 +100,11 @@ impl Cluster {
                 .find(|m| m.id == node)
                 .map_or("unknown".to_string(), |m| m.state.clone())
         };
-        let asks = set.iter().skip(1).map(|node| async move {
-            (node.clone(), self.replica_state(node, namespace).await)
-        });
-        let answers: Vec<(String, Result<_, String>)> =
-            futures_util::future::join_all(asks).await;
+        let asks = set
+            .iter()
+            .skip(1)
+            .map(|node| async move { (node.clone(), self.replica_state(node, namespace).await) });
+        let answers: Vec<(String, Result<_, String>)> = futures_util::future::join_all(asks).await;
         let holder_position = holder_state.as_ref().map(|s| s.position);
         let mut views = vec![WireReplicaView {
             node: holder.clone(),

@@ -45,10 +45,20 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The cluster-admin routes: members, placement, ring, claims, pins.
+/// The environment variable that turns on `PUT /v1/debug/partition` (tests only).
+pub const FAULT_INJECTION_ENV: &str = "CFGNODE_FAULT_INJECTION";
+
+/// The cluster-admin routes: members, placement, ring, claims, pins; and, only when the node
+/// runs with `CFGNODE_FAULT_INJECTION=1` (process-level tests), the partition switch.
 pub fn routes() -> axum::Router<Arc<Roles>> {
     use axum::routing::{get, put};
-    axum::Router::new()
+    let router = axum::Router::new();
+    let router = if std::env::var(FAULT_INJECTION_ENV).is_ok_and(|v| v == "1") {
+        router.route("/v1/debug/partition", put(put_partition))
+    } else {
+        router
+    };
+    router
         .route("/v1/cluster/members", get(members))
         .route("/v1/cluster/placement/{ns}", get(placement))
         .route("/v1/cluster/ring", get(ring))
@@ -233,6 +243,28 @@ pub async fn placement(State(state): State<Arc<Roles>>, Path(namespace): Path<St
 /// `GET /v1/cluster/ring`: namespaces per node (held and desired).
 pub async fn ring(State(state): State<Arc<Roles>>) -> Response {
     Json(json!({ "nodes": state.cluster.ring_shares() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    /// The nodes this one stops exchanging datagrams and peer requests with (empty heals).
+    cut: Vec<String>,
+}
+
+/// `PUT /v1/debug/partition` `{"cut":["n2"]}` (only with `CFGNODE_FAULT_INJECTION=1`): cuts
+/// this node off from those nodes, as `Node::cut_off_from` does for in-process tests.
+async fn put_partition(State(state): State<Arc<Roles>>, body: Bytes) -> Response {
+    let parsed: PartitionBody = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return ApiError::bad_request(format!("expected {{\"cut\":[\"node-id\", ...]}}: {e}"))
+                .into_response();
+        }
+    };
+    state.cluster.peers().links().cut(&parsed.cut);
+    tracing::warn!(cut = ?parsed.cut, "fault injection: peer traffic cut");
+    Json(json!({ "cut": parsed.cut })).into_response()
 }
 
 #[derive(Deserialize)]
