@@ -82,6 +82,38 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
         .await;
     }
 
+    // A stale read is answered by the follower it was sent to, from its own copy.
+    let follower = cluster.node(followers[0]);
+    let resp = cluster
+        .request(
+            follower,
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k3?raw=true&consistency=stale"),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-cfgnode-node"], follower.node_id());
+    assert_eq!(
+        resp.headers()["x-cfgnode-revision"],
+        revision.to_string().as_str()
+    );
+    let resp = cluster
+        .request(
+            follower,
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k3?consistency=fresh"),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "an unknown consistency is refused"
+    );
+
     // The placement view shows the set, each member's position and its lag, from any node.
     for node in 0..3 {
         let placement = cluster.placement(cluster.node(node), NS).await;
@@ -279,6 +311,25 @@ async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() 
         .await
         .expect("the old holder answers");
     assert_eq!(resp.status().as_u16(), 503, "a stale read must be refused");
+    // Unless the caller asks for this node's copy as it is: then it answers, naming its revision.
+    let resp = cluster
+        .request(
+            cluster.node(h),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k0?raw=true&consistency=stale"),
+        )
+        .send()
+        .await
+        .expect("the old holder answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-cfgnode-consistency"], "stale");
+    let revision: u64 = resp.headers()["x-cfgnode-revision"]
+        .to_str()
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .expect("a revision header");
+    assert!(revision >= 10, "the copy's revision, {revision}");
+    assert_eq!(resp.text().await.expect("body"), "v0");
 
     // Healed: the old holder learns of the new epoch, follows it, and serves again.
     cluster.node(h).cut_off_from(&[]);

@@ -116,6 +116,19 @@ pub async fn route_to_holder(
     {
         return ApiError::from(e).into_response();
     }
+    match consistency(parts.uri.query()) {
+        Err(e) => return ApiError::bad_request(e).into_response(),
+        Ok(Consistency::Stale) if intent == cfgnode_ring::Intent::Read => {
+            return stale_read(
+                &state,
+                &namespace,
+                Request::from_parts(parts, Body::from(body)),
+                next,
+            )
+            .await;
+        }
+        Ok(_) => {}
+    }
     let mut hops = 0u8;
     loop {
         let target = match state.cluster.route(&namespace, intent).await {
@@ -243,6 +256,55 @@ pub async fn placement(State(state): State<Arc<Roles>>, Path(namespace): Path<St
 /// `GET /v1/cluster/ring`: namespaces per node (held and desired).
 pub async fn ring(State(state): State<Arc<Roles>>) -> Response {
     Json(json!({ "nodes": state.cluster.ring_shares() })).into_response()
+}
+
+/// How current a read must be (`?consistency=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Consistency {
+    /// The default: served by the holder, under its lease, once a quorum has what it read.
+    Linearizable,
+    /// Served by whichever node received it, from its own copy (a follower's, or none),
+    /// however far behind; the answer names the copy's revision.
+    Stale,
+}
+
+/// The `consistency` query parameter; unknown values are refused (a typo must not silently
+/// give a different guarantee).
+fn consistency(query: Option<&str>) -> Result<Consistency, String> {
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "consistency")
+        .map(|(_, value)| value);
+    match value {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("stale") => Ok(Consistency::Stale),
+        Some(other) => Err(format!(
+            "consistency={other:?} is not one of \"linearizable\" (the default) or \"stale\""
+        )),
+    }
+}
+
+/// A `?consistency=stale` read: answered here from this node's own copy, with no routing and
+/// no quorum, with `x-cfgnode-revision` naming the copy's revision (0: no copy here, and the
+/// read answers as for an unknown namespace) and `x-cfgnode-consistency: stale`.
+async fn stale_read(state: &Roles, namespace: &str, mut request: Request, next: Next) -> Response {
+    let ns = namespace.to_string();
+    let revision = crate::blocking::read(state.config.store(), move |s| s.namespace(&ns))
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |s| s.revision);
+    request.extensions_mut().insert(Routed);
+    let mut response = crate::replication::holder::stale(next.run(request)).await;
+    let headers = response.headers_mut();
+    headers.insert("x-cfgnode-revision", revision.into());
+    headers.insert(
+        "x-cfgnode-consistency",
+        axum::http::HeaderValue::from_static("stale"),
+    );
+    response
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,17 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+tokio::task_local! {
+    /// Set while a `?consistency=stale` read runs: its reads take the local copy as it is.
+    static STALE_READ: ();
+}
+
+/// Runs `read` as a stale read: [`Replicator::read_visible`] inside it does not wait for a
+/// quorum (the caller asked for this node's copy, however far behind).
+pub async fn stale<F: Future>(read: F) -> F::Output {
+    STALE_READ.scope((), read).await
+}
+
 /// The holder's replication of every namespace it holds. Cheap to clone.
 #[derive(Clone)]
 pub struct Replicator {
@@ -168,7 +179,7 @@ impl Replicator {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        if !self.replicates() {
+        if !self.replicates() || STALE_READ.try_with(|_| ()).is_ok() {
             return crate::blocking::read(&self.inner.store, f).await;
         }
         let ns = namespace.to_string();
