@@ -113,6 +113,14 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
         400,
         "an unknown consistency is refused"
     );
+    // The same through the client library, connected to that follower.
+    let (entry, copy_revision) = cluster
+        .client(follower)
+        .get_stale(NS, "k3")
+        .await
+        .expect("a stale read");
+    assert_eq!(entry.value, b"v");
+    assert_eq!(copy_revision, revision);
 
     // The placement view shows the set, each member's position and its lag, from any node.
     for node in 0..3 {

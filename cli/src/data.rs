@@ -167,10 +167,27 @@ pub(crate) fn print_json(value: &Value) -> Result<(), CliError> {
 }
 
 /// `cfgnode get NS KEY`: the bare value (text) or the entry (json).
-pub async fn get(client: &Client, out: Output, ns: &str, key: &str) -> Result<(), CliError> {
-    let entry = client.get(ns, key).await?;
+pub async fn get(
+    client: &Client,
+    out: Output,
+    ns: &str,
+    key: &str,
+    stale: bool,
+) -> Result<(), CliError> {
+    let (entry, copy_revision) = if stale {
+        let (entry, revision) = client.get_stale(ns, key).await?;
+        (entry, Some(revision))
+    } else {
+        (client.get(ns, key).await?, None)
+    };
     match out {
-        Output::Json => print_json(&entry_json(&entry)),
+        Output::Json => {
+            let mut json = entry_json(&entry);
+            if let Some(revision) = copy_revision {
+                json["copy_revision"] = json!(revision);
+            }
+            print_json(&json)
+        }
         Output::Text => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&entry.value)?;

@@ -76,6 +76,10 @@ enum Command {
         namespace: String,
         /// Key or alias.
         key: String,
+        /// Read the connected node's own copy (any replica, however far behind) instead of the
+        /// holder's; `--output json` then adds the copy's revision as `copy_revision`.
+        #[arg(long)]
+        stale: bool,
     },
     /// Write a key.
     Set {
@@ -274,9 +278,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             CliError::from(e)
         }),
         Command::Certs(command) => certs::run(command),
-        Command::Get { namespace, key } => {
+        Command::Get {
+            namespace,
+            key,
+            stale,
+        } => {
             with_client(&conn, |c, out| async move {
-                data::get(&c, out, &namespace, &key).await
+                data::get(&c, out, &namespace, &key, stale).await
             })
             .await
         }

@@ -78,6 +78,23 @@ impl Client {
         }
     }
 
+    /// Reads a key from the copy of the node this client is connected to, however far behind
+    /// (a follower's copy under `--replicas`), without routing to the holder or waiting for a
+    /// quorum: answers the entry and the copy's revision. For reads that prefer an answer now
+    /// over the newest one (a dashboard, a fallback while the holder is unreachable).
+    pub async fn get_stale(&self, namespace: &str, key: &str) -> Result<(Entry, u64), ClientError> {
+        let request = Request::Config(ConfigRequest::GetStale {
+            namespace: namespace.into(),
+            key: key.into(),
+        });
+        match self.call(request).await? {
+            Response::Config(ConfigResponse::StaleEntry { entry, revision }) => {
+                Ok((entry, revision))
+            }
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
     /// Writes a key (upsert, codec `bytes` unless `options` say otherwise). Returns the new
     /// metadata (`value` is left empty). Not retried after the request may have been sent.
     pub async fn put(

@@ -137,6 +137,15 @@ pub enum ConfigRequest {
     },
     /// The codecs the node knows.
     Codecs,
+    /// Read a key (following an alias) from the receiving node's own copy of the namespace,
+    /// however far behind (a follower's, or the holder's), with no routing and no quorum wait:
+    /// `?consistency=stale` over HTTP. Answered with [`ConfigResponse::StaleEntry`].
+    GetStale {
+        /// The namespace (`[a-z0-9][a-z0-9._-]{0,127}`).
+        namespace: String,
+        /// Key or alias name.
+        key: String,
+    },
 }
 
 impl ConfigRequest {
@@ -169,7 +178,8 @@ impl ConfigRequest {
             | ConfigRequest::ListAliases { namespace, .. } => Some(namespace),
             ConfigRequest::Namespaces { .. }
             | ConfigRequest::Access { .. }
-            | ConfigRequest::Codecs => None,
+            | ConfigRequest::Codecs
+            | ConfigRequest::GetStale { .. } => None,
         }
     }
 
@@ -191,6 +201,7 @@ impl ConfigRequest {
             ConfigRequest::DeleteAlias { .. } => "delete_alias",
             ConfigRequest::ListAliases { .. } => "list_aliases",
             ConfigRequest::Codecs => "codecs",
+            ConfigRequest::GetStale { .. } => "get_stale",
         }
     }
 }
@@ -234,6 +245,13 @@ pub enum ConfigResponse {
     Aliases(WirePage<WireAlias>),
     /// Answer to `Codecs`.
     Codecs(Vec<WireCodec>),
+    /// Answer to `GetStale`: the entry as this node's copy has it, and the copy's revision.
+    StaleEntry {
+        /// The entry.
+        entry: WireEntry,
+        /// The namespace's revision in the copy that answered.
+        revision: u64,
+    },
 }
 
 /// How a write treats an existing key.

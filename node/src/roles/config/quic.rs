@@ -216,6 +216,16 @@ async fn serve(
                 .await?;
             Response::Config(ConfigResponse::Aliases(wire_page(page, wire_alias)))
         }
+        ConfigRequest::GetStale { namespace, key } => {
+            let resolved = crate::replication::holder::stale(service.get(&namespace, &key)).await?;
+            let revision = crate::replication::holder::stale(service.namespace_state(&namespace))
+                .await?
+                .map_or(0, |state| state.revision);
+            Response::Config(ConfigResponse::StaleEntry {
+                entry: wire_entry(resolved.entry, resolved.alias),
+                revision,
+            })
+        }
         ConfigRequest::Codecs => Response::Config(ConfigResponse::Codecs(
             service
                 .codecs()
