@@ -136,6 +136,16 @@ async fn writes_wait_for_a_majority_of_the_replica_set() {
         }
     }
 
+    let page = cluster.metrics(cluster.node(holder_index)).await;
+    assert!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_replication_appends_total", "ok") >= 2.0,
+        "appends are counted"
+    );
+    assert!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_replication_lag_revisions_count", "") >= 2.0,
+        "lag is observed at every answered append"
+    );
+
     // One follower gone: a majority (holder and the other follower) is left.
     let gone = cluster.stop(followers[0]).await;
     gone.shutdown().await.expect("shutdown");

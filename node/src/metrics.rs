@@ -144,6 +144,11 @@ pub struct Metrics {
     /// Elections this node ran for a down holder's namespace, by outcome (`won`: it became
     /// the holder; `deferred`: a member with more of the log should run; `failed`: no quorum).
     pub elections: Family<OutcomeLabels, Counter>,
+    /// Appends this holder sent to followers, by outcome (`ok`, `failed`).
+    pub appends: Family<OutcomeLabels, Counter>,
+    /// How many revisions a follower was behind the holder when it answered an append (0: it
+    /// had everything the holder had when the append was built).
+    pub replication_lag: Histogram,
     /// Duration of successful handoffs given, in seconds.
     pub handoff_duration: Histogram,
     /// Requests this node forwarded to a namespace's holder.
@@ -314,6 +319,18 @@ impl Metrics {
             "Elections run here for namespaces whose holder is down, by outcome (won, deferred, failed)",
             elections.clone(),
         );
+        let appends = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "replication_appends",
+            "Appends sent to followers, by outcome (ok, failed)",
+            appends.clone(),
+        );
+        let replication_lag = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "replication_lag_revisions",
+            "Revisions a follower was behind the holder when it answered an append",
+            replication_lag.clone(),
+        );
         let peer_auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "peer_auth_failures",
@@ -426,6 +443,8 @@ impl Metrics {
             webhook_deliveries,
             peer_auth_failures,
             elections,
+            appends,
+            replication_lag,
             quic_connections_refused,
             http_connections_open,
             http_connections_refused,

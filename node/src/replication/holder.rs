@@ -21,6 +21,9 @@ use crate::cluster::{Cluster, PeerError};
 use crate::replication::follower::MAX_APPEND_BYTES;
 use crate::shutdown::until_stopped;
 
+const OK: crate::metrics::OutcomeLabels = crate::metrics::OutcomeLabels { outcome: "ok" };
+const FAILED: crate::metrics::OutcomeLabels = crate::metrics::OutcomeLabels { outcome: "failed" };
+
 /// How long a write waits for a quorum before it answers `no_quorum`.
 pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
 /// How long one append may take to be answered.
@@ -411,6 +414,10 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
                 retry = RETRY_FIRST;
                 known = Some(position);
                 replicated.record(&follower, position);
+                let metrics = cluster.metrics();
+                metrics.appends.get_or_create(&OK).inc();
+                let behind = local.borrow().saturating_sub(position.revision);
+                metrics.replication_lag.observe(behind as f64);
                 if position.epoch == replicated.epoch
                     && let Some(lease_start) = replicated.acked(&follower, sent)
                 {
@@ -428,6 +435,7 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
                 }
             }
             Err(failure) => {
+                cluster.metrics().appends.get_or_create(&FAILED).inc();
                 if failure.resync {
                     known = None;
                 }
