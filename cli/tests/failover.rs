@@ -44,6 +44,13 @@ async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
     Node::start(&launch).await
 }
 
+/// `cfgnode ARGS --output json` against `node` with the shared token.
+fn cli_json(node: &Node, args: &[&str]) -> Value {
+    let out = node.cli_with(args, &["--token", TOKEN, "--output", "json"]);
+    common::assert_exit(&out, 0);
+    serde_json::from_slice(&out.stdout).expect("json output")
+}
+
 async fn json(node: &Node, path: &str) -> Option<Value> {
     let resp = node.request(Method::GET, path).send().await.ok()?;
     resp.json().await.ok()
@@ -154,6 +161,24 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
         let holder = agreed_holder(&nodes).await;
         let victim = names.iter().position(|n| *n == holder).expect("a node");
         let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+        if run == 0 {
+            // What an operator sees: the replica set with each member's position and lag, and
+            // a stale read from a follower's own copy.
+            let follower = &nodes[survivors[0]];
+            let view = poll_until(
+                "every replica caught up",
+                Duration::from_secs(30),
+                || async {
+                    let view = cli_json(follower, &["cluster", "placement", NS]);
+                    let replicas = view["replicas"].as_array()?.clone();
+                    (replicas.len() == 3 && replicas.iter().all(|r| r["lag"] == 0)).then_some(view)
+                },
+            )
+            .await;
+            assert_eq!(view["replicas"][0]["node"], holder.as_str(), "{view}");
+            let stale = cli_json(follower, &["get", NS, "r0-k0", "--stale"]);
+            assert!(stale["copy_revision"].as_u64() >= Some(10), "{stale}");
+        }
 
         nodes[victim].kill9();
         let killed = Instant::now();
