@@ -373,3 +373,83 @@ async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() 
         .await;
     }
 }
+
+/// A follower that stops is replaced (four nodes), but only once its replacement has caught up:
+/// the replacement first learns (it takes appends, its vote and its copy do not count), then
+/// the set switches. Afterwards the holder stops too, and the two members left (the one that
+/// stayed and the newcomer) elect one of themselves with every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() {
+    let mut cluster = TestCluster::start_with(4, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(i % 4), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set_of = |placement: &Value| -> Vec<String> {
+        placement["replicas"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r["node"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = poll_until("a full replica set", DEADLINE, || async {
+        let set = set_of(&cluster.placement(cluster.node(h), NS).await);
+        (set.len() == 3).then_some(set)
+    })
+    .await;
+    let gone = cluster.index_of(&first[2]);
+    let stopped = cluster.stop(gone).await;
+    stopped.shutdown().await.expect("shutdown");
+    // Writes go on (the holder and the remaining follower are a majority of the set).
+    for i in 10..20 {
+        poll_until("a write with one follower gone", DEADLINE, || async {
+            let (status, _) = put(&cluster, cluster.node(h), &format!("k{i}")).await;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    // The set is redrawn with the fourth node, once it caught up.
+    let newcomer: String = poll_until("the stopped follower replaced", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(h), NS).await;
+        let set = set_of(&placement);
+        let fresh = set.iter().find(|n| !first.contains(n))?.clone();
+        let caught_up = placement["replicas"]
+            .as_array()?
+            .iter()
+            .all(|r| r["lag"] == 0);
+        (set.len() == 3 && caught_up).then_some(fresh)
+    })
+    .await;
+    assert!(!first.contains(&newcomer));
+
+    // The holder stops: the follower that stayed and the newcomer elect one of themselves.
+    let gone_holder = cluster.stop(h).await;
+    gone_holder.shutdown().await.expect("shutdown");
+    let survivor = cluster.index_of(&newcomer);
+    poll_until(
+        "a write after the holder stopped",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = put(&cluster, cluster.node(survivor), "after").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    for i in 0..20 {
+        let (status, body, _) = cluster
+            .get(cluster.node(survivor), NS, &format!("k{i}"))
+            .await;
+        let expected = if i < 10 {
+            format!("v{i}")
+        } else {
+            format!("value of k{i}")
+        };
+        assert_eq!((status, body), (200, expected), "k{i}");
+    }
+}

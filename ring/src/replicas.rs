@@ -242,8 +242,71 @@ pub fn sync_plan(
     }
 }
 
+/// The set a holder replicates to next, and the learners it syncs meanwhile, when the set it
+/// should have (`desired`, holder first) differs from the one it has (`current`, holder
+/// first; empty when it has none yet).
+///
+/// Members that join the set (`desired` but not `current`) first catch up as **learners**:
+/// they take appends but are not counted for quorums or told they are in the set, while the
+/// current set stays. Only once every newcomer is in `caught_up` (it holds the current set's
+/// committed writes) does the holder switch to `desired`. Replacing a member at once would let
+/// a majority of the new set (the newcomer and a lagging member) lack a write a majority of the
+/// old set acknowledged; after the catch-up, the newcomer has every such write. A set that
+/// only loses members (the cluster shrank) switches at once: the holder is in both sets, and no
+/// election can run without a majority of the set its voters were last told of. Pure.
+pub fn next_set(
+    current: &[NodeId],
+    desired: &[NodeId],
+    caught_up: &BTreeSet<NodeId>,
+) -> (Vec<NodeId>, Vec<NodeId>) {
+    if current.is_empty() || current == desired {
+        return (desired.to_vec(), Vec::new());
+    }
+    let newcomers: Vec<NodeId> = desired
+        .iter()
+        .filter(|node| !current.contains(node))
+        .cloned()
+        .collect();
+    if newcomers.iter().all(|node| caught_up.contains(node)) {
+        (desired.to_vec(), Vec::new())
+    } else {
+        (current.to_vec(), newcomers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_newcomer_learns_before_it_counts() {
+        let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let none = BTreeSet::new();
+        // No set yet: the desired one.
+        assert_eq!(
+            super::next_set(&[], &ids(&["h", "a", "b"]), &none),
+            (ids(&["h", "a", "b"]), vec![])
+        );
+        // c replaces b: b's set stays and c learns, until c has caught up.
+        let (current, desired) = (ids(&["h", "a", "b"]), ids(&["h", "a", "c"]));
+        assert_eq!(
+            super::next_set(&current, &desired, &none),
+            (current.clone(), ids(&["c"]))
+        );
+        let caught_up: BTreeSet<String> = ["c".to_string()].into();
+        assert_eq!(
+            super::next_set(&current, &desired, &caught_up),
+            (desired.clone(), vec![])
+        );
+        // Shrinking needs no catch-up; the same set changes nothing.
+        assert_eq!(
+            super::next_set(&current, &ids(&["h", "a"]), &none),
+            (ids(&["h", "a"]), vec![])
+        );
+        assert_eq!(
+            super::next_set(&desired, &desired, &none),
+            (desired, vec![])
+        );
+    }
+
     use super::*;
 
     fn ids(names: &[&str]) -> Vec<NodeId> {

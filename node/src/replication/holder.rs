@@ -8,7 +8,7 @@
 //! durable on a majority of its replica set (a holder's lost disk loses no acknowledged write),
 //! but a holder's death still makes its namespaces unavailable until it is back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,11 @@ struct Replicated {
     namespace: String,
     epoch: u64,
     set: Vec<NodeId>,
+    /// Members joining the set, fed but not counted until they caught up
+    /// (`cfgnode_ring::next_set`).
+    learners: Vec<NodeId>,
+    /// Learners that hold the set's committed writes: the next set may count them.
+    caught_up: Mutex<BTreeSet<NodeId>>,
     progress: Mutex<Progress>,
     /// The highest revision a quorum has.
     committed: watch::Sender<u64>,
@@ -88,6 +93,31 @@ struct Replicated {
 }
 
 impl Replicated {
+    /// The set `node` is told in appends: the set, and a learner itself among the members (it
+    /// refuses appends from a set it is not in; told a set one larger, it cannot be elected
+    /// with the members it is joining alone).
+    fn advertised(&self, node: &str) -> Vec<NodeId> {
+        let mut set = self.set.clone();
+        if self.learners.iter().any(|l| l == node) {
+            set.extend(self.learners.iter().cloned());
+        }
+        set
+    }
+
+    fn is_learner(&self, node: &str) -> bool {
+        self.learners.iter().any(|l| l == node)
+    }
+
+    /// A learner answered at `position`: caught up once it holds the committed writes.
+    fn learned(&self, node: &str, position: LogPosition) {
+        if position.epoch == self.epoch && position.revision >= *self.committed.borrow() {
+            let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+            if caught_up.insert(node.to_string()) {
+                tracing::info!(namespace = %self.namespace, learner = node, "a joining replica caught up");
+            }
+        }
+    }
+
     /// Records that `node` answered, at this epoch, an append sent at `sent`, and returns
     /// the send time a quorum (this node included) has answered since, if any: the start of the
     /// read lease.
@@ -258,25 +288,35 @@ impl Replicator {
             return Ok(None);
         };
         let me = cluster.me().to_string();
-        let set = cluster
+        let desired = cluster
             .view()
             .replica_set(namespace, &me, self.inner.replicas);
-        if let Some(current) = self.current(namespace)
-            && current.epoch == record.epoch
-            && current.set == set
-        {
+        let running = self.current(namespace);
+        let (current_set, caught_up) = match &running {
+            Some(r) if r.epoch == record.epoch => (
+                r.set.clone(),
+                r.caught_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            // Caught up at another epoch says nothing about this one's writes.
+            Some(r) => (r.set.clone(), BTreeSet::new()),
+            None => (self.stored_set(namespace, &me)?, BTreeSet::new()),
+        };
+        let (set, learners) = cfgnode_ring::next_set(&current_set, &desired, &caught_up);
+        let same =
+            |r: &Replicated| r.epoch == record.epoch && r.set == set && r.learners == learners;
+        if let Some(current) = running.filter(|r| same(r)) {
             return Ok(Some(current));
         }
-        if set.len() <= 1 {
+        if set.len() <= 1 && learners.is_empty() {
             self.stop(namespace);
             cluster.leases().solo(namespace, record.epoch);
             return Ok(None);
         }
         let _setup = self.inner.setup.lock().await;
-        if let Some(current) = self.current(namespace)
-            && current.epoch == record.epoch
-            && current.set == set
-        {
+        if let Some(current) = self.current(namespace).filter(|r| same(r)) {
             return Ok(Some(current));
         }
         self.inner
@@ -299,6 +339,8 @@ impl Replicator {
             local: watch::channel(revision).0,
             stop,
             acked_sent: Mutex::default(),
+            learners: learners.clone(),
+            caught_up: Mutex::new(caught_up),
         });
         let previous = self
             .inner
@@ -309,8 +351,8 @@ impl Replicator {
         if let Some(previous) = previous {
             let _ = previous.stop.send(true);
         }
-        tracing::info!(namespace, epoch = record.epoch, replicas = ?set, "replicating");
-        for follower in set.iter().skip(1) {
+        tracing::info!(namespace, epoch = record.epoch, replicas = ?set, ?learners, "replicating");
+        for follower in set.iter().skip(1).chain(learners.iter()) {
             tokio::spawn(stream(
                 self.inner.store.clone(),
                 cluster.clone(),
@@ -319,6 +361,23 @@ impl Replicator {
             ));
         }
         Ok(Some(replicated))
+    }
+
+    /// The set this node's replica record names (the one its voters were last told of), this
+    /// node first; empty when it names none.
+    fn stored_set(&self, namespace: &str, me: &str) -> Result<Vec<NodeId>, StoreError> {
+        let stored = self
+            .inner
+            .store
+            .replica(namespace)?
+            .map(|r| r.replicas)
+            .unwrap_or_default();
+        if stored.is_empty() {
+            return Ok(stored);
+        }
+        Ok(std::iter::once(me.to_string())
+            .chain(stored.into_iter().filter(|n| n != me))
+            .collect())
     }
 
     fn current(&self, namespace: &str) -> Option<Arc<Replicated>> {
@@ -413,12 +472,17 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
             Ok(position) => {
                 retry = RETRY_FIRST;
                 known = Some(position);
-                replicated.record(&follower, position);
+                if replicated.is_learner(&follower) {
+                    replicated.learned(&follower, position);
+                } else {
+                    replicated.record(&follower, position);
+                }
                 let metrics = cluster.metrics();
                 metrics.appends.get_or_create(&OK).inc();
                 let behind = local.borrow().saturating_sub(position.revision);
                 metrics.replication_lag.observe(behind as f64);
                 if position.epoch == replicated.epoch
+                    && !replicated.is_learner(&follower)
                     && let Some(lease_start) = replicated.acked(&follower, sent)
                 {
                     cluster
@@ -523,7 +587,7 @@ async fn append_once(
     let answer = call(PeerRequest::ReplicaAppend {
         namespace: namespace.to_string(),
         epoch: replicated.epoch,
-        replicas: replicated.set.clone(),
+        replicas: replicated.advertised(follower),
         base: base_sent.map(wire_position),
         to: wire_position(to),
         ops,
