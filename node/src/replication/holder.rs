@@ -3,10 +3,10 @@
 //! follower lacks, and lets a write wait until a quorum of the replica set has it
 //! ([`Replicator::replicated`]).
 //!
-//! What is not here yet: promotion when the holder dies, a new epoch for each change of the
-//! set, and leases on reads. So with `--replicas N` a write acknowledged by a holder is
-//! durable on a majority of its replica set (a holder's lost disk loses no acknowledged write),
-//! but a holder's death still makes its namespaces unavailable until it is back.
+//! Reads wait the same way ([`Replicator::read_visible`]), and each answered round extends the
+//! holder's read lease (`cluster::lease`). A member joining the set learns first
+//! (`cfgnode_ring::next_set`). Promotion when the holder dies is `replication::promote`; a new
+//! epoch for each change of the set is not here yet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
