@@ -39,7 +39,9 @@ async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
     if let Some(seed) = seed {
         args.extend(["--join", seed]);
     }
-    let mut launch = Launch::new(&root).args(&args);
+    let mut launch = Launch::new(&root)
+        .args(&args)
+        .env("RUST_LOG", "info,cfgnode_node::replication=debug");
     launch.token = Some(TOKEN.to_string());
     Node::start(&launch).await
 }
@@ -213,6 +215,17 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
         eprintln!(
             "failover round {run}: {holder} killed; declared down after {detected:?}, writes back after {written:?}"
         );
+        if written > detected + AFTER_DETECTION {
+            // What the survivors did meanwhile, for the failure's report.
+            for s in 0..3 {
+                let log = std::fs::read_to_string(&nodes[s].stderr_path).unwrap_or_default();
+                for line in log.lines().filter(|l| {
+                    l.contains("replication") || l.contains("member") || l.contains("holder")
+                }) {
+                    eprintln!("{}: {line}", names[s]);
+                }
+            }
+        }
         assert!(
             written <= detected + AFTER_DETECTION,
             "round {run}: writes came back {written:?} after the kill, more than 1 s after detection ({detected:?})"

@@ -80,7 +80,15 @@ struct Replicated {
     learners: Vec<NodeId>,
     /// Learners that hold the set's committed writes: the next set may count them.
     caught_up: Mutex<BTreeSet<NodeId>>,
+    /// The committed revision when the learners started: one that reached it has caught up
+    /// (under a steady load the committed revision moves on, and a learner one append behind
+    /// would otherwise never count as caught up).
+    learn_target: u64,
     progress: Mutex<Progress>,
+    /// While learners join: the positions in the set being moved to (`desired`). A write is
+    /// acknowledged only once a majority of both sets has it (joint consensus), so whenever
+    /// the switch happens, every acknowledged write is on a majority of the new set too.
+    joint: Option<Mutex<Progress>>,
     /// The highest revision a quorum has.
     committed: watch::Sender<u64>,
     /// The holder's own newest revision, which wakes the streams.
@@ -110,7 +118,7 @@ impl Replicated {
 
     /// A learner answered at `position`: caught up once it holds the committed writes.
     fn learned(&self, node: &str, position: LogPosition) {
-        if position.epoch == self.epoch && position.revision >= *self.committed.borrow() {
+        if position.epoch == self.epoch && position.revision >= self.learn_target {
             let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
             if caught_up.insert(node.to_string()) {
                 tracing::info!(namespace = %self.namespace, learner = node, "a joining replica caught up");
@@ -140,7 +148,13 @@ impl Replicated {
         let committed = {
             let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             progress.record(node, position);
-            progress.committed()
+            let mut committed = progress.committed();
+            if let Some(joint) = &self.joint {
+                let mut joint = joint.lock().unwrap_or_else(|p| p.into_inner());
+                joint.record(node, position);
+                committed = committed.min(joint.committed());
+            }
+            committed
         };
         raise(&self.committed, committed);
     }
@@ -151,7 +165,13 @@ impl Replicated {
         let committed = {
             let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             progress.own(own);
-            progress.committed()
+            let mut committed = progress.committed();
+            if let Some(joint) = &self.joint {
+                let mut joint = joint.lock().unwrap_or_else(|p| p.into_inner());
+                joint.own(own);
+                committed = committed.min(joint.committed());
+            }
+            committed
         };
         raise(&self.local, revision);
         raise(&self.committed, committed);
@@ -300,9 +320,10 @@ impl Replicator {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
             ),
-            // Caught up at another epoch says nothing about this one's writes.
-            Some(r) => (r.set.clone(), BTreeSet::new()),
-            None => (self.stored_set(namespace, &me)?, BTreeSet::new()),
+            // A new epoch (a handoff or a promotion made this node holder again): the set its
+            // voters were last told is the stored one, not what this node replicated to at an
+            // older epoch.
+            _ => (self.stored_set(namespace, &me)?, BTreeSet::new()),
         };
         let (set, learners) = cfgnode_ring::next_set(&current_set, &desired, &caught_up);
         let same =
@@ -335,12 +356,15 @@ impl Replicator {
             epoch: record.epoch,
             set: set.clone(),
             progress: Mutex::new(Progress::new(me.clone(), &set, record.epoch, own)),
+            joint: (!learners.is_empty())
+                .then(|| Mutex::new(Progress::new(me.clone(), &desired, record.epoch, own))),
             committed: watch::channel(0).0,
             local: watch::channel(revision).0,
             stop,
             acked_sent: Mutex::default(),
             learners: learners.clone(),
             caught_up: Mutex::new(caught_up),
+            learn_target: revision,
         });
         let previous = self
             .inner
@@ -474,9 +498,8 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
                 known = Some(position);
                 if replicated.is_learner(&follower) {
                     replicated.learned(&follower, position);
-                } else {
-                    replicated.record(&follower, position);
                 }
+                replicated.record(&follower, position);
                 let metrics = cluster.metrics();
                 metrics.appends.get_or_create(&OK).inc();
                 let behind = local.borrow().saturating_sub(position.revision);

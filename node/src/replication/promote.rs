@@ -171,9 +171,28 @@ async fn run(
         namespace: namespace.to_string(),
     })
     .await;
+    // Only members that follow the same holder in a set that can elect may run: a member
+    // told another set (a learner, or one the holder never reached) is no candidate.
+    let can_run = |state: &WireReplica, node: &str| {
+        state.holder == orphan.record.holder
+            && state.replicas.len() >= 3
+            && state.replicas.iter().any(|n| n == node)
+    };
+    let states: Vec<_> = states
+        .into_iter()
+        .filter(|(node, answer)| {
+            answer
+                .as_ref()
+                .ok()
+                .and_then(|s| s.as_ref())
+                .is_some_and(|s| can_run(s, node))
+        })
+        .collect();
     let best = best_candidate(&orphan.set, &me, own, &states);
     if best != me && !may_run_anyway {
-        return; // `best` has more of the log (or comes first): give it the first try.
+        // `best` has more of the log (or comes first): give it the first try.
+        tracing::debug!(namespace, %best, own_epoch = own.epoch, own_revision = own.revision, "holder down; leaving the first try to the member with the most log");
+        return;
     }
     let Some(outcome) = elect(store, cluster, follower, &orphan, &me, own, &others).await else {
         count(cluster, "failed");
