@@ -354,8 +354,10 @@ async fn history(mode: Mode) {
     while Instant::now() + Duration::from_secs(2) < until {
         tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
         round += 1;
+        let mut claimed_onto = None;
         if round % 2 == 1 {
             let to = names[rng.below(3) as usize];
+            claimed_onto = Some(to);
             let via = &nodes[rng.below(3) as usize];
             let claimed = via
                 .request(Method::PUT, &format!("/v1/cluster/claims/{NS}"))
@@ -419,7 +421,13 @@ async fn history(mode: Mode) {
         let killed = recorder.now();
         tokio::time::sleep(down_for).await;
         nodes[victim] = nodes[victim].restart_in_place().await;
-        windows.push((killed, recorder.now()));
+        // A node killed right after a claim handed it the namespace may die before its first
+        // append reached a follower: its followers still follow the previous holder, so no one
+        // is elected and the namespace waits for it (docs/replication.md, "Known gaps"). Such
+        // a window is checked for safety like every other, but not for availability.
+        if claimed_onto != Some(names[victim]) {
+            windows.push((killed, recorder.now()));
+        }
         faults.push(format!("kill -9 and restart {}", names[victim]));
     }
     let mut operations = 0;
