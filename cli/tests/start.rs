@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{ArmedSignal, Launch, Node, SERVING_LINE, fresh_address_args, run_to_exit};
 use reqwest::{Method, StatusCode};
@@ -254,9 +254,17 @@ async fn admin_token_is_private_stable_and_never_logged() {
         .expect("GET");
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
-    // The log names the token's file, never the token.
-    let stderr = node.stderr();
-    assert!(stderr.contains(SERVING_LINE), "stderr:\n{stderr}");
+    // The log names the token's file, never the token. The serving line can land a moment
+    // after the HTTP port answers (readiness is probed over HTTP), so wait for it.
+    let stderr = common::poll_until(
+        "the serving line in the log",
+        Duration::from_secs(10),
+        || async {
+            let stderr = node.stderr();
+            stderr.contains(SERVING_LINE).then_some(stderr)
+        },
+    )
+    .await;
     assert!(
         stderr.contains("admin.token"),
         "the log names the token file; stderr:\n{stderr}"
@@ -358,7 +366,16 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let mut node = Node::start(&Launch::new(tmp.path()).args(&["--log-format", "json"])).await;
     assert_eq!(node.signal_and_wait("TERM").await.code(), Some(0));
 
-    let stderr = node.stderr();
+    // The serving line can land a moment after the HTTP port answers: wait for it.
+    let stderr = common::poll_until(
+        "the serving line in the log",
+        Duration::from_secs(10),
+        || async {
+            let stderr = node.stderr();
+            stderr.contains(SERVING_LINE).then_some(stderr)
+        },
+    )
+    .await;
     let lines: Vec<Value> = stderr
         .lines()
         .filter(|line| !line.trim().is_empty())
