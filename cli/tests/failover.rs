@@ -81,13 +81,29 @@ async fn put(http: &reqwest::Client, node: &Node, key: &str, value: &str) -> boo
     sent.is_ok_and(|r| r.status().is_success())
 }
 
-async fn get(http: &reqwest::Client, node: &Node, key: &str) -> Option<String> {
+/// A read through `node`: the value, or what came back instead (for the failure's report).
+async fn read(http: &reqwest::Client, node: &Node, key: &str) -> Result<String, String> {
     let url = format!("{}/v1/namespaces/{NS}/keys/{key}?raw=true", node.base);
-    let resp = http.get(url).bearer_auth(TOKEN).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
+    let resp = http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("{status}, body lost: {e}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {body}"))
     }
-    resp.text().await.ok()
+}
+
+async fn get(http: &reqwest::Client, node: &Node, key: &str) -> Option<String> {
+    read(http, node, key).await.ok()
 }
 
 async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
@@ -235,10 +251,10 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
         // Every acknowledged write is there, through both survivors.
         for &s in &survivors {
             for (key, value) in &acknowledged {
-                let read = get(&slow, &nodes[s], key).await;
+                let got = read(&slow, &nodes[s], key).await;
                 assert_eq!(
-                    read.as_deref(),
-                    Some(value.as_str()),
+                    got.as_deref(),
+                    Ok(value.as_str()),
                     "{key} through {}",
                     names[s]
                 );
