@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Launch, Node, poll_until};
+use common::{Node, alive_everywhere, poll_until};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -21,29 +21,11 @@ const TOKEN: &str = "failover-test-shared-token-0123456789abcdef";
 /// What the requirement allows after detection.
 const AFTER_DETECTION: Duration = Duration::from_secs(1);
 
+/// Starts member `name` with `--replicas 3` (replication's debug lines in its log, printed when
+/// a round is too slow).
 async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
-    let root = dir.join(name);
-    std::fs::create_dir_all(&root).expect("node dir");
-    let token_file = dir.join("token").to_string_lossy().into_owned();
-    let key_file = dir.join("cluster.key").to_string_lossy().into_owned();
-    let mut args = vec![
-        "--node-id",
-        name,
-        "--token-file",
-        &token_file,
-        "--cluster-key-file",
-        &key_file,
-        "--replicas",
-        "3",
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--join", seed]);
-    }
-    let mut launch = Launch::new(&root)
-        .args(&args)
-        .env("RUST_LOG", "info,cfgnode_node::replication=debug");
-    launch.token = Some(TOKEN.to_string());
-    Node::start(&launch).await
+    let envs = [("RUST_LOG", "info,cfgnode_node::replication=debug")];
+    common::start_member(dir, name, seed, TOKEN, &["--replicas", "3"], &envs).await
 }
 
 /// `cfgnode ARGS --output json` against `node` with the shared token.
@@ -104,18 +86,6 @@ async fn read(http: &reqwest::Client, node: &Node, key: &str) -> Result<String, 
 
 async fn get(http: &reqwest::Client, node: &Node, key: &str) -> Option<String> {
     read(http, node, key).await.ok()
-}
-
-async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
-    for node in nodes {
-        for name in names {
-            let what = format!("{name} alive as seen by {}", node.addr);
-            poll_until(&what, Duration::from_secs(30), || async {
-                (state_of(node, name).await.as_deref() == Some("alive")).then_some(())
-            })
-            .await;
-        }
-    }
 }
 
 /// The namespace's holder as every node sees it, once they agree.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cfgnode_lincheck::{ClientId, Op, Outcome, Recorder};
-use common::{Launch, Node, poll_until};
+use common::{Node, alive_everywhere, poll_until};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -213,31 +213,11 @@ async fn client(
 }
 
 /// Starts node `name` of the test cluster (joining `seed` unless it is the first) with
-/// `--replicas replicas`.
+/// `--replicas replicas`; the partition switch (`PUT /v1/debug/partition`) is on for these
+/// processes only.
 async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>, replicas: &str) -> Node {
-    let root = dir.join(name);
-    std::fs::create_dir_all(&root).expect("node dir");
-    let token_file = dir.join("token").to_string_lossy().into_owned();
-    let key_file = dir.join("cluster.key").to_string_lossy().into_owned();
-    let mut args = vec![
-        "--node-id",
-        name,
-        "--token-file",
-        &token_file,
-        "--cluster-key-file",
-        &key_file,
-        "--replicas",
-        replicas,
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--join", seed]);
-    }
-    // The partition switch (`PUT /v1/debug/partition`) is on for these processes only.
-    let mut launch = Launch::new(&root)
-        .args(&args)
-        .env("CFGNODE_FAULT_INJECTION", "1");
-    launch.token = Some(TOKEN.to_string());
-    Node::start(&launch).await
+    let envs = [("CFGNODE_FAULT_INJECTION", "1")];
+    common::start_member(dir, name, seed, TOKEN, &["--replicas", replicas], &envs).await
 }
 
 /// Cuts `node` off from `cut` (empty heals) through its fault-injection endpoint.
@@ -249,30 +229,6 @@ async fn partition(node: &Node, cut: &[&str]) {
         .await
         .expect("the partition switch answers");
     assert!(resp.status().is_success(), "partition: {}", resp.status());
-}
-
-async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
-    for node in nodes {
-        for name in names {
-            let what = format!("{name} alive as seen by {}", node.addr);
-            poll_until(&what, Duration::from_secs(30), || async {
-                let body: Value = node
-                    .request(Method::GET, "/v1/cluster/members")
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                body["members"]
-                    .as_array()?
-                    .iter()
-                    .any(|m| m["id"] == *name && m["state"] == "alive")
-                    .then_some(())
-            })
-            .await;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,17 +254,8 @@ async fn admin_token_is_private_stable_and_never_logged() {
         .expect("GET");
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
-    // The log names the token's file, never the token. The serving line can land a moment
-    // after the HTTP port answers (readiness is probed over HTTP), so wait for it.
-    let stderr = common::poll_until(
-        "the serving line in the log",
-        Duration::from_secs(10),
-        || async {
-            let stderr = node.stderr();
-            stderr.contains(SERVING_LINE).then_some(stderr)
-        },
-    )
-    .await;
+    // The log names the token's file, never the token.
+    let stderr = serving_log(&node).await;
     assert!(
         stderr.contains("admin.token"),
         "the log names the token file; stderr:\n{stderr}"
@@ -366,16 +357,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let mut node = Node::start(&Launch::new(tmp.path()).args(&["--log-format", "json"])).await;
     assert_eq!(node.signal_and_wait("TERM").await.code(), Some(0));
 
-    // The serving line can land a moment after the HTTP port answers: wait for it.
-    let stderr = common::poll_until(
-        "the serving line in the log",
-        Duration::from_secs(10),
-        || async {
-            let stderr = node.stderr();
-            stderr.contains(SERVING_LINE).then_some(stderr)
-        },
-    )
-    .await;
+    let stderr = serving_log(&node).await;
     let lines: Vec<Value> = stderr
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -564,4 +546,18 @@ async fn listening_on_every_interface_needs_an_advertised_address() {
     .await;
     assert_eq!(bad.code(), 1, "{bad:?}");
     assert!(bad.stderr.contains("--advertise"), "{bad:?}");
+}
+
+/// The node's log once it holds the serving line, which can land a moment after the HTTP port
+/// answers (readiness is probed over HTTP).
+async fn serving_log(node: &Node) -> String {
+    common::poll_until(
+        "the serving line in the log",
+        Duration::from_secs(10),
+        || async {
+            let stderr = node.stderr();
+            stderr.contains(SERVING_LINE).then_some(stderr)
+        },
+    )
+    .await
 }

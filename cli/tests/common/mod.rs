@@ -576,3 +576,63 @@ impl Node {
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 }
+
+/// Starts cluster member `name` under `dir` (its root `dir/name`), with the shared token and
+/// cluster key files `dir/token` and `dir/cluster.key` (see [`write_cluster_key`]), joining
+/// `seed` unless it is the first, with `extra` flags and environment `envs`.
+pub async fn start_member(
+    dir: &Path,
+    name: &str,
+    seed: Option<&str>,
+    token: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Node {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).expect("node dir");
+    let token_file = dir.join("token").to_string_lossy().into_owned();
+    let key_file = dir.join("cluster.key").to_string_lossy().into_owned();
+    let mut args = vec![
+        "--node-id",
+        name,
+        "--token-file",
+        &token_file,
+        "--cluster-key-file",
+        &key_file,
+    ];
+    args.extend(extra);
+    if let Some(seed) = seed {
+        args.extend(["--join", seed]);
+    }
+    let mut launch = Launch::new(&root).args(&args);
+    for (name, value) in envs {
+        launch = launch.env(name, value);
+    }
+    launch.token = Some(token.to_string());
+    Node::start(&launch).await
+}
+
+/// Waits (up to 30 s) until every node in `nodes` sees every member in `names` alive.
+pub async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
+    for node in nodes {
+        for name in names {
+            let what = format!("{name} alive as seen by {}", node.addr);
+            poll_until(&what, Duration::from_secs(30), || async {
+                let body: serde_json::Value = node
+                    .request(Method::GET, "/v1/cluster/members")
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                body["members"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["id"] == *name && m["state"] == "alive")
+                    .then_some(())
+            })
+            .await;
+        }
+    }
+}
