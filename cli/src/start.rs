@@ -150,9 +150,10 @@ pub struct StartArgs {
     proxy_threads: Option<u16>,
 
     /// How many nodes keep each namespace, the holder included: a write is answered once a
-    /// majority of them has it durably (1: no replication). Failover comes later; see
-    /// docs/replication.md.
-    #[arg(long, env = "CFGNODE_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    /// majority of them has it durably, and a set of three or more fails over when its holder
+    /// dies (1: no replication). Fewer on a smaller cluster, never an even number fewer: two
+    /// nodes keep one copy each, three or more keep three. See docs/replication.md.
+    #[arg(long, env = "CFGNODE_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=64))]
     replicas: u8,
 }
 

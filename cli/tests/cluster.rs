@@ -133,6 +133,9 @@ async fn a_killed_holder_answers_503_and_comes_back_with_its_claims_and_data() {
         std::fs::create_dir_all(dir.path().join(name)).expect("node dir");
         let mut args = vec!["--node-id", name, "--token-file", &token_arg];
         args.extend(["--cluster-key-file", &key_arg]);
+        // One copy per namespace: this is the single-copy behaviour (with the default of three
+        // replicas the namespace fails over instead; cli/tests/failover.rs covers that).
+        args.extend(["--replicas", "1"]);
         if let Some(seed) = join {
             args.extend(["--join", seed]);
         }
@@ -316,6 +319,9 @@ async fn a_holder_restarted_in_place_serves_through_its_peers_at_once() {
         std::fs::create_dir_all(dir.path().join(name)).expect("node dir");
         let mut args = vec!["--node-id", name, "--token-file", &token_arg];
         args.extend(["--cluster-key-file", &key_arg]);
+        // One copy per namespace: this is the single-copy behaviour (with the default of three
+        // replicas the namespace fails over instead; cli/tests/failover.rs covers that).
+        args.extend(["--replicas", "1"]);
         if let Some(seed) = join {
             args.extend(["--join", seed]);
         }

@@ -102,9 +102,10 @@ pub struct NodeConfig {
     /// How many threads serve the proxy (`--proxy-threads`); `None`: one per core. Each has its
     /// own runtime and backend connections (docs/proxy.md, "Threads").
     pub proxy_threads: Option<usize>,
-    /// The size of each namespace's replica set, the holder included (`--replicas`, 1 to 64;
-    /// 1: no replication). A write is answered once a majority of the set has it
-    /// (docs/replication.md).
+    /// The size of each namespace's replica set, the holder included (`--replicas`, 1 to 64,
+    /// default 3; 1: no replication). A write is answered once a majority of the set has it;
+    /// a set smaller than asked (a smaller cluster) is never even, so two nodes under the
+    /// default keep one copy each (`cfgnode_ring::set_size`, docs/replication.md).
     pub replicas: usize,
 }
 
@@ -136,7 +137,7 @@ impl NodeConfig {
             proxy_namespaces: Vec::new(),
             proxy_tls: None,
             proxy_threads: None,
-            replicas: 1,
+            replicas: 3,
         }
     }
 }

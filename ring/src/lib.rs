@@ -58,7 +58,9 @@ pub use placement::{Placement, Reason, desired_owner};
 pub use receive::{
     Commit, CommitDecision, Offer, PendingCommit, Receiver, Receiving, Refusal, check_offer,
 };
-pub use replicas::{LogPosition, Progress, SyncPlan, next_set, quorum, replica_set, sync_plan};
+pub use replicas::{
+    LogPosition, Progress, SyncPlan, next_set, quorum, replica_set, set_size, sync_plan,
+};
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
 pub use route::{
     CommitError, Handoff, HandoffStep, Intent, OutOfOrder, Route, handoff_target, route,

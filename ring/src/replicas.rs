@@ -58,6 +58,23 @@ pub fn quorum(n: usize) -> usize {
     n.max(1) / 2 + 1
 }
 
+/// How many members a replica set has when `--replicas` asks for `wanted` and the cluster
+/// knows `members` nodes: `min(wanted, members)`, except that a set smaller than asked is never
+/// even. An even set tolerates no more failures than the odd set one smaller (a set of two
+/// stops acknowledging when either member dies), so with the default of three, a two-node
+/// cluster keeps one copy per namespace (and today's availability) instead of a set of two
+/// that any death would stop; the third node brings three. An even `wanted` that the cluster
+/// can fill is kept as asked. `wanted = 0` counts as 1.
+pub fn set_size(wanted: usize, members: usize) -> usize {
+    let wanted = wanted.max(1);
+    let size = wanted.min(members.max(1));
+    if size < wanted && size % 2 == 0 {
+        size - 1
+    } else {
+        size
+    }
+}
+
 /// The replica set of `namespace` held by `holder`: the holder first, then the next distinct
 /// members clockwise on `ring` from the namespace's point ([`Ring::successors`]), skipping the
 /// holder and every member not in `alive`, up to `n` in all (`n = 0` counts as 1).
@@ -276,6 +293,24 @@ pub fn next_set(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sets_smaller_than_asked_are_odd() {
+        // --replicas 3 (the default): one node, two nodes, three, many.
+        assert_eq!(
+            [1, 2, 3, 7].map(|members| set_size(3, members)),
+            [1, 1, 3, 3]
+        );
+        assert_eq!(
+            [2, 3, 4, 5, 9].map(|members| set_size(5, members)),
+            [1, 3, 3, 5, 5]
+        );
+        // An even size asked for and filled is kept; 0 counts as 1.
+        assert_eq!(set_size(2, 2), 2);
+        assert_eq!(set_size(4, 6), 4);
+        assert_eq!(set_size(0, 5), 1);
+        assert_eq!(set_size(1, 0), 1);
+    }
+
     #[test]
     fn a_newcomer_learns_before_it_counts() {
         let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();

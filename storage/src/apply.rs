@@ -252,6 +252,14 @@ fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), S
             TransferOp::ClearAlias { alias } => {
                 t.aliases.remove((ns, alias.as_str()))?;
             }
+            TransferOp::ClearEntry { key } => {
+                t.entries.remove((ns, key.as_str()))?;
+            }
+            TransferOp::TrimHistory { key, before } => {
+                let key = key.as_str();
+                t.history
+                    .retain_in((ns, key, 0)..(ns, key, *before), |_, _| false)?;
+            }
             TransferOp::TrimLog { before } => {
                 t.log.retain_in((ns, 0)..(ns, *before), |_, _| false)?;
             }

@@ -115,6 +115,21 @@ pub enum TransferOp {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Remove a key's entry but not its history (the key was deleted since the copy's
+    /// revision; its tombstone arrives as a [`TransferOp::History`] row).
+    ClearEntry {
+        /// The key.
+        key: String,
+    },
+    /// Remove a key's history versions below `before` (the giver's oldest retained version):
+    /// with the versions written since, this leaves the copy's history exactly the giver's,
+    /// without resending the versions the copy already has.
+    TrimHistory {
+        /// The key.
+        key: String,
+        /// The oldest version the giver still keeps.
+        before: u64,
+    },
 }
 
 /// Largest attachment (a webhook with its cursor and last error fits many times over).
@@ -127,7 +142,9 @@ impl TransferOp {
             TransferOp::ClearNamespace
             | TransferOp::TrimLog { .. }
             | TransferOp::ClearAttachments => 0,
-            TransferOp::ClearKey { key } => key.len(),
+            TransferOp::ClearKey { key }
+            | TransferOp::ClearEntry { key }
+            | TransferOp::TrimHistory { key, .. } => key.len(),
             TransferOp::ClearAlias { alias } => alias.len(),
             TransferOp::State { record } | TransferOp::Log { record, .. } => record.len(),
             TransferOp::Entry { key, record } | TransferOp::History { key, record, .. } => {
@@ -452,21 +469,7 @@ pub(crate) fn changes_since(
     let entries = txn.open_table(ENTRIES)?;
     let history = txn.open_table(HISTORY)?;
     for key in &keys {
-        ops.push(TransferOp::ClearKey { key: key.clone() });
-        if let Some(v) = entries.get((ns, key.as_str()))? {
-            ops.push(TransferOp::Entry {
-                key: key.clone(),
-                record: v.value().to_vec(),
-            });
-        }
-        for item in history.range((ns, key.as_str(), 0)..=(ns, key.as_str(), u64::MAX))? {
-            let (k, v) = item?;
-            ops.push(TransferOp::History {
-                key: key.clone(),
-                version: k.value().2,
-                record: v.value().to_vec(),
-            });
-        }
+        key_changes(&entries, &history, ns, key, since, &mut ops)?;
     }
     let alias_table = txn.open_table(ALIASES)?;
     for alias in &aliases {
@@ -517,6 +520,64 @@ pub(crate) fn changes_since(
     Ok(Some((state, ops)))
 }
 
+/// The ops that bring one key of a copy taken at `since` up to date: its entry (or its
+/// removal), the history versions written after `since`, and a trim to the giver's oldest
+/// retained version. Only what changed travels: resending a key's whole history (up to the
+/// retention, 10 versions by default) on every write made a replicated write cost ten history
+/// rows on the wire and on every follower.
+fn key_changes(
+    entries: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    history: &redb::ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
+    ns: &str,
+    key: &str,
+    since: Revision,
+    ops: &mut Vec<TransferOp>,
+) -> Result<(), StoreError> {
+    let versions = (ns, key, 0)..=(ns, key, u64::MAX);
+    let oldest = history.range(versions.clone())?.next().transpose()?;
+    let Some(oldest) = oldest.map(|(k, _)| k.value().2) else {
+        // No history at all (not something a write leaves): replace the key whole.
+        ops.push(TransferOp::ClearKey {
+            key: key.to_string(),
+        });
+        if let Some(v) = entries.get((ns, key))? {
+            ops.push(TransferOp::Entry {
+                key: key.to_string(),
+                record: v.value().to_vec(),
+            });
+        }
+        return Ok(());
+    };
+    match entries.get((ns, key))? {
+        Some(v) => ops.push(TransferOp::Entry {
+            key: key.to_string(),
+            record: v.value().to_vec(),
+        }),
+        None => ops.push(TransferOp::ClearEntry {
+            key: key.to_string(),
+        }),
+    }
+    ops.push(TransferOp::TrimHistory {
+        key: key.to_string(),
+        before: oldest,
+    });
+    let mut fresh = Vec::new();
+    for item in history.range(versions)?.rev() {
+        let (k, v) = item?;
+        let record: VersionRecord = decode(v.value())?;
+        if record.revision <= since {
+            break;
+        }
+        fresh.push(TransferOp::History {
+            key: key.to_string(),
+            version: k.value().2,
+            record: v.value().to_vec(),
+        });
+    }
+    ops.extend(fresh.into_iter().rev());
+    Ok(())
+}
+
 /// The smallest namespace name sorting after every row of `namespace`: names never contain a
 /// NUL byte, so `namespace + "\0"` is below every other name that starts with `namespace`.
 pub(crate) fn upper_bound(namespace: &str) -> String {
@@ -545,7 +606,9 @@ pub(crate) fn check_ops(namespace: &str, ops: &[TransferOp]) -> Result<(), Store
                     )));
                 }
             }
-            TransferOp::ClearKey { key } => validate_key(key)?,
+            TransferOp::ClearKey { key }
+            | TransferOp::ClearEntry { key }
+            | TransferOp::TrimHistory { key, .. } => validate_key(key)?,
             TransferOp::ClearAlias { alias } => validate_key(alias)?,
             TransferOp::State { record } => {
                 let state: NamespaceState = decode(record).map_err(|e| bad("state", e))?;

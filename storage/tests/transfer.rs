@@ -28,6 +28,17 @@ fn put(ns: &str, key: &str, value: &str) -> PutRequest {
     }
 }
 
+/// Every retained version of each named key, live or deleted (a deleted key's history, its
+/// tombstone included, is not in the snapshot but decides the version it is recreated at).
+fn histories(store: &Store, ns: &str, keys: &[String]) -> String {
+    keys.iter()
+        .map(|key| {
+            let versions = store.versions(ns, key, None, 100);
+            format!("{key}: {:?}\n", versions.map(|v| v.items).ok())
+        })
+        .collect()
+}
+
 /// Everything observable about a namespace, for comparing two stores.
 fn fingerprint(store: &Store, ns: &str) -> String {
     let state = store.namespace(ns).expect("read");
@@ -120,8 +131,45 @@ async fn full_copy_then_changes_reproduce_the_namespace() {
         .export_changes("app", since)
         .expect("changes")
         .expect("log reaches back");
+    // Only what changed travels: one new version per write, not each key's whole history.
+    let history_rows = ops
+        .iter()
+        .filter(|op| matches!(op, TransferOp::History { .. }))
+        .count();
+    assert_eq!(
+        history_rows, 12,
+        "ten puts, one new key and a tombstone: {ops:?}"
+    );
     taker.import("app", ops).await.expect("import");
     assert_eq!(fingerprint(&giver, "app"), fingerprint(&taker, "app"));
+    assert_eq!(taker.namespace("app").expect("read").expect("some"), state);
+    let mut keys: Vec<String> = (0..13).map(|i| format!("k{i}")).collect();
+    keys.extend(["new", "stale", "after"].map(String::from));
+    assert_eq!(
+        histories(&giver, "app", &keys),
+        histories(&taker, "app", &keys)
+    );
+
+    // A deleted key recreated, and a key written past the retention (3 versions), since the
+    // last catch-up: the copy's histories must still be the giver's exactly.
+    let since = state.revision;
+    giver.put(put("app", "k2", "back")).await.expect("recreate");
+    for i in 0..5 {
+        giver
+            .put(put("app", "k7", &format!("x{i}")))
+            .await
+            .expect("put");
+    }
+    let (state, ops) = giver
+        .export_changes("app", since)
+        .expect("changes")
+        .expect("log reaches back");
+    taker.import("app", ops).await.expect("import");
+    assert_eq!(fingerprint(&giver, "app"), fingerprint(&taker, "app"));
+    assert_eq!(
+        histories(&giver, "app", &keys),
+        histories(&taker, "app", &keys)
+    );
     assert_eq!(taker.namespace("app").expect("read").expect("some"), state);
 
     // The taker continues the revision sequence with no gap.

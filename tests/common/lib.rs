@@ -111,6 +111,10 @@ impl TestCluster {
         {
             config.join = vec![seed.quic_addr()];
         }
+        // One copy per namespace unless a test asks for more (`tweak`): these clusters test
+        // placement, handoff and forwarding as such; the replicated default (3) has its own
+        // tests (tests/replication.rs) and the process tests run it (cli/tests).
+        config.replicas = 1;
         (self.tweak)(&mut config);
         config
     }

@@ -261,6 +261,12 @@ impl Cluster {
         &self.inner.state
     }
 
+    /// True when every namespace's replica set is this one node ([`View::solo`]): no quorum
+    /// on any path.
+    pub fn solo(&self) -> bool {
+        self.view().solo(self.inner.replicas)
+    }
+
     /// The membership as routing sees it, rebuilt only when the member list changes (so a
     /// request reads a shared snapshot instead of copying the member list and the ring).
     pub fn view(&self) -> Arc<View> {

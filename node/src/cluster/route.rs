@@ -174,7 +174,7 @@ impl Cluster {
         let moved = || self.holder(namespace).is_none_or(|r| r.epoch != epoch);
         let waited = tokio::time::timeout(LEASE_WAIT, async {
             loop {
-                if self.inner.leases.may_serve(namespace, epoch) || moved() {
+                if (self.solo() || self.inner.leases.may_serve(namespace, epoch)) || moved() {
                     return;
                 }
                 tokio::select! {
@@ -191,12 +191,18 @@ impl Cluster {
         })
     }
 
-    /// With failover on (replica sets of three or more), waits up to [`FAILOVER_WAIT`] for
+    /// With failover on (the namespace's replica set has three or more members), waits up to [`FAILOVER_WAIT`] for
     /// `namespace` to get a holder other than `down` (its replica set elects one within a
     /// moment of SWIM declaring the holder down). True when it did: route again. False at
     /// once without failover, and for a namespace pinned to `down` (a pin keeps it there).
     async fn await_failover(&self, namespace: &str, down: &str) -> bool {
-        if !self.inner.failover {
+        if !self.inner.failover
+            || self
+                .view()
+                .replica_set(namespace, &down.to_string(), self.inner.replicas)
+                .len()
+                < 3
+        {
             return false;
         }
         let pinned_there = self.inner.state.read(|map| {
@@ -259,7 +265,7 @@ impl Cluster {
                     });
                     if still && intent == Intent::Read && decision == Route::Serve {
                         let epoch = self.holder(namespace).map_or(0, |r| r.epoch);
-                        if self.inner.leases.may_serve(namespace, epoch) {
+                        if self.solo() || self.inner.leases.may_serve(namespace, epoch) {
                             return Ok(Target::Local(Permit(guard)));
                         }
                         drop(guard);

@@ -48,8 +48,9 @@ impl View {
         }
     }
 
-    /// The replica set of `namespace` held by `holder`, `n` nodes at most (fewer only when the
-    /// cluster has fewer members): the holder, then the next members clockwise on the ring of
+    /// The replica set of `namespace` held by `holder`, `n` nodes at most (fewer when the
+    /// cluster has fewer members, and then never an even number: `cfgnode_ring::set_size`,
+    /// so `--replicas 3` on two nodes keeps one copy rather than a set either death stops): the holder, then the next members clockwise on the ring of
     /// every known member, alive ones first. A down member is kept only while no alive one can
     /// replace it, so a cluster that lost a majority of a set stops acknowledging writes instead
     /// of shrinking the set to the survivors (docs/replication.md, "The replica set").
@@ -61,7 +62,7 @@ impl View {
             .into_iter()
             .filter(|node| node != holder)
             .collect();
-        let want = n.max(1) - 1;
+        let want = cfgnode_ring::set_size(n, others.len() + 1) - 1;
         let alive = others.iter().filter(|node| self.alive.contains(*node));
         let down = others.iter().filter(|node| !self.alive.contains(*node));
         let mut followers: Vec<&NodeId> = alive.chain(down).take(want).collect();
@@ -70,6 +71,13 @@ impl View {
         std::iter::once(holder.clone())
             .chain(followers.into_iter().cloned())
             .collect()
+    }
+
+    /// True when every replica set under `--replicas n` has one member (a one-node cluster,
+    /// `--replicas 1`, or two nodes under the default 3: `cfgnode_ring::set_size`): writes
+    /// and reads need no quorum, so the hot paths skip replication without a look at the ring.
+    pub fn solo(&self, n: usize) -> bool {
+        cfgnode_ring::set_size(n, self.everyone.members().len()) <= 1
     }
 
     /// The QUIC address of member `node`.

@@ -98,6 +98,17 @@ struct Replicated {
     /// Per follower, when the newest append it answered at this epoch was sent: the read
     /// lease runs from the send time of the round a quorum answered.
     acked_sent: Mutex<HashMap<NodeId, Instant>>,
+    /// The last rows built, by the position they start from: followers at the same position
+    /// (the usual case, every follower caught up to the previous batch) share one read and
+    /// one encoding instead of each building the same append.
+    built: Mutex<Option<Built>>,
+}
+
+/// One append's rows, encoded, with the positions they lead from and to.
+struct Built {
+    base: LogPosition,
+    to: LogPosition,
+    ops: Arc<Vec<u8>>,
 }
 
 impl Replicated {
@@ -212,6 +223,12 @@ impl Replicator {
         }
     }
 
+    /// True when every replica set is this node alone (no cluster attached yet counts as
+    /// solo): nothing to wait for.
+    fn solo(&self) -> bool {
+        self.inner.cluster.get().is_none_or(Cluster::solo)
+    }
+
     /// Wires the cluster in (routing, membership, peer connections).
     pub fn attach(&self, cluster: Cluster) {
         let _ = self.inner.cluster.set(cluster);
@@ -232,7 +249,7 @@ impl Replicator {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        if !self.replicates() || STALE_READ.try_with(|_| ()).is_ok() {
+        if !self.replicates() || self.solo() || STALE_READ.try_with(|_| ()).is_ok() {
             return crate::blocking::read(&self.inner.store, f).await;
         }
         let ns = namespace.to_string();
@@ -251,7 +268,7 @@ impl Replicator {
     /// set has it, or answers `NoQuorum` after [`QUORUM_WAIT`]. Returns at once for a set of
     /// one (`--replicas 1`, or a cluster of one).
     pub async fn replicated(&self, namespace: &str, revision: u64) -> Result<(), StoreError> {
-        if self.inner.replicas <= 1 {
+        if self.inner.replicas <= 1 || self.solo() {
             return Ok(());
         }
         // The supervisor follows changes of the set; a write only needs the epoch to match.
@@ -362,6 +379,7 @@ impl Replicator {
             local: watch::channel(revision).0,
             stop,
             acked_sent: Mutex::default(),
+            built: Mutex::default(),
             learners: learners.clone(),
             caught_up: Mutex::new(caught_up),
             learn_target: revision,
@@ -589,31 +607,23 @@ async fn append_once(
             }
         }
     };
-    let (base_sent, to, ops) = {
-        let (store, replicated) = (store.clone(), Arc::clone(replicated));
-        tokio::task::spawn_blocking(move || build(&store, &replicated, base))
-            .await
-            .map_err(|e| Failure::new(format!("the read task failed: {e}"), true))?
-            .map_err(|e| Failure::new(e, true))?
+    let (base_sent, to, ops) = match reuse(replicated, base) {
+        Some(built) => built,
+        None => {
+            let (store, replicated) = (store.clone(), Arc::clone(replicated));
+            tokio::task::spawn_blocking(move || build_encoded(&store, &replicated, base))
+                .await
+                .map_err(|e| Failure::new(format!("the read task failed: {e}"), true))?
+                .map_err(|e| Failure::new(e, true))?
+        }
     };
-    let ops = bincode::serde::encode_to_vec(&ops, bincode::config::standard())
-        .map_err(|e| Failure::new(format!("cannot encode rows: {e}"), true))?;
-    if ops.len() > MAX_APPEND_BYTES {
-        return Err(Failure::new(
-            format!(
-                "the rows are {} bytes, over the {MAX_APPEND_BYTES} a single append may carry",
-                ops.len()
-            ),
-            true,
-        ));
-    }
     let answer = call(PeerRequest::ReplicaAppend {
         namespace: namespace.to_string(),
         epoch: replicated.epoch,
         replicas: replicated.advertised(follower),
         base: base_sent.map(wire_position),
         to: wire_position(to),
-        ops,
+        ops: ops.as_ref().clone(),
     })
     .await;
     match answer {
@@ -630,6 +640,49 @@ async fn append_once(
             Err(Failure::new(format!("{}: {}", e.code, e.message), true))
         }
     }
+}
+
+/// The rows built last for a follower at `base`, if they still reach the newest revision
+/// this holder has committed (a follower that got them lacks nothing the rows leave out).
+fn reuse(
+    replicated: &Replicated,
+    base: LogPosition,
+) -> Option<(Option<LogPosition>, LogPosition, Arc<Vec<u8>>)> {
+    let newest = *replicated.local.borrow();
+    let built = replicated.built.lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .as_ref()
+        .filter(|b| b.base == base && b.to.revision >= newest)
+        .map(|b| (Some(b.base), b.to, Arc::clone(&b.ops)))
+}
+
+/// [`build`], encoded and checked against [`MAX_APPEND_BYTES`]; new rows (not a full copy,
+/// not a heartbeat) are kept for the next follower at the same position.
+fn build_encoded(
+    store: &Store,
+    replicated: &Replicated,
+    base: LogPosition,
+) -> Result<(Option<LogPosition>, LogPosition, Arc<Vec<u8>>), String> {
+    let (base_sent, to, ops) = build(store, replicated, base)?;
+    let ops = bincode::serde::encode_to_vec(&ops, bincode::config::standard())
+        .map_err(|e| format!("cannot encode rows: {e}"))?;
+    if ops.len() > MAX_APPEND_BYTES {
+        return Err(format!(
+            "the rows are {} bytes, over the {MAX_APPEND_BYTES} a single append may carry",
+            ops.len()
+        ));
+    }
+    let ops = Arc::new(ops);
+    // Heartbeats are not kept: each carries the attachments as they are now (they change
+    // without a revision), so a follower that is caught up still gets new cursors.
+    if let Some(base) = base_sent.filter(|b| to.revision > b.revision) {
+        *replicated.built.lock().unwrap_or_else(|p| p.into_inner()) = Some(Built {
+            base,
+            to,
+            ops: Arc::clone(&ops),
+        });
+    }
+    Ok((base_sent, to, ops))
 }
 
 /// The rows that bring a follower at `follower` up to the holder's newest revision: the changes
