@@ -68,7 +68,7 @@ pub fn quorum(n: usize) -> usize {
 pub fn set_size(wanted: usize, members: usize) -> usize {
     let wanted = wanted.max(1);
     let size = wanted.min(members.max(1));
-    if size < wanted && size % 2 == 0 {
+    if size < wanted && size.is_multiple_of(2) {
         size - 1
     } else {
         size
