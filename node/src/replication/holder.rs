@@ -104,6 +104,10 @@ struct Replicated {
     built: Mutex<Option<Built>>,
 }
 
+/// An append ready to send: the base (`None`: a full copy), the position it leads to, and the
+/// encoded rows.
+type Encoded = (Option<LogPosition>, LogPosition, Arc<Vec<u8>>);
+
 /// One append's rows, encoded, with the positions they lead from and to.
 struct Built {
     base: LogPosition,
@@ -644,10 +648,7 @@ async fn append_once(
 
 /// The rows built last for a follower at `base`, if they still reach the newest revision
 /// this holder has committed (a follower that got them lacks nothing the rows leave out).
-fn reuse(
-    replicated: &Replicated,
-    base: LogPosition,
-) -> Option<(Option<LogPosition>, LogPosition, Arc<Vec<u8>>)> {
+fn reuse(replicated: &Replicated, base: LogPosition) -> Option<Encoded> {
     let newest = *replicated.local.borrow();
     let built = replicated.built.lock().unwrap_or_else(|p| p.into_inner());
     built
@@ -662,7 +663,7 @@ fn build_encoded(
     store: &Store,
     replicated: &Replicated,
     base: LogPosition,
-) -> Result<(Option<LogPosition>, LogPosition, Arc<Vec<u8>>), String> {
+) -> Result<Encoded, String> {
     let (base_sent, to, ops) = build(store, replicated, base)?;
     let ops = bincode::serde::encode_to_vec(&ops, bincode::config::standard())
         .map_err(|e| format!("cannot encode rows: {e}"))?;
