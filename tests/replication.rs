@@ -453,3 +453,61 @@ async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() 
         assert_eq!((status, body), (200, expected), "k{i}");
     }
 }
+
+/// The default (`--replicas 3`) on a growing cluster: one node and then two keep one copy per
+/// namespace (`cfgnode_ring::set_size`: a set of two would stop writing when either node dies);
+/// writes are answered at once. The third node brings every namespace to three replicas: the
+/// newcomers learn what was written before they joined, and the holder's death then loses none
+/// of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_growing_to_three_nodes_replicates_what_it_had() {
+    let mut cluster = TestCluster::start_with(1, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(0), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    cluster.add("n2").await;
+    cluster.wait_converged().await;
+    let placement = cluster.placement(cluster.node(0), NS).await;
+    assert_eq!(
+        placement["replicas"].as_array().map_or(0, Vec::len),
+        1,
+        "two nodes keep one copy: {placement}"
+    );
+    for i in 10..20 {
+        let (status, code) = put(&cluster, cluster.node(i % 2), &format!("k{i}")).await;
+        assert_eq!((status, code.as_str()), (200, ""));
+    }
+
+    cluster.add("n3").await;
+    cluster.wait_converged().await;
+    let holder = cluster.wait_settled(NS).await;
+    let holder_index = cluster.index_of(&holder);
+    poll_until("three replicas, none lagging", DEADLINE, || async {
+        let view = cluster.placement(cluster.node(holder_index), NS).await;
+        let replicas = view["replicas"].as_array()?.clone();
+        (replicas.len() == 3 && replicas.iter().all(|r| r["lag"] == 0)).then_some(())
+    })
+    .await;
+
+    let gone = cluster.stop(holder_index).await;
+    gone.shutdown().await.expect("shutdown");
+    let survivor = (0..3).find(|i| *i != holder_index).expect("a survivor");
+    poll_until("a write through a survivor", DEADLINE, || async {
+        let (status, _) = put(&cluster, cluster.node(survivor), "after").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    for i in 0..20 {
+        let (status, body, _) = cluster
+            .get(cluster.node(survivor), NS, &format!("k{i}"))
+            .await;
+        let want = if i < 10 {
+            format!("v{i}")
+        } else {
+            format!("value of k{i}")
+        };
+        assert_eq!((status, body.as_str()), (200, want.as_str()), "k{i}");
+    }
+}

@@ -257,11 +257,26 @@ fn import(t: &mut WriteTables<'_>, ns: &str, ops: &[TransferOp]) -> Result<(), S
             }
             TransferOp::TrimHistory { key, before } => {
                 let key = key.as_str();
-                t.history
-                    .retain_in((ns, key, 0)..(ns, key, *before), |_, _| false)?;
+                let stale: Vec<u64> = t
+                    .history
+                    .range((ns, key, 0)..(ns, key, *before))?
+                    .map(|item| item.map(|(k, _)| k.value().2))
+                    .collect::<Result<_, _>>()?;
+                for version in stale {
+                    t.history.remove((ns, key, version))?;
+                }
             }
             TransferOp::TrimLog { before } => {
-                t.log.retain_in((ns, 0)..(ns, *before), |_, _| false)?;
+                // Point removals of the few rows trimmed since the last catch-up: cheaper than
+                // a `retain_in` pass, which every append of a follower would pay.
+                let stale: Vec<u64> = t
+                    .log
+                    .range((ns, 0)..(ns, *before))?
+                    .map(|item| item.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for revision in stale {
+                    t.log.remove((ns, revision))?;
+                }
             }
             TransferOp::State { record } => {
                 t.namespaces.insert(ns, record.as_slice())?;
