@@ -419,6 +419,20 @@ async fn cluster_requests_refuse_garbage_and_unknown_nodes() {
         .expect("answer");
     assert_eq!(resp.status(), 400, "a pin needs a node");
     let resp = cluster
+        .request(n1, Method::PUT, "/v1/cluster/claims/keep")
+        .json(&serde_json::json!({"node": n1.node_id(), "strict": true}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 400, "strict applies to pins only");
+    let resp = cluster
+        .request(n1, Method::PUT, "/v1/cluster/pins/keep")
+        .json(&serde_json::json!({"node": n1.node_id(), "strict": "yes"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 400, "strict is a boolean");
+    let resp = cluster
         .request(n1, Method::PUT, "/v1/cluster/claims/Bad!")
         .send()
         .await

@@ -45,6 +45,7 @@ async fn pushed_records_with_implausible_epochs_change_nothing_and_are_counted()
                 target: Some("mallory".into()),
                 epoch: MAX_EPOCH + 1,
                 author: "mallory".into(),
+                strict: false,
             },
         },
         // Plausible in absolute terms, but far ahead of the unknown pin (epoch 0).
@@ -54,6 +55,7 @@ async fn pushed_records_with_implausible_epochs_change_nothing_and_are_counted()
                 target: Some(other.into()),
                 epoch: MAX_EPOCH_JUMP + 1,
                 author: "mallory".into(),
+                strict: false,
             },
         },
     ];

@@ -511,3 +511,108 @@ async fn a_cluster_growing_to_three_nodes_replicates_what_it_had() {
         assert_eq!((status, body.as_str()), (200, want.as_str()), "k{i}");
     }
 }
+
+/// Pins name the preferred holder (docs/replication.md, "Claims and pins"): a namespace pinned
+/// to a node that dies fails over like any other and returns to that node once it is back and
+/// caught up. A strict pin (`"strict": true`) keeps it there: while the node is down its
+/// requests answer `503 holder_down` at once, and no follower is elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_namespace_fails_over_and_returns_but_a_strict_pin_waits() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let pin = |node: &str, strict: bool| serde_json::json!({ "node": node, "strict": strict });
+    let pinned = cluster.node(1).node_id().to_string();
+    let resp = cluster
+        .request(
+            cluster.node(0),
+            Method::PUT,
+            &format!("/v1/cluster/pins/{NS}"),
+        )
+        .json(&pin(&pinned, false))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    let placement: Value = resp.json().await.expect("json");
+    assert_eq!(placement["strict"], false, "{placement}");
+    cluster.wait_held_by(NS, &pinned).await;
+
+    // The pinned node stops: the namespace fails over, with every write.
+    let addrs = (cluster.node(1).quic_addr(), cluster.node(1).http_addr());
+    let gone = cluster.stop(1).await;
+    gone.shutdown().await.expect("shutdown");
+    poll_until(
+        "a write while the pinned node is down",
+        DEADLINE,
+        || async {
+            let (status, code) = put(&cluster, cluster.node(0), "during").await;
+            assert_ne!(code, "holder_down", "a pin that is not strict fails over");
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    for i in 0..10 {
+        let (status, body, _) = cluster.get(cluster.node(2), NS, &format!("k{i}")).await;
+        assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+    }
+
+    // Back, it gets the namespace again, with the write made while it was down.
+    cluster.restart_at(&pinned, addrs.0, addrs.1).await;
+    cluster.wait_held_by(NS, &pinned).await;
+    let (status, body, _) = cluster.get(cluster.node(0), NS, "during").await;
+    assert_eq!((status, body.as_str()), (200, "value of during"));
+
+    // A strict pin: the namespace waits for its node.
+    let resp = cluster
+        .request(
+            cluster.node(0),
+            Method::PUT,
+            &format!("/v1/cluster/pins/{NS}"),
+        )
+        .json(&pin(&pinned, true))
+        .send()
+        .await
+        .expect("answers");
+    let placement: Value = resp.json().await.expect("json");
+    assert_eq!(placement["strict"], true, "{placement}");
+    // Let every node learn the strict pin before the node goes.
+    poll_until("the strict pin everywhere", DEADLINE, || async {
+        for n in cluster.running() {
+            if cluster.placement(n, NS).await["strict"] != true {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let gone = cluster.stop(1).await;
+    gone.shutdown().await.expect("shutdown");
+    poll_until(
+        "holder_down while the strictly pinned node is down",
+        DEADLINE,
+        || async {
+            let (status, code) = put(&cluster, cluster.node(0), "strict").await;
+            assert_ne!(
+                status, 200,
+                "no follower may take a strictly pinned namespace"
+            );
+            (status == 503 && code == "holder_down").then_some(())
+        },
+    )
+    .await;
+    let page = cluster.metrics(cluster.node(0)).await;
+    let won = cfgnode_tests::metric_sum(&page, "cfgnode_replication_elections_total", "won")
+        + cfgnode_tests::metric_sum(
+            &cluster.metrics(cluster.node(2)).await,
+            "cfgnode_replication_elections_total",
+            "won",
+        );
+    assert_eq!(
+        won, 1.0,
+        "one election: the first failover, none under the strict pin"
+    );
+}

@@ -85,7 +85,11 @@ pub fn placement(out: Output, p: &Placement) -> Result<(), CliError> {
             );
             println!("holder:        {}", p.holder.as_ref().unwrap_or(&none));
             println!("epoch:         {}", p.epoch);
-            println!("reason:        {}", p.reason.as_ref().unwrap_or(&none));
+            let strict = if p.strict { " (strict)" } else { "" };
+            println!(
+                "reason:        {}{strict}",
+                p.reason.as_ref().unwrap_or(&none)
+            );
             if !p.replicas.is_empty() {
                 println!("replicas:      node  state  epoch/revision  lag");
                 for r in &p.replicas {

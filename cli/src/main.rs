@@ -180,12 +180,16 @@ enum Command {
         /// Namespace.
         namespace: String,
     },
-    /// Pin a namespace to a node (strict: it stays there even while the node is down).
+    /// Pin a namespace to a node: its preferred holder (with replication it fails over while
+    /// the node is down and comes back), or with --strict its only holder.
     Pin {
         /// Namespace.
         namespace: String,
         /// Node id.
         node: String,
+        /// Keep the namespace on the node even while it is down (503 holder_down meanwhile).
+        #[arg(long)]
+        strict: bool,
     },
     /// Drop a namespace's pin.
     Unpin {
@@ -390,9 +394,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             })
             .await
         }
-        Command::Pin { namespace, node } => {
+        Command::Pin {
+            namespace,
+            node,
+            strict,
+        } => {
             with_client(&conn, |c, out| async move {
-                cluster::placement(out, &c.pin(&namespace, &node).await?)
+                cluster::placement(out, &c.pin_with(&namespace, &node, strict).await?)
             })
             .await
         }

@@ -216,7 +216,10 @@ async fn a_killed_holder_answers_503_and_comes_back_with_its_claims_and_data() {
         (pinned["desired_owner"].as_str(), pinned["reason"].as_str()),
         (Some("n1"), Some("pin"))
     );
+    assert_eq!(pinned["strict"], false, "{pinned}");
     wait_holder(&n3, token, "ledger", "n1").await;
+    let strict = cli_json(&n2, token, &["pin", "ledger", "n1", "--strict"]);
+    assert_eq!(strict["strict"], true, "{strict}");
     cli_json(&n2, token, &["unpin", "ledger"]);
     let released = cli_json(&n2, token, &["release", "ledger"]);
     assert_eq!(released["reason"], "ring");

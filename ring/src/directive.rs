@@ -15,6 +15,11 @@ pub struct Directive {
     pub epoch: Epoch,
     /// The node that wrote this version; breaks ties between equal epochs.
     pub author: NodeId,
+    /// For a pin: the namespace stays on `target` even while that node is down (503
+    /// `holder_down` meanwhile), as every pin did before replication. A pin that is not strict
+    /// names the preferred holder, like a claim: the namespace fails over while the node is
+    /// down and returns once it is back. Always false for claims.
+    pub strict: bool,
 }
 
 impl Directive {
@@ -30,14 +35,21 @@ impl Directive {
             target,
             epoch: current.map_or(Ok(1), |d| next_epoch(d.epoch))?,
             author,
+            strict: false,
         })
     }
 
+    /// This directive with `strict` set (a strict pin).
+    pub fn strict(self, strict: bool) -> Directive {
+        Directive { strict, ..self }
+    }
+
     /// Whether `self` wins over `other`: the higher epoch, then the higher author id, then
-    /// the higher target (so even two identical epochs from one author resolve the same way
-    /// everywhere).
+    /// the higher target, then strict over not (so even two identical epochs from one author
+    /// resolve the same way everywhere).
     pub fn supersedes(&self, other: &Directive) -> bool {
-        (self.epoch, &self.author, &self.target) > (other.epoch, &other.author, &other.target)
+        (self.epoch, &self.author, &self.target, self.strict)
+            > (other.epoch, &other.author, &other.target, other.strict)
     }
 
     /// The winner of two versions. Commutative, associative and idempotent, so the order in
@@ -53,13 +65,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn directive() -> impl Strategy<Value = Directive> {
-        (proptest::option::of("n[0-3]"), 0u64..4, "n[0-3]").prop_map(|(target, epoch, author)| {
-            Directive {
+        (
+            proptest::option::of("n[0-3]"),
+            0u64..4,
+            "n[0-3]",
+            proptest::bool::ANY,
+        )
+            .prop_map(|(target, epoch, author, strict)| Directive {
                 target,
                 epoch,
                 author,
-            }
-        })
+                strict,
+            })
     }
 
     proptest! {
@@ -85,6 +102,7 @@ mod tests {
             target: Some("n3".into()),
             epoch: 2,
             author: "n3".into(),
+            strict: false,
         };
         assert_eq!(
             Directive::merge(released, concurrent.clone()),
@@ -100,6 +118,7 @@ mod tests {
                 target: Some("evil".into()),
                 epoch,
                 author: "evil".into(),
+                strict: false,
             };
             assert_eq!(
                 Directive::next(Some(&top), None, "n1".into()),

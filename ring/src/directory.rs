@@ -335,6 +335,7 @@ mod tests {
                 target: Some("n1".into()),
                 epoch,
                 author: "n1".into(),
+                strict: false,
             },
         }
     }

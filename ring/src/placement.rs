@@ -11,7 +11,7 @@ use crate::ring::{NodeId, Ring};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
-    /// An operator pinned the namespace there (strict: even while that node is down).
+    /// An operator pinned the namespace there (and the node is alive, or the pin is strict).
     Pin,
     /// The node claimed the namespace and is alive.
     Claim,
@@ -30,8 +30,9 @@ pub struct Placement {
 
 /// Where `namespace` should live.
 ///
-/// - A pin is strict: its target owns the namespace even while down (the namespace is then
-///   unavailable rather than moved against the operator's word).
+/// - A strict pin's target owns the namespace even while down (the namespace is then
+///   unavailable rather than moved against the operator's word). A pin that is not strict
+///   counts only while its target is alive, as a claim does.
 /// - A claim counts only while its claimant is alive; a dead claimant's namespaces fall back to
 ///   the ring, and return when it comes back (claims are durable).
 /// - Otherwise the ring over alive members decides; `None` when no member is alive.
@@ -42,7 +43,10 @@ pub fn desired_owner(
     pin: Option<&Directive>,
     claim: Option<&Directive>,
 ) -> Option<Placement> {
-    if let Some(owner) = pin.and_then(|p| p.target.clone()) {
+    if let Some(owner) = pin
+        .filter(|p| p.strict || p.target.as_ref().is_some_and(|t| alive.contains(t)))
+        .and_then(|p| p.target.clone())
+    {
         return Some(Placement {
             owner,
             reason: Reason::Pin,
@@ -76,6 +80,7 @@ mod tests {
             target: target.map(Into::into),
             epoch,
             author: "op".into(),
+            strict: false,
         }
     }
 
@@ -108,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_claimants_fall_back_to_the_ring_but_pins_are_strict() {
+    fn dead_claimants_and_pins_fall_back_to_the_ring_but_strict_pins_hold() {
         let alive = ids(&["a", "b"]);
         let ring = Ring::new(alive.iter(), 64);
         let claim = directive(Some("dead"), 3);
@@ -116,7 +121,15 @@ mod tests {
         assert_eq!(p.reason, Reason::Ring);
         assert!(alive.contains(&p.owner));
 
+        // A pin names the preferred holder: the claim (alive) or the ring decides meanwhile.
         let pin = directive(Some("dead"), 1);
+        let live_claim = directive(Some("b"), 1);
+        let p = desired_owner("ns", &ring, &alive, Some(&pin), Some(&live_claim)).expect("owner");
+        assert_eq!((p.owner.as_str(), p.reason), ("b", Reason::Claim));
+        let p = desired_owner("ns", &ring, &alive, Some(&pin), None).expect("owner");
+        assert_eq!(p.reason, Reason::Ring);
+
+        let pin = directive(Some("dead"), 1).strict(true);
         let p = desired_owner("ns", &ring, &alive, Some(&pin), None).expect("owner");
         assert_eq!(
             p,

@@ -484,6 +484,7 @@ fn forge(cluster: &mut Cluster, to: &Index, ns: &Index, kind: u8, epoch: u64, wh
         target: Some(who.clone()),
         epoch,
         author: "mallory".into(),
+        strict: epoch % 2 == 0,
     };
     let update = match kind {
         0 => Update::Holder {
@@ -578,6 +579,7 @@ fn fact(n: usize) -> impl Strategy<Value = Update> {
                 target: target.map(|t| ids[t].clone()),
                 epoch,
                 author: ids[who].clone(),
+                strict: epoch % 2 == 1,
             };
             match kind {
                 0 => Update::Holder {
@@ -887,7 +889,7 @@ proptest! {
     /// Equal decisions. N nodes (3..6) each receive the same facts (holder records, pins,
     /// claims, every one twice) in their own random order, and learn the members in their own
     /// random order. Checks that their maps are equal, and that for every namespace they all
-    /// compute the same `desired_owner` (which honours pin > live claim > ring) and the same
+    /// compute the same `desired_owner` (which honours strict or live pin > live claim > ring) and the same
     /// `route` and `handoff_target` for every node and intent; a held namespace is served by
     /// exactly its holder (the only node with a handoff target: the desired owner, when another
     /// live node), and a new one is created by exactly its desired owner.
@@ -937,7 +939,11 @@ proptest! {
             }
 
             let (placement, routes, targets) = &decisions[0];
-            let pin = map0.pin(namespace).and_then(|d| d.target.clone());
+            // A pin that is not strict counts only while its target is alive, as a claim does.
+            let pin = map0
+                .pin(namespace)
+                .filter(|d| d.strict || d.target.as_ref().is_some_and(|t| alive.contains(t)))
+                .and_then(|d| d.target.clone());
             let claim = map0.claim(namespace).and_then(|d| d.target.clone()).filter(|c| alive.contains(c));
             match (placement, pin, claim) {
                 (Some(p), Some(pin), _) => prop_assert_eq!(p, &Placement { owner: pin, reason: Reason::Pin }),

@@ -62,11 +62,24 @@ impl Client {
         .await
     }
 
-    /// Pins `namespace` to `node`.
+    /// Pins `namespace` to `node`, its preferred holder: with replication the namespace fails
+    /// over while `node` is down and returns once it is back.
     pub async fn pin(&self, namespace: &str, node: &str) -> Result<Placement, ClientError> {
+        self.pin_with(namespace, node, false).await
+    }
+
+    /// Pins `namespace` to `node`; `strict` keeps it there even while `node` is down (its
+    /// requests answer `holder_down` meanwhile), for data that must not live elsewhere.
+    pub async fn pin_with(
+        &self,
+        namespace: &str,
+        node: &str,
+        strict: bool,
+    ) -> Result<Placement, ClientError> {
         self.placement_call(Request::Cluster(ClusterRequest::Pin {
             namespace: namespace.into(),
             node: node.into(),
+            strict,
         }))
         .await
     }

@@ -25,7 +25,7 @@ pub enum DirectiveKind {
 /// Answers one cluster-admin request (the QUIC edge: a [`ClusterError`] becomes its wire
 /// error here).
 pub async fn serve(cluster: &Cluster, request: ClusterRequest) -> Result<Response, WireError> {
-    let (kind, namespace, target) = match request {
+    let (kind, namespace, target, strict) = match request {
         ClusterRequest::Members => {
             return Ok(Response::Cluster(ClusterResponse::Members(
                 cluster.members(),
@@ -42,13 +42,19 @@ pub async fn serve(cluster: &Cluster, request: ClusterRequest) -> Result<Respons
         }
         ClusterRequest::Claim { namespace, node } => {
             let node = node.unwrap_or_else(|| cluster.me().to_string());
-            (DirectiveKind::Claim, namespace, Some(node))
+            (DirectiveKind::Claim, namespace, Some(node), false)
         }
-        ClusterRequest::Release { namespace } => (DirectiveKind::Claim, namespace, None),
-        ClusterRequest::Pin { namespace, node } => (DirectiveKind::Pin, namespace, Some(node)),
-        ClusterRequest::Unpin { namespace } => (DirectiveKind::Pin, namespace, None),
+        ClusterRequest::Release { namespace } => (DirectiveKind::Claim, namespace, None, false),
+        ClusterRequest::Pin {
+            namespace,
+            node,
+            strict,
+        } => (DirectiveKind::Pin, namespace, Some(node), strict),
+        ClusterRequest::Unpin { namespace } => (DirectiveKind::Pin, namespace, None, false),
     };
-    let answer = cluster.set_directive(kind, &namespace, target).await?;
+    let answer = cluster
+        .set_directive(kind, &namespace, target, strict)
+        .await?;
     Ok(Response::Cluster(ClusterResponse::Placement(answer)))
 }
 
@@ -67,6 +73,9 @@ impl Cluster {
                 epoch: record.map_or(0, |r| r.epoch),
                 reason: placement.map(|p| reason_name(p.reason).to_string()),
                 replicas: Vec::new(),
+                strict: map
+                    .pin(namespace)
+                    .is_some_and(|p| p.strict && p.target.is_some()),
             }
         }))
     }
@@ -227,11 +236,13 @@ impl Cluster {
 
     /// Sets (`Some`) or removes (`None`) a pin or claim, authored by this node with the next
     /// epoch, and answers the resulting placement. The namespace then moves in the background.
+    /// `strict` (pins only) keeps the namespace on the pinned node even while it is down.
     pub async fn set_directive(
         &self,
         kind: DirectiveKind,
         namespace: &str,
         target: Option<String>,
+        strict: bool,
     ) -> Result<WirePlacement, ClusterError> {
         validate_namespace(namespace)?;
         if let Some(node) = &target {
@@ -250,13 +261,12 @@ impl Cluster {
                 DirectiveKind::Pin => map.pin(namespace),
                 DirectiveKind::Claim => map.claim(namespace),
             };
-            let directive =
-                Directive::next(current, target, self.inner.me.clone()).map_err(|source| {
-                    ClusterError::EpochExhausted {
-                        namespace: namespace.to_string(),
-                        source,
-                    }
-                })?;
+            let directive = Directive::next(current, target, self.inner.me.clone())
+                .map_err(|source| ClusterError::EpochExhausted {
+                    namespace: namespace.to_string(),
+                    source,
+                })?
+                .strict(strict && kind == DirectiveKind::Pin);
             Ok::<_, ClusterError>(match kind {
                 DirectiveKind::Pin => Update::Pin {
                     namespace: namespace.to_string(),

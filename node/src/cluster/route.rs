@@ -194,7 +194,7 @@ impl Cluster {
     /// With failover on (the namespace's replica set has three or more members), waits up to [`FAILOVER_WAIT`] for
     /// `namespace` to get a holder other than `down` (its replica set elects one within a
     /// moment of SWIM declaring the holder down). True when it did: route again. False at
-    /// once without failover, and for a namespace pinned to `down` (a pin keeps it there).
+    /// once without failover, and for a namespace under a strict pin to `down` (it stays there).
     async fn await_failover(&self, namespace: &str, down: &str) -> bool {
         if !self.inner.failover
             || self
@@ -207,7 +207,7 @@ impl Cluster {
         }
         let pinned_there = self.inner.state.read(|map| {
             map.pin(namespace)
-                .is_some_and(|pin| pin.target.as_deref() == Some(down))
+                .is_some_and(|pin| pin.strict && pin.target.as_deref() == Some(down))
         });
         if pinned_there {
             return false;

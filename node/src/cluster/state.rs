@@ -243,7 +243,7 @@ pub fn storage_key(update: &Update) -> String {
 pub fn load(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
     let mut map = ClusterMap::new();
     for (key, bytes) in store.cluster_records()? {
-        match decode_update(&bytes) {
+        match decode_update(&bytes).or_else(|e| legacy::decode(&bytes).ok_or(e)) {
             Ok(update) => {
                 if let Err(refusal) = map.apply_plausible(update) {
                     tracing::warn!(%key, %refusal, "skipping a saved cluster record");
@@ -253,6 +253,118 @@ pub fn load(store: &Store) -> Result<ClusterMap, cfgnode_storage::StoreError> {
         }
     }
     Ok(map)
+}
+
+/// Cluster records as data dirs written before pins had `strict` keep them (protocol 5 and
+/// older): a pin then was always strict, so it loads as a strict pin.
+mod legacy {
+    use cfgnode_ring::{Directive, Epoch, HolderRecord, NodeId, Update};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct OldDirective {
+        target: Option<NodeId>,
+        epoch: Epoch,
+        author: NodeId,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum OldUpdate {
+        Holder {
+            namespace: String,
+            record: HolderRecord,
+        },
+        Pin {
+            namespace: String,
+            directive: OldDirective,
+        },
+        Claim {
+            namespace: String,
+            directive: OldDirective,
+        },
+    }
+
+    fn directive(old: OldDirective, strict: bool) -> Directive {
+        Directive {
+            target: old.target,
+            epoch: old.epoch,
+            author: old.author,
+            strict,
+        }
+    }
+
+    /// `bytes` as a record of the old shape, or `None`.
+    pub(super) fn decode(bytes: &[u8]) -> Option<Update> {
+        let config = bincode::config::standard().with_limit::<{ super::MAX_UPDATE_BYTES }>();
+        let (old, used): (OldUpdate, usize) =
+            bincode::serde::decode_from_slice(bytes, config).ok()?;
+        if used != bytes.len() {
+            return None;
+        }
+        let update = match old {
+            OldUpdate::Holder { namespace, record } => Update::Holder { namespace, record },
+            OldUpdate::Pin {
+                namespace,
+                directive: d,
+            } => Update::Pin {
+                namespace,
+                // Every pin was strict then.
+                directive: directive(d, true),
+            },
+            OldUpdate::Claim {
+                namespace,
+                directive: d,
+            } => Update::Claim {
+                namespace,
+                directive: directive(d, false),
+            },
+        };
+        super::check(&update).ok()?;
+        Some(update)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_old_pin_loads_as_a_strict_pin_and_an_old_claim_as_a_claim() {
+            let old = |pin: bool| {
+                let d = OldDirective {
+                    target: Some("n2".into()),
+                    epoch: 3,
+                    author: "n1".into(),
+                };
+                let namespace = "app".to_string();
+                let update = if pin {
+                    OldUpdate::Pin {
+                        namespace,
+                        directive: d,
+                    }
+                } else {
+                    OldUpdate::Claim {
+                        namespace,
+                        directive: d,
+                    }
+                };
+                bincode::serde::encode_to_vec(update, bincode::config::standard()).expect("encode")
+            };
+            // The current decoder refuses the old shape; the fallback reads it.
+            assert!(super::super::decode_update(&old(true)).is_err());
+            match decode(&old(true)) {
+                Some(Update::Pin { directive, .. }) => {
+                    assert!(directive.strict);
+                    assert_eq!(directive.target.as_deref(), Some("n2"));
+                }
+                other => panic!("{other:?}"),
+            }
+            match decode(&old(false)) {
+                Some(Update::Claim { directive, .. }) => assert!(!directive.strict),
+                other => panic!("{other:?}"),
+            }
+            assert!(decode(b"garbage").is_none());
+        }
+    }
 }
 
 /// Saves updates durably in one commit (the persister's batches, and the records a node

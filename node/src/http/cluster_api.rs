@@ -329,18 +329,19 @@ async fn put_partition(State(state): State<Arc<Roles>>, body: Bytes) -> Response
     Json(json!({ "cut": parsed.cut })).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct NodeBody {
     node: Option<String>,
+    /// Pins only: keep the namespace on the node even while it is down.
+    strict: Option<bool>,
 }
 
-fn node_from(body: &Bytes) -> Result<Option<String>, ApiError> {
+fn body_from(body: &Bytes) -> Result<NodeBody, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok(NodeBody::default());
     }
     serde_json::from_slice::<NodeBody>(body)
-        .map(|b| b.node)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"node\": \"ID\"}}: {e}")))
 }
 
@@ -349,8 +350,13 @@ async fn directive(
     kind: DirectiveKind,
     namespace: &str,
     target: Option<String>,
+    strict: bool,
 ) -> Response {
-    match state.cluster.set_directive(kind, namespace, target).await {
+    match state
+        .cluster
+        .set_directive(kind, namespace, target, strict)
+        .await
+    {
         Ok(p) => Json(p).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -362,11 +368,19 @@ pub async fn put_claim(
     Path(namespace): Path<String>,
     body: Bytes,
 ) -> Response {
-    let node = match node_from(&body) {
-        Ok(node) => node.unwrap_or_else(|| state.cluster.me().to_string()),
+    let node = match body_from(&body) {
+        Ok(NodeBody {
+            strict: Some(_), ..
+        }) => {
+            return ApiError::bad_request(
+                "\"strict\" applies to pins only (PUT /v1/cluster/pins/{ns}); a claim always fails over",
+            )
+            .into_response();
+        }
+        Ok(body) => body.node.unwrap_or_else(|| state.cluster.me().to_string()),
         Err(e) => return e.into_response(),
     };
-    directive(&state, DirectiveKind::Claim, &namespace, Some(node)).await
+    directive(&state, DirectiveKind::Claim, &namespace, Some(node), false).await
 }
 
 /// `DELETE /v1/cluster/claims/{ns}`: release.
@@ -374,18 +388,25 @@ pub async fn delete_claim(
     State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
 ) -> Response {
-    directive(&state, DirectiveKind::Claim, &namespace, None).await
+    directive(&state, DirectiveKind::Claim, &namespace, None, false).await
 }
 
-/// `PUT /v1/cluster/pins/{ns}` with `{"node": "ID"}`.
+/// `PUT /v1/cluster/pins/{ns}` with `{"node": "ID"}`, and `"strict": true` to keep the
+/// namespace there even while the node is down.
 pub async fn put_pin(
     State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
     body: Bytes,
 ) -> Response {
-    match node_from(&body) {
-        Ok(Some(node)) => directive(&state, DirectiveKind::Pin, &namespace, Some(node)).await,
-        Ok(None) => {
+    match body_from(&body) {
+        Ok(NodeBody {
+            node: Some(node),
+            strict,
+        }) => {
+            let strict = strict.unwrap_or(false);
+            directive(&state, DirectiveKind::Pin, &namespace, Some(node), strict).await
+        }
+        Ok(NodeBody { node: None, .. }) => {
             ApiError::bad_request("a pin needs a node: send {\"node\": \"ID\"}").into_response()
         }
         Err(e) => e.into_response(),
@@ -397,5 +418,5 @@ pub async fn delete_pin(
     State(state): State<Arc<Roles>>,
     Path(namespace): Path<String>,
 ) -> Response {
-    directive(&state, DirectiveKind::Pin, &namespace, None).await
+    directive(&state, DirectiveKind::Pin, &namespace, None, false).await
 }

@@ -11,8 +11,9 @@
 //! granter with more of the log than itself gives up, so only a member holding every
 //! acknowledged write can win (`cfgnode_ring::Election`).
 //!
-//! Not here: a namespace pinned to its down holder stays there (a pin is strict, as it always
-//! was), and a set of one or two cannot elect anyone without the holder.
+//! Not here: a namespace under a strict pin to its down holder stays there (`"strict": true`;
+//! any other pin fails over like a claim), and a set of one or two cannot elect anyone
+//! without the holder.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -116,9 +117,12 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
         .into_iter()
         .filter_map(|(namespace, state)| {
             let record = cluster.holder(&namespace)?;
+            // A strict pin keeps the namespace on its down holder; any other pin names the
+            // preferred holder, which gets it back once it returns.
             let pinned_there = map.read(|m| {
-                m.pin(&namespace)
-                    .is_some_and(|p| p.target.as_deref() == Some(record.holder.as_str()))
+                m.pin(&namespace).is_some_and(|p| {
+                    p.strict && p.target.as_deref() == Some(record.holder.as_str())
+                })
             });
             let follows_it = state.holder == record.holder
                 && state.replicas.first() == Some(&record.holder)

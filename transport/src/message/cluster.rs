@@ -27,12 +27,15 @@ pub enum ClusterRequest {
         /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
     },
-    /// Pin a namespace to a node (strict placement).
+    /// Pin a namespace to a node: its preferred holder (it fails over while the node is down
+    /// and returns once it is back), or with `strict` its only holder (503 while down).
     Pin {
         /// The namespace: `[a-z0-9][a-z0-9._-]{0,127}`.
         namespace: String,
         /// The member to pin it to: a node id as `cfgnode cluster members` lists it.
         node: String,
+        /// Keep the namespace on `node` even while it is down.
+        strict: bool,
     },
     /// Drop a namespace's pin.
     Unpin {
@@ -110,6 +113,9 @@ pub struct WirePlacement {
     /// each member's log position as it answered and its lag behind the holder. Empty without
     /// replication, and in answers to claims and pins.
     pub replicas: Vec<WireReplicaView>,
+    /// True when the namespace is under a strict pin (it stays on the pinned node even while
+    /// that node is down).
+    pub strict: bool,
 }
 
 /// One member of a namespace's replica set as a placement view shows it.
