@@ -484,7 +484,7 @@ fn forge(cluster: &mut Cluster, to: &Index, ns: &Index, kind: u8, epoch: u64, wh
         target: Some(who.clone()),
         epoch,
         author: "mallory".into(),
-        strict: epoch % 2 == 0,
+        strict: epoch.is_multiple_of(2),
     };
     let update = match kind {
         0 => Update::Holder {
@@ -579,7 +579,7 @@ fn fact(n: usize) -> impl Strategy<Value = Update> {
                 target: target.map(|t| ids[t].clone()),
                 epoch,
                 author: ids[who].clone(),
-                strict: epoch % 2 == 1,
+                strict: !epoch.is_multiple_of(2),
             };
             match kind {
                 0 => Update::Holder {

@@ -105,7 +105,7 @@ struct Orphan {
 }
 
 /// The namespaces this node follows whose holder (by the map, and the one this node last took
-/// appends from) is down and not pinned there, with a set that can elect without it.
+/// appends from) is down and not under a strict pin there, with a set that can elect without it.
 async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, String> {
     let records = crate::blocking::read(store, |s| s.replicas())
         .await
