@@ -23,7 +23,7 @@ use cfgnode_ring::{
     Election, ElectionOutcome, HolderRecord, LogPosition, NodeId, ReplicaState as RingState,
     candidate_epoch, quorum,
 };
-use cfgnode_storage::Store;
+use cfgnode_storage::{ReplicaState, Store};
 use cfgnode_transport::{PeerRequest, PeerResponse, Response, WireReplica, codes};
 use tokio::sync::watch;
 
@@ -102,6 +102,28 @@ struct Orphan {
     record: HolderRecord,
     /// The replica set the down holder last sent: the election counts votes in it.
     set: Vec<NodeId>,
+    /// The holder this node's replica record names: the down holder, or the member that
+    /// passed the namespace to it (see [`handed_to_a_member`]).
+    followed: NodeId,
+}
+
+/// Whether the map's holder `holder` (at `map_epoch`) got the namespace from the holder this
+/// record follows (a handoff, or a promotion), being itself a member of the record's set, so
+/// that its set is the same members: it starts its epoch from the set it was told
+/// (`Replicator::stored_set`). If it dies before its first append reaches this node, this
+/// node still names the previous holder, yet an election in the record's set is as safe as
+/// one after a direct failover: whatever the new holder acknowledged is on a majority of the
+/// same members. The previous holder itself (its record names itself) may run too: it may
+/// have the longest log.
+fn handed_to_a_member(state: &ReplicaState, me: &str, holder: &str, map_epoch: u64) -> bool {
+    let own_epoch = state.epoch_start.map_or(state.position.epoch, |start| {
+        start.epoch.max(state.position.epoch)
+    });
+    state.holder != holder
+        && state.replicas.first() == Some(&state.holder)
+        && state.replicas.iter().any(|n| n == holder)
+        && state.replicas.iter().any(|n| n == me)
+        && map_epoch > own_epoch
 }
 
 /// The namespaces this node follows whose holder (by the map, and the one this node last took
@@ -128,15 +150,17 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
                 && state.replicas.first() == Some(&record.holder)
                 && state.replicas.iter().skip(1).any(|n| n == me)
                 && state.epoch_start.is_none();
+            let handed_over = handed_to_a_member(&state, me, &record.holder, record.epoch);
             let orphaned = record.holder != me
                 && !view.alive.contains(&record.holder)
-                && follows_it
+                && (follows_it || handed_over)
                 && !pinned_there
                 && state.replicas.len() >= 3;
             orphaned.then_some(Orphan {
                 namespace,
                 record,
                 set: state.replicas,
+                followed: state.holder,
             })
         })
         .collect())
@@ -175,12 +199,14 @@ async fn run(
         namespace: namespace.to_string(),
     })
     .await;
-    // Only members that follow the same holder in a set that can elect may run: a member
-    // told another set (a learner, or one the holder never reached) is no candidate.
+    // Only members that follow the same holder (the down one, or the one this node follows
+    // when that one passed it on) in a set that can elect may run: a member told another set
+    // (a learner, or one the holder never reached) is no candidate.
     let can_run = |state: &WireReplica, node: &str| {
-        state.holder == orphan.record.holder
-            && state.replicas.len() >= 3
-            && state.replicas.iter().any(|n| n == node)
+        let same_holder = state.holder == orphan.record.holder
+            || (state.holder == orphan.followed
+                && state.replicas.iter().any(|n| *n == orphan.record.holder));
+        same_holder && state.replicas.len() >= 3 && state.replicas.iter().any(|n| n == node)
     };
     let states: Vec<_> = states
         .into_iter()
@@ -390,6 +416,33 @@ mod tests {
 
     fn set() -> Vec<NodeId> {
         ["h", "a", "b", "c"].map(String::from).to_vec()
+    }
+
+    /// A record following `holder` (or held, with `start`) at epoch 4 in the set `g, r, x`.
+    fn record(holder: &str, start: Option<u64>) -> ReplicaState {
+        ReplicaState {
+            promised: 4,
+            position: cfgnode_storage::LogPos::new(4, 10),
+            epoch_start: start.map(|e| cfgnode_storage::LogPos::new(e, 8)),
+            holder: holder.to_string(),
+            replicas: ["g", "r", "x"].map(String::from).to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_namespace_passed_to_a_member_of_the_set_can_be_elected_without_it() {
+        // x follows g; the map names r at epoch 5: r got it from g (a handoff or an election).
+        assert!(handed_to_a_member(&record("g", None), "x", "r", 5));
+        // g itself, the previous holder, may run too.
+        assert!(handed_to_a_member(&record("g", Some(4)), "g", "r", 5));
+        // Not when the map's holder is outside the set (its set may be other members) ...
+        assert!(!handed_to_a_member(&record("g", None), "x", "z", 5));
+        // ... nor when the map is not newer than what this record follows ...
+        assert!(!handed_to_a_member(&record("g", None), "x", "r", 4));
+        // ... nor when this node already follows the map's holder (the plain failover) ...
+        assert!(!handed_to_a_member(&record("r", None), "x", "r", 5));
+        // ... nor when this node is not in the set.
+        assert!(!handed_to_a_member(&record("g", None), "q", "r", 5));
     }
 
     #[test]
