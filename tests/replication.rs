@@ -705,3 +705,70 @@ async fn a_receiver_lost_right_after_a_handoff_is_failed_over() {
         .await;
     }
 }
+
+/// Handoff under replication (docs/replication.md, "Handoff"): a claim onto a follower sends
+/// no copy (the replication stream has brought the receiver the log; the frozen giver waits
+/// for its last append), and the giver, a member of the receiver's set, keeps its copy and
+/// follows the receiver from its position. Every write stays readable through every node,
+/// including a stale read from the giver's own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_to_a_follower_moves_no_copy_and_the_giver_follows() {
+    let cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..50 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let giver = cluster.wait_settled(NS).await;
+    let g = cluster.index_of(&giver);
+    let x = (g + 1) % 3;
+    let receiver = cluster.node(x).node_id().to_string();
+    cluster.direct(g, "claims", NS, &receiver).await;
+    cluster.wait_held_by(NS, &receiver).await;
+    let epoch = cluster.placement(cluster.node(x), NS).await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    cluster.put(cluster.node(g), NS, "after", "1").await;
+
+    // The giver follows the receiver at its epoch, with every row.
+    let addr = cluster.node(g).quic_addr();
+    poll_until("the giver follows the receiver", DEADLINE, || async {
+        let p = position(addr).await?;
+        (followed_holder(addr).await.as_deref() == Some(receiver.as_str())
+            && p.epoch == epoch
+            && p.revision == 51)
+            .then_some(())
+    })
+    .await;
+    let resp = cluster
+        .request(
+            cluster.node(g),
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k7?raw=true&consistency=stale"),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.text().await.expect("body"), "v7");
+    let page = cluster.metrics(cluster.node(g)).await;
+    assert_eq!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_cluster_handoffs_total", "ok"),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_cluster_handoff_copies_total", "stream"),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_cluster_handoff_copies_total", "full"),
+        0.0,
+        "no copy: {page}"
+    );
+    for i in 0..50 {
+        let (status, body, _) = cluster.get(cluster.node(x), NS, &format!("k{i}")).await;
+        assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+    }
+}

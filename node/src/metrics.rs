@@ -47,6 +47,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of how a handoff brought the receiver the namespace's rows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffCopyLabels {
+    /// `full` (every row), `changes` (the rows since the copy, frozen) or `stream` (the
+    /// receiver was a follower: its replication stream brought it everything).
+    pub how: &'static str,
+}
+
 /// Labels of a health check run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -151,6 +159,9 @@ pub struct Metrics {
     pub replication_lag: Histogram,
     /// Duration of successful handoffs given, in seconds.
     pub handoff_duration: Histogram,
+    /// How handoffs this node gave moved the rows: counted per copy (a handoff makes one or
+    /// two: a full copy and then the changes, or the stream alone).
+    pub handoff_copies: Family<HandoffCopyLabels, Counter>,
     /// Requests this node forwarded to a namespace's holder.
     pub forwarded: Family<ForwardLabels, Counter>,
     /// Redirects answered to clients that follow them.
@@ -270,6 +281,12 @@ impl Metrics {
             "cluster_handoff_duration_seconds",
             "Duration of successful handoffs given (offer to commit)",
             handoff_duration.clone(),
+        );
+        let handoff_copies = Family::<HandoffCopyLabels, Counter>::default();
+        registry.register(
+            "cluster_handoff_copies",
+            "How handoffs this node gave moved the rows (full, changes, stream)",
+            handoff_copies.clone(),
         );
         let forwarded = Family::<ForwardLabels, Counter>::default();
         registry.register(
@@ -434,6 +451,7 @@ impl Metrics {
             up,
             handoffs,
             handoff_duration,
+            handoff_copies,
             forwarded,
             redirects,
             namespaces_held,

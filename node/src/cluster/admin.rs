@@ -145,7 +145,7 @@ impl Cluster {
     }
 
     /// `node`'s replica state of `namespace` (this node's own from its store).
-    async fn replica_state(
+    pub(super) async fn replica_state(
         &self,
         node: &str,
         namespace: &str,

@@ -77,8 +77,22 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     .await?;
     step(&mut steps, HandoffStep::Offered)?;
 
-    // Copy, with writes still running.
-    let since = send_full_copy(cluster, namespace, record.epoch, &call).await?;
+    // Copy, with writes still running. A receiver that already follows this holder has the
+    // log up to its position, and the replication stream brings it the rest: no copy, and
+    // after the freeze the giver only waits for the stream (docs/replication.md, "Handoff").
+    // The rows never come two ways at once, so an append built before the freeze cannot land
+    // after a catch-up and take the copy back.
+    let follows = following_position(cluster, namespace, to, record.epoch).await;
+    let since = match follows {
+        Some(revision) => {
+            copied(cluster, "stream");
+            Some(revision)
+        }
+        None => {
+            copied(cluster, "full");
+            send_full_copy(cluster, namespace, record.epoch, &call).await?
+        }
+    };
     step(&mut steps, HandoffStep::Copied)?;
 
     // Freeze: wait for in-flight requests, hold new ones.
@@ -89,6 +103,18 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     step(&mut steps, HandoffStep::Frozen)?;
 
     let store = cluster.store().clone();
+    if follows.is_some() {
+        let revision = {
+            let ns = namespace.to_string();
+            crate::blocking::read(&store, move |s| s.namespace(&ns))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_or(0, |s| s.revision)
+        };
+        stream_caught_up(cluster, namespace, to, record.epoch, revision).await?;
+        step(&mut steps, HandoffStep::CaughtUp)?;
+        return commit(cluster, namespace, to, addr, steps, frozen, revision).await;
+    }
     let changes = {
         let ns = namespace.to_string();
         let since = since.unwrap_or(0);
@@ -106,6 +132,7 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     };
     let revision = match (since, changes) {
         (Some(_), Some(Some((state, ops)))) => {
+            copied(cluster, "changes");
             for chunk in split(ops) {
                 call(chunk_request(namespace, record.epoch, &chunk)?).await?;
             }
@@ -113,12 +140,28 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         }
         // The log no longer reaches back (or the namespace appeared meanwhile): copy it all
         // again, frozen.
-        _ => send_full_copy(cluster, namespace, record.epoch, &call)
-            .await?
-            .unwrap_or(0),
+        _ => {
+            copied(cluster, "full");
+            send_full_copy(cluster, namespace, record.epoch, &call)
+                .await?
+                .unwrap_or(0)
+        }
     };
     step(&mut steps, HandoffStep::CaughtUp)?;
+    commit(cluster, namespace, to, addr, steps, frozen, revision).await
+}
 
+/// Steps 5 and 6: the receiver takes the namespace at the next epoch; this node records it,
+/// unfreezes, and drops its copy unless it stays a replica.
+async fn commit(
+    cluster: &Cluster,
+    namespace: &str,
+    to: &str,
+    addr: std::net::SocketAddr,
+    mut steps: Handoff,
+    frozen: tokio::sync::OwnedRwLockWriteGuard<()>,
+    revision: u64,
+) -> Result<u64, String> {
     let next = steps.commit_record().map_err(|e| e.to_string())?;
     // The receiver records the new holder durably before it answers; only then is it recorded
     // here, and only then is this copy dropped.
@@ -145,14 +188,85 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         })
         .await
         .map_err(|e| format!("could not record the new holder: {e}"))?;
-    step(&mut steps, HandoffStep::Committed)?;
+    steps
+        .advance(HandoffStep::Committed)
+        .map_err(|e| e.to_string())?;
     // Long-polls waiting here wake up, find the namespace elsewhere and follow it.
     cluster.feeds().changed(namespace);
     drop(frozen);
-    if let Err(e) = cluster.store().drop_namespace(namespace).await {
+    // A member of the receiver's replica set keeps its copy: it is a follower from now on and
+    // gets only the receiver's new rows, instead of a full copy back.
+    let stays_a_replica = !cluster.solo()
+        && cluster
+            .view()
+            .replica_set(namespace, &to.to_string(), cluster.inner.replicas)
+            .iter()
+            .any(|n| n == cluster.me());
+    if !stays_a_replica && let Err(e) = cluster.store().drop_namespace(namespace).await {
         tracing::warn!(namespace, error = %e, "could not drop the handed-off copy");
     }
     Ok(revision)
+}
+
+/// Counts one way the rows of a handoff went (`cfgnode_cluster_handoff_copies_total`).
+fn copied(cluster: &Cluster, how: &'static str) {
+    cluster
+        .metrics()
+        .handoff_copies
+        .get_or_create(&crate::metrics::HandoffCopyLabels { how })
+        .inc();
+}
+
+/// How long a frozen handoff waits for the replication stream to bring a following receiver
+/// to the giver's revision (writes are held meanwhile, so it is one append away).
+const STREAM_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Waits until `to`'s copy is at `(epoch, revision)` of this holder's log.
+async fn stream_caught_up(
+    cluster: &Cluster,
+    namespace: &str,
+    to: &str,
+    epoch: u64,
+    revision: u64,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + STREAM_CATCH_UP;
+    loop {
+        let position = cluster
+            .replica_state(to, namespace)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.position);
+        if position.is_some_and(|p| p.epoch == epoch && p.revision == revision) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the receiver did not reach revision {revision} through replication within {STREAM_CATCH_UP:?} (it is at {position:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The revision `to` has of this holder's log at `epoch`, when it follows this node (a
+/// replica of the namespace at this epoch, with data): the handoff then sends only the rows
+/// after it. `None`: send a full copy. The receiver keeps taking appends meanwhile; the rows
+/// since this revision applied on a later position of the same log leave it the same.
+async fn following_position(
+    cluster: &Cluster,
+    namespace: &str,
+    to: &str,
+    epoch: u64,
+) -> Option<u64> {
+    if cluster.solo() {
+        return None;
+    }
+    let state = cluster.replica_state(to, namespace).await.ok()??;
+    let follows = state.holder == cluster.me()
+        && state.position.epoch == epoch
+        && state.position.revision > 0;
+    follows.then_some(state.position.revision)
 }
 
 /// How asking the receiver to commit ended.
