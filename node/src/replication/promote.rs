@@ -204,8 +204,7 @@ async fn run(
     // (a learner, or one the holder never reached) is no candidate.
     let can_run = |state: &WireReplica, node: &str| {
         let same_holder = state.holder == orphan.record.holder
-            || (state.holder == orphan.followed
-                && state.replicas.contains(&orphan.record.holder));
+            || (state.holder == orphan.followed && state.replicas.contains(&orphan.record.holder));
         same_holder && state.replicas.len() >= 3 && state.replicas.iter().any(|n| n == node)
     };
     let states: Vec<_> = states
