@@ -515,3 +515,68 @@ async fn a_webhook_set_up_before_the_first_write_gets_it() {
     assert_eq!(delivered(&receiver), expected);
     shutdown_all(&mut cluster).await;
 }
+
+/// Three replicas and loopback webhooks.
+fn replicated_webhooks(config: &mut cfgnode_node::NodeConfig) {
+    allow_loopback_webhooks(config);
+    config.replicas = 3;
+}
+
+/// Deliveries across a promotion (docs/replication.md, "Watches, deliveries and checks"): the
+/// webhook and its cursor are replicated with the namespace, so when the holder dies the new
+/// holder goes on delivering from the last durable cursor: every event reaches the receiver
+/// (at least once: the cursor may trail the last delivery), signed, in revision order per
+/// delivery, and the old holder delivers nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_carry_on_across_a_promotion() {
+    let mut cluster = TestCluster::start_with(3, replicated_webhooks).await;
+    cluster.put(cluster.node(0), NS, "seed", "0").await;
+    cluster.direct(0, "claims", NS, "n1").await;
+    cluster.wait_held_by(NS, "n1").await;
+    let receiver = Receiver::start().await;
+    let resp = cluster
+        .request(
+            cluster.node(1),
+            Method::PUT,
+            &format!("/v1/namespaces/{NS}/webhooks/deploy"),
+        )
+        .json(&json!({ "url": receiver.url, "prefixes": ["app/"], "secret": SECRET }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 201);
+    let mut expected = write(&cluster, 1, 0, 10).await;
+    wait_for(&receiver, &expected).await;
+
+    let gone = cluster.stop(0).await;
+    gone.shutdown().await.expect("shutdown");
+    poll_until("a write after the failover", DEADLINE, || async {
+        let resp = cluster
+            .request(
+                cluster.node(1),
+                Method::PUT,
+                &format!("/v1/namespaces/{NS}/keys/other/probe"),
+            )
+            .header("content-type", "text/plain")
+            .body("p")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+    expected.extend(write(&cluster, 2, 10, 10).await);
+    wait_for(&receiver, &expected).await;
+    let mut seen = delivered(&receiver);
+    let mut first = std::collections::HashSet::new();
+    seen.retain(|r| first.insert(*r));
+    seen.sort_unstable();
+    assert_eq!(seen, expected, "every event, at least once");
+    let hook = webhook(&cluster, 2).await;
+    assert_ne!(
+        cluster.placement(cluster.node(2), NS).await["holder"],
+        "n1",
+        "a survivor holds the namespace"
+    );
+    assert!(hook["cursor"].as_u64().expect("cursor") >= 10, "{hook}");
+}
