@@ -1,5 +1,5 @@
-//! Failover across real processes (docs/replication.md, "Promotion"): three `cfgnode start
-//! --replicas 3` processes; the holder of a namespace is SIGKILLed, and writes through the
+//! Failover across real processes (docs/replication.md, "Promotion"): three `cfgnode start`
+//! processes with the default three replicas; the holder of a namespace is SIGKILLed, and writes through the
 //! survivors must succeed again within SWIM's detection time plus 1 s, with every write
 //! acknowledged before the kill still there. The killed node comes back, catches up, and the
 //! next round kills whichever node holds the namespace then.
@@ -21,11 +21,12 @@ const TOKEN: &str = "failover-test-shared-token-0123456789abcdef";
 /// What the requirement allows after detection.
 const AFTER_DETECTION: Duration = Duration::from_secs(1);
 
-/// Starts member `name` with `--replicas 3` (replication's debug lines in its log, printed when
-/// a round is too slow).
+/// Starts member `name` with the default flags, so three replicas (replication's debug lines
+/// in its log, printed when a round is too slow): the failover tested is what a cluster
+/// started without any replication flag does.
 async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>) -> Node {
     let envs = [("RUST_LOG", "info,cfgnode_node::replication=debug")];
-    common::start_member(dir, name, seed, TOKEN, &["--replicas", "3"], &envs).await
+    common::start_member(dir, name, seed, TOKEN, &[], &envs).await
 }
 
 /// `cfgnode ARGS --output json` against `node` with the shared token.

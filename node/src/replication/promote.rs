@@ -302,7 +302,16 @@ async fn elect(
     .await;
     for (node, answer) in answers {
         match answer {
-            Ok(Some(granted)) => election.grant(&node, wire_position(&granted)),
+            Ok(Some(granted)) if same_members(&granted.replicas, &orphan.set) => {
+                election.grant(&node, wire_position(&granted));
+            }
+            Ok(Some(granted)) => {
+                // Its holder told it another set: its promise belongs to that set's elections.
+                // Counting it here could let a member left behind by a change of the set (it
+                // still holds the old one) win with a member of the new set that lacks writes
+                // the new set acknowledged.
+                tracing::debug!(namespace, node, replicas = ?granted.replicas, set = ?orphan.set, "a grant from a member of another set is not counted");
+            }
             Err(PeerError::Answered(e)) if e.code == codes::ALREADY_PROMISED => {
                 election.refuse(&node, epoch)
             }
@@ -313,6 +322,23 @@ async fn elect(
         }
     }
     Some((epoch, election.outcome()))
+}
+
+/// Whether a granter's set (`theirs`, as its holder last told it) is the candidate's set, as
+/// members (the order differs when the namespace passed from one member to another). A
+/// granter that was never told a set (no record before the promise) belongs to no other
+/// election and counts. Pure.
+fn same_members(theirs: &[NodeId], ours: &[NodeId]) -> bool {
+    if theirs.is_empty() {
+        return true;
+    }
+    let mut a: Vec<&NodeId> = theirs.iter().collect();
+    let mut b: Vec<&NodeId> = ours.iter().collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a.dedup();
+    b.dedup();
+    a == b
 }
 
 /// Sends `request(node)` to every node at once; each answer is the replica state it carried.
@@ -426,6 +452,26 @@ mod tests {
             holder: holder.to_string(),
             replicas: ["g", "r", "x"].map(String::from).to_vec(),
         }
+    }
+
+    #[test]
+    fn only_grants_from_the_same_members_count() {
+        let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(same_members(&ids(&["h", "a", "b"]), &ids(&["h", "a", "b"])));
+        assert!(
+            same_members(&ids(&["a", "h", "b"]), &ids(&["h", "a", "b"])),
+            "order"
+        );
+        assert!(same_members(&[], &ids(&["h", "a", "b"])), "told no set");
+        // A member of the set that replaced this one, or a learner told the larger set.
+        assert!(!same_members(
+            &ids(&["h", "a", "c"]),
+            &ids(&["h", "a", "x"])
+        ));
+        assert!(!same_members(
+            &ids(&["h", "a", "b", "l"]),
+            &ids(&["h", "a", "b"])
+        ));
     }
 
     #[test]
