@@ -231,13 +231,20 @@ async fn register_through_one_node_and_read_through_another() {
 async fn a_failing_backend_turns_unhealthy_and_back_seen_by_a_watch_on_a_third_node() {
     let mut cluster = TestCluster::start(3).await;
     let backend = Receiver::start().await;
-    cluster.put(cluster.node(0), NS, "first", "x").await;
+    let first = cluster.put(cluster.node(0), NS, "first", "x").await;
+    let first = first["revision"].as_u64().expect("revision");
     let holder = cluster.wait_settled(NS).await;
     let holder_at = cluster.index_of(&holder);
     let others: Vec<usize> = (0..3).filter(|i| *i != holder_at).collect();
     let (via, watcher) = (cluster.node(others[0]), cluster.node(others[1]));
+    // From the first write's revision, not "from now": the watch's start on the holder may be
+    // fixed a moment after its answer's headers, after the registration below (a CI race).
     let response = cluster
-        .request(watcher, Method::GET, &format!("/v1/watch?namespaces={NS}"))
+        .request(
+            watcher,
+            Method::GET,
+            &format!("/v1/watch?namespaces={NS}&from={first}"),
+        )
         .send()
         .await
         .expect("watch");
