@@ -13,6 +13,7 @@
 # Installs etcd-server and wrk with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS=${SECS:-10}
 CONNS=${CONNS:-64}
 BIN=target/release/cfgnode
@@ -35,22 +36,7 @@ figures() { grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" || true; }
 
 cfgnode_cluster() { # replicas base_port
   local r=$1 base=$2
-  rm -rf "$DIR"/n*
-  for i in 1 2 3; do
-    local join=()
-    [ "$i" = 1 ] || join=(--join "127.0.0.1:$((base + 1))" --cluster-key-file "$DIR/n1/data/cluster.key")
-    "$BIN" start --node-id "n$i" --data-dir "$DIR/n$i/data" --http "127.0.0.1:$((base + 10 + i))" \
-      --listen "127.0.0.1:$((base + i))" --token-file "$DIR/token" \
-      --replicas "$r" "${join[@]}" 2>"$DIR/n$i.log" &
-    PIDS+=($!)
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((base + 10 + i))/health" >/dev/null && break; sleep 0.1; done
-  done
-  for i in 1 2 3; do
-    for _ in $(seq 100); do
-      n=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$((base + 10 + i))/v1/cluster/members" | grep -o '"state":"alive"' | wc -l || true)
-      [ "$n" = 3 ] && break; sleep 0.2
-    done
-  done
+  start_three "$r" "$base"
   local http="http://127.0.0.1:$((base + 11))"
   for ns in 0 1 2 3; do
     curl -sf -X PUT -H "Authorization: Bearer $TOKEN" -H 'content-type: text/plain' -d x "$http/v1/namespaces/bench-$ns/keys/seed" >/dev/null

@@ -9,6 +9,7 @@
 # holder; with --replicas 3 each put is answered once one follower has it too (a majority of 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS=${SECS:-10}
 BIN=target/release/cfgnode
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release
@@ -26,24 +27,7 @@ echo -n "$TOKEN" >"$DIR/token"
 run() { # replicas
   local r=$1
   local base=$((20000 + r * 100))
-  rm -rf "$DIR"/n*
-  for i in 1 2 3; do
-    # n1 makes the cluster key in its data dir on its first start; the others join with it.
-    local join=()
-    [ "$i" = 1 ] || join=(--join "127.0.0.1:$((base + 1))" --cluster-key-file "$DIR/n1/data/cluster.key")
-    "$BIN" start --node-id "n$i" --data-dir "$DIR/n$i/data" --http "127.0.0.1:$((base + 10 + i))" \
-      --listen "127.0.0.1:$((base + i))" --token-file "$DIR/token" \
-      --replicas "$r" "${join[@]}" 2>"$DIR/n$i.log" &
-    PIDS+=($!)
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((base + 10 + i))/health" >/dev/null && break; sleep 0.1; done
-  done
-  # Every node sees three alive members.
-  for i in 1 2 3; do
-    for _ in $(seq 100); do
-      n=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$((base + 10 + i))/v1/cluster/members" | grep -o '"state":"alive"' | wc -l || true)
-      [ "$n" = 3 ] && break; sleep 0.2
-    done
-  done
+  start_three "$r" "$base"
   for c in 1 64; do
     echo "### --replicas $r, put, concurrency $c"
     "$BIN" bench --addr "127.0.0.1:$((base + 1))" --token "$TOKEN" --insecure --op put \

@@ -17,8 +17,8 @@ fn three_replicas(config: &mut cfgnode_node::NodeConfig) {
     config.replicas = 3;
 }
 
-/// Where `node` (by QUIC address) says its copy of `NS` is, asked as a peer.
-async fn position(addr: std::net::SocketAddr) -> Option<WireLogPosition> {
+/// `node`'s (by QUIC address) replica record of `NS`, asked as a peer.
+async fn replica_state(addr: std::net::SocketAddr) -> Option<cfgnode_transport::WireReplica> {
     let probe = PeerProbe::connect(addr, PeerProbe::cluster_key(), "observer", 1)
         .await
         .ok()?;
@@ -28,9 +28,19 @@ async fn position(addr: std::net::SocketAddr) -> Option<WireLogPosition> {
         })
         .await
     {
-        Ok(Response::Peer(PeerResponse::Replica(state))) => state.map(|s| s.position),
+        Ok(Response::Peer(PeerResponse::Replica(state))) => state,
         _ => None,
     }
+}
+
+/// Where `node` says its copy of `NS` is.
+async fn position(addr: std::net::SocketAddr) -> Option<WireLogPosition> {
+    replica_state(addr).await.map(|s| s.position)
+}
+
+/// The holder `node` names in its replica record of `NS`.
+async fn followed_holder(addr: std::net::SocketAddr) -> Option<String> {
+    replica_state(addr).await.map(|s| s.holder)
 }
 
 /// A PUT through `node`: its status and error code.
@@ -617,22 +627,6 @@ async fn a_pinned_namespace_fails_over_and_returns_but_a_strict_pin_waits() {
     );
 }
 
-/// The holder `node` (by QUIC address) names in its replica record of `NS`, asked as a peer.
-async fn followed_holder(addr: std::net::SocketAddr) -> Option<String> {
-    let probe = PeerProbe::connect(addr, PeerProbe::cluster_key(), "observer", 1)
-        .await
-        .ok()?;
-    match probe
-        .call(PeerRequest::ReplicaState {
-            namespace: NS.into(),
-        })
-        .await
-    {
-        Ok(Response::Peer(PeerResponse::Replica(state))) => state.map(|s| s.holder),
-        _ => None,
-    }
-}
-
 /// A holder lost right after a handoff (docs/replication.md, "Known gaps", now closed for a
 /// receiver that was a member of the set): the namespace is claimed onto a follower, and the
 /// moment the map names it holder it is cut off from both other nodes, before its first append
@@ -733,10 +727,8 @@ async fn a_handoff_to_a_follower_moves_no_copy_and_the_giver_follows() {
     // The giver follows the receiver at its epoch, with every row.
     let addr = cluster.node(g).quic_addr();
     poll_until("the giver follows the receiver", DEADLINE, || async {
-        let p = position(addr).await?;
-        (followed_holder(addr).await.as_deref() == Some(receiver.as_str())
-            && p.epoch == epoch
-            && p.revision == 51)
+        let s = replica_state(addr).await?;
+        (s.holder == receiver && s.position.epoch == epoch && s.position.revision == 51)
             .then_some(())
     })
     .await;

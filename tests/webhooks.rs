@@ -86,15 +86,13 @@ async fn wait_for(receiver: &Receiver, expected: &[u64]) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_once_in_order_through_downtime_and_a_move() {
-    let mut cluster = TestCluster::start_with(3, allow_loopback_webhooks).await;
+/// Puts `NS` on n1 (one write, a claim) and creates the `deploy` webhook (`app/` keys, signed)
+/// through n2, forwarded to the holder, to a fresh receiver; answers it and the creation's JSON.
+async fn held_by_n1_with_a_webhook(cluster: &TestCluster) -> (Receiver, Value) {
     cluster.put(cluster.node(0), NS, "seed", "0").await;
     cluster.direct(0, "claims", NS, "n1").await;
     cluster.wait_held_by(NS, "n1").await;
     let receiver = Receiver::start().await;
-
-    // Created through n2 (forwarded to the holder), from now on.
     let resp = cluster
         .request(
             cluster.node(1),
@@ -106,7 +104,14 @@ async fn every_event_once_in_order_through_downtime_and_a_move() {
         .await
         .expect("put");
     assert_eq!(resp.status(), 201);
-    let created: Value = resp.json().await.expect("json");
+    let created = resp.json().await.expect("json");
+    (receiver, created)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_once_in_order_through_downtime_and_a_move() {
+    let mut cluster = TestCluster::start_with(3, allow_loopback_webhooks).await;
+    let (receiver, created) = held_by_n1_with_a_webhook(&cluster).await;
     assert_eq!(created["cursor"], 1);
     assert!(created.get("secret").is_none(), "the secret is never shown");
 
@@ -530,21 +535,7 @@ fn replicated_webhooks(config: &mut cfgnode_node::NodeConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_on_across_a_promotion() {
     let mut cluster = TestCluster::start_with(3, replicated_webhooks).await;
-    cluster.put(cluster.node(0), NS, "seed", "0").await;
-    cluster.direct(0, "claims", NS, "n1").await;
-    cluster.wait_held_by(NS, "n1").await;
-    let receiver = Receiver::start().await;
-    let resp = cluster
-        .request(
-            cluster.node(1),
-            Method::PUT,
-            &format!("/v1/namespaces/{NS}/webhooks/deploy"),
-        )
-        .json(&json!({ "url": receiver.url, "prefixes": ["app/"], "secret": SECRET }))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(resp.status(), 201);
+    let (receiver, _) = held_by_n1_with_a_webhook(&cluster).await;
     let mut expected = write(&cluster, 1, 0, 10).await;
     wait_for(&receiver, &expected).await;
 
