@@ -839,3 +839,107 @@ async fn a_watch_resumes_exactly_across_a_promotion() {
         "exactly the revisions after the last event seen"
     );
 }
+
+/// A copy a change of the set left behind is released, its promise kept: on four nodes a
+/// follower is stopped and a fourth node takes its place; when the follower is back, the ring
+/// gives it its place again, the holder feeds it and switches back, and the fourth node,
+/// silent since, drops its copy (no position, a stale read there finds nothing) while
+/// keeping its replica record and promise. Nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_left_behind_by_a_change_of_the_set_is_released_with_its_promise_kept() {
+    let mut cluster = TestCluster::start_with(4, three_replicas).await;
+    for i in 0..6 {
+        cluster
+            .put(cluster.node(i % 4), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set_of = |placement: &Value| -> Vec<String> {
+        placement["replicas"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r["node"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let caught_up = |placement: &Value| {
+        placement["replicas"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["lag"] == 0))
+    };
+    let first = poll_until("a full replica set", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(h), NS).await;
+        let set = set_of(&placement);
+        (set.len() == 3 && caught_up(&placement)).then_some(set)
+    })
+    .await;
+    let gone_id = first[2].clone();
+    let stopped = cluster.stop(cluster.index_of(&gone_id)).await;
+    let (quic, http) = (stopped.quic_addr(), stopped.http_addr());
+    stopped.shutdown().await.expect("shutdown");
+    let newcomer: String = poll_until("the stopped follower replaced", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(h), NS).await;
+        let set = set_of(&placement);
+        let fresh = set.iter().find(|n| !first.contains(n))?.clone();
+        (set.len() == 3 && caught_up(&placement)).then_some(fresh)
+    })
+    .await;
+    cluster.put(cluster.node(h), NS, "k6", "v6").await;
+
+    cluster.restart_at(&gone_id, quic, http).await;
+    poll_until(
+        "the returned follower back in the set",
+        Duration::from_secs(30),
+        || async {
+            let placement = cluster.placement(cluster.node(h), NS).await;
+            let set = set_of(&placement);
+            (set.contains(&gone_id) && !set.contains(&newcomer) && caught_up(&placement))
+                .then_some(())
+        },
+    )
+    .await;
+    let left = cluster.node(cluster.index_of(&newcomer)).quic_addr();
+    let released = poll_until(
+        "the left-behind copy released",
+        Duration::from_secs(30),
+        || async {
+            replica_state(left).await.filter(|s| {
+                s.position
+                    == WireLogPosition {
+                        epoch: 0,
+                        revision: 0,
+                    }
+            })
+        },
+    )
+    .await;
+    assert!(released.promised >= 1, "the promise is kept: {released:?}");
+    assert_eq!(
+        released.holder, holder,
+        "the record still names the holder it followed"
+    );
+    let left_node = cluster.node(cluster.index_of(&newcomer));
+    let resp = cluster
+        .request(
+            left_node,
+            Method::GET,
+            &format!("/v1/namespaces/{NS}/keys/k0?raw=true&consistency=stale"),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status().as_u16(), 404, "the released copy has no rows");
+    let metrics = cluster.metrics(left_node).await;
+    assert!(
+        cfgnode_tests::metric_sum(&metrics, "cfgnode_replication_copies_released_total", "") >= 1.0,
+        "the release is counted"
+    );
+    // Every acknowledged write reads back, through any node.
+    for i in 0..7 {
+        let (status, body, _) = cluster.get(left_node, NS, &format!("k{i}")).await;
+        assert_eq!((status, body), (200, format!("v{i}")), "k{i}");
+    }
+}

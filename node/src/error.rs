@@ -56,6 +56,8 @@ pub fn error_code(error: &StoreError) -> &'static str {
         StoreError::AlreadyPromised { .. } => codes::ALREADY_PROMISED,
         StoreError::NotMyPosition { .. } => codes::NOT_MY_POSITION,
         StoreError::StaleCopy { .. } => codes::STALE_COPY,
+        // Local only (a release is never asked over the wire): the record moved on.
+        StoreError::NotReleased { .. } => codes::NOT_MY_POSITION,
         StoreError::InvalidAppend(_) => codes::INVALID_APPEND,
         StoreError::WriterStopped => codes::UNAVAILABLE,
         StoreError::NoQuorum { .. } => codes::NO_QUORUM,

@@ -154,6 +154,9 @@ pub struct Metrics {
     pub elections: Family<OutcomeLabels, Counter>,
     /// Appends this holder sent to followers, by outcome (`ok`, `failed`).
     pub appends: Family<OutcomeLabels, Counter>,
+    /// Copies this node dropped because their holder's replica set no longer has it
+    /// (`replication::release`).
+    pub releases: Counter,
     /// How many revisions a follower was behind the holder when it answered an append (0: it
     /// had everything the holder had when the append was built).
     pub replication_lag: Histogram,
@@ -342,6 +345,12 @@ impl Metrics {
             "Appends sent to followers, by outcome (ok, failed)",
             appends.clone(),
         );
+        let releases = Counter::default();
+        registry.register(
+            "replication_copies_released",
+            "Copies dropped here because their holder's replica set no longer has this node",
+            releases.clone(),
+        );
         let replication_lag = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         registry.register(
             "replication_lag_revisions",
@@ -462,6 +471,7 @@ impl Metrics {
             peer_auth_failures,
             elections,
             appends,
+            releases,
             replication_lag,
             quic_connections_refused,
             http_connections_open,

@@ -460,6 +460,17 @@ impl Node {
                 stopped.clone(),
             )));
         }
+        if config.replicas >= 2 {
+            follower.attach_replicator(replicator.clone());
+            background.push(tokio::spawn(
+                crate::replication::release::release_left_copies(
+                    store_handle.clone(),
+                    cluster.clone(),
+                    Arc::clone(&follower),
+                    stopped.clone(),
+                ),
+            ));
+        }
         let app = router(Arc::clone(&roles));
         let http_app = app.clone();
         let limits = HttpLimits {

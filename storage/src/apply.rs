@@ -140,6 +140,26 @@ pub(crate) fn apply(
             Ok(Applied::Replica(next))
         }
         Mutation::Append(append) => append_rows(t, &append).map(Applied::Replica),
+        Mutation::Release {
+            namespace,
+            expected,
+            revision,
+        } => {
+            let ns = namespace.as_str();
+            let record = read_replica(&t.replicas, ns)?;
+            let next = replica::released(record.as_ref(), &expected, ns)?;
+            let now = read_namespace(&t.namespaces, ns)?.map_or(0, |s| s.revision);
+            if now != revision {
+                // Rows arrived since the caller looked (a handoff's copy, say): keep them.
+                return Err(StoreError::NotReleased {
+                    namespace: namespace.clone(),
+                    why: format!("its revision moved from {revision} to {now}"),
+                });
+            }
+            import(t, ns, &[TransferOp::ClearNamespace])?;
+            t.replicas.insert(ns, encode(&next).as_slice())?;
+            Ok(Applied::Replica(next))
+        }
         Mutation::LabelCopy {
             namespace,
             epoch,

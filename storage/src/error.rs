@@ -208,6 +208,16 @@ pub enum StoreError {
         /// Where the copy would leave it.
         to: crate::replica::LogPos,
     },
+    /// A copy left behind by a change of the set was not released: its record changed since
+    /// the holder was asked (an append arrived, the holder took it back into the set), or
+    /// this node holds the namespace. Nothing was removed.
+    #[error("namespace {namespace:?}: the copy was not released: {why}; ask the holder again")]
+    NotReleased {
+        /// The namespace.
+        namespace: String,
+        /// What changed.
+        why: String,
+    },
     /// An append contradicts itself (its epoch, its full-copy rows, its target position);
     /// nothing was written.
     #[error("invalid append: {0}")]

@@ -172,6 +172,13 @@ pub(crate) enum Mutation {
         epoch: u64,
         giver: String,
     },
+    /// Drop the rows of a copy this node no longer replicates, keeping its replica record
+    /// (and so its promise) at no position, if the record is still `expected`.
+    Release {
+        namespace: String,
+        expected: crate::replica::ReplicaState,
+        revision: crate::types::Revision,
+    },
     /// This node (`holder`) becomes the namespace's holder at `epoch`.
     BeginEpoch {
         namespace: String,

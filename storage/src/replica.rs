@@ -333,6 +333,40 @@ pub(crate) fn labelled(
     }
 }
 
+/// The record of a copy released because its holder's set no longer has this node: the
+/// same promise, holder and set (a candidate told that old set can still count this node's
+/// grant only as it could before, and a holder of the new set never counts it), at no position
+/// (it holds no rows, so it is never the longest log, and a holder that takes it back into a
+/// set sends it a full copy).
+///
+/// Refused (`NotReleased`) unless the record is still `expected`, the one the caller saw when
+/// it asked the holder: any append since (a holder that took this node back, fed it and may
+/// have counted it towards a quorum) changes the record, so rows a quorum counted are never
+/// released. Refused too while this node holds the namespace, and when there is no record.
+pub(crate) fn released(
+    record: Option<&ReplicaState>,
+    expected: &ReplicaState,
+    namespace: &str,
+) -> Result<ReplicaState, StoreError> {
+    let refuse = |why: &str| StoreError::NotReleased {
+        namespace: namespace.to_string(),
+        why: why.to_string(),
+    };
+    let record = record.ok_or_else(|| refuse("this node has no replica record of it"))?;
+    if record.epoch_start.is_some() {
+        return Err(refuse("this node holds it"));
+    }
+    if record != expected {
+        return Err(refuse(
+            "the replica record changed since the holder was asked",
+        ));
+    }
+    Ok(ReplicaState {
+        position: LogPos::ZERO,
+        ..record.clone()
+    })
+}
+
 /// The record of this node (`me`) becoming holder at `epoch` with the set `replicas`.
 ///
 /// Refused (`AlreadyPromised`) when `epoch` is below the promise, and when this copy already

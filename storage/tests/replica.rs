@@ -569,6 +569,78 @@ async fn drop_namespace_removes_the_replica_record_and_a_copy_keeps_it() {
     assert_eq!(b.position("app").expect("read"), LogPos::ZERO);
 }
 
+/// A copy its holder's set left behind is released: every row goes, the record stays with
+/// its promise, holder and set at no position. A release built on a record or a revision that
+/// moved since (an append arrived, a handoff's rows) removes nothing, nor does one on the
+/// holder's own copy.
+#[tokio::test]
+async fn a_released_copy_keeps_its_promise_and_only_an_unchanged_one_is_released() {
+    let dir = TempDir::new().expect("tmp");
+    let (a, b, at) = holder_and_follower(&dir).await;
+    let seen = b.replica("app").expect("read").expect("a record");
+    assert_eq!(seen.promised, 2, "the append at epoch 2 promised it");
+    let seen_revision = revision(&b, "app");
+
+    // An append since the look: the record moved, nothing is removed.
+    a.put(put("app", "k9", "later")).await.expect("put");
+    b.append(changes(&a, "app", 2, at)).await.expect("append");
+    let before = fingerprint(&b, "app");
+    let refused = b
+        .release_copy("app", seen.clone(), seen_revision)
+        .await
+        .expect_err("a moved record is not released");
+    assert!(
+        matches!(refused, StoreError::NotReleased { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(fingerprint(&b, "app"), before);
+
+    // Rows imported since the look (the record unchanged): kept too.
+    let seen = b.replica("app").expect("read").expect("a record");
+    let seen_revision = revision(&b, "app");
+    let refused = b
+        .release_copy("app", seen.clone(), seen_revision - 1)
+        .await
+        .expect_err("a moved revision is not released");
+    assert!(
+        matches!(refused, StoreError::NotReleased { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(fingerprint(&b, "app"), before);
+
+    // Unchanged: released.
+    let released = b
+        .release_copy("app", seen.clone(), seen_revision)
+        .await
+        .expect("release");
+    assert_eq!(released.position, LogPos::ZERO);
+    assert!(b.namespace("app").expect("read").is_none());
+    assert!(b.snapshot("app").expect("read").is_none());
+    let kept = b.replica("app").expect("read").expect("the record stays");
+    assert_eq!(kept.promised, seen.promised);
+    assert_eq!(kept.holder, seen.holder);
+    assert_eq!(kept.replicas, seen.replicas);
+    assert_eq!(b.position("app").expect("read"), LogPos::ZERO);
+
+    // A holder taking it back sends a full copy, which lands.
+    let copy = full_copy(&a, "app", 2);
+    let to = copy.to;
+    assert_eq!(b.append(copy).await.expect("full copy").position, to);
+    assert_eq!(fingerprint(&b, "app"), fingerprint(&a, "app"));
+
+    // The holder's own copy is never released.
+    let mine = a.replica("app").expect("read").expect("a record");
+    let refused = a
+        .release_copy("app", mine, revision(&a, "app"))
+        .await
+        .expect_err("a holder keeps its copy");
+    assert!(
+        matches!(refused, StoreError::NotReleased { .. }),
+        "{refused:?}"
+    );
+    assert!(a.namespace("app").expect("read").is_some());
+}
+
 #[tokio::test]
 async fn a_garbled_replica_record_is_a_clear_error() {
     let dir = TempDir::new().expect("tmp");

@@ -347,6 +347,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether a handoff of `namespace` to this node is under way (an offer accepted and not
+    /// committed yet): its rows are arriving, and nothing may drop them.
+    pub fn receiving_handoff(&self, namespace: &str) -> bool {
+        self.inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accepted(namespace)
+            .is_some()
+    }
+
     /// The read leases of the namespaces held here (the replicator extends them).
     pub(crate) fn leases(&self) -> &ReadLeases {
         &self.inner.leases

@@ -87,6 +87,8 @@ pub struct Follower {
     /// (maybe just before it went down), so it counts its lease from its start.
     started: Instant,
     heard: Mutex<HashMap<String, Instant>>,
+    /// This node's replicator, for the live set of namespaces it holds (`on_state`).
+    replicator: std::sync::OnceLock<crate::replication::Replicator>,
 }
 
 impl Follower {
@@ -97,6 +99,7 @@ impl Follower {
             lease,
             started: Instant::now(),
             heard: Mutex::default(),
+            replicator: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,12 +176,28 @@ impl Follower {
 
     /// `ReplicaState`: this node's durable replica state of `namespace`, if any, with the
     /// position of its copy (a former holder's is derived from its revision, not stored).
+    ///
+    /// While this node replicates the namespace as its holder, `replicas` is the set it
+    /// streams to now (learners included), which may have changed since its epoch began: a
+    /// member asking whether it is still in the set gets the truth (`replication::release`).
     pub fn on_state(&self, namespace: &str) -> Result<Option<WireReplica>, ReplicaRefusal> {
         validate_namespace(namespace)?;
         match self.store.replica(namespace)? {
-            Some(state) => Ok(Some(wire(state, self.store.position(namespace)?))),
+            Some(mut state) => {
+                if state.epoch_start.is_some()
+                    && let Some(live) = self.replicator.get().and_then(|r| r.live_set(namespace))
+                {
+                    state.replicas = live;
+                }
+                Ok(Some(wire(state, self.store.position(namespace)?)))
+            }
             None => Ok(None),
         }
+    }
+
+    /// Lets state queries answer the holder's live set (wired once the replicator exists).
+    pub fn attach_replicator(&self, replicator: crate::replication::Replicator) {
+        let _ = self.replicator.set(replicator);
     }
 
     /// When this node last took an append of `namespace` (or, if it never did since it

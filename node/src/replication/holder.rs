@@ -426,6 +426,17 @@ impl Replicator {
             .collect())
     }
 
+    /// The members this node replicates `namespace` to right now, learners included, holder
+    /// first; `None` when it does not replicate it (not the holder, a set of one, or not set
+    /// up yet). What a state query to the holder answers as its set: a copy outside it was
+    /// left behind by a change of the set (`replication::release`).
+    pub fn live_set(&self, namespace: &str) -> Option<Vec<NodeId>> {
+        let replicated = self.current(namespace)?;
+        let mut set = replicated.set.clone();
+        set.extend(replicated.learners.iter().cloned());
+        Some(set)
+    }
+
     fn current(&self, namespace: &str) -> Option<Arc<Replicated>> {
         self.inner
             .namespaces

@@ -3,7 +3,7 @@
 //! [`Replicator`] is the holder's side: one stream per follower (and per learner joining the
 //! set), the quorum wait on the write path and on reads (`--replicas`). [`Follower`] answers a
 //! holder's appends, a candidate's promise requests and state queries, over the peer connection
-//! the sender proved the cluster key on. [`promote`] runs elections when a holder is down. The
+//! the sender proved the cluster key on. [`promote`] runs elections when a holder is down; [`release`] drops copies a change of the set left behind. The
 //! pure rules are in `cfgnode_ring` (`check_append`, `Election`, `Lease`, `next_set`, ...), the
 //! durable, fenced state in `cfgnode_storage` (`Store::append`, `Store::promise`), the read
 //! leases in `cluster::lease`. A new epoch per change of the set and handoff as a change of the
@@ -12,6 +12,7 @@
 pub mod follower;
 pub mod holder;
 pub mod promote;
+pub mod release;
 
 pub use follower::Follower;
 pub use holder::Replicator;

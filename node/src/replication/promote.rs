@@ -151,7 +151,10 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
                 && state.replicas.iter().skip(1).any(|n| n == me)
                 && state.epoch_start.is_none();
             let handed_over = handed_to_a_member(&state, me, &record.holder, record.epoch);
+            // A copy with no rows (released, or never fed) has nothing to run with.
+            let has_rows = state.position != cfgnode_storage::LogPos::ZERO;
             let orphaned = record.holder != me
+                && has_rows
                 && !view.alive.contains(&record.holder)
                 && (follows_it || handed_over)
                 && !pinned_there

@@ -114,6 +114,28 @@ impl Store {
         self.submit_replica(mutation).await
     }
 
+    /// Drops this node's copy of `namespace` (every row: state, entries, history, log,
+    /// aliases, records, attachments) because its holder's replica set no longer has this
+    /// node, keeping the replica record, and so the promise, at no position. `expected` is
+    /// the record as it was when the holder was asked: if an append changed it since, nothing
+    /// is removed (`StoreError::NotReleased`); the same when the namespace's revision is no
+    /// longer `revision` (rows arrived since, a handoff's copy for one). See
+    /// `replica::released` for why the record stays.
+    pub async fn release_copy(
+        &self,
+        namespace: &str,
+        expected: ReplicaState,
+        revision: u64,
+    ) -> Result<ReplicaState, StoreError> {
+        validate_namespace(namespace)?;
+        let mutation = Mutation::Release {
+            namespace: namespace.to_string(),
+            expected,
+            revision,
+        };
+        self.submit_replica(mutation).await
+    }
+
     /// Makes this node the holder of `namespace` at `epoch` (after winning an election, at
     /// creation, or when a handoff commits), replicating to `replicas` (holder first): the
     /// promise becomes `epoch`, `epoch_start` this copy's current position, `holder` this
