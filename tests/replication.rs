@@ -943,3 +943,96 @@ async fn a_copy_left_behind_by_a_change_of_the_set_is_released_with_its_promise_
         assert_eq!((status, body), (200, format!("v{i}")), "k{i}");
     }
 }
+
+/// A handoff to a node outside the set is a change of the set first (docs/replication.md,
+/// "Handoff"): on five nodes, the namespace is claimed onto a node that is not a replica; the
+/// holder makes it a member (learner, then the set of four) before it hands over, so when the
+/// receiver is cut off the moment the map names it, the members it joined elect one of
+/// themselves and keep every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_over() {
+    let cluster = TestCluster::start_with(5, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(i % 5), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let giver = cluster.wait_settled(NS).await;
+    let g = cluster.index_of(&giver);
+    let set: Vec<String> = poll_until("a full replica set", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(g), NS).await;
+        let set: Vec<String> = placement["replicas"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["node"].as_str().map(str::to_string))
+            .collect();
+        let caught_up = placement["replicas"]
+            .as_array()?
+            .iter()
+            .all(|r| r["lag"] == 0);
+        (set.len() == 3 && caught_up).then_some(set)
+    })
+    .await;
+    let ids: Vec<String> = (0..5)
+        .map(|i| cluster.node(i).node_id().to_string())
+        .collect();
+    let outside = (0..5)
+        .find(|&i| !set.contains(&ids[i]))
+        .expect("a node outside the set");
+
+    cluster.direct(g, "claims", NS, &ids[outside]).await;
+    poll_until("the receiver holds the namespace", DEADLINE, || async {
+        let p = cluster.placement(cluster.node(outside), NS).await;
+        (p["holder"] == ids[outside].as_str()).then_some(())
+    })
+    .await;
+    // The rows went through the replication stream (the receiver joined the set), not as a
+    // handoff copy.
+    let metrics = cluster.metrics(cluster.node(g)).await;
+    assert!(
+        cfgnode_tests::metric_sum(
+            &metrics,
+            "cfgnode_cluster_handoff_copies_total",
+            "how=\"stream\""
+        ) >= 1.0,
+        "the receiver joined the set first: {metrics}"
+    );
+    let others: Vec<&str> = (0..5)
+        .filter(|&i| i != outside)
+        .map(|i| ids[i].as_str())
+        .collect();
+    cluster.node(outside).cut_off_from(&others);
+    for i in (0..5).filter(|&i| i != outside) {
+        cluster.node(i).cut_off_from(&[ids[outside].as_str()]);
+    }
+
+    for s in (0..5).filter(|&i| i != outside) {
+        poll_until(
+            "a write through a survivor",
+            Duration::from_secs(30),
+            || async {
+                let (status, _) = put(&cluster, cluster.node(s), &format!("after-{s}")).await;
+                (status == 200).then_some(())
+            },
+        )
+        .await;
+    }
+    let placement = cluster.placement(cluster.node(g), NS).await;
+    assert_ne!(placement["holder"], ids[outside].as_str(), "{placement}");
+    for i in 0..5 {
+        cluster.node(i).cut_off_from(&[]);
+    }
+    for i in 0..10 {
+        let key = format!("k{i}");
+        poll_until("every write through every node", DEADLINE, || async {
+            for n in 0..5 {
+                let (status, body, _) = cluster.get(cluster.node(n), NS, &key).await;
+                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}

@@ -4,7 +4,10 @@
 //! 1. **Offer**: the receiver records the giver's holder record durably (so it never mistakes
 //!    a partial copy for its own namespace) and gets ready.
 //! 2. **Copy**: every row of the namespace, read in one read transaction at revision R, in
-//!    chunks of about 1 MiB; writes go on meanwhile.
+//!    chunks of about 1 MiB; writes go on meanwhile. Under replication there is no copy: a
+//!    receiver that follows the giver already has the log, and one outside the set first
+//!    joins it (learns through the replication stream, then the set grows by it, see
+//!    `join_first`); the frozen giver then waits for the stream's last append.
 //! 3. **Freeze**: the namespace's gate is taken exclusively: new requests wait, in-flight
 //!    ones finish first.
 //! 4. **Catch up**: the rows changed after R (from the log), or the whole namespace again if the
@@ -82,7 +85,19 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     // after the freeze the giver only waits for the stream (docs/replication.md, "Handoff").
     // The rows never come two ways at once, so an append built before the freeze cannot land
     // after a catch-up and take the copy back.
-    let follows = following_position(cluster, namespace, to, record.epoch).await;
+    let mut follows = following_position(cluster, namespace, to, record.epoch).await;
+    // A receiver outside the set becomes a member first (it learns, then the set grows by
+    // it), so the set it will replicate to is the members that know it: if it dies right
+    // after taking the namespace, they elect without it. On a timeout the handoff copies.
+    let _joining = Joining::new(cluster, namespace, to, follows.is_none() && !cluster.solo());
+    let mut joined = false;
+    if follows.is_none() && !cluster.solo() {
+        joined = join_first(cluster, namespace, to).await;
+        if joined {
+            follows = following_position(cluster, namespace, to, record.epoch).await;
+        }
+    }
+    let joined = joined && follows.is_some();
     let since = match follows {
         Some(revision) => {
             copied(cluster, "stream");
@@ -113,7 +128,12 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         };
         stream_caught_up(cluster, namespace, to, record.epoch, revision).await?;
         step(&mut steps, HandoffStep::CaughtUp)?;
-        return commit(cluster, namespace, to, addr, steps, frozen, revision).await;
+        let receiver = GivenTo {
+            node: to,
+            addr,
+            joined,
+        };
+        return commit(cluster, namespace, receiver, steps, frozen, revision).await;
     }
     let changes = {
         let ns = namespace.to_string();
@@ -148,7 +168,79 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         }
     };
     step(&mut steps, HandoffStep::CaughtUp)?;
-    commit(cluster, namespace, to, addr, steps, frozen, revision).await
+    let receiver = GivenTo {
+        node: to,
+        addr,
+        joined: false,
+    };
+    commit(cluster, namespace, receiver, steps, frozen, revision).await
+}
+
+/// The node a handoff gives the namespace to: its id, its address, and whether it joined the
+/// set before the handoff (`join_first`).
+struct GivenTo<'a> {
+    node: &'a str,
+    addr: std::net::SocketAddr,
+    joined: bool,
+}
+
+/// How long a handoff waits for a receiver outside the set to become a member (learn the
+/// namespace through the replication stream, then be switched in, then every alive member
+/// told the new set). A namespace too large to learn in this time is copied instead.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Makes `to` a member of `namespace`'s set for the length of a handoff (`Cluster::joining`,
+/// read by the replicator); dropping it ends that, and a handoff that did not happen leaves
+/// the set to shrink back (the receiver's copy is then released, `replication::release`).
+struct Joining<'a> {
+    cluster: &'a Cluster,
+    namespace: &'a str,
+    active: bool,
+}
+
+impl<'a> Joining<'a> {
+    fn new(cluster: &'a Cluster, namespace: &'a str, to: &str, active: bool) -> Self {
+        if active {
+            cluster.set_joining(namespace, Some(to.to_string()));
+        }
+        Joining {
+            cluster,
+            namespace,
+            active,
+        }
+    }
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.cluster.set_joining(self.namespace, None);
+        }
+    }
+}
+
+/// Waits until `to` is a member of the set `namespace` is streamed to and every alive member
+/// was told that set (`Cluster::member_and_told`). False on [`JOIN_WAIT`].
+async fn join_first(cluster: &Cluster, namespace: &str, to: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+    let mut stop = cluster.stopping();
+    loop {
+        if cluster.member_and_told(namespace, to) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                namespace,
+                receiver = to,
+                "the receiver did not join the set in time; copying the namespace instead"
+            );
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = crate::shutdown::until_stopped(&mut stop) => return false,
+        }
+    }
 }
 
 /// Steps 5 and 6: the receiver takes the namespace at the next epoch; this node records it,
@@ -156,12 +248,16 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
 async fn commit(
     cluster: &Cluster,
     namespace: &str,
-    to: &str,
-    addr: std::net::SocketAddr,
+    receiver: GivenTo<'_>,
     mut steps: Handoff,
     frozen: tokio::sync::OwnedRwLockWriteGuard<()>,
     revision: u64,
 ) -> Result<u64, String> {
+    let GivenTo {
+        node: to,
+        addr,
+        joined,
+    } = receiver;
     let next = steps.commit_record().map_err(|e| e.to_string())?;
     // The receiver records the new holder durably before it answers; only then is it recorded
     // here, and only then is this copy dropped.
@@ -196,12 +292,15 @@ async fn commit(
     drop(frozen);
     // A member of the receiver's replica set keeps its copy: it is a follower from now on and
     // gets only the receiver's new rows, instead of a full copy back.
+    // So does the giver of a receiver that joined its set first: the receiver's epoch starts
+    // from that set, this node in it.
     let stays_a_replica = !cluster.solo()
-        && cluster
-            .view()
-            .replica_set(namespace, &to.to_string(), cluster.inner.replicas)
-            .iter()
-            .any(|n| n == cluster.me());
+        && (joined
+            || cluster
+                .view()
+                .replica_set(namespace, &to.to_string(), cluster.inner.replicas)
+                .iter()
+                .any(|n| n == cluster.me()));
     if !stays_a_replica && let Err(e) = cluster.store().drop_namespace(namespace).await {
         tracing::warn!(namespace, error = %e, "could not drop the handed-off copy");
     }

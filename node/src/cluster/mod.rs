@@ -114,6 +114,19 @@ struct Inner {
     leases: ReadLeases,
     /// `--replicas`: the size of a namespace's replica set (placement views show it).
     replicas: usize,
+    /// Handoffs from here to a node outside the namespace's replica set: the replicator makes
+    /// the receiver a member first (`replication::holder`, "Handoff" in docs/replication.md).
+    joining: Mutex<HashMap<String, NodeId>>,
+    /// Per namespace replicated from here: the set the replicator streams to now, and the
+    /// members that answered an append of it (so they hold that set in their records).
+    live_sets: Mutex<HashMap<String, LiveSet>>,
+}
+
+/// A namespace's replica set as its holder streams it now, and who was told it.
+#[derive(Debug, Default)]
+struct LiveSet {
+    set: Vec<NodeId>,
+    told: HashSet<NodeId>,
 }
 
 /// A set of namespace names that tasks share (those being created here, those being handed
@@ -209,6 +222,8 @@ impl Cluster {
                 failover: replicas >= 3,
                 leases: ReadLeases::new(replicas),
                 replicas,
+                joining: Mutex::default(),
+                live_sets: Mutex::default(),
             }),
         }
     }
@@ -345,6 +360,77 @@ impl Cluster {
             self.broadcast(&update);
         }
         Ok(())
+    }
+
+    /// The node a handoff from here is about to give `namespace` to, when it is outside the
+    /// namespace's replica set: the replicator adds it to the set it should have.
+    pub(crate) fn joining(&self, namespace: &str) -> Option<NodeId> {
+        self.inner
+            .joining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .cloned()
+    }
+
+    /// Starts (`Some`) or ends (`None`) adding a handoff's receiver to `namespace`'s set.
+    pub(crate) fn set_joining(&self, namespace: &str, node: Option<NodeId>) {
+        let mut joining = self.inner.joining.lock().unwrap_or_else(|p| p.into_inner());
+        match node {
+            Some(node) => joining.insert(namespace.to_string(), node),
+            None => joining.remove(namespace),
+        };
+    }
+
+    /// The replicator streams `namespace` to `set` from now on (`None`: it stopped).
+    pub(crate) fn publish_set(&self, namespace: &str, set: Option<Vec<NodeId>>) {
+        let mut live = self
+            .inner
+            .live_sets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match set {
+            Some(set) => live.insert(
+                namespace.to_string(),
+                LiveSet {
+                    set,
+                    told: HashSet::new(),
+                },
+            ),
+            None => live.remove(namespace),
+        };
+    }
+
+    /// `member` answered an append that told it `set`.
+    pub(crate) fn told(&self, namespace: &str, set: &[NodeId], member: &str) {
+        let mut live = self
+            .inner
+            .live_sets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = live.get_mut(namespace).filter(|l| l.set == set) {
+            current.told.insert(member.to_string());
+        }
+    }
+
+    /// Whether `node` is a member of the set `namespace` is streamed to from here and every
+    /// alive member has answered an append of that set: each then holds it in its record, so
+    /// if `node` takes the namespace and dies before its first append, they can elect without
+    /// it (`promote.rs`, `handed_to_a_member`).
+    pub(crate) fn member_and_told(&self, namespace: &str, node: &str) -> bool {
+        let alive = self.view().alive.clone();
+        let live = self
+            .inner
+            .live_sets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        live.get(namespace).is_some_and(|l| {
+            l.set.iter().any(|n| n == node)
+                && l.set
+                    .iter()
+                    .filter(|n| *n != &self.inner.me && alive.contains(*n))
+                    .all(|n| l.told.contains(n))
+        })
     }
 
     /// Whether a handoff of `namespace` to this node is under way (an offer accepted and not

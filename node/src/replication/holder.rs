@@ -329,9 +329,18 @@ impl Replicator {
             return Ok(None);
         };
         let me = cluster.me().to_string();
-        let desired = cluster
+        let mut desired = cluster
             .view()
             .replica_set(namespace, &me, self.inner.replicas);
+        // A handoff to a node outside the set makes it a member first: it learns, then the
+        // set grows by it, and only then does the handoff go on (docs/replication.md,
+        // "Handoff"), so the members know it before it holds the namespace.
+        if let Some(receiver) = cluster.joining(namespace)
+            && desired.len() > 1
+            && !desired.contains(&receiver)
+        {
+            desired.push(receiver);
+        }
         let running = self.current(namespace);
         let (current_set, caught_up) = match &running {
             Some(r) if r.epoch == record.epoch => (
@@ -397,6 +406,7 @@ impl Replicator {
         if let Some(previous) = previous {
             let _ = previous.stop.send(true);
         }
+        cluster.publish_set(namespace, Some(set.clone()));
         tracing::info!(namespace, epoch = record.epoch, replicas = ?set, ?learners, "replicating");
         for follower in set.iter().skip(1).chain(learners.iter()) {
             tokio::spawn(stream(
@@ -458,6 +468,7 @@ impl Replicator {
         }
         if let Some(cluster) = self.inner.cluster.get() {
             cluster.leases().forget(namespace);
+            cluster.publish_set(namespace, None);
         }
     }
 
@@ -531,6 +542,8 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
                 known = Some(position);
                 if replicated.is_learner(&follower) {
                     replicated.learned(&follower, position);
+                } else if position.epoch == replicated.epoch {
+                    cluster.told(&namespace, &replicated.set, &follower);
                 }
                 replicated.record(&follower, position);
                 let metrics = cluster.metrics();

@@ -6,8 +6,8 @@
 //! the sender proved the cluster key on. [`promote`] runs elections when a holder is down; [`release`] drops copies a change of the set left behind. The
 //! pure rules are in `cfgnode_ring` (`check_append`, `Election`, `Lease`, `next_set`, ...), the
 //! durable, fenced state in `cfgnode_storage` (`Store::append`, `Store::promise`), the read
-//! leases in `cluster::lease`. A new epoch per change of the set and handoff as a change of the
-//! set come next (docs/replication.md).
+//! leases in `cluster::lease`. A handoff to a node outside the set makes it a member first
+//! (`cluster::handoff`); a new epoch per change of the set comes next (docs/replication.md).
 
 pub mod follower;
 pub mod holder;
