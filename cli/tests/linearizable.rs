@@ -5,12 +5,13 @@
 //! recorded with its outcome, the history ends with a read of every key once the cluster is whole
 //! again, and `cfgnode-lincheck` checks it: linearizable per key, and no acknowledged write lost.
 //!
-//! It runs twice. With `--replicas 1` a namespace has one copy, on its holder: a killed
+//! It runs three times. With `--replicas 1` a namespace has one copy, on its holder: a killed
 //! holder's namespace answers 503 until it is back, so this checks the single-holder design's
 //! promises (durable acknowledgements, one holder at a time, handoff under load). With
 //! `--replicas 3` a killed holder's namespace fails over (docs/replication.md, "Promotion"):
 //! victims, the holder in about half the rounds, stay down 3 to 4 s, and writes must also be
-//! acknowledged while they are down.
+//! acknowledged while they are down. The third run is `--replicas 3` on five processes, where
+//! the kills and cuts also change the set and claims hand the namespace to nodes outside it.
 //!
 //! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
 //! `CFGNODE_HISTORY_SEED` replays a schedule.
@@ -233,7 +234,7 @@ async fn partition(node: &Node, cut: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_kills_and_handoffs_are_linearizable() {
-    history(Mode::SingleCopy).await;
+    history(Mode::SingleCopy, 3).await;
 }
 
 /// The same history with `--replicas 3`: a killed holder's namespace fails over, so the victim
@@ -241,7 +242,16 @@ async fn histories_under_kills_and_handoffs_are_linearizable() {
 /// is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_with_three_replicas_under_holder_kills_are_linearizable() {
-    history(Mode::Replicated).await;
+    history(Mode::Replicated, 3).await;
+}
+
+/// The same on five nodes: sets of three among five, so every kill and cut of a member also
+/// changes the set (a replacement learns, then is switched in; the returning node is taken
+/// back and the replacement's copy released), and a claim onto a node outside the set is a
+/// handoff that makes it a member first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_with_three_replicas_on_five_nodes_are_linearizable() {
+    history(Mode::Replicated, 5).await;
 }
 
 /// How the cluster keeps the namespace.
@@ -253,7 +263,7 @@ enum Mode {
     Replicated,
 }
 
-async fn history(mode: Mode) {
+async fn history(mode: Mode, size: usize) {
     let replicas = match mode {
         Mode::SingleCopy => "1",
         Mode::Replicated => "3",
@@ -274,13 +284,15 @@ async fn history(mode: Mode) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
     common::write_cluster_key(dir.path());
-    let names = ["n1", "n2", "n3"];
+    let all = ["n1", "n2", "n3", "n4", "n5"];
+    let names = &all[..size];
     let n1 = start(dir.path(), "n1", None, replicas).await;
     let join = n1.quic.to_string();
-    let n2 = start(dir.path(), "n2", Some(&join), replicas).await;
-    let n3 = start(dir.path(), "n3", Some(&join), replicas).await;
-    let mut nodes = vec![n1, n2, n3];
-    alive_everywhere(&nodes, &names).await;
+    let mut nodes = vec![n1];
+    for name in &names[1..] {
+        nodes.push(start(dir.path(), name, Some(&join), replicas).await);
+    }
+    alive_everywhere(&nodes, names).await;
     let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
 
     let recorder = Arc::new(Recorder::new());
@@ -312,9 +324,9 @@ async fn history(mode: Mode) {
         round += 1;
         let mut claimed_onto = None;
         if round % 2 == 1 {
-            let to = names[rng.below(3) as usize];
+            let to = names[rng.below(size as u64) as usize];
             claimed_onto = Some(to);
-            let via = &nodes[rng.below(3) as usize];
+            let via = &nodes[rng.below(size as u64) as usize];
             let claimed = via
                 .request(Method::PUT, &format!("/v1/cluster/claims/{NS}"))
                 .json(&serde_json::json!({ "node": to }))
@@ -323,7 +335,7 @@ async fn history(mode: Mode) {
                 .map(|r| r.status());
             faults.push(format!("claim onto {to}: {claimed:?}"));
         }
-        let mut victim = rng.below(3) as usize;
+        let mut victim = rng.below(size as u64) as usize;
         if mode == Mode::Replicated && rng.below(2) == 0 {
             // Every other round on average, the holder itself.
             let placement: Option<Value> = async {
@@ -396,7 +408,7 @@ async fn history(mode: Mode) {
     eprintln!("history test: {operations} operations; faults: {faults:?}");
 
     // The cluster whole again: read every key once more, through any node.
-    alive_everywhere(&nodes, &names).await;
+    alive_everywhere(&nodes, names).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()

@@ -616,23 +616,35 @@ pub async fn start_member(
 pub async fn alive_everywhere(nodes: &[Node], names: &[&str]) {
     for node in nodes {
         for name in names {
-            let what = format!("{name} alive as seen by {}", node.addr);
-            poll_until(&what, Duration::from_secs(30), || async {
-                let body: serde_json::Value = node
-                    .request(Method::GET, "/v1/cluster/members")
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                body["members"]
-                    .as_array()?
-                    .iter()
-                    .any(|m| m["id"] == *name && m["state"] == "alive")
-                    .then_some(())
-            })
-            .await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut last = serde_json::Value::Null;
+            loop {
+                let body: Option<serde_json::Value> = async {
+                    node.request(Method::GET, "/v1/cluster/members")
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()
+                }
+                .await;
+                if let Some(body) = body {
+                    let alive = body["members"].as_array().is_some_and(|ms| {
+                        ms.iter().any(|m| m["id"] == *name && m["state"] == "alive")
+                    });
+                    if alive {
+                        break;
+                    }
+                    last = body;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out after 30s waiting for {name} alive as seen by {}; its member list: {last}",
+                    node.addr
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, BroadcastHandler, Config, Foca, OwnedNotification, State, Timer};
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Config, Foca, Member, OwnedNotification, State, Timer,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -235,6 +237,7 @@ async fn run<G: BroadcastHandler<Peer>>(
             timer_events.insert(next_timer, event);
         }
         let mut changed = false;
+        let mut rejoined = false;
         while let Some(note) = runtime.to_notify() {
             match note {
                 OwnedNotification::MemberUp(peer) => {
@@ -251,6 +254,7 @@ async fn run<G: BroadcastHandler<Peer>>(
                     // Peers drop connections to the old generation: claim the new one.
                     links.renew_claim(renewed.generation);
                     me = renewed;
+                    rejoined = true;
                 }
                 OwnedNotification::Rename(old, new) => {
                     tracing::info!(member = %new.id, from = old.generation, to = new.generation, "member renamed")
@@ -259,9 +263,30 @@ async fn run<G: BroadcastHandler<Peer>>(
             }
             changed = true;
         }
-        if changed || publish.borrow().len() <= 1 {
-            publish.send_replace(snapshot(&foca, &me, &restored));
+        if rejoined {
+            revive_suspects(&mut foca, &mut runtime);
+            while let Some((to, data)) = runtime.to_send() {
+                links.send(to.quic, seal(&config.cluster_id, &data));
+            }
+            while let Some((after, event)) = runtime.to_schedule() {
+                next_timer += 1;
+                timers.push(Reverse((Instant::now() + after, next_timer)));
+                timer_events.insert(next_timer, event);
+            }
         }
+        // Foca tells of ups, downs and renames, but not of a member turning suspect or of a
+        // suspect refuting: the published view is compared with foca's state after every
+        // event, or a member that refuted a suspicion would stay "suspect" here (no longer
+        // alive for routing and promotion) until some other member changed.
+        let now = snapshot(&foca, &me, &restored);
+        publish.send_if_modified(|current| {
+            if changed || *current != now {
+                *current = now;
+                true
+            } else {
+                false
+            }
+        });
     }
     let _ = foca.leave_cluster(&mut runtime);
     while let Some((to, data)) = runtime.to_send() {
@@ -270,6 +295,40 @@ async fn run<G: BroadcastHandler<Peer>>(
     // Give the leave datagrams a moment to go out before the links close.
     tokio::time::sleep(Duration::from_millis(50)).await;
     links.close();
+}
+
+/// After this node rejoined under a new generation: foca drops every timer it had set (a new
+/// identity starts a new timer token), among them the ones that would declare its current
+/// suspects down. A suspect it probed itself would then stay suspect for good unless it
+/// refutes, and it may never hear that it is suspected (the gossip about it went out while
+/// this node was cut off). Each is taken back as alive here, one incarnation up and not
+/// gossiped: the probes that follow decide again, with fresh timers: a live member answers,
+/// a dead one is suspected and declared down as usual.
+fn revive_suspects<G: BroadcastHandler<Peer>>(
+    foca: &mut FocaInstance<G>,
+    runtime: &mut AccumulatingRuntime<Peer>,
+) {
+    let suspects: Vec<Member<Peer>> = foca
+        .iter_membership_state()
+        .filter(|m| m.state() == State::Suspect)
+        .map(|m| {
+            Member::new(
+                m.id().clone(),
+                m.incarnation().wrapping_add(1),
+                State::Alive,
+            )
+        })
+        .collect();
+    if suspects.is_empty() {
+        return;
+    }
+    tracing::info!(
+        suspects = ?suspects.iter().map(|m| m.id().id.clone()).collect::<Vec<_>>(),
+        "rejoined: probing the members this node suspected again"
+    );
+    if let Err(e) = foca.apply_many(suspects.into_iter(), false, runtime) {
+        tracing::debug!(error = %e, "suspects not revived");
+    }
 }
 
 /// The member list: ourselves, foca's full membership state (down members included), and the
