@@ -59,7 +59,8 @@ pub use receive::{
     Commit, CommitDecision, Offer, PendingCommit, Receiver, Receiving, Refusal, check_offer,
 };
 pub use replicas::{
-    LogPosition, Progress, SyncPlan, next_set, quorum, replica_set, set_size, sync_plan,
+    LogPosition, Progress, SyncPlan, next_set, old_set_outvoted, quorum, replica_set, set_size,
+    step_toward, sync_plan,
 };
 pub use ring::{DEFAULT_VNODES, NodeId, Ring};
 pub use route::{

@@ -266,11 +266,18 @@ pub fn sync_plan(
 /// Members that join the set (`desired` but not `current`) first catch up as **learners**:
 /// they take appends but are not counted for quorums or told they are in the set, while the
 /// current set stays. Only once every newcomer is in `caught_up` (it holds the current set's
-/// committed writes) does the holder switch to `desired`. Replacing a member at once would let
+/// committed writes) does the holder switch: to the current set plus that one newcomer (one
+/// member added at a time keeps any two consecutive sets' majorities overlapping, Raft's
+/// single-member change); members `desired` lacks leave once every newcomer is in. Replacing a member at once would let
 /// a majority of the new set (the newcomer and a lagging member) lack a write a majority of the
 /// old set acknowledged; after the catch-up, the newcomer has every such write. A set that
 /// only loses members (the cluster shrank) switches at once: the holder is in both sets, and no
-/// election can run without a majority of the set its voters were last told of. Pure.
+/// election can run without a majority of the set its voters were last told of.
+///
+/// One step removes fewer than a quorum of `current` ([`step_toward`]): after a switch, the
+/// holder keeps counting a majority of the old set too until the members left to be told of
+/// the new one can no longer make up a quorum of the old (`replication::holder`), and the
+/// members removed are never told. Pure.
 pub fn next_set(
     current: &[NodeId],
     desired: &[NodeId],
@@ -284,11 +291,58 @@ pub fn next_set(
         .filter(|node| !current.contains(node))
         .cloned()
         .collect();
-    if newcomers.iter().all(|node| caught_up.contains(node)) {
-        (desired.to_vec(), Vec::new())
-    } else {
-        (current.to_vec(), newcomers)
+    if newcomers.is_empty() {
+        return (step_toward(current, desired), Vec::new());
     }
+    // Members join before any leaves, one at a time (Raft's single-member add, then remove):
+    // the set grows by the first newcomer that caught up, the others keep learning, and a
+    // later step drops the members `desired` lacks.
+    match newcomers.iter().position(|node| caught_up.contains(node)) {
+        Some(first) => {
+            let mut learners = newcomers;
+            let joining = learners.remove(first);
+            let mut grown = current.to_vec();
+            grown.push(joining);
+            (grown, learners)
+        }
+        None => (current.to_vec(), newcomers),
+    }
+}
+
+/// Whether, after a switch away from `old` (holder first), the members of `old` that were not
+/// told the new set (`told`: members that answered an append of it) can no longer make up a
+/// quorum of `old` without the holder: then no election in `old` can win, and the holder may
+/// count the new set alone. Until then it counts a majority of `old` as well, so a write the
+/// new set acknowledged is on any quorum of `old` that could still elect. Pure.
+pub fn old_set_outvoted(old: &[NodeId], told: &BTreeSet<NodeId>) -> bool {
+    let untold = old.iter().skip(1).filter(|n| !told.contains(*n)).count();
+    untold < quorum(old.len())
+}
+
+/// The next set on the way from `current` to `desired` (both holder first): `desired` itself
+/// when it removes fewer than a quorum of `current`, else `desired` with the removed members
+/// past the first `quorum - 1` kept (in `current`'s order) in place of its last newcomers.
+/// Sets of three change one member at a time, sets of five two. Pure.
+pub fn step_toward(current: &[NodeId], desired: &[NodeId]) -> Vec<NodeId> {
+    let removed: Vec<&NodeId> = current.iter().filter(|n| !desired.contains(n)).collect();
+    let may_remove = quorum(current.len()) - 1;
+    if removed.len() <= may_remove {
+        return desired.to_vec();
+    }
+    let keep = &removed[may_remove..];
+    let room = desired.len().saturating_sub(keep.len());
+    let mut step: Vec<NodeId> = desired
+        .iter()
+        .filter(|n| current.contains(n))
+        .cloned()
+        .collect();
+    for newcomer in desired.iter().filter(|n| !current.contains(n)) {
+        if step.len() < room {
+            step.push(newcomer.clone());
+        }
+    }
+    step.extend(keep.iter().map(|n| (*n).clone()));
+    step
 }
 
 #[cfg(test)]
@@ -326,9 +380,15 @@ mod tests {
             super::next_set(&current, &desired, &none),
             (current.clone(), ids(&["c"]))
         );
+        // Caught up, c joins; b leaves in the next step.
         let caught_up: BTreeSet<String> = ["c".to_string()].into();
+        let grown = ids(&["h", "a", "b", "c"]);
         assert_eq!(
             super::next_set(&current, &desired, &caught_up),
+            (grown.clone(), vec![])
+        );
+        assert_eq!(
+            super::next_set(&grown, &desired, &caught_up),
             (desired.clone(), vec![])
         );
         // Shrinking needs no catch-up; the same set changes nothing.
@@ -339,6 +399,71 @@ mod tests {
         assert_eq!(
             super::next_set(&desired, &desired, &none),
             (desired, vec![])
+        );
+    }
+
+    #[test]
+    fn the_old_set_is_outvoted_once_enough_of_it_was_told() {
+        let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let told = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        // {h, a, b} -> {h, a, c}: b is never told; a and b could elect until a is.
+        let old = ids(&["h", "a", "b"]);
+        assert!(!super::old_set_outvoted(&old, &told(&[])));
+        assert!(!super::old_set_outvoted(&old, &told(&["c"])));
+        assert!(super::old_set_outvoted(&old, &told(&["a"])));
+        // Five: two removed, so two of the three staying must be told.
+        let old = ids(&["h", "a", "b", "c", "d"]);
+        assert!(!super::old_set_outvoted(&old, &told(&["a"])));
+        assert!(super::old_set_outvoted(&old, &told(&["a", "b"])));
+        // A set that only grew: nobody left it, but its members still need telling.
+        assert!(!super::old_set_outvoted(&ids(&["h", "a", "b"]), &told(&[])));
+    }
+
+    #[test]
+    fn a_step_removes_fewer_than_a_quorum() {
+        let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // Three members, both followers replaced: one at a time.
+        let step = super::step_toward(&ids(&["h", "a", "b"]), &ids(&["h", "c", "d"]));
+        assert_eq!(step, ids(&["h", "c", "b"]));
+        assert_eq!(
+            super::step_toward(&step, &ids(&["h", "c", "d"])),
+            ids(&["h", "c", "d"])
+        );
+        // Replacing both followers: they join one at a time, then both leave (a set of five
+        // may lose two).
+        let all: BTreeSet<String> = ["c".to_string(), "d".to_string()].into();
+        assert_eq!(
+            super::next_set(&ids(&["h", "a", "b"]), &ids(&["h", "c", "d"]), &all),
+            (ids(&["h", "a", "b", "c"]), ids(&["d"]))
+        );
+        assert_eq!(
+            super::next_set(&ids(&["h", "a", "b", "c"]), &ids(&["h", "c", "d"]), &all),
+            (ids(&["h", "a", "b", "c", "d"]), vec![])
+        );
+        assert_eq!(
+            super::next_set(
+                &ids(&["h", "a", "b", "c", "d"]),
+                &ids(&["h", "c", "d"]),
+                &all
+            ),
+            (ids(&["h", "c", "d"]), vec![])
+        );
+        // Five members: two at a time; one removed is a single step.
+        assert_eq!(
+            super::step_toward(
+                &ids(&["h", "a", "b", "c", "d"]),
+                &ids(&["h", "e", "f", "g", "d"])
+            ),
+            ids(&["h", "d", "e", "f", "c"])
+        );
+        assert_eq!(
+            super::step_toward(&ids(&["h", "a", "b"]), &ids(&["h", "a", "c"])),
+            ids(&["h", "a", "c"])
+        );
+        // Growing removes nothing.
+        assert_eq!(
+            super::step_toward(&ids(&["h", "a", "b"]), &ids(&["h", "a", "b", "r"])),
+            ids(&["h", "a", "b", "r"])
         );
     }
 

@@ -98,10 +98,76 @@ struct Replicated {
     /// Per follower, when the newest append it answered at this epoch was sent: the read
     /// lease runs from the send time of the round a quorum answered.
     acked_sent: Mutex<HashMap<NodeId, Instant>>,
+    /// After a switch that removed members: the set before it, counted too until enough of it
+    /// was told of this one (`cfgnode_ring::old_set_outvoted`).
+    leaving: Option<Leaving>,
     /// The last rows built, by the position they start from: followers at the same position
     /// (the usual case, every follower caught up to the previous batch) share one read and
     /// one encoding instead of each building the same append.
     built: Mutex<Option<Built>>,
+}
+
+/// The set a switch left, still counted: members removed by the switch are never told of the
+/// new set, and one that stayed may not have answered an append of it yet; until those who
+/// were not told can no longer make up a quorum of the old set, a write is acknowledged only
+/// once a majority of the old set has it too, so no election in the old set can lose it
+/// (docs/replication.md, "Changes of the set").
+struct Leaving {
+    old: Vec<NodeId>,
+    progress: Mutex<Progress>,
+    told: Mutex<BTreeSet<NodeId>>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Leaving {
+    fn new(old: Vec<NodeId>, me: &str, epoch: u64, own: LogPosition) -> Leaving {
+        Leaving {
+            progress: Mutex::new(Progress::new(me.to_string(), &old, epoch, own)),
+            old,
+            told: Mutex::default(),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `node` answered at `position`; `told` when that answer was to an append of the new set.
+    /// Answers the old set's committed revision while it still counts.
+    fn record(
+        &self,
+        namespace: &str,
+        node: &str,
+        position: LogPosition,
+        told: bool,
+    ) -> Option<u64> {
+        if self.done() {
+            return None;
+        }
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        progress.record(node, position);
+        if told && self.old.iter().any(|n| n == node) {
+            let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+            told.insert(node.to_string());
+            if cfgnode_ring::old_set_outvoted(&self.old, &told) {
+                self.done.store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(namespace, old = ?self.old, "the set left behind can no longer elect; counting the new set alone");
+                return None;
+            }
+        }
+        Some(progress.committed())
+    }
+
+    /// The holder committed `own` locally; the old set's committed revision while it counts.
+    fn own(&self, own: LogPosition) -> Option<u64> {
+        if self.done() {
+            return None;
+        }
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        progress.own(own);
+        Some(progress.committed())
+    }
 }
 
 /// An append ready to send: the base (`None`: a full copy), the position it leads to, and the
@@ -169,6 +235,14 @@ impl Replicated {
                 joint.record(node, position);
                 committed = committed.min(joint.committed());
             }
+            if let Some(leaving) = &self.leaving {
+                // An answer at this epoch from a member (not a learner) was to an append that
+                // told it this set.
+                let told = position.epoch == self.epoch && !self.is_learner(node);
+                if let Some(old) = leaving.record(&self.namespace, node, position, told) {
+                    committed = committed.min(old);
+                }
+            }
             committed
         };
         raise(&self.committed, committed);
@@ -185,6 +259,9 @@ impl Replicated {
                 let mut joint = joint.lock().unwrap_or_else(|p| p.into_inner());
                 joint.own(own);
                 committed = committed.min(joint.committed());
+            }
+            if let Some(old) = self.leaving.as_ref().and_then(|l| l.own(own)) {
+                committed = committed.min(old);
             }
             committed
         };
@@ -380,6 +457,24 @@ impl Replicator {
             .namespace(namespace)?
             .map_or(0, |s| s.revision);
         let own = LogPosition::new(record.epoch, revision);
+        // A switch that removes members keeps counting the set it leaves until enough of it was
+        // told (`Leaving`); one that removes none carries over a previous switch's wait that
+        // has not ended.
+        let removes = !current_set.is_empty()
+            && learners.is_empty()
+            && current_set.iter().any(|n| !set.contains(n));
+        let leaving = if removes {
+            Some(Leaving::new(current_set.clone(), &me, record.epoch, own))
+        } else {
+            self.current(namespace)
+                .filter(|r| r.epoch == record.epoch)
+                .and_then(|r| {
+                    r.leaving
+                        .as_ref()
+                        .filter(|l| !l.done())
+                        .map(|l| Leaving::new(l.old.clone(), &me, record.epoch, own))
+                })
+        };
         let (stop, _) = watch::channel(false);
         let replicated = Arc::new(Replicated {
             namespace: namespace.to_string(),
@@ -393,6 +488,7 @@ impl Replicator {
             stop,
             acked_sent: Mutex::default(),
             built: Mutex::default(),
+            leaving,
             learners: learners.clone(),
             caught_up: Mutex::new(caught_up),
             learn_target: revision,
