@@ -214,13 +214,26 @@ impl Replicated {
         let mut acked = self.acked_sent.lock().unwrap_or_else(|p| p.into_inner());
         let newest = acked.entry(node.to_string()).or_insert(sent);
         *newest = (*newest).max(sent);
-        let mut times: Vec<Instant> = acked.values().copied().collect();
-        times.sort_unstable_by(|a, b| b.cmp(a));
         // The holder is one of the quorum; the other members are the newest answers.
-        let others = cfgnode_ring::quorum(self.set.len()).saturating_sub(1);
-        match others {
-            0 => Some(sent),
-            n => times.get(n - 1).copied(),
+        let lease_of = |members: &[NodeId]| {
+            let mut times: Vec<Instant> = acked
+                .iter()
+                .filter(|(node, _)| members.contains(node))
+                .map(|(_, at)| *at)
+                .collect();
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            match cfgnode_ring::quorum(members.len()).saturating_sub(1) {
+                0 => Some(sent),
+                n => times.get(n - 1).copied(),
+            }
+        };
+        let lease = lease_of(&self.set);
+        // While the set left behind could still elect (`Leaving`), a majority of it must have
+        // answered too: its members promise nothing to a candidate until a lease after they
+        // last heard from this holder.
+        match self.leaving.as_ref().filter(|l| !l.done()) {
+            Some(leaving) => lease.zip(lease_of(&leaving.old)).map(|(a, b)| a.min(b)),
+            None => lease,
         }
     }
 
