@@ -33,6 +33,35 @@ async fn replica_state(addr: std::net::SocketAddr) -> Option<cfgnode_transport::
     }
 }
 
+/// The members of `NS`'s replica set as a placement view lists them, holder first.
+fn set_of(placement: &Value) -> Vec<String> {
+    placement["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r["node"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether every replica in a placement view is at the holder's revision.
+fn caught_up(placement: &Value) -> bool {
+    placement["replicas"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().all(|r| r["lag"] == 0))
+}
+
+/// Waits until node `h` (the holder) shows a set of three, every member caught up.
+async fn full_set(cluster: &TestCluster, h: usize) -> Vec<String> {
+    poll_until("a full replica set", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(h), NS).await;
+        let set = set_of(&placement);
+        (set.len() == 3 && caught_up(&placement)).then_some(set)
+    })
+    .await
+}
+
 /// Where `node` says its copy of `NS` is.
 async fn position(addr: std::net::SocketAddr) -> Option<WireLogPosition> {
     replica_state(addr).await.map(|s| s.position)
@@ -398,16 +427,6 @@ async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() 
     }
     let holder = cluster.wait_settled(NS).await;
     let h = cluster.index_of(&holder);
-    let set_of = |placement: &Value| -> Vec<String> {
-        placement["replicas"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| r["node"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let first = poll_until("a full replica set", DEADLINE, || async {
         let set = set_of(&cluster.placement(cluster.node(h), NS).await);
         (set.len() == 3).then_some(set)
@@ -429,11 +448,7 @@ async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() 
         let placement = cluster.placement(cluster.node(h), NS).await;
         let set = set_of(&placement);
         let fresh = set.iter().find(|n| !first.contains(n))?.clone();
-        let caught_up = placement["replicas"]
-            .as_array()?
-            .iter()
-            .all(|r| r["lag"] == 0);
-        (set.len() == 3 && caught_up).then_some(fresh)
+        (set.len() == 3 && caught_up(&placement)).then_some(fresh)
     })
     .await;
     assert!(!first.contains(&newcomer));
@@ -855,27 +870,7 @@ async fn a_copy_left_behind_by_a_change_of_the_set_is_released_with_its_promise_
     }
     let holder = cluster.wait_settled(NS).await;
     let h = cluster.index_of(&holder);
-    let set_of = |placement: &Value| -> Vec<String> {
-        placement["replicas"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| r["node"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let caught_up = |placement: &Value| {
-        placement["replicas"]
-            .as_array()
-            .is_some_and(|rs| rs.iter().all(|r| r["lag"] == 0))
-    };
-    let first = poll_until("a full replica set", DEADLINE, || async {
-        let placement = cluster.placement(cluster.node(h), NS).await;
-        let set = set_of(&placement);
-        (set.len() == 3 && caught_up(&placement)).then_some(set)
-    })
-    .await;
+    let first = full_set(&cluster, h).await;
     let gone_id = first[2].clone();
     let stopped = cluster.stop(cluster.index_of(&gone_id)).await;
     let (quic, http) = (stopped.quic_addr(), stopped.http_addr());
@@ -959,20 +954,7 @@ async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_ov
     }
     let giver = cluster.wait_settled(NS).await;
     let g = cluster.index_of(&giver);
-    let set: Vec<String> = poll_until("a full replica set", DEADLINE, || async {
-        let placement = cluster.placement(cluster.node(g), NS).await;
-        let set: Vec<String> = placement["replicas"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r["node"].as_str().map(str::to_string))
-            .collect();
-        let caught_up = placement["replicas"]
-            .as_array()?
-            .iter()
-            .all(|r| r["lag"] == 0);
-        (set.len() == 3 && caught_up).then_some(set)
-    })
-    .await;
+    let set = full_set(&cluster, g).await;
     let ids: Vec<String> = (0..5)
         .map(|i| cluster.node(i).node_id().to_string())
         .collect();

@@ -150,9 +150,7 @@ async fn run<G: BroadcastHandler<Peer>>(
     mut broadcasts: mpsc::Receiver<Vec<u8>>,
 ) {
     let mut runtime = AccumulatingRuntime::new();
-    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut timer_events: BTreeMap<u64, Timer<Peer>> = BTreeMap::new();
-    let mut next_timer = 0u64;
+    let mut timers = Timers::default();
     let mut announce = tokio::time::interval(SEED_ANNOUNCE_EVERY);
     let placeholder = |addr: SocketAddr| Peer {
         id: String::new(),
@@ -182,7 +180,7 @@ async fn run<G: BroadcastHandler<Peer>>(
     targets.sort_unstable();
     targets.dedup();
     loop {
-        let next_deadline = timers.peek().map(|Reverse((at, _))| *at);
+        let next_deadline = timers.next_deadline();
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             datagram = inbox.recv() => {
@@ -194,15 +192,8 @@ async fn run<G: BroadcastHandler<Peer>>(
                 }
             }
             _ = async { tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)).await }, if next_deadline.is_some() => {
-                let now = Instant::now();
-                while let Some(Reverse((at, id))) = timers.peek().copied() {
-                    if at > now {
-                        break;
-                    }
-                    timers.pop();
-                    if let Some(event) = timer_events.remove(&id)
-                        && let Err(e) = foca.handle_timer(event, &mut runtime)
-                    {
+                while let Some(event) = timers.pop_due(Instant::now()) {
+                    if let Err(e) = foca.handle_timer(event, &mut runtime) {
                         tracing::debug!(error = %e, "SWIM timer failed");
                     }
                 }
@@ -228,14 +219,7 @@ async fn run<G: BroadcastHandler<Peer>>(
             }
         }
         // Drain what foca asked for.
-        while let Some((to, data)) = runtime.to_send() {
-            links.send(to.quic, seal(&config.cluster_id, &data));
-        }
-        while let Some((after, event)) = runtime.to_schedule() {
-            next_timer += 1;
-            timers.push(Reverse((Instant::now() + after, next_timer)));
-            timer_events.insert(next_timer, event);
-        }
+        drain(&mut runtime, &links, &config.cluster_id, &mut timers);
         let mut changed = false;
         let mut rejoined = false;
         while let Some(note) = runtime.to_notify() {
@@ -265,14 +249,7 @@ async fn run<G: BroadcastHandler<Peer>>(
         }
         if rejoined {
             revive_suspects(&mut foca, &mut runtime);
-            while let Some((to, data)) = runtime.to_send() {
-                links.send(to.quic, seal(&config.cluster_id, &data));
-            }
-            while let Some((after, event)) = runtime.to_schedule() {
-                next_timer += 1;
-                timers.push(Reverse((Instant::now() + after, next_timer)));
-                timer_events.insert(next_timer, event);
-            }
+            drain(&mut runtime, &links, &config.cluster_id, &mut timers);
         }
         // Foca tells of ups, downs and renames, but not of a member turning suspect or of a
         // suspect refuting: the published view is compared with foca's state after every
@@ -295,6 +272,55 @@ async fn run<G: BroadcastHandler<Peer>>(
     // Give the leave datagrams a moment to go out before the links close.
     tokio::time::sleep(Duration::from_millis(50)).await;
     links.close();
+}
+
+/// The timers foca asked for, by deadline.
+#[derive(Default)]
+struct Timers {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: BTreeMap<u64, Timer<Peer>>,
+    next: u64,
+}
+
+impl Timers {
+    fn schedule(&mut self, after: Duration, event: Timer<Peer>) {
+        self.next += 1;
+        self.due.push(Reverse((Instant::now() + after, self.next)));
+        self.events.insert(self.next, event);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next timer whose deadline is at or before `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer<Peer>> {
+        while let Some(Reverse((at, id))) = self.due.peek().copied() {
+            if at > now {
+                return None;
+            }
+            self.due.pop();
+            if let Some(event) = self.events.remove(&id) {
+                return Some(event);
+            }
+        }
+        None
+    }
+}
+
+/// Sends the datagrams and schedules the timers foca asked for.
+fn drain(
+    runtime: &mut AccumulatingRuntime<Peer>,
+    links: &DatagramLinks,
+    cluster_id: &str,
+    timers: &mut Timers,
+) {
+    while let Some((to, data)) = runtime.to_send() {
+        links.send(to.quic, seal(cluster_id, &data));
+    }
+    while let Some((after, event)) = runtime.to_schedule() {
+        timers.schedule(after, event);
+    }
 }
 
 /// After this node rejoined under a new generation: foca drops every timer it had set (a new
