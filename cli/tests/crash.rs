@@ -1,4 +1,5 @@
-//! kill -9 loses no acknowledged write.
+//! kill -9 loses no acknowledged write (the last ones before the kill are durable only in the
+//! write-ahead log: each restart must replay it).
 //!
 //! The real binary serves 16 concurrent writers (puts, deletes and alias creations over 4
 //! namespaces) and is SIGKILLed while they are still writing. It is restarted on the same data
@@ -275,6 +276,13 @@ async fn sigkill_under_concurrent_writes_loses_no_acknowledged_write() {
         );
 
         node = node.restart().await;
+        // Writes were acknowledged up to the kill, and a checkpoint comes at most once a second:
+        // the last ones were durable only in the write-ahead log, and the restart applied them.
+        let log = std::fs::read_to_string(&node.stderr_path).unwrap_or_default();
+        assert!(
+            log.contains("replayed the write-ahead log"),
+            "cycle {cycle}: the restart did not replay the write-ahead log; its stderr:\n{log}"
+        );
         let acks = record.acks.lock().expect("lock").clone();
         eprintln!(
             "cycle {cycle}: {acked} writes acknowledged in {:?} before SIGKILL; verifying {} in all",

@@ -137,6 +137,8 @@ pub struct Metrics {
     pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Storage transactions.
     pub commits: Family<CommitLabels, Counter>,
+    /// Transactions committed durably in redb (checkpoints), not through the write-ahead log.
+    pub checkpoints: Counter,
     /// Writes committed (or refused) per transaction.
     pub batch_size: Histogram,
     /// Writes rejected inside batches (conflicts, missing keys): they fail alone.
@@ -245,6 +247,12 @@ impl Metrics {
             "storage_commits",
             "Storage write transactions by outcome",
             commits.clone(),
+        );
+        let checkpoints = Counter::default();
+        registry.register(
+            "storage_checkpoints",
+            "Write transactions made durable by a durable redb commit instead of the write-ahead log",
+            checkpoints.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
@@ -453,6 +461,7 @@ impl Metrics {
             http_requests,
             http_latency,
             commits,
+            checkpoints,
             batch_size,
             rejected_writes,
             commit_latency,
@@ -529,6 +538,9 @@ impl CommitObserver for CommitMetrics {
             "failed"
         };
         m.commits.get_or_create(&CommitLabels { outcome }).inc();
+        if stats.checkpoint {
+            m.checkpoints.inc();
+        }
         m.batch_size.observe(stats.batch_size as f64);
         m.rejected_writes.inc_by(stats.rejected as u64);
         m.commit_latency.observe(stats.duration.as_secs_f64());

@@ -1,7 +1,8 @@
 //! Group commit at work: durable write throughput and batch sizes for 1, 16 and 64 concurrent
 //! writers, with group commit and with the one-commit-per-write baseline (`max_batch: 1`).
 //!
-//! Prints a markdown table; asserts nothing. Run:
+//! Prints a markdown table (with the process's CPU time per write, from `/proc/self/stat`);
+//! asserts nothing. Run:
 //!
 //! ```sh
 //! BENCH_SECS=5 cargo bench -p cfgnode-storage --bench commit_throughput
@@ -35,6 +36,23 @@ struct Figures {
     mean_batch: f64,
     p50_us: u128,
     p99_us: u128,
+    cpu_us_per_write: f64,
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`, in microseconds.
+fn cpu_micros() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) * 1e6 / 100.0
 }
 
 fn value() -> Vec<u8> {
@@ -53,6 +71,7 @@ async fn run_case(writers: usize, max_batch: usize, duration: Duration) -> Figur
     };
     let store = Store::open(&dir.path().join("bench.redb"), None, options).expect("open");
     let started = Instant::now();
+    let cpu_before = cpu_micros();
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -82,6 +101,7 @@ async fn run_case(writers: usize, max_batch: usize, duration: Duration) -> Figur
         latencies.extend(task.await.expect("writer"));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_micros() - cpu_before;
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies
@@ -96,6 +116,7 @@ async fn run_case(writers: usize, max_batch: usize, duration: Duration) -> Figur
         mean_batch: if commits > 0.0 { writes / commits } else { 0.0 },
         p50_us: pick(0.50),
         p99_us: pick(0.99),
+        cpu_us_per_write: cpu / (latencies.len().max(1) as f64),
     }
 }
 
@@ -110,14 +131,21 @@ fn main() {
         .expect("runtime");
     println!("durable writes of 256-byte JSON values, {secs} s per case");
     println!();
-    println!("| writers | mode | writes/s | commits/s | mean batch | p50 µs | p99 µs |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| writers | mode | writes/s | commits/s | mean batch | p50 µs | p99 µs | CPU µs/write |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for writers in [1, 16, 64] {
         for (mode, max_batch) in [("one commit per write", 1), ("group commit", 1024)] {
             let f = runtime.block_on(run_case(writers, max_batch, Duration::from_secs(secs)));
             println!(
-                "| {writers} | {mode} | {:.0} | {:.0} | {:.1} | {} | {} |",
-                f.writes_per_sec, f.commits_per_sec, f.mean_batch, f.p50_us, f.p99_us
+                "| {writers} | {mode} | {:.0} | {:.0} | {:.1} | {} | {} | {:.0} |",
+                f.writes_per_sec,
+                f.commits_per_sec,
+                f.mean_batch,
+                f.p50_us,
+                f.p99_us,
+                f.cpu_us_per_write
             );
         }
     }

@@ -13,15 +13,15 @@ use crate::mutation::{
 };
 use crate::records::{
     ALIASES, ATTACHMENTS, AliasRecord, CLUSTER, ENTRIES, EntryRecord, EventRecord, HISTORY, LOG,
-    META, META_CLUSTER_MEMBERS, NAMESPACES, RECORDS, REPLICAS, RecordRow, VersionRecord, decode,
-    encode,
+    META, META_CLUSTER_MEMBERS, META_WAL_APPLIED, NAMESPACES, RECORDS, REPLICAS, RecordRow,
+    VersionRecord, decode, encode,
 };
 use crate::replica::{self, ReplicaAppend, ReplicaState};
 use crate::transfer::{TransferOp, upper_bound};
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Record, Revision};
 
 /// How much history and log a namespace keeps.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Retention {
     /// Versions kept per key (at least 1).
     pub history_per_key: u64,
@@ -43,12 +43,17 @@ pub(crate) struct WriteTables<'t> {
     meta: BytesTable<'t, &'static str>,
     cluster: BytesTable<'t, &'static str>,
     replicas: BytesTable<'t, &'static str>,
+    /// The batch's random seed, from which a namespace created in it takes its uid: random
+    /// per batch, and logged with it, so recovery recreates the same uid.
+    pub(crate) uid_seed: u64,
 }
 
 impl<'t> WriteTables<'t> {
-    /// Opens (creating if needed) every table a mutation may touch.
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) every table a mutation may touch, for a batch whose new
+    /// namespaces take their uid from `uid_seed`.
+    pub(crate) fn open(txn: &'t WriteTransaction, uid_seed: u64) -> Result<Self, StoreError> {
         Ok(WriteTables {
+            uid_seed,
             namespaces: txn.open_table(NAMESPACES)?,
             entries: txn.open_table(ENTRIES)?,
             history: txn.open_table(HISTORY)?,
@@ -60,6 +65,13 @@ impl<'t> WriteTables<'t> {
             cluster: txn.open_table(CLUSTER)?,
             replicas: txn.open_table(REPLICAS)?,
         })
+    }
+
+    /// Records that the tables now contain writer batch `seq` (see [`crate::wal`]).
+    pub(crate) fn mark_applied(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_WAL_APPLIED, seq.to_le_bytes().as_slice())?;
+        Ok(())
     }
 }
 
@@ -96,7 +108,8 @@ pub(crate) fn apply(
             match bytes {
                 Some(bytes) => {
                     if t.namespaces.get(namespace.as_str())?.is_none() {
-                        let state = load_or_new_namespace(&t.namespaces, &namespace, now)?;
+                        let state =
+                            load_or_new_namespace(&t.namespaces, t.uid_seed, &namespace, now)?;
                         t.namespaces
                             .insert(namespace.as_str(), encode(&state).as_slice())?;
                     }
@@ -360,7 +373,7 @@ fn put(
     }
     check_expected_version(key, req.if_version, current_version)?;
 
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     let version = match current_version {
         Some(v) => v + 1,
@@ -426,7 +439,7 @@ fn delete(
     };
     check_expected_version(key, req.if_version, Some(current.version))?;
 
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     let version = current.version + 1;
     t.entries.remove((ns, key))?;
@@ -490,7 +503,7 @@ fn put_alias(
         });
     }
 
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     let record = AliasRecord {
         target: target.to_string(),
@@ -524,7 +537,7 @@ fn delete_alias(
         });
     };
     let existing: AliasRecord = decode(&existing)?;
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     t.aliases.remove((ns, alias))?;
     state.alias_count = state.alias_count.saturating_sub(1);
@@ -562,7 +575,7 @@ fn put_record(
         other => other,
     };
 
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     let row = RecordRow {
         value: req.value,
@@ -603,7 +616,7 @@ fn delete_record(
     };
     check_record_version(kind, name, req.if_version, Some(current.version))?;
 
-    let mut state = load_or_new_namespace(&t.namespaces, ns, now)?;
+    let mut state = load_or_new_namespace(&t.namespaces, t.uid_seed, ns, now)?;
     let revision = state.revision + 1;
     t.records.remove((ns, kind, name))?;
     let event = EventKind::RecordDelete {
@@ -711,6 +724,7 @@ fn read_entry(
 
 fn load_or_new_namespace(
     namespaces: &BytesTable<'_, &'static str>,
+    uid_seed: u64,
     ns: &str,
     now: Millis,
 ) -> Result<NamespaceState, StoreError> {
@@ -719,7 +733,7 @@ fn load_or_new_namespace(
     }
     Ok(NamespaceState {
         name: ns.to_string(),
-        uid: random_u64()?,
+        uid: namespace_uid(uid_seed, ns),
         epoch: 1,
         revision: 0,
         key_count: 0,
@@ -730,11 +744,18 @@ fn load_or_new_namespace(
     })
 }
 
-fn random_u64() -> Result<u64, StoreError> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;
-    Ok(u64::from_le_bytes(bytes))
+/// A new namespace's uid: the batch's random seed mixed with the name (FNV-1a, then
+/// SplitMix64's finalizer), so two namespaces created in one batch differ, and applying the
+/// batch again in recovery gives the same uid.
+fn namespace_uid(seed: u64, ns: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in ns.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = seed ^ hash;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn last_history_version(

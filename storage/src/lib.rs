@@ -6,7 +6,9 @@
 //! - `records`: on-disk rows (format byte + bincode 2) and the redb table definitions (among
 //!   them the `RECORDS` table of the namespace [`Record`]s that roles keep).
 //! - `apply`: one mutation inside a write transaction; checks first, writes second.
-//! - `writer`: the group-commit writer thread that owns every write transaction.
+//! - `writer`: the group-commit writer thread that owns every write transaction, and the
+//!   recovery that replays the write-ahead log at open.
+//! - `wal`: the write-ahead log file (`<database>.wal`): records, checksums, preallocation.
 //! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
 //! - `replica`: a namespace's replica state on this node ([`ReplicaState`]: promise,
 //!   [`LogPos`], holder, set) and the pure rules for promises, the follower's appends
@@ -32,8 +34,11 @@
 //!
 //! # Durability
 //!
-//! A write future resolves only after the transaction holding it committed with
-//! `Durability::Immediate` (an fsync). Concurrent writes share that commit (group commit).
+//! A write future resolves only after the batch holding it is durable: logged and synced in the
+//! write-ahead log (then committed to redb without a sync), or committed with
+//! `Durability::Immediate` (a checkpoint, at least every 100 ms under load). Concurrent writes
+//! share that sync (group commit). A crash loses no acknowledged write: the next open applies
+//! the logged batches redb had not made durable (`wal` has the details).
 
 mod apply;
 mod error;
@@ -44,6 +49,7 @@ mod replica;
 mod store;
 mod transfer;
 mod types;
+mod wal;
 mod writer;
 
 pub use error::StoreError;

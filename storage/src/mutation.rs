@@ -1,10 +1,15 @@
 //! Write requests and what the writer answers for each.
+//!
+//! A [`Mutation`] is serializable: the writer logs each batch's mutations in the write-ahead
+//! log ([`crate::wal`]) and recovery applies them again.
+
+use serde::{Deserialize, Serialize};
 
 use crate::model::Codec;
 use crate::types::{Alias, Entry, Record, Revision};
 
 /// How a put treats an existing key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteMode {
     /// Create the key or replace it.
     #[default]
@@ -16,13 +21,14 @@ pub enum WriteMode {
 }
 
 /// A write of one key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PutRequest {
     /// The namespace.
     pub namespace: String,
     /// The key.
     pub key: String,
     /// The new value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The value's codec.
     pub codec: Codec,
@@ -33,7 +39,7 @@ pub struct PutRequest {
 }
 
 /// A delete of one key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeleteRequest {
     /// The namespace.
     pub namespace: String,
@@ -66,7 +72,7 @@ pub struct AliasPut {
 }
 
 /// A write of one record (see [`Record`]).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordPut {
     /// The namespace; created if it has no data yet.
     pub namespace: String,
@@ -75,13 +81,14 @@ pub struct RecordPut {
     /// The record's name (key syntax).
     pub name: String,
     /// The new value: opaque bytes, at most the store's `max_value_bytes`.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Compare-and-set: the version the record must be at (0 = the record must be absent).
     pub if_version: Option<u64>,
 }
 
 /// A delete of one record.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordDelete {
     /// The namespace.
     pub namespace: String,
@@ -119,7 +126,7 @@ pub struct RecordWrite {
 }
 
 /// One write for the group-commit writer.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Mutation {
     /// Replace the stored cluster membership (opaque to storage).
     PutClusterMembers(Vec<u8>),

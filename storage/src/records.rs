@@ -53,6 +53,9 @@ pub(crate) const META_NODE_ID: &str = "node_id";
 pub(crate) const META_CLUSTER_MEMBERS: &str = "cluster_members";
 /// Meta key holding the node's generation counter ([`GenerationRecord`]).
 pub(crate) const META_GENERATION: &str = "generation";
+/// Meta key holding the sequence number of the last writer batch the tables contain (u64 LE),
+/// written by every batch: recovery replays the write-ahead log's batches after it.
+pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
 
 /// The generation the node took at its last start: the next start takes a higher one (see
 /// `Store::generation`).

@@ -22,10 +22,11 @@ use redb::Database;
 
 use crate::apply::Retention;
 use crate::error::StoreError;
-use crate::writer::{CommitObserver, GroupCommitWriter, WriterSettings};
+use crate::wal::{self, Wal};
+use crate::writer::{CommitObserver, GroupCommitWriter, LogState, WriterSettings, recover};
 
-use schema::init_schema;
 pub use schema::{GENERATION_STEP, validate_node_id};
+use schema::{applied_batch, init_schema};
 
 /// How a [`Store`] behaves; [`StoreOptions::default`] suits a production node.
 #[derive(Clone)]
@@ -100,7 +101,8 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path` and its write-ahead log at `<path>.wal`
+    /// (see [`crate::wal`]), applying the batches a crash left only in the log.
     ///
     /// `node_id` is the id asked for on the command line: `None` keeps the stored id, or makes
     /// a random one on first start. An id different from the stored one is refused, because
@@ -117,6 +119,9 @@ impl Store {
             other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
         })?;
         let (node_id, generation) = init_schema(&db, node_id)?;
+        let wal = Wal::open(&wal::path_for(path))?;
+        let applied = recover(&db, &wal, applied_batch(&db)?)?;
+        let log = LogState::new(wal, applied)?;
         let db = Arc::new(db);
         let retention = Retention {
             history_per_key: options.history_per_key.max(1),
@@ -129,6 +134,7 @@ impl Store {
                 queue_depth: options.queue_depth,
                 retention,
                 observer: options.observer.clone(),
+                log,
             },
         )?;
         Ok(Store {

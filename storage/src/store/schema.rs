@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::records::{
     ALIASES, ATTACHMENTS, CLUSTER, ENTRIES, GenerationRecord, HISTORY, LOG, META, META_GENERATION,
-    META_NODE_ID, META_SCHEMA, NAMESPACES, RECORDS, REPLICAS, decode, encode,
+    META_NODE_ID, META_SCHEMA, META_WAL_APPLIED, NAMESPACES, RECORDS, REPLICAS, decode, encode,
 };
 
 /// The schema this build creates and understands.
@@ -121,6 +121,20 @@ fn random_node_id() -> Result<String, StoreError> {
         .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("node-{hex}"))
+}
+
+/// The last writer batch the tables contain (0 before the first; see [`crate::wal`]).
+pub(super) fn applied_batch(db: &Database) -> Result<u64, StoreError> {
+    let txn = redb::ReadableDatabase::begin_read(db)?;
+    let meta = txn.open_table(META)?;
+    match meta.get(META_WAL_APPLIED)? {
+        None => Ok(0),
+        Some(bytes) => bytes
+            .value()
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt("the applied-batch mark is not 8 bytes".to_string())),
+    }
 }
 
 #[cfg(test)]
