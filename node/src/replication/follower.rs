@@ -7,9 +7,17 @@
 //! the holder named first in the set), whether this node is in the set, whether this node holds
 //! the namespace itself, and when it last heard from its holder (the lease a promise waits
 //! out).
+//!
+//! Appends and promises of one namespace take turns (`turn`): each holds the namespace's turn
+//! from its check to its durable answer. Without that, a promise could pass its lease check
+//! while an append from the old holder was still queued in the writer; the writer would apply
+//! the append first (the promise not yet taken), its answer would give the old holder a fresh
+//! lease, and the promise, applied next, would let a new holder win while the old one still
+//! served reads (a stale read the history test caught once commits got faster and a writer's
+//! checkpoint could hold an append for tens of milliseconds).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cfgnode_ring::{HolderRecord, Lease};
@@ -87,6 +95,8 @@ pub struct Follower {
     /// (maybe just before it went down), so it counts its lease from its start.
     started: Instant,
     heard: Mutex<HashMap<String, Instant>>,
+    /// Per namespace, the turn its appends and promises take (see the module doc).
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// This node's replicator, for the live set of namespaces it holds (`on_state`).
     replicator: std::sync::OnceLock<crate::replication::Replicator>,
 }
@@ -99,7 +109,17 @@ impl Follower {
             lease,
             started: Instant::now(),
             heard: Mutex::default(),
+            turns: Mutex::default(),
             replicator: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The namespace's turn (see the module doc): hold its guard from the check to the answer.
+    fn turn(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        match turns.get(namespace) {
+            Some(turn) => Arc::clone(turn),
+            None => Arc::clone(turns.entry(namespace.to_string()).or_default()),
         }
     }
 
@@ -131,6 +151,8 @@ impl Follower {
             });
         }
         let ops = decode_ops(ops)?;
+        let turn = self.turn(namespace);
+        let _turn = turn.lock().await;
         let state = self
             .store
             .append(ReplicaAppend {
@@ -159,6 +181,8 @@ impl Follower {
         epoch: u64,
     ) -> Result<WireReplica, ReplicaRefusal> {
         validate_namespace(namespace)?;
+        let turn = self.turn(namespace);
+        let _turn = turn.lock().await;
         let heard = self.last_heard(namespace);
         let since = u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Millis on this node's monotonic clock, counted from `heard` (0): only the rate of the
