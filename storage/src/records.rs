@@ -53,6 +53,9 @@ pub(crate) const META_NODE_ID: &str = "node_id";
 pub(crate) const META_CLUSTER_MEMBERS: &str = "cluster_members";
 /// Meta key holding the node's generation counter ([`GenerationRecord`]).
 pub(crate) const META_GENERATION: &str = "generation";
+/// Meta key holding the database's uid (8 random bytes, made with the database): the
+/// write-ahead log's checksums include it, so a log left by another database is never replayed.
+pub(crate) const META_DATABASE_UID: &str = "database_uid";
 /// Meta key holding the sequence number of the last writer batch the tables contain (u64 LE),
 /// written by every batch: recovery replays the write-ahead log's batches after it.
 pub(crate) const META_WAL_APPLIED: &str = "wal_applied";

@@ -25,8 +25,12 @@
 //! Records follow each other from offset 0:
 //!
 //! ```text
-//! len: u32 LE | crc32: u32 LE (of seq and payload) | seq: u64 LE | payload: len bytes
+//! len: u32 LE | crc32: u32 LE (of the database uid, seq and payload) | seq: u64 LE | payload
 //! ```
+//!
+//! The checksum covers the database's uid (made once with the database, kept in its meta
+//! table), so a log left beside a database it does not belong to (the database file deleted or
+//! replaced, the log kept) reads as empty and is never replayed into it.
 //!
 //! Reading stops at the first record that is not valid or not the next in sequence: a torn tail
 //! (a crash mid-write: that batch was never acknowledged), zeros, or what is left of an earlier
@@ -77,12 +81,14 @@ pub(crate) struct Wal {
     allocated: u64,
     /// One record's bytes, kept to avoid an allocation per batch.
     buffer: Vec<u8>,
+    /// The uid of the database this log belongs to (in every checksum).
+    database_uid: u64,
 }
 
 impl Wal {
     /// Opens the log at `path`, creating it (zero-filled, synced) when it is missing or shorter
     /// than [`GROW_BY`]. The next record goes at offset 0: call [`Wal::read`] first to recover.
-    pub(crate) fn open(path: &Path) -> Result<Wal, StoreError> {
+    pub(crate) fn open(path: &Path, database_uid: u64) -> Result<Wal, StoreError> {
         let fail = |what: &str, e: std::io::Error| {
             StoreError::Storage(format!(
                 "cannot {what} the write-ahead log {}: {e}",
@@ -107,6 +113,7 @@ impl Wal {
             offset: 0,
             allocated,
             buffer: Vec::new(),
+            database_uid,
         })
     }
 
@@ -126,7 +133,7 @@ impl Wal {
         self.file.read_exact_at(&mut bytes, 0).map_err(|e| {
             StoreError::Storage(format!("cannot read {}: {e}", self.path.display()))
         })?;
-        Ok(parse(&bytes))
+        Ok(parse(&bytes, self.database_uid))
     }
 
     /// Whether a record of `payload_len` bytes fits in what is left of the log.
@@ -148,7 +155,7 @@ impl Wal {
         self.buffer.clear();
         self.buffer.extend_from_slice(&len.to_le_bytes());
         self.buffer
-            .extend_from_slice(&checksum(seq, payload).to_le_bytes());
+            .extend_from_slice(&checksum(self.database_uid, seq, payload).to_le_bytes());
         self.buffer.extend_from_slice(&seq.to_le_bytes());
         self.buffer.extend_from_slice(payload);
         let end = self.offset + self.buffer.len() as u64;
@@ -170,7 +177,7 @@ impl Wal {
 }
 
 /// The records a log's bytes hold, from offset 0 (see the module doc).
-fn parse(bytes: &[u8]) -> Vec<Logged> {
+fn parse(bytes: &[u8], database_uid: u64) -> Vec<Logged> {
     let mut records = Vec::new();
     let mut at = 0usize;
     let mut expected: Option<u64> = None;
@@ -184,7 +191,7 @@ fn parse(bytes: &[u8]) -> Vec<Logged> {
         let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
             break;
         };
-        if checksum(seq, payload) != crc {
+        if checksum(database_uid, seq, payload) != crc {
             break;
         }
         records.push(Logged {
@@ -197,9 +204,10 @@ fn parse(bytes: &[u8]) -> Vec<Logged> {
     records
 }
 
-/// CRC-32 (IEEE) of a record's sequence number and payload.
-fn checksum(seq: u64, payload: &[u8]) -> u32 {
+/// CRC-32 (IEEE) of the database's uid, a record's sequence number and its payload.
+fn checksum(database_uid: u64, seq: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&database_uid.to_le_bytes());
     hasher.update(&seq.to_le_bytes());
     hasher.update(payload);
     hasher.finalize()
@@ -225,7 +233,17 @@ mod tests {
     use super::*;
 
     fn log_in(dir: &tempfile::TempDir) -> Wal {
-        Wal::open(&dir.path().join("db.wal")).expect("open")
+        Wal::open(&dir.path().join("db.wal"), 42).expect("open")
+    }
+
+    #[test]
+    fn a_log_of_another_database_reads_as_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = log_in(&dir);
+        wal.append(1, b"theirs").expect("append");
+        let other = Wal::open(&dir.path().join("db.wal"), 43).expect("open");
+        assert!(other.read().expect("read").is_empty());
+        assert_eq!(log_in(&dir).read().expect("read").len(), 1);
     }
 
     #[test]

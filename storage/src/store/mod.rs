@@ -26,7 +26,7 @@ use crate::wal::{self, Wal};
 use crate::writer::{CommitObserver, GroupCommitWriter, LogState, WriterSettings, recover};
 
 pub use schema::{GENERATION_STEP, validate_node_id};
-use schema::{applied_batch, init_schema};
+use schema::{Settled, applied_batch, init_schema};
 
 /// How a [`Store`] behaves; [`StoreOptions::default`] suits a production node.
 #[derive(Clone)]
@@ -118,8 +118,12 @@ impl Store {
             },
             other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
         })?;
-        let (node_id, generation) = init_schema(&db, node_id)?;
-        let wal = Wal::open(&wal::path_for(path))?;
+        let Settled {
+            node_id,
+            generation,
+            database_uid,
+        } = init_schema(&db, node_id)?;
+        let wal = Wal::open(&wal::path_for(path), database_uid)?;
         let applied = recover(&db, &wal, applied_batch(&db)?)?;
         let log = LogState::new(wal, applied)?;
         let db = Arc::new(db);

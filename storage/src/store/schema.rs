@@ -6,8 +6,9 @@ use redb::{Database, ReadableTable};
 use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::records::{
-    ALIASES, ATTACHMENTS, CLUSTER, ENTRIES, GenerationRecord, HISTORY, LOG, META, META_GENERATION,
-    META_NODE_ID, META_SCHEMA, META_WAL_APPLIED, NAMESPACES, RECORDS, REPLICAS, decode, encode,
+    ALIASES, ATTACHMENTS, CLUSTER, ENTRIES, GenerationRecord, HISTORY, LOG, META,
+    META_DATABASE_UID, META_GENERATION, META_NODE_ID, META_SCHEMA, META_WAL_APPLIED, NAMESPACES,
+    RECORDS, REPLICAS, decode, encode,
 };
 
 /// The schema this build creates and understands.
@@ -22,16 +23,22 @@ pub const GENERATION_STEP: u64 = 1024;
 
 /// Creates every table, checks the schema version, settles the node id and takes the next
 /// generation (see [`Store::generation`](super::Store::generation)), in one durable commit.
-pub(super) fn init_schema(
-    db: &Database,
-    requested: Option<&str>,
-) -> Result<(String, u64), StoreError> {
+/// What [`init_schema`] settled: the node id, this open's generation, and the database's uid
+/// (random, made once with the database; the write-ahead log is bound to it).
+pub(super) struct Settled {
+    pub node_id: String,
+    pub generation: u64,
+    pub database_uid: u64,
+}
+
+pub(super) fn init_schema(db: &Database, requested: Option<&str>) -> Result<Settled, StoreError> {
     // Fsynced before the store is handed out: no two opens can ever take the same
     // generation, even across a crash.
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
     let node_id;
     let generation;
+    let database_uid;
     {
         let mut meta = txn.open_table(META)?;
         let schema = meta.get(META_SCHEMA)?.map(|v| v.value().to_vec());
@@ -75,6 +82,24 @@ pub(super) fn init_schema(
             META_GENERATION,
             encode(&GenerationRecord { last: generation }).as_slice(),
         )?;
+        let stored_uid = meta
+            .get(META_DATABASE_UID)?
+            .map(|v| <[u8; 8]>::try_from(v.value()).map(u64::from_le_bytes));
+        database_uid = match stored_uid {
+            Some(Ok(uid)) => uid,
+            Some(Err(_)) => {
+                return Err(StoreError::Corrupt(
+                    "the database uid is not 8 bytes".to_string(),
+                ));
+            }
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;
+                meta.insert(META_DATABASE_UID, bytes.as_slice())?;
+                u64::from_le_bytes(bytes)
+            }
+        };
         txn.open_table(NAMESPACES)?;
         txn.open_table(ENTRIES)?;
         txn.open_table(HISTORY)?;
@@ -87,7 +112,11 @@ pub(super) fn init_schema(
         txn.open_table(REPLICAS)?;
     }
     txn.commit()?;
-    Ok((node_id, generation))
+    Ok(Settled {
+        node_id,
+        generation,
+        database_uid,
+    })
 }
 
 /// The generation after `last` (the counter's stored value, `None` when there is none yet),
