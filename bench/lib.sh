@@ -21,4 +21,14 @@ start_three() {
       [ "$n" = 3 ] && break; sleep 0.2
     done
   done
+  # A node left on these ports by an earlier run answers the checks above in place of one that
+  # could not bind: every node started here must still be running.
+  for i in 1 2 3; do
+    local pid=${PIDS[${#PIDS[@]} - 4 + i]}
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "n$i did not start (is something else on ports $((base + i)) / $((base + 10 + i))?):" >&2
+      cat "$DIR/n$i.log" >&2
+      exit 1
+    fi
+  done
 }
