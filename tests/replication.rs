@@ -73,6 +73,63 @@ async fn followed_holder(addr: std::net::SocketAddr) -> Option<String> {
 }
 
 /// A PUT through `node`: its status and error code.
+/// Writes `k0..k9` = `v0..v9` through the cluster's first `size` nodes in turn.
+async fn seed_writes(cluster: &TestCluster, size: usize) {
+    for i in 0..10 {
+        cluster
+            .put(
+                cluster.node(i % size),
+                NS,
+                &format!("k{i}"),
+                &format!("v{i}"),
+            )
+            .await;
+    }
+}
+
+/// Claims the namespace onto `ids[to]` through node `via` and waits until `to` holds it.
+async fn hand_off(cluster: &TestCluster, via: usize, ids: &[String], to: usize) {
+    cluster.direct(via, "claims", NS, &ids[to]).await;
+    poll_until("the receiver holds the namespace", DEADLINE, || async {
+        let p = cluster.placement(cluster.node(to), NS).await;
+        (p["holder"] == ids[to].as_str()).then_some(())
+    })
+    .await;
+}
+
+/// Cuts node `victim` off from every other node, both ways.
+fn isolate(cluster: &TestCluster, ids: &[String], victim: usize) {
+    let others: Vec<&str> = (0..ids.len())
+        .filter(|&i| i != victim)
+        .map(|i| ids[i].as_str())
+        .collect();
+    cluster.node(victim).cut_off_from(&others);
+    for i in (0..ids.len()).filter(|&i| i != victim) {
+        cluster.node(i).cut_off_from(&[ids[victim].as_str()]);
+    }
+}
+
+/// Heals every cut, then waits until `k0..k9` read back as `v0..v9` through each of the first
+/// `size` nodes.
+async fn every_seeded_write_everywhere(cluster: &TestCluster, size: usize) {
+    for i in 0..size {
+        cluster.node(i).cut_off_from(&[]);
+    }
+    for i in 0..10 {
+        let key = format!("k{i}");
+        poll_until("every write through every node", DEADLINE, || async {
+            for n in 0..size {
+                let (status, body, _) = cluster.get(cluster.node(n), NS, &key).await;
+                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}
+
 async fn put(cluster: &TestCluster, node: &cfgnode_node::Node, key: &str) -> (u16, String) {
     let resp = cluster
         .request(
@@ -650,11 +707,7 @@ async fn a_pinned_namespace_fails_over_and_returns_but_a_strict_pin_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_lost_right_after_a_handoff_is_failed_over() {
     let cluster = TestCluster::start_with(3, three_replicas).await;
-    for i in 0..10 {
-        cluster
-            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
-            .await;
-    }
+    seed_writes(&cluster, 3).await;
     let giver = cluster.wait_settled(NS).await;
     let g = cluster.index_of(&giver);
     let x = (g + 1) % 3;
@@ -670,17 +723,8 @@ async fn a_receiver_lost_right_after_a_handoff_is_failed_over() {
         .await;
     }
 
-    cluster.direct(g, "claims", NS, &ids[x]).await;
-    poll_until("the receiver holds the namespace", DEADLINE, || async {
-        let p = cluster.placement(cluster.node(x), NS).await;
-        (p["holder"] == ids[x].as_str()).then_some(())
-    })
-    .await;
-    cluster
-        .node(x)
-        .cut_off_from(&[ids[g].as_str(), ids[y].as_str()]);
-    cluster.node(g).cut_off_from(&[ids[x].as_str()]);
-    cluster.node(y).cut_off_from(&[ids[x].as_str()]);
+    hand_off(&cluster, g, &ids, x).await;
+    isolate(&cluster, &ids, x);
     let still_giver = followed_holder(cluster.node(y).quic_addr()).await;
     eprintln!(
         "after the handoff, {} follows {still_giver:?} (the giver is {giver})",
@@ -696,23 +740,7 @@ async fn a_receiver_lost_right_after_a_handoff_is_failed_over() {
     }
     let placement = cluster.placement(cluster.node(y), NS).await;
     assert_ne!(placement["holder"], ids[x].as_str(), "{placement}");
-
-    for node in [x, g, y] {
-        cluster.node(node).cut_off_from(&[]);
-    }
-    for i in 0..10 {
-        let key = format!("k{i}");
-        poll_until("every write through every node", DEADLINE, || async {
-            for n in 0..3 {
-                let (status, body, _) = cluster.get(cluster.node(n), NS, &key).await;
-                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
-    }
+    every_seeded_write_everywhere(&cluster, 3).await;
 }
 
 /// Handoff under replication (docs/replication.md, "Handoff"): a claim onto a follower sends
@@ -947,11 +975,7 @@ async fn a_copy_left_behind_by_a_change_of_the_set_is_released_with_its_promise_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_over() {
     let cluster = TestCluster::start_with(5, three_replicas).await;
-    for i in 0..10 {
-        cluster
-            .put(cluster.node(i % 5), NS, &format!("k{i}"), &format!("v{i}"))
-            .await;
-    }
+    seed_writes(&cluster, 5).await;
     let giver = cluster.wait_settled(NS).await;
     let g = cluster.index_of(&giver);
     let set = full_set(&cluster, g).await;
@@ -962,12 +986,7 @@ async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_ov
         .find(|&i| !set.contains(&ids[i]))
         .expect("a node outside the set");
 
-    cluster.direct(g, "claims", NS, &ids[outside]).await;
-    poll_until("the receiver holds the namespace", DEADLINE, || async {
-        let p = cluster.placement(cluster.node(outside), NS).await;
-        (p["holder"] == ids[outside].as_str()).then_some(())
-    })
-    .await;
+    hand_off(&cluster, g, &ids, outside).await;
     // The rows went through the replication stream (the receiver joined the set), not as a
     // handoff copy.
     let metrics = cluster.metrics(cluster.node(g)).await;
@@ -979,14 +998,7 @@ async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_ov
         ) >= 1.0,
         "the receiver joined the set first: {metrics}"
     );
-    let others: Vec<&str> = (0..5)
-        .filter(|&i| i != outside)
-        .map(|i| ids[i].as_str())
-        .collect();
-    cluster.node(outside).cut_off_from(&others);
-    for i in (0..5).filter(|&i| i != outside) {
-        cluster.node(i).cut_off_from(&[ids[outside].as_str()]);
-    }
+    isolate(&cluster, &ids, outside);
 
     for s in (0..5).filter(|&i| i != outside) {
         poll_until(
@@ -1001,20 +1013,5 @@ async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_ov
     }
     let placement = cluster.placement(cluster.node(g), NS).await;
     assert_ne!(placement["holder"], ids[outside].as_str(), "{placement}");
-    for i in 0..5 {
-        cluster.node(i).cut_off_from(&[]);
-    }
-    for i in 0..10 {
-        let key = format!("k{i}");
-        poll_until("every write through every node", DEADLINE, || async {
-            for n in 0..5 {
-                let (status, body, _) = cluster.get(cluster.node(n), NS, &key).await;
-                if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
-    }
+    every_seeded_write_everywhere(&cluster, 5).await;
 }

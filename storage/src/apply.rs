@@ -752,10 +752,7 @@ fn namespace_uid(seed: u64, ns: &str) -> u64 {
     for byte in ns.bytes() {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mut z = seed ^ hash;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::writer::mix(seed ^ hash)
 }
 
 fn last_history_version(

@@ -178,6 +178,17 @@ impl LogState {
             record: Vec::new(),
         })
     }
+
+    /// Stops the writer taking writes (see [`LogState::failed`]) and says why.
+    fn fail(&mut self, what: String) -> StoreError {
+        let reason = format!(
+            "{what} ({}); this node takes no more writes: restart it, it recovers from its log",
+            self.wal.path().display()
+        );
+        tracing::error!("{reason}");
+        self.failed = Some(reason.clone());
+        StoreError::Storage(reason)
+    }
 }
 
 /// How often, at least, a batch is committed durably in redb (a checkpoint) instead of being
@@ -352,19 +363,6 @@ fn apply_batch(
     Ok((results, checkpoint))
 }
 
-impl LogState {
-    /// Stops the writer taking writes (see [`LogState::failed`]) and says why.
-    fn fail(&mut self, what: String) -> StoreError {
-        let reason = format!(
-            "{what} ({}); this node takes no more writes: restart it, it recovers from its log",
-            self.wal.path().display()
-        );
-        tracing::error!("{reason}");
-        self.failed = Some(reason.clone());
-        StoreError::Storage(reason)
-    }
-}
-
 /// An empty durable commit: everything committed before it becomes durable in redb.
 fn checkpoint(db: &Database) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
@@ -433,14 +431,15 @@ pub(crate) fn recover(db: &Database, wal: &Wal, applied: u64) -> Result<u64, Sto
     Ok(last)
 }
 
-/// SplitMix64's finalizer: spreads a counter into a seed.
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64's finalizer: spreads a counter (or a hash) over all 64 bits.
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-fn random_u64() -> Result<u64, StoreError> {
+/// Eight random bytes from the OS.
+pub(crate) fn random_u64() -> Result<u64, StoreError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;

@@ -93,11 +93,9 @@ pub(super) fn init_schema(db: &Database, requested: Option<&str>) -> Result<Sett
                 ));
             }
             None => {
-                let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes)
-                    .map_err(|e| StoreError::Storage(format!("no randomness from the OS: {e}")))?;
-                meta.insert(META_DATABASE_UID, bytes.as_slice())?;
-                u64::from_le_bytes(bytes)
+                let uid = crate::writer::random_u64()?;
+                meta.insert(META_DATABASE_UID, uid.to_le_bytes().as_slice())?;
+                uid
             }
         };
         txn.open_table(NAMESPACES)?;
