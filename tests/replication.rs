@@ -1015,3 +1015,65 @@ async fn a_receiver_from_outside_the_set_lost_right_after_a_handoff_is_failed_ov
     assert_ne!(placement["holder"], ids[outside].as_str(), "{placement}");
     every_seeded_write_everywhere(&cluster, 5).await;
 }
+
+/// A node whose own membership view holds the holder down, while the holder is up and
+/// reachable (a stale view, which a partition healing while the node rejoined can leave
+/// behind): the node probes the holder and serves the request through it, instead of waiting
+/// for a failover that never comes and answering `holder_down` (docs/replication.md, "Routing
+/// when this node's view is stale").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_view_holds_a_live_holder_down_still_serves_through_it() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    seed_writes(&cluster, 3).await;
+    let holder = cluster.wait_settled(NS).await;
+    let ids: Vec<String> = (0..3)
+        .map(|i| cluster.node(i).node_id().to_string())
+        .collect();
+    let f = (0..3).find(|&i| ids[i] != holder).expect("a follower");
+    let others: Vec<&str> = (0..3)
+        .filter(|&i| i != f)
+        .map(|i| ids[i].as_str())
+        .collect();
+    // No SWIM datagram passes to or from `f`; peer requests and clients still do.
+    cluster.node(f).mute_membership_with(&others);
+    poll_until(
+        "the follower's view holds the holder down",
+        DEADLINE,
+        || async {
+            let members = cluster.members(cluster.node(f)).await;
+            members
+                .iter()
+                .any(|m| m["id"] == holder.as_str() && m["state"] == "down")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    let (status, code) = put(&cluster, cluster.node(f), "through-a-stale-view").await;
+    assert_eq!(
+        (status, code.as_str()),
+        (200, ""),
+        "a write through a node with a stale view of a live holder is served by the holder"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "served without waiting for a failover: {:?}",
+        started.elapsed()
+    );
+    let (status, body, _) = cluster
+        .get(cluster.node(f), NS, "through-a-stale-view")
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "value of through-a-stale-view")
+    );
+    let placement = cluster
+        .placement(cluster.node(cluster.index_of(&holder)), NS)
+        .await;
+    assert_eq!(placement["holder"], holder.as_str(), "no failover happened");
+
+    cluster.node(f).mute_membership_with(&[]);
+    every_seeded_write_everywhere(&cluster, 3).await;
+    cfgnode_tests::shutdown_all(&mut cluster).await;
+}

@@ -563,6 +563,15 @@ impl Node {
         self.cluster.peers().links().cut(&nodes);
     }
 
+    /// Fault injection for tests: drops every SWIM datagram to or from the nodes in `nodes`
+    /// (replacing the previous set; empty heals) while peer requests and clients still pass, so
+    /// this node's membership declares them down although they answer (a stale view).
+    #[doc(hidden)]
+    pub fn mute_membership_with(&self, nodes: &[&str]) {
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        self.cluster.peers().links().mute(&nodes);
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id

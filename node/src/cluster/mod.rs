@@ -120,6 +120,9 @@ struct Inner {
     /// Per namespace replicated from here: the set the replicator streams to now, and the
     /// members that answered an append of it (so they hold that set in their records).
     live_sets: Mutex<HashMap<String, LiveSet>>,
+    /// When a probe of a holder this node's view holds down last went unanswered, by node
+    /// (`route::PROBE_BACKOFF`).
+    unanswered: Mutex<HashMap<NodeId, std::time::Instant>>,
 }
 
 /// A namespace's replica set as its holder streams it now, and who was told it.
@@ -224,6 +227,7 @@ impl Cluster {
                 replicas,
                 joining: Mutex::default(),
                 live_sets: Mutex::default(),
+                unanswered: Mutex::default(),
             }),
         }
     }

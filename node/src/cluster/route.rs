@@ -5,14 +5,16 @@
 //! namespace after its create check).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cfgnode_ring::{HolderRecord, Intent, NodeId, Route, Update};
 use cfgnode_storage::StoreError;
-use cfgnode_transport::{WireError, WireRedirect, codes};
+use cfgnode_transport::{PeerRequest, WireError, WireRedirect, codes};
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::create_check::CreatingMark;
+use super::peers::PeerError;
+use super::view::View;
 use super::{Cluster, GATE_WAIT};
 
 /// How long a request that depends on a namespace being absent (a creation, a read of an
@@ -22,6 +24,14 @@ const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How long a request for a namespace whose holder is down waits for its replica set to elect
 /// a successor (failover on) before it answers `holder_down`.
 const FAILOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a request waits for a holder this node's view holds down to answer a probe
+/// before it relies on failover alone ([`Cluster::await_down_holder`]).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After a probe of a node went unanswered, how long requests skip probing it (a dead holder
+/// is not dialed once per waiting request).
+const PROBE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long a read on the holder waits for its read lease (a heartbeat round answered by a
 /// quorum) before it answers `no_quorum`.
@@ -84,6 +94,16 @@ impl Permit {
         })
         .await
     }
+}
+
+/// What became of a holder this node's view holds down ([`Cluster::await_down_holder`]).
+enum DownHolder {
+    /// It answered a probe at this address: its view here is stale, send the request there.
+    Answers(SocketAddr),
+    /// The namespace has another holder now: route again.
+    Replaced,
+    /// It did not answer, and no successor came within the wait.
+    Gone,
 }
 
 /// Why a request cannot be routed.
@@ -225,6 +245,72 @@ impl Cluster {
         waited.await.unwrap_or(false)
     }
 
+    /// For a request whose holder (or desired owner) `node` this node's view holds down: probes
+    /// `node` while waiting for a failover, whichever settles first. A view can be stale (a
+    /// partition healed while this node was rejoining, see docs/cluster.md), and a holder that
+    /// answers serves the request: fencing, not this node's view, keeps a deposed holder from
+    /// acknowledging (it checks its epoch and its quorum). Only a holder that does not answer
+    /// leaves the request to wait for its successor.
+    async fn await_down_holder(&self, namespace: &str, node: &NodeId, view: &View) -> DownHolder {
+        let probe = self.probe(namespace, node, view);
+        let failover = self.await_failover(namespace, node);
+        tokio::pin!(probe, failover);
+        tokio::select! {
+            answered = &mut probe => match answered {
+                Some(addr) => DownHolder::Answers(addr),
+                None if failover.await => DownHolder::Replaced,
+                None => DownHolder::Gone,
+            },
+            moved = &mut failover => match moved {
+                true => DownHolder::Replaced,
+                false => probe.await.map_or(DownHolder::Gone, DownHolder::Answers),
+            },
+        }
+    }
+
+    /// Asks `node` for its state of `namespace` (any answer, even a refusal, shows it is up
+    /// and reachable): its address when it answered within [`PROBE_TIMEOUT`]. A node that did
+    /// not is not probed again for [`PROBE_BACKOFF`].
+    async fn probe(&self, namespace: &str, node: &NodeId, view: &View) -> Option<SocketAddr> {
+        let addr = view.addr_of(node)?;
+        let recent_failure = |failed: &Instant| failed.elapsed() < PROBE_BACKOFF;
+        if self
+            .inner
+            .unanswered
+            .lock()
+            .ok()?
+            .get(node)
+            .is_some_and(recent_failure)
+        {
+            return None;
+        }
+        let request = PeerRequest::ReplicaState {
+            namespace: namespace.to_string(),
+        };
+        match self.inner.peers.call(addr, request, PROBE_TIMEOUT).await {
+            Ok(_) | Err(PeerError::Answered(_)) => {
+                tracing::debug!(
+                    namespace,
+                    node,
+                    "a holder this node's view holds down answers: serving through it"
+                );
+                Some(addr)
+            }
+            Err(PeerError::Unreachable(why)) => {
+                tracing::debug!(
+                    namespace,
+                    node,
+                    why,
+                    "a holder this node's view holds down does not answer"
+                );
+                if let Ok(mut unanswered) = self.inner.unanswered.lock() {
+                    unanswered.insert(node.clone(), Instant::now());
+                }
+                None
+            }
+        }
+    }
+
     /// Where a request for `namespace` is served. Creates the namespace's holder record when
     /// this node is its desired owner and the request writes; waits (up to 10 s) while a
     /// handoff has the namespace frozen.
@@ -318,13 +404,25 @@ impl Cluster {
                     });
                 }
                 Route::Unavailable { node } => {
-                    if self.await_failover(namespace, &node).await {
-                        continue;
+                    match self.await_down_holder(namespace, &node, &view).await {
+                        DownHolder::Answers(addr) => {
+                            // The epoch of the record the request goes by (0 for a new
+                            // namespace's desired owner); moved meanwhile: route again.
+                            let epoch = match self.holder(namespace) {
+                                Some(r) if r.holder == node => r.epoch,
+                                Some(_) => continue,
+                                None => 0,
+                            };
+                            return Ok(Target::Remote { node, addr, epoch });
+                        }
+                        DownHolder::Replaced => continue,
+                        DownHolder::Gone => {
+                            return Err(RouteError::HolderDown {
+                                namespace: namespace.to_string(),
+                                node,
+                            });
+                        }
                     }
-                    return Err(RouteError::HolderDown {
-                        namespace: namespace.to_string(),
-                        node,
-                    });
                 }
                 Route::NoOwner => {
                     return Err(RouteError::NoOwner {

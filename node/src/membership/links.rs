@@ -113,6 +113,18 @@ struct Inner {
     /// Fault injection for tests ([`DatagramLinks::cut`]): nodes this one neither sends to nor
     /// hears from, as if the network between them were down.
     cut: Mutex<HashSet<String>>,
+    /// Fault injection for tests ([`DatagramLinks::mute`]): nodes whose SWIM datagrams this
+    /// one drops both ways while peer requests still pass, so its view of them goes stale.
+    muted: Mutex<HashSet<String>>,
+}
+
+impl Inner {
+    fn datagrams_dropped(&self, node: &str) -> bool {
+        let held = |set: &Mutex<HashSet<String>>| {
+            set.lock().unwrap_or_else(|p| p.into_inner()).contains(node)
+        };
+        held(&self.cut) || held(&self.muted)
+    }
 }
 
 impl std::fmt::Debug for DatagramLinks {
@@ -139,6 +151,7 @@ impl DatagramLinks {
                 dialing: Mutex::default(),
                 inbox,
                 cut: Mutex::default(),
+                muted: Mutex::default(),
             }),
         }
     }
@@ -188,6 +201,21 @@ impl DatagramLinks {
             .contains(node)
     }
 
+    /// Fault injection for tests: from now on, drop every SWIM datagram to or from the nodes in
+    /// `nodes` (replacing the previous set; empty heals) while peer requests still pass. This
+    /// node's membership then declares them down although they answer: the stale view a
+    /// partition can leave behind, made on purpose.
+    pub fn mute(&self, nodes: &[String]) {
+        let mut muted = self.inner.muted.lock().unwrap_or_else(|p| p.into_inner());
+        *muted = nodes.iter().cloned().collect();
+    }
+
+    /// Whether SWIM datagrams with `node` are dropped: cut ([`DatagramLinks::cut`]) or muted
+    /// ([`DatagramLinks::mute`]).
+    fn datagrams_dropped(&self, node: &str) -> bool {
+        self.inner.datagrams_dropped(node)
+    }
+
     /// Uses an authenticated connection for this peer from now on and reads its datagrams.
     pub fn adopt(&self, link: PeerLink) {
         let connection = link.connection.clone();
@@ -199,12 +227,7 @@ impl DatagramLinks {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             while let Ok(datagram) = connection.read_datagram().await {
-                let cut = inner
-                    .cut
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&from);
-                if !cut {
+                if !inner.datagrams_dropped(&from) {
                     let _ = inner.inbox.try_send(datagram.to_vec());
                 }
             }
@@ -244,7 +267,7 @@ impl DatagramLinks {
                 .map(|l| (l.connection.clone(), l.claim.node_id.clone()))
         });
         if let Some((connection, node)) = live {
-            if self.is_cut(&node) {
+            if self.datagrams_dropped(&node) {
                 return;
             }
             if let Err(e) = connection.send_datagram(Bytes::from(datagram)) {
@@ -277,7 +300,7 @@ impl DatagramLinks {
             }
             match dialed {
                 Ok(link) => {
-                    if !links.is_cut(&link.claim.node_id) {
+                    if !links.datagrams_dropped(&link.claim.node_id) {
                         let _ = link.connection.send_datagram(Bytes::from(datagram));
                     }
                     links.adopt(link);
