@@ -119,12 +119,21 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether SWIM datagrams with `node` are dropped: cut ([`DatagramLinks::cut`]) or muted
+    /// ([`DatagramLinks::mute`]).
     fn datagrams_dropped(&self, node: &str) -> bool {
-        let held = |set: &Mutex<HashSet<String>>| {
-            set.lock().unwrap_or_else(|p| p.into_inner()).contains(node)
-        };
-        held(&self.cut) || held(&self.muted)
+        holds(&self.cut, node) || holds(&self.muted, node)
     }
+}
+
+/// Whether a fault-injection set names `node`.
+fn holds(set: &Mutex<HashSet<String>>, node: &str) -> bool {
+    set.lock().unwrap_or_else(|p| p.into_inner()).contains(node)
+}
+
+/// Replaces a fault-injection set with `nodes`.
+fn replace(set: &Mutex<HashSet<String>>, nodes: &[String]) {
+    *set.lock().unwrap_or_else(|p| p.into_inner()) = nodes.iter().cloned().collect();
 }
 
 impl std::fmt::Debug for DatagramLinks {
@@ -188,17 +197,12 @@ impl DatagramLinks {
     /// the nodes in `nodes` (replacing the previous set; empty heals), as a network partition
     /// would. Client connections are not affected.
     pub fn cut(&self, nodes: &[String]) {
-        let mut cut = self.inner.cut.lock().unwrap_or_else(|p| p.into_inner());
-        *cut = nodes.iter().cloned().collect();
+        replace(&self.inner.cut, nodes);
     }
 
     /// Whether traffic with `node` is cut ([`DatagramLinks::cut`]).
     pub fn is_cut(&self, node: &str) -> bool {
-        self.inner
-            .cut
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(node)
+        holds(&self.inner.cut, node)
     }
 
     /// Fault injection for tests: from now on, drop every SWIM datagram to or from the nodes in
@@ -206,14 +210,7 @@ impl DatagramLinks {
     /// node's membership then declares them down although they answer: the stale view a
     /// partition can leave behind, made on purpose.
     pub fn mute(&self, nodes: &[String]) {
-        let mut muted = self.inner.muted.lock().unwrap_or_else(|p| p.into_inner());
-        *muted = nodes.iter().cloned().collect();
-    }
-
-    /// Whether SWIM datagrams with `node` are dropped: cut ([`DatagramLinks::cut`]) or muted
-    /// ([`DatagramLinks::mute`]).
-    fn datagrams_dropped(&self, node: &str) -> bool {
-        self.inner.datagrams_dropped(node)
+        replace(&self.inner.muted, nodes);
     }
 
     /// Uses an authenticated connection for this peer from now on and reads its datagrams.
@@ -267,7 +264,7 @@ impl DatagramLinks {
                 .map(|l| (l.connection.clone(), l.claim.node_id.clone()))
         });
         if let Some((connection, node)) = live {
-            if self.datagrams_dropped(&node) {
+            if self.inner.datagrams_dropped(&node) {
                 return;
             }
             if let Err(e) = connection.send_datagram(Bytes::from(datagram)) {
@@ -300,7 +297,7 @@ impl DatagramLinks {
             }
             match dialed {
                 Ok(link) => {
-                    if !links.datagrams_dropped(&link.claim.node_id) {
+                    if !links.inner.datagrams_dropped(&link.claim.node_id) {
                         let _ = link.connection.send_datagram(Bytes::from(datagram));
                     }
                     links.adopt(link);
