@@ -251,3 +251,112 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
         assert_eq!(&read, value);
     }
 }
+
+/// A claim onto a follower, and the follower SIGKILLed the moment the claim is answered: the
+/// holder's handoff to it has usually offered the namespace already, and waits frozen (writes
+/// held) for the receiver's last append, which never comes. That wait must end when the
+/// receiver stops answering or is declared down, not after a long step timeout: writes through
+/// the survivors must come back within detection plus 1 s, as after any holder's death (the
+/// holder kept the namespace, or the receiver took it and the survivors elect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_right_after_a_claim_holds_writes_no_longer_than_a_failover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+    common::write_cluster_key(dir.path());
+    let names = ["n1", "n2", "n3"];
+    let n1 = start(dir.path(), "n1", None).await;
+    let join = n1.quic.to_string();
+    let n2 = start(dir.path(), "n2", Some(&join)).await;
+    let n3 = start(dir.path(), "n3", Some(&join)).await;
+    let mut nodes = vec![n1, n2, n3];
+    alive_everywhere(&nodes, &names).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("http client");
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+
+    for round in 0..2 {
+        for i in 0..10 {
+            let key = format!("c{round}-k{i}");
+            poll_until(
+                "a write before the claim",
+                Duration::from_secs(30),
+                || async { put(&slow, &nodes[i % 3], &key, "v").await.then_some(()) },
+            )
+            .await;
+        }
+        let holder = agreed_holder(&nodes).await;
+        let h = names.iter().position(|n| *n == holder).expect("a node");
+        let victim = (h + 1) % 3;
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+        let claimed = nodes[h]
+            .request(Method::PUT, &format!("/v1/cluster/claims/{NS}"))
+            .json(&serde_json::json!({ "node": names[victim] }))
+            .send()
+            .await
+            .expect("the claim is answered");
+        assert!(claimed.status().is_success(), "claim: {}", claimed.status());
+        nodes[victim].kill9();
+        let killed = Instant::now();
+
+        let watcher = &nodes[h];
+        let detection = poll_until(
+            "the receiver declared down",
+            Duration::from_secs(30),
+            || async {
+                (state_of(watcher, names[victim]).await.as_deref() == Some("down"))
+                    .then(|| killed.elapsed())
+            },
+        );
+        let mut attempt = 0;
+        let writable = poll_until(
+            "a write through a survivor",
+            Duration::from_secs(30),
+            || {
+                attempt += 1;
+                let via = &nodes[survivors[attempt % 2]];
+                let key = format!("c{round}-during-{attempt}");
+                let http = &http;
+                async move { put(http, via, &key, "x").await.then(|| killed.elapsed()) }
+            },
+        );
+        let (detected, written) = tokio::join!(detection, writable);
+        let log = std::fs::read_to_string(&nodes[h].stderr_path).unwrap_or_default();
+        let handoff: Vec<&str> = log.lines().filter(|l| l.contains("handoff")).collect();
+        eprintln!(
+            "claim round {round}: {} claimed and killed; declared down after {detected:?}, writes back after {written:?}; the holder's handoff lines: {handoff:#?}",
+            names[victim]
+        );
+        assert!(
+            written <= detected + AFTER_DETECTION,
+            "round {round}: writes came back {written:?} after the receiver's kill, more than 1 s after detection ({detected:?})"
+        );
+
+        nodes[victim] = nodes[victim].restart_in_place().await;
+        alive_everywhere(&nodes, &names).await;
+        // The claim stands: once back and caught up, the receiver gets the namespace.
+        poll_until(
+            "the claimed node holds the namespace",
+            Duration::from_secs(30),
+            || async {
+                let placement = json(&nodes[h], &format!("/v1/cluster/placement/{NS}")).await?;
+                (placement["holder"] == names[victim]).then_some(())
+            },
+        )
+        .await;
+        for i in 0..10 {
+            let key = format!("c{round}-k{i}");
+            let read = poll_until(
+                "a read after the restart",
+                Duration::from_secs(30),
+                || async { get(&slow, &nodes[victim], &key).await },
+            )
+            .await;
+            assert_eq!(read, "v", "{key} through the restarted {}", names[victim]);
+        }
+    }
+}

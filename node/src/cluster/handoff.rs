@@ -154,7 +154,8 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         (Some(_), Some(Some((state, ops)))) => {
             copied(cluster, "changes");
             for chunk in split(ops) {
-                call(chunk_request(namespace, record.epoch, &chunk)?).await?;
+                let sent = call(chunk_request(namespace, record.epoch, &chunk)?);
+                while_receiver_alive(cluster, to, sent).await?;
             }
             state.revision
         }
@@ -162,9 +163,8 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         // again, frozen.
         _ => {
             copied(cluster, "full");
-            send_full_copy(cluster, namespace, record.epoch, &call)
-                .await?
-                .unwrap_or(0)
+            let sent = send_full_copy(cluster, namespace, record.epoch, &call);
+            while_receiver_alive(cluster, to, sent).await?.unwrap_or(0)
         }
     };
     step(&mut steps, HandoffStep::CaughtUp)?;
@@ -175,6 +175,31 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     };
     commit(cluster, namespace, receiver, steps, frozen, revision).await
 }
+
+/// Runs `step`, a step of a frozen handoff that waits on the receiver, and gives up when the
+/// receiver is declared down meanwhile: the namespace's writes are held while it is frozen, and
+/// a dead receiver must not hold them for a whole step timeout. Before the commit, giving up
+/// is safe (the giver still holds the namespace and unfreezes).
+async fn while_receiver_alive<T>(
+    cluster: &Cluster,
+    to: &str,
+    step: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let declared_down = async {
+        while cluster.view().alive.contains(to) {
+            tokio::time::sleep(RECEIVER_LOOK_EVERY).await;
+        }
+    };
+    tokio::select! {
+        result = step => result,
+        () = declared_down => Err(RECEIVER_DOWN.to_string()),
+    }
+}
+
+/// How often a frozen handoff looks whether its receiver was declared down.
+const RECEIVER_LOOK_EVERY: Duration = Duration::from_millis(50);
+/// Why a frozen handoff gave up on a receiver declared down.
+const RECEIVER_DOWN: &str = "the receiver was declared down while the namespace was frozen";
 
 /// The node a handoff gives the namespace to: its id, its address, and whether it joined the
 /// set before the handoff (`join_first`).
@@ -317,10 +342,15 @@ fn copied(cluster: &Cluster, how: &'static str) {
 }
 
 /// How long a frozen handoff waits for the replication stream to bring a following receiver
-/// to the giver's revision (writes are held meanwhile, so it is one append away).
-const STREAM_CATCH_UP: Duration = Duration::from_secs(5);
+/// to the giver's revision. Writes are held meanwhile, so the receiver is one append away:
+/// milliseconds when it is well. Every moment of this wait is an outage of the namespace's
+/// writes, so it is kept short; a handoff that runs out of it is retried (`reconcile.rs`).
+const STREAM_CATCH_UP: Duration = Duration::from_secs(2);
 
-/// Waits until `to`'s copy is at `(epoch, revision)` of this holder's log.
+/// Waits until `to`'s copy is at `(epoch, revision)` of this holder's log. Gives up at once
+/// when `to` stops answering or is declared down: a receiver that dies right after the offer
+/// (say, killed right after a claim onto it) must not hold the namespace's writes for the whole
+/// wait. The giver then unfreezes and keeps serving with the rest of its set.
 async fn stream_caught_up(
     cluster: &Cluster,
     namespace: &str,
@@ -330,14 +360,19 @@ async fn stream_caught_up(
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + STREAM_CATCH_UP;
     loop {
-        let position = cluster
-            .replica_state(to, namespace)
-            .await
-            .ok()
-            .flatten()
-            .map(|s| s.position);
+        let position = match cluster.replica_state(to, namespace).await {
+            Ok(state) => state.map(|s| s.position),
+            Err(e) => {
+                return Err(format!(
+                    "the receiver stopped answering while the namespace was frozen ({e}); writes go on here"
+                ));
+            }
+        };
         if position.is_some_and(|p| p.epoch == epoch && p.revision == revision) {
             return Ok(());
+        }
+        if !cluster.view().alive.contains(to) {
+            return Err(RECEIVER_DOWN.to_string());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
