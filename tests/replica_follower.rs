@@ -94,6 +94,7 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
             base: None,
             to: wire(at),
             ops: encode(&ops),
+            set_version: wire(LogPos::new(2, 0)),
         })
         .await
         .expect("the full copy is taken");
@@ -129,6 +130,7 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
                 base,
                 to: wire(at),
                 ops,
+                set_version: wire(LogPos::new(2, 0)),
             })
             .await
             .expect_err("refused");
@@ -166,6 +168,7 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
             base: Some(wire(at)),
             to: wire(next),
             ops: encode(&rows),
+            set_version: wire(LogPos::new(2, 0)),
         })
         .await
         .expect("rows are taken");
@@ -205,6 +208,7 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
             base: Some(wire(next)),
             to: wire(next),
             ops: encode(&[]),
+            set_version: wire(LogPos::new(2, 0)),
         })
         .await
         .expect_err("fenced");

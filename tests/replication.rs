@@ -1077,3 +1077,82 @@ async fn a_node_whose_view_holds_a_live_holder_down_still_serves_through_it() {
     every_seeded_write_everywhere(&cluster, 3).await;
     cfgnode_tests::shutdown_all(&mut cluster).await;
 }
+
+/// The removal step of docs/replication.md, "Set versions", on five nodes: the set
+/// {H, a, b} loses b, so H takes a replacement c (it learns, the set grows to {H, a, b, c},
+/// then b is removed: {H, a, c}). a is told none of it (its peer traffic with H is cut, while
+/// SWIM still sees it alive through the others); c is told the last set; then H stops. c must
+/// win the election with a's grant: a was told an older set, and a candidate of a newer set may
+/// count it (set versions). Before set versions, c's election did not count a (another set)
+/// and a's could not count c, so no one could win until H came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_lost_right_after_a_removal_step_is_failed_over() {
+    let mut cluster = TestCluster::start_with(5, three_replicas).await;
+    seed_writes(&cluster, 5).await;
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set = full_set(&cluster, h).await;
+    let (a_id, b_id) = (set[1].clone(), set[2].clone());
+    let (a, b) = (cluster.index_of(&a_id), cluster.index_of(&b_id));
+
+    // a no longer hears from H (both ways), but stays alive in every view.
+    cluster.node(a).cut_off_from(&[holder.as_str()]);
+    cluster.node(h).cut_off_from(&[a_id.as_str()]);
+    // b stops: H replaces it by c, which learns, joins, and is told the set without b.
+    let gone = cluster.stop(b).await;
+    gone.shutdown().await.expect("shutdown");
+    let c_id = poll_until("H's set without b", DEADLINE, || async {
+        let placement = cluster.placement(cluster.node(h), NS).await;
+        let set = set_of(&placement);
+        (set.len() == 3 && !set.contains(&b_id))
+            .then(|| set.into_iter().find(|n| *n != holder && *n != a_id))
+            .flatten()
+    })
+    .await;
+    let c = cluster.index_of(&c_id);
+    let c_addr = cluster.node(c).quic_addr();
+    let told = poll_until("c told the set without b", DEADLINE, || async {
+        replica_state(c_addr)
+            .await
+            .filter(|s| s.replicas.len() == 3 && !s.replicas.contains(&b_id))
+    })
+    .await;
+    let a_state = replica_state(cluster.node(a).quic_addr())
+        .await
+        .expect("a's record");
+    assert!(
+        a_state.replicas.contains(&b_id),
+        "a was not told: {a_state:?}"
+    );
+    assert!(
+        (a_state.set_version.epoch, a_state.set_version.revision)
+            < (told.set_version.epoch, told.set_version.revision),
+        "c's set is newer: {a_state:?} / {told:?}"
+    );
+
+    // H stops right after the switch.
+    let gone = cluster.stop(h).await;
+    gone.shutdown().await.expect("shutdown");
+    cluster.node(a).cut_off_from(&[]);
+    for &s in &[a, c] {
+        poll_until("a write through a survivor", DEADLINE, || async {
+            let (status, _) = put(&cluster, cluster.node(s), &format!("after-{s}")).await;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    // c won the election (the namespace may move on to the ring's owner afterwards, a
+    // handoff, not another election).
+    let page = cluster.metrics(cluster.node(c)).await;
+    assert_eq!(
+        cfgnode_tests::metric_sum(&page, "cfgnode_replication_elections_total", "won"),
+        1.0,
+        "{page}"
+    );
+    for i in 0..10 {
+        for &s in &[a, c] {
+            let (status, body, _) = cluster.get(cluster.node(s), NS, &format!("k{i}")).await;
+            assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+        }
+    }
+}

@@ -109,6 +109,7 @@ pub async fn serve_peer_request(
             base,
             to,
             ops,
+            set_version,
         } => {
             let holding = cluster.holder(&namespace);
             let state = roles
@@ -118,7 +119,7 @@ pub async fn serve_peer_request(
                     holding,
                     &namespace,
                     epoch,
-                    replicas,
+                    (replicas, set_version),
                     base,
                     to,
                     &ops,

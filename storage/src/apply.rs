@@ -16,7 +16,7 @@ use crate::records::{
     META, META_CLUSTER_MEMBERS, META_WAL_APPLIED, NAMESPACES, RECORDS, REPLICAS, RecordRow,
     VersionRecord, decode, encode,
 };
-use crate::replica::{self, ReplicaAppend, ReplicaState};
+use crate::replica::{self, LogPos, ReplicaAppend, ReplicaState, decode_record, encode_record};
 use crate::transfer::{TransferOp, upper_bound};
 use crate::types::{Alias, Entry, EventKind, Millis, NamespaceState, Record, Revision};
 
@@ -149,10 +149,17 @@ pub(crate) fn apply(
             let record = read_replica(&t.replicas, ns)?;
             let state = read_namespace(&t.namespaces, ns)?;
             let next = replica::promised(record.as_ref(), state.as_ref(), ns, epoch)?;
-            t.replicas.insert(ns, encode(&next).as_slice())?;
+            t.replicas.insert(ns, encode_record(&next).as_slice())?;
             Ok(Applied::Replica(next))
         }
         Mutation::Append(append) => append_rows(t, &append).map(Applied::Replica),
+        Mutation::AppendInSet {
+            mut append,
+            set_version,
+        } => {
+            append.set_version = set_version;
+            append_rows(t, &append).map(Applied::Replica)
+        }
         Mutation::Release {
             namespace,
             expected,
@@ -170,7 +177,7 @@ pub(crate) fn apply(
                 });
             }
             import(t, ns, &[TransferOp::ClearNamespace])?;
-            t.replicas.insert(ns, encode(&next).as_slice())?;
+            t.replicas.insert(ns, encode_record(&next).as_slice())?;
             Ok(Applied::Replica(next))
         }
         Mutation::LabelCopy {
@@ -182,7 +189,7 @@ pub(crate) fn apply(
             let record = read_replica(&t.replicas, ns)?;
             let state = read_namespace(&t.namespaces, ns)?;
             let next = replica::labelled(record.as_ref(), state.as_ref(), epoch, &giver);
-            t.replicas.insert(ns, encode(&next).as_slice())?;
+            t.replicas.insert(ns, encode_record(&next).as_slice())?;
             Ok(Applied::Replica(next))
         }
         Mutation::BeginEpoch {
@@ -190,22 +197,40 @@ pub(crate) fn apply(
             epoch,
             holder,
             replicas,
-        } => {
-            let ns = namespace.as_str();
-            let record = read_replica(&t.replicas, ns)?;
-            let state = read_namespace(&t.namespaces, ns)?;
-            let next = replica::begun(
-                record.as_ref(),
-                state.as_ref(),
-                ns,
-                epoch,
-                &holder,
-                replicas,
-            )?;
-            t.replicas.insert(ns, encode(&next).as_slice())?;
-            Ok(Applied::Replica(next))
-        }
+        } => begin_epoch(t, &namespace, epoch, &holder, replicas, LogPos::ZERO),
+        Mutation::BeginEpochInSet {
+            namespace,
+            epoch,
+            holder,
+            replicas,
+            set_version,
+        } => begin_epoch(t, &namespace, epoch, &holder, replicas, set_version),
     }
+}
+
+/// Makes `holder` (this node) the namespace's holder at `epoch` with the set `replicas` of
+/// version `set_version` (`replica::begun`).
+fn begin_epoch(
+    t: &mut WriteTables<'_>,
+    ns: &str,
+    epoch: u64,
+    holder: &str,
+    replicas: Vec<String>,
+    set_version: LogPos,
+) -> Result<Applied, StoreError> {
+    let record = read_replica(&t.replicas, ns)?;
+    let state = read_namespace(&t.namespaces, ns)?;
+    let next = replica::begun(
+        record.as_ref(),
+        state.as_ref(),
+        ns,
+        epoch,
+        holder,
+        replicas,
+        set_version,
+    )?;
+    t.replicas.insert(ns, encode_record(&next).as_slice())?;
+    Ok(Applied::Replica(next))
 }
 
 /// Applies a follower's append: every check first (`check_append`: fence, base, the revision
@@ -231,7 +256,7 @@ fn append_rows(
         )));
     }
     let next = replica::appended(record.as_ref(), append);
-    t.replicas.insert(ns, encode(&next).as_slice())?;
+    t.replicas.insert(ns, encode_record(&next).as_slice())?;
     Ok(next)
 }
 
@@ -239,7 +264,10 @@ fn read_replica(
     replicas: &BytesTable<'_, &'static str>,
     ns: &str,
 ) -> Result<Option<ReplicaState>, StoreError> {
-    replicas.get(ns)?.map(|g| decode(g.value())).transpose()
+    replicas
+        .get(ns)?
+        .map(|g| decode_record(g.value()))
+        .transpose()
 }
 
 fn read_namespace(

@@ -170,8 +170,8 @@ pub(crate) enum Mutation {
         namespace: String,
         epoch: u64,
     },
-    /// A follower's append: checked whole (fence, base, target revision), then its rows and
-    /// the new position in the one transaction.
+    /// A follower's append as builds before set versions logged it (its set version is
+    /// `LogPos::ZERO`); only replayed from such a log. New appends are [`Mutation::AppendInSet`].
     Append(crate::replica::ReplicaAppend),
     /// The namespace's rows are now a handoff's copy of `giver`'s log at `epoch`.
     LabelCopy {
@@ -186,12 +186,31 @@ pub(crate) enum Mutation {
         expected: crate::replica::ReplicaState,
         revision: crate::types::Revision,
     },
-    /// This node (`holder`) becomes the namespace's holder at `epoch`.
+    /// [`Mutation::BeginEpochInSet`] as builds before set versions logged it (set version
+    /// `LogPos::ZERO`); only replayed from such a log.
     BeginEpoch {
         namespace: String,
         epoch: u64,
         holder: String,
         replicas: Vec<String>,
+    },
+    // New variants go last: bincode numbers variants by position, and the write-ahead log of
+    // an earlier build must still decode.
+    /// A follower's append: checked whole (fence, base, target revision), then its rows and
+    /// the new position in the one transaction. The append's set version travels beside it
+    /// (`ReplicaAppend::set_version` is not in its encoding).
+    AppendInSet {
+        append: crate::replica::ReplicaAppend,
+        set_version: crate::replica::LogPos,
+    },
+    /// This node (`holder`) becomes the namespace's holder at `epoch`, replicating to
+    /// `replicas`, the set of version `set_version`.
+    BeginEpochInSet {
+        namespace: String,
+        epoch: u64,
+        holder: String,
+        replicas: Vec<String>,
+        set_version: crate::replica::LogPos,
     },
 }
 

@@ -93,6 +93,45 @@ pub struct ReplicaState {
     /// The replica set (holder first) as the holder last sent it, or as this node set it as
     /// holder: the set the next election counts votes in.
     pub replicas: Vec<String>,
+    /// Which of its holders' sets `replicas` is: the holder's position when it began
+    /// replicating to that set. The sets of one namespace are ordered by it (epoch first, and
+    /// within an epoch its one holder's switches in turn), so a candidate can tell a grant from
+    /// a member told an older set (docs/replication.md, "Set versions"). `LogPos::ZERO`:
+    /// told by a build before set versions, or never told.
+    ///
+    /// Not in this struct's serde encoding: rows and write-ahead log records written before set
+    /// versions must still decode. The stored row carries it after the struct
+    /// ([`encode_record`]), and the writer's mutations carry it beside it.
+    #[serde(skip)]
+    pub set_version: LogPos,
+}
+
+/// A replica record as stored: the record, then its set version (see
+/// [`ReplicaState::set_version`]).
+pub(crate) fn encode_record(state: &ReplicaState) -> Vec<u8> {
+    let mut out = crate::records::encode(state);
+    bincode::serde::encode_into_std_write(state.set_version, &mut out, bincode::config::standard())
+        .expect("a position always encodes into a Vec");
+    out
+}
+
+/// Decodes a stored replica record: the record, and the set version after it (absent from
+/// rows written before set versions: `LogPos::ZERO`).
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<ReplicaState, StoreError> {
+    let body = match bytes.split_first() {
+        Some((&crate::records::FORMAT_VERSION, body)) => body,
+        _ => return crate::records::decode(bytes),
+    };
+    let config = bincode::config::standard();
+    let (mut state, used): (ReplicaState, usize) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let rest = &body[used..];
+    if !rest.is_empty() {
+        let (version, _): (LogPos, usize) = bincode::serde::decode_from_slice(rest, config)
+            .map_err(|e| StoreError::Corrupt(format!("replica record's set version: {e}")))?;
+        state.set_version = version;
+    }
+    Ok(state)
 }
 
 impl ReplicaState {
@@ -104,6 +143,7 @@ impl ReplicaState {
             epoch_start: None,
             holder: String::new(),
             replicas: Vec::new(),
+            set_version: LogPos::ZERO,
         }
     }
 }
@@ -130,6 +170,10 @@ pub struct ReplicaAppend {
     /// The rows: [`crate::Store::export`] chunks (a full copy) or
     /// [`crate::Store::export_changes`] (the rows since the follower's revision).
     pub ops: Vec<TransferOp>,
+    /// The version of `replicas` (see [`ReplicaState::set_version`]), kept with it. Not in
+    /// this struct's serde encoding, for the same reason: the writer's log carries it beside.
+    #[serde(skip)]
+    pub set_version: LogPos,
 }
 
 /// The position of this node's copy by the rules of the module doc.
@@ -289,6 +333,7 @@ pub(crate) fn appended(record: Option<&ReplicaState>, append: &ReplicaAppend) ->
         epoch_start: None,
         holder: append.holder.clone(),
         replicas: append.replicas.clone(),
+        set_version: append.set_version,
     }
 }
 
@@ -330,6 +375,7 @@ pub(crate) fn labelled(
         epoch_start: None,
         holder: giver.to_string(),
         replicas: record.map(|r| r.replicas.clone()).unwrap_or_default(),
+        set_version: record.map_or(LogPos::ZERO, |r| r.set_version),
     }
 }
 
@@ -356,7 +402,14 @@ pub(crate) fn released(
     if record.epoch_start.is_some() {
         return Err(refuse("this node holds it"));
     }
-    if record != expected {
+    // The set version is left out: a `Release` in the write-ahead log does not carry it (see
+    // `ReplicaState::set_version`), and a replay must decide as the first apply did. Any
+    // append since changes the position or the set anyway.
+    let unversioned = |r: &ReplicaState| ReplicaState {
+        set_version: LogPos::ZERO,
+        ..r.clone()
+    };
+    if unversioned(record) != unversioned(expected) {
         return Err(refuse(
             "the replica record changed since the holder was asked",
         ));
@@ -380,6 +433,7 @@ pub(crate) fn begun(
     epoch: u64,
     me: &str,
     replicas: Vec<String>,
+    set_version: LogPos,
 ) -> Result<ReplicaState, StoreError> {
     let promised = record.map_or(0, |r| r.promised);
     let refuse = || StoreError::AlreadyPromised {
@@ -406,12 +460,42 @@ pub(crate) fn begun(
         epoch_start: Some(start),
         holder: me.to_string(),
         replicas,
+        set_version,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored row keeps the set version after the record; a row written before set versions
+    /// (the record alone) reads with `LogPos::ZERO`, and a build before them reads a new row
+    /// (it stops after the record).
+    #[test]
+    fn stored_rows_carry_the_set_version_and_old_rows_still_read() {
+        let state = ReplicaState {
+            promised: 3,
+            position: LogPos::new(3, 40),
+            epoch_start: None,
+            holder: "a".into(),
+            replicas: vec!["a".into(), "b".into(), "c".into()],
+            set_version: LogPos::new(3, 17),
+        };
+        let row = encode_record(&state);
+        assert_eq!(decode_record(&row).expect("decodes"), state);
+        let old_row = crate::records::encode(&state);
+        let old = decode_record(&old_row).expect("an old row decodes");
+        assert_eq!(old.set_version, LogPos::ZERO);
+        assert_eq!(old.replicas, state.replicas);
+        let by_old_build: ReplicaState = crate::records::decode(&row).expect("old reader");
+        assert_eq!(by_old_build.position, state.position);
+        let mut torn = old_row.clone();
+        torn.push(0xfd); // a varint's marker with no bytes after it
+        assert!(
+            decode_record(&torn).is_err(),
+            "a torn set version is refused"
+        );
+    }
 
     fn ns(epoch: u64, revision: Revision) -> NamespaceState {
         NamespaceState {
@@ -436,8 +520,16 @@ mod tests {
 
     #[test]
     fn a_holder_position_follows_its_revision_past_its_start() {
-        let holder =
-            begun(None, Some(&ns(1, 10)), "app", 3, "a", vec!["a".into()]).expect("no promise yet");
+        let holder = begun(
+            None,
+            Some(&ns(1, 10)),
+            "app",
+            3,
+            "a",
+            vec!["a".into()],
+            LogPos::ZERO,
+        )
+        .expect("no promise yet");
         assert_eq!(holder.epoch_start, Some(LogPos::new(1, 10)));
         assert_eq!(
             current_position(Some(&holder), Some(&ns(1, 10))),
@@ -448,10 +540,28 @@ mod tests {
             LogPos::new(3, 12)
         );
         // Beginning the same epoch again keeps the start.
-        let again = begun(Some(&holder), Some(&ns(1, 12)), "app", 3, "a", vec![]).expect("retry");
+        let again = begun(
+            Some(&holder),
+            Some(&ns(1, 12)),
+            "app",
+            3,
+            "a",
+            vec![],
+            LogPos::ZERO,
+        )
+        .expect("retry");
         assert_eq!(again.epoch_start, Some(LogPos::new(1, 10)));
         // Moving to the next epoch starts from the derived position.
-        let next = begun(Some(&holder), Some(&ns(1, 12)), "app", 4, "a", vec![]).expect("next");
+        let next = begun(
+            Some(&holder),
+            Some(&ns(1, 12)),
+            "app",
+            4,
+            "a",
+            vec![],
+            LogPos::ZERO,
+        )
+        .expect("next");
         assert_eq!(next.epoch_start, Some(LogPos::new(3, 12)));
     }
 
@@ -463,18 +573,19 @@ mod tests {
             epoch_start: None,
             holder: "b".into(),
             replicas: vec!["b".into(), "a".into()],
+            set_version: LogPos::ZERO,
         };
         assert!(matches!(
-            begun(Some(&follower), None, "app", 5, "a", vec![]),
+            begun(Some(&follower), None, "app", 5, "a", vec![], LogPos::ZERO),
             Err(StoreError::AlreadyPromised { promised: 5, .. })
         ));
-        assert!(begun(Some(&follower), None, "app", 6, "a", vec![]).is_ok());
+        assert!(begun(Some(&follower), None, "app", 6, "a", vec![], LogPos::ZERO).is_ok());
         // Promised itself 5, with rows of epoch 4: fine.
         let candidate = ReplicaState {
             position: LogPos::new(4, 7),
             ..follower
         };
-        assert!(begun(Some(&candidate), None, "app", 5, "a", vec![]).is_ok());
+        assert!(begun(Some(&candidate), None, "app", 5, "a", vec![], LogPos::ZERO).is_ok());
     }
 
     #[test]

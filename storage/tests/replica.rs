@@ -84,6 +84,7 @@ fn full_copy(holder: &Store, ns: &str, epoch: u64) -> ReplicaAppend {
         base: None,
         to: LogPos::new(epoch, revision),
         ops,
+        set_version: LogPos::new(epoch, 0),
     }
 }
 
@@ -101,6 +102,7 @@ fn changes(holder: &Store, ns: &str, epoch: u64, base: LogPos) -> ReplicaAppend 
         base: Some(base),
         to: LogPos::new(epoch, state.revision),
         ops,
+        set_version: LogPos::new(epoch, 0),
     }
 }
 
@@ -113,6 +115,7 @@ fn heartbeat(holder: &str, ns: &str, epoch: u64, base: LogPos) -> ReplicaAppend 
         base: Some(base),
         to: LogPos::new(epoch, base.revision),
         ops: Vec::new(),
+        set_version: LogPos::new(epoch, 0),
     }
 }
 
@@ -136,7 +139,7 @@ async fn holder_and_follower(dir: &TempDir) -> (Store, Store, LogPos) {
     })
     .await
     .expect("record");
-    a.begin_epoch("app", 2, set(&["a", "b"]))
+    a.begin_epoch("app", 2, set(&["a", "b"]), LogPos::ZERO)
         .await
         .expect("begin");
     let copy = full_copy(&a, "app", 2);
@@ -144,6 +147,31 @@ async fn holder_and_follower(dir: &TempDir) -> (Store, Store, LogPos) {
     let state = b.append(copy).await.expect("full copy");
     assert_eq!(state.position, at);
     (a, b, at)
+}
+
+/// The set version an append carries is kept with the set, and survives a restart (the
+/// write-ahead log's replay and the stored row both carry it beside the record); a holder's
+/// own set version is what it began its epoch with.
+#[tokio::test]
+async fn set_versions_are_stored_with_the_set_and_survive_a_restart() {
+    let dir = TempDir::new().expect("tmp");
+    let (a, b, at) = holder_and_follower(&dir).await;
+    let mut beat = heartbeat("a", "app", 2, at);
+    beat.set_version = LogPos::new(2, 7);
+    let state = b.append(beat).await.expect("heartbeat");
+    assert_eq!(state.set_version, LogPos::new(2, 7));
+    a.begin_epoch("app", 2, set(&["a", "b"]), LogPos::new(2, 9))
+        .await
+        .expect("a new set");
+    drop((a, b));
+    let (a, b) = (open(&dir, "a"), open(&dir, "b"));
+    let version = |s: &Store| s.replica("app").expect("read").expect("record").set_version;
+    assert_eq!(version(&b), LogPos::new(2, 7));
+    assert_eq!(version(&a), LogPos::new(2, 9));
+    assert_eq!(
+        b.replicas().expect("read")[0].1.set_version,
+        LogPos::new(2, 7)
+    );
 }
 
 #[tokio::test]
@@ -159,6 +187,7 @@ async fn a_full_copy_then_row_appends_reproduce_the_holder() {
             epoch_start: None,
             holder: "a".into(),
             replicas: set(&["a", "b"]),
+            set_version: LogPos::new(2, 0),
         })
     );
     assert_eq!(b.position("app").expect("read"), at);
@@ -480,7 +509,7 @@ async fn a_holder_position_follows_its_local_writes() {
     let etag = a.namespace("app").expect("read").expect("some").etag();
     assert_eq!(a.holder_position("app").expect("read"), None);
     let state = a
-        .begin_epoch("app", 4, set(&["a", "b"]))
+        .begin_epoch("app", 4, set(&["a", "b"]), LogPos::ZERO)
         .await
         .expect("begin");
     assert_eq!(state.epoch_start, Some(LogPos::new(1, 3)));
@@ -504,11 +533,14 @@ async fn a_holder_position_follows_its_local_writes() {
         assert_eq!(a.position("app").expect("read"), LogPos::new(4, expected));
     }
     assert!(matches!(
-        a.begin_epoch("app", 3, vec![]).await,
+        a.begin_epoch("app", 3, vec![], LogPos::ZERO).await,
         Err(StoreError::AlreadyPromised { promised: 4, .. })
     ));
     // Beginning the same epoch again (a restart) keeps the start.
-    let again = a.begin_epoch("app", 4, set(&["a"])).await.expect("again");
+    let again = a
+        .begin_epoch("app", 4, set(&["a"]), LogPos::ZERO)
+        .await
+        .expect("again");
     assert_eq!(again.epoch_start, Some(LogPos::new(1, 3)));
     assert_eq!(
         a.holder_position("app").expect("read"),
@@ -520,7 +552,7 @@ async fn a_holder_position_follows_its_local_writes() {
     c.append(full_copy(&a, "app", 4))
         .await
         .expect("c copies a's log");
-    c.begin_epoch("app", 5, set(&["c", "a"]))
+    c.begin_epoch("app", 5, set(&["c", "a"]), LogPos::ZERO)
         .await
         .expect("c holds epoch 5");
     c.put(put("app", "k", "from c")).await.expect("put");
@@ -540,13 +572,14 @@ async fn no_second_holder_begins_an_epoch_this_copy_took_appends_of() {
     let dir = TempDir::new().expect("tmp");
     let (_a, b, at) = holder_and_follower(&dir).await;
     assert!(matches!(
-        b.begin_epoch("app", 2, set(&["b", "a"])).await,
+        b.begin_epoch("app", 2, set(&["b", "a"]), LogPos::ZERO)
+            .await,
         Err(StoreError::AlreadyPromised { promised: 2, .. })
     ));
     // As a candidate it promises itself the next epoch, then begins it.
     b.promise("app", 3).await.expect("promise");
     let state = b
-        .begin_epoch("app", 3, set(&["b", "a"]))
+        .begin_epoch("app", 3, set(&["b", "a"]), LogPos::ZERO)
         .await
         .expect("begin");
     assert_eq!(state.epoch_start, Some(at));
@@ -712,7 +745,7 @@ async fn a_handoff_copy_is_labelled_with_the_givers_epoch_and_the_next_epoch_sta
     for i in 0..3 {
         a.put(put("app", "k", &format!("{i}"))).await.expect("put");
     }
-    a.begin_epoch("app", 1, set(&["a", "b"]))
+    a.begin_epoch("app", 1, set(&["a", "b"]), LogPos::ZERO)
         .await
         .expect("begin");
     for i in 3..5 {
@@ -726,7 +759,7 @@ async fn a_handoff_copy_is_labelled_with_the_givers_epoch_and_the_next_epoch_sta
     assert_eq!(a.position("app").expect("read"), LogPos::new(2, 5));
     // Holding epoch 3 now starts from the giver's label, not from a's own old epoch.
     let begun = a
-        .begin_epoch("app", 3, set(&["a", "b"]))
+        .begin_epoch("app", 3, set(&["a", "b"]), LogPos::ZERO)
         .await
         .expect("begin 3");
     assert_eq!(begun.epoch_start, Some(LogPos::new(2, 5)));

@@ -15,7 +15,7 @@ pub const MAGIC: [u8; 4] = *b"CFGN";
 
 /// The protocol version this build speaks. Bumped on any incompatible change of a message;
 /// a peer with another version is refused with `unsupported_version`.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 const HEADER: usize = MAGIC.len() + 2;
 

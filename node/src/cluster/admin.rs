@@ -168,6 +168,10 @@ impl Cluster {
                         },
                         holder: record.holder,
                         replicas: record.replicas,
+                        set_version: cfgnode_transport::WireLogPosition {
+                            epoch: record.set_version.epoch,
+                            revision: record.set_version.revision,
+                        },
                     }))
                 }
                 None => Ok(None),

@@ -123,8 +123,9 @@ impl Follower {
         }
     }
 
-    /// `ReplicaAppend` from `sender`. `holding` is this node's own holder record of the
-    /// namespace, if its map names it holder. Answers the state after the durable apply.
+    /// `ReplicaAppend` from `sender`: the set it told (members and version) is kept with the
+    /// rows. `holding` is this node's own holder record of the namespace, if its map names it
+    /// holder. Answers the state after the durable apply.
     #[allow(clippy::too_many_arguments)]
     pub async fn on_append(
         &self,
@@ -132,7 +133,7 @@ impl Follower {
         holding: Option<HolderRecord>,
         namespace: &str,
         epoch: u64,
-        replicas: Vec<String>,
+        (replicas, set_version): (Vec<String>, WireLogPosition),
         base: Option<WireLogPosition>,
         to: WireLogPosition,
         ops: &[u8],
@@ -163,6 +164,7 @@ impl Follower {
                 base: base.map(log_pos),
                 to: log_pos(to),
                 ops,
+                set_version: log_pos(set_version),
             })
             .await?;
         self.heard
@@ -302,6 +304,10 @@ fn wire(state: ReplicaState, position: LogPos) -> WireReplica {
         },
         holder: state.holder,
         replicas: state.replicas,
+        set_version: WireLogPosition {
+            epoch: state.set_version.epoch,
+            revision: state.set_version.revision,
+        },
     }
 }
 

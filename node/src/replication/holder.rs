@@ -5,8 +5,9 @@
 //!
 //! Reads wait the same way ([`Replicator::read_visible`]), and each answered round extends the
 //! holder's read lease (`cluster::lease`). A member joining the set learns first
-//! (`cfgnode_ring::next_set`). Promotion when the holder dies is `replication::promote`; a new
-//! epoch for each change of the set is not here yet.
+//! (`cfgnode_ring::next_set`). Each set is told with its version (the holder's position when
+//! it began replicating to it), which orders the sets for elections (docs/replication.md, "Set
+//! versions"). Promotion when the holder dies is `replication::promote`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,8 @@ struct Replicated {
     namespace: String,
     epoch: u64,
     set: Vec<NodeId>,
+    /// The set's version, told with it in every append (`ReplicaState::set_version`).
+    set_version: LogPosition,
     /// Members joining the set, fed but not counted until they caught up
     /// (`cfgnode_ring::next_set`).
     learners: Vec<NodeId>,
@@ -111,7 +114,7 @@ struct Replicated {
 /// new set, and one that stayed may not have answered an append of it yet; until those who
 /// were not told can no longer make up a quorum of the old set, a write is acknowledged only
 /// once a majority of the old set has it too, so no election in the old set can lose it
-/// (docs/replication.md, "Changes of the set").
+/// (docs/replication.md, "Set versions").
 struct Leaving {
     old: Vec<NodeId>,
     progress: Mutex<Progress>,
@@ -460,9 +463,25 @@ impl Replicator {
         if let Some(current) = self.current(namespace).filter(|r| same(r)) {
             return Ok(Some(current));
         }
+        // The set's version: where this holder's log is as it begins replicating to the set.
+        // Each switch of this epoch reads it after the one before, so the versions of one
+        // holder's sets come in the order of its switches (docs/replication.md, "Changes of
+        // the set").
+        let set_version = LogPosition::new(
+            record.epoch,
+            self.inner
+                .store
+                .namespace(namespace)?
+                .map_or(0, |s| s.revision),
+        );
         self.inner
             .store
-            .begin_epoch(namespace, record.epoch, set.clone())
+            .begin_epoch(
+                namespace,
+                record.epoch,
+                set.clone(),
+                cfgnode_storage::LogPos::new(set_version.epoch, set_version.revision),
+            )
             .await?;
         let revision = self
             .inner
@@ -493,6 +512,7 @@ impl Replicator {
             namespace: namespace.to_string(),
             epoch: record.epoch,
             set: set.clone(),
+            set_version,
             progress: Mutex::new(Progress::new(me.clone(), &set, record.epoch, own)),
             joint: (!learners.is_empty())
                 .then(|| Mutex::new(Progress::new(me.clone(), &desired, record.epoch, own))),
@@ -761,6 +781,7 @@ async fn append_once(
         base: base_sent.map(wire_position),
         to: wire_position(to),
         ops: ops.as_ref().clone(),
+        set_version: wire_position(replicated.set_version),
     })
     .await;
     match answer {

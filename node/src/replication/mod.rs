@@ -7,7 +7,8 @@
 //! pure rules are in `cfgnode_ring` (`check_append`, `Election`, `Lease`, `next_set`, ...), the
 //! durable, fenced state in `cfgnode_storage` (`Store::append`, `Store::promise`), the read
 //! leases in `cluster::lease`. A handoff to a node outside the set makes it a member first
-//! (`cluster::handoff`); a new epoch per change of the set comes next (docs/replication.md).
+//! (`cluster::handoff`); the sets of a namespace are ordered by their version, so an election
+//! counts members told an older set (docs/replication.md, "Set versions").
 
 pub mod follower;
 pub mod holder;

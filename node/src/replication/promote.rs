@@ -102,6 +102,8 @@ struct Orphan {
     record: HolderRecord,
     /// The replica set the down holder last sent: the election counts votes in it.
     set: Vec<NodeId>,
+    /// That set's version (`ReplicaState::set_version`).
+    set_version: LogPosition,
     /// The holder this node's replica record names: the down holder, or the member that
     /// passed the namespace to it (see [`handed_to_a_member`]).
     followed: NodeId,
@@ -163,6 +165,7 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
                 namespace,
                 record,
                 set: state.replicas,
+                set_version: LogPosition::new(state.set_version.epoch, state.set_version.revision),
                 followed: state.holder,
             })
         })
@@ -220,7 +223,7 @@ async fn run(
                 .is_some_and(|s| can_run(s, node))
         })
         .collect();
-    let best = best_candidate(&orphan.set, &me, own, &states);
+    let best = best_candidate(&orphan.set, &me, (orphan.set_version, own), &states);
     if best != me && !may_run_anyway {
         // `best` has more of the log (or comes first): give it the first try.
         tracing::debug!(namespace, %best, own_epoch = own.epoch, own_revision = own.revision, "holder down; leaving the first try to the member with the most log");
@@ -305,14 +308,14 @@ async fn elect(
     .await;
     for (node, answer) in answers {
         match answer {
-            Ok(Some(granted)) if same_members(&granted.replicas, &orphan.set) => {
+            Ok(Some(granted)) if counts(&granted, &orphan.set, orphan.set_version) => {
                 election.grant(&node, wire_position(&granted));
             }
             Ok(Some(granted)) => {
-                // Its holder told it another set: its promise belongs to that set's elections.
-                // Counting it here could let a member left behind by a change of the set (it
-                // still holds the old one) win with a member of the new set that lacks writes
-                // the new set acknowledged.
+                // Its holder told it another set, newer or unordered: its promise belongs to
+                // that set's elections. Counting it here could let a member left behind by a
+                // change of the set (it still holds the old one) win with a member of the new
+                // set that lacks writes the new set acknowledged.
                 tracing::debug!(namespace, node, replicas = ?granted.replicas, set = ?orphan.set, "a grant from a member of another set is not counted");
             }
             Err(PeerError::Answered(e)) if e.code == codes::ALREADY_PROMISED => {
@@ -325,6 +328,23 @@ async fn elect(
         }
     }
     Some((epoch, election.outcome()))
+}
+
+/// Whether a grant counts towards a quorum of the candidate's `set`, of version `version`: the
+/// granter (a member of `set`, the only ones asked) was told the same members, or a set older
+/// than the candidate's. Pure.
+///
+/// Why an older set's grant is safe to count (docs/replication.md, "Set versions"). a
+/// candidate told a set has, in its own log, every write acknowledged before its holder
+/// switched to that set (the first append of a set is built after the switch, and brings the
+/// follower up to the holder's log then). Every write acknowledged after the switch is on a
+/// majority of that set's members. So any majority of the members, whatever set each was last
+/// told, holds every acknowledged write between the candidate and them, and the election takes
+/// the longest log among them. The other way round is not safe: a candidate told an older set
+/// lacks the guarantee, and a newer set's writes need not be on a majority of its members.
+fn counts(granted: &WireReplica, set: &[NodeId], version: LogPosition) -> bool {
+    let theirs = LogPosition::new(granted.set_version.epoch, granted.set_version.revision);
+    same_members(&granted.replicas, set) || theirs < version
 }
 
 /// Whether a granter's set (`theirs`, as its holder last told it) is the candidate's set, as
@@ -377,15 +397,17 @@ async fn ask_all(
     answers
 }
 
-/// The member of `set` that should run first: the highest position among this node (`own`)
-/// and the members that answered, the earliest in the set's order on a tie. Pure.
+/// The member of `set` that should run first: the one told the newest set (only it can count
+/// the others' grants, see [`counts`]), then the highest position, among this node (`own`: its
+/// set version and position) and the members that answered; the earliest in the set's order on
+/// a tie. Pure.
 fn best_candidate(
     set: &[NodeId],
     me: &str,
-    own: LogPosition,
+    own: (LogPosition, LogPosition),
     states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
 ) -> NodeId {
-    let position_of = |node: &str| -> Option<LogPosition> {
+    let position_of = |node: &str| -> Option<(LogPosition, LogPosition)> {
         if node == me {
             return Some(own);
         }
@@ -394,9 +416,12 @@ fn best_candidate(
             .find(|(n, _)| n == node)
             .and_then(|(_, answer)| answer.as_ref().ok())
             .and_then(|state| state.as_ref())
-            .map(wire_position)
+            .map(|state| {
+                let version = LogPosition::new(state.set_version.epoch, state.set_version.revision);
+                (version, wire_position(state))
+            })
     };
-    let mut best: Option<(&NodeId, LogPosition)> = None;
+    let mut best: Option<(&NodeId, (LogPosition, LogPosition))> = None;
     // The holder (first in the set) is down: it does not answer, so it is never chosen.
     for node in set {
         if let Some(position) = position_of(node)
@@ -439,7 +464,28 @@ mod tests {
             position: WireLogPosition { epoch, revision },
             holder: "h".to_string(),
             replicas: vec![],
+            set_version: WireLogPosition {
+                epoch: 0,
+                revision: 0,
+            },
         }))
+    }
+
+    /// A member's answer: told `replicas` at set version `(1, version)`, its log at `(1, 10)`.
+    fn told(replicas: &[&str], version: u64) -> WireReplica {
+        WireReplica {
+            promised: 1,
+            position: WireLogPosition {
+                epoch: 1,
+                revision: 10,
+            },
+            holder: "h".to_string(),
+            replicas: replicas.iter().map(|n| n.to_string()).collect(),
+            set_version: WireLogPosition {
+                epoch: 1,
+                revision: version,
+            },
+        }
     }
 
     fn set() -> Vec<NodeId> {
@@ -454,6 +500,7 @@ mod tests {
             epoch_start: start.map(|e| cfgnode_storage::LogPos::new(e, 8)),
             holder: holder.to_string(),
             replicas: ["g", "r", "x"].map(String::from).to_vec(),
+            set_version: cfgnode_storage::LogPos::ZERO,
         }
     }
 
@@ -475,6 +522,52 @@ mod tests {
             &ids(&["h", "a", "b", "l"]),
             &ids(&["h", "a", "b"])
         ));
+    }
+
+    /// The removal step of docs/replication.md, "Set versions": {h, a, b, c} (version 5)
+    /// became {h, a, c} (version 9); c was told, a was not yet, and h died. c's election
+    /// counts a's grant (a member of c's set, told an older set); a's election does not count
+    /// c's (told a newer one), nor does anyone count a grant of an unordered set.
+    #[test]
+    fn grants_from_members_told_an_older_set_count_and_newer_ones_do_not() {
+        let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let new_set = ids(&["h", "a", "c"]);
+        let old_set = ids(&["h", "a", "b", "c"]);
+        let v = |revision| LogPosition::new(1, revision);
+        assert!(counts(&told(&["h", "a", "b", "c"], 5), &new_set, v(9)));
+        assert!(!counts(&told(&["h", "a", "c"], 9), &old_set, v(5)));
+        // The same members count whatever the versions (as before set versions).
+        assert!(counts(&told(&["h", "a", "c"], 5), &new_set, v(9)));
+        assert!(counts(&told(&["a", "h", "c"], 12), &new_set, v(9)));
+        // Another set at the same version (a learner told the larger set) is not ordered.
+        assert!(!counts(&told(&["h", "a", "c", "l"], 9), &new_set, v(9)));
+        // A record from before set versions (zero) counts only with the same members, and a
+        // candidate of zero counts no other set.
+        assert!(!counts(
+            &told(&["h", "a", "c"], 0),
+            &old_set,
+            LogPosition::ZERO
+        ));
+        // An older epoch's set is older, whatever its revision.
+        let mut earlier = told(&["h", "a", "b", "c"], 500);
+        earlier.set_version.epoch = 0;
+        assert!(counts(&earlier, &new_set, v(9)));
+    }
+
+    /// The member told the newest set runs first (only it can count the others), before one
+    /// with as much log told an older set.
+    #[test]
+    fn the_member_told_the_newest_set_runs_first() {
+        let set = ["h", "a", "c"].map(String::from).to_vec();
+        let a = ("a".to_string(), Ok(Some(told(&["h", "a", "b", "c"], 5))));
+        let own = (LogPosition::new(1, 9), LogPosition::new(1, 10));
+        assert_eq!(
+            best_candidate(&set, "c", own, std::slice::from_ref(&a)),
+            "c"
+        );
+        let c = ("c".to_string(), Ok(Some(told(&["h", "a", "c"], 9))));
+        let own = (LogPosition::new(1, 5), LogPosition::new(1, 10));
+        assert_eq!(best_candidate(&set, "a", own, &[c]), "c");
     }
 
     #[test]
@@ -501,32 +594,52 @@ mod tests {
         ];
         // b has more than a.
         assert_eq!(
-            best_candidate(&set(), "a", LogPosition::new(2, 8), &others),
+            best_candidate(
+                &set(),
+                "a",
+                (LogPosition::ZERO, LogPosition::new(2, 8)),
+                &others
+            ),
             "b"
         );
         // A tie between a and b: a comes first in the set.
         assert_eq!(
-            best_candidate(&set(), "a", LogPosition::new(2, 10), &others),
+            best_candidate(
+                &set(),
+                "a",
+                (LogPosition::ZERO, LogPosition::new(2, 10)),
+                &others
+            ),
             "a"
         );
         assert_eq!(
             best_candidate(
                 &set(),
                 "b",
-                LogPosition::new(2, 10),
+                (LogPosition::ZERO, LogPosition::new(2, 10)),
                 &[("a".to_string(), state(2, 10))]
             ),
             "a"
         );
         // A newer epoch beats a higher revision.
         assert_eq!(
-            best_candidate(&set(), "c", LogPosition::new(3, 1), &others),
+            best_candidate(
+                &set(),
+                "c",
+                (LogPosition::ZERO, LogPosition::new(3, 1)),
+                &others
+            ),
             "c"
         );
         // Members that did not answer are not chosen.
         let silent = vec![("b".to_string(), Err(PeerError::Unreachable("x".into())))];
         assert_eq!(
-            best_candidate(&set(), "a", LogPosition::new(1, 1), &silent),
+            best_candidate(
+                &set(),
+                "a",
+                (LogPosition::ZERO, LogPosition::new(1, 1)),
+                &silent
+            ),
             "a"
         );
     }

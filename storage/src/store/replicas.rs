@@ -7,9 +7,10 @@ use redb::ReadableTable;
 use crate::error::StoreError;
 use crate::model::validate_namespace;
 use crate::mutation::{Applied, Mutation};
-use crate::records::{REPLICAS, decode};
+use crate::records::REPLICAS;
 use crate::replica::{
     LogPos, ReplicaAppend, ReplicaState, check_append_shape, check_replica_set, current_position,
+    decode_record,
 };
 
 use super::Store;
@@ -25,7 +26,7 @@ impl Store {
         let txn = self.read()?;
         let table = txn.open_table(REPLICAS)?;
         let found = table.get(namespace)?;
-        found.map(|v| decode(v.value())).transpose()
+        found.map(|v| decode_record(v.value())).transpose()
     }
 
     /// Every replica record on this node, by namespace: the namespaces it follows (or held,
@@ -36,7 +37,7 @@ impl Store {
         let mut all = Vec::new();
         for row in table.iter()? {
             let (namespace, value) = row?;
-            all.push((namespace.value().to_string(), decode(value.value())?));
+            all.push((namespace.value().to_string(), decode_record(value.value())?));
         }
         Ok(all)
     }
@@ -92,7 +93,12 @@ impl Store {
     /// `InvalidKey` for malformed rows.
     pub async fn append(&self, append: ReplicaAppend) -> Result<ReplicaState, StoreError> {
         check_append_shape(&append)?;
-        self.submit_replica(Mutation::Append(append)).await
+        let set_version = append.set_version;
+        self.submit_replica(Mutation::AppendInSet {
+            append,
+            set_version,
+        })
+        .await
     }
 
     /// Records that `namespace`'s rows are a handoff's whole copy of the log of `giver`, its
@@ -137,9 +143,9 @@ impl Store {
     }
 
     /// Makes this node the holder of `namespace` at `epoch` (after winning an election, at
-    /// creation, or when a handoff commits), replicating to `replicas` (holder first): the
-    /// promise becomes `epoch`, `epoch_start` this copy's current position, `holder` this
-    /// node's id.
+    /// creation, or when a handoff commits), replicating to `replicas` (holder first), the set
+    /// of version `set_version` (see [`ReplicaState::set_version`]): the promise becomes
+    /// `epoch`, `epoch_start` this copy's current position, `holder` this node's id.
     ///
     /// Refused with [`StoreError::AlreadyPromised`] when `epoch` is below the promise (equal
     /// is fine: a candidate promises itself first), or when this copy already took appends of
@@ -152,14 +158,16 @@ impl Store {
         namespace: &str,
         epoch: u64,
         replicas: Vec<String>,
+        set_version: LogPos,
     ) -> Result<ReplicaState, StoreError> {
         validate_namespace(namespace)?;
         check_replica_set(&replicas)?;
-        let mutation = Mutation::BeginEpoch {
+        let mutation = Mutation::BeginEpochInSet {
             namespace: namespace.to_string(),
             epoch,
             holder: self.node_id().to_string(),
             replicas,
+            set_version,
         };
         self.submit_replica(mutation).await
     }
@@ -181,7 +189,7 @@ impl Store {
         let table = txn.open_table(REPLICAS)?;
         let record = table
             .get(namespace)?
-            .map(|v| decode::<ReplicaState>(v.value()))
+            .map(|v| decode_record(v.value()))
             .transpose()?;
         Ok((record, read_namespace(&txn, namespace)?))
     }

@@ -122,6 +122,10 @@ pub enum PeerRequest {
         /// The rows (node-defined bincode of transfer ops, as in `HandoffChunk`).
         #[serde(with = "serde_bytes")]
         ops: Vec<u8>,
+        /// Which of the holder's sets `replicas` is: the holder's position when it began
+        /// replicating to it. Sets are ordered by it, so an election can tell an older set's
+        /// grant (docs/replication.md, "Set versions").
+        set_version: WireLogPosition,
     },
     /// Promotion (docs/replication.md, "Promotion"): the sender asks the receiver to take
     /// nothing from an epoch below `epoch` from now on. Granted only above the receiver's
@@ -219,6 +223,8 @@ pub struct WireReplica {
     pub holder: String,
     /// The replica set as that holder last sent it, holder first.
     pub replicas: Vec<String>,
+    /// That set's version (`ReplicaAppend::set_version`; zero when never told one).
+    pub set_version: WireLogPosition,
 }
 
 /// An HTTP request carried between nodes.
