@@ -52,7 +52,7 @@ pub fn error_code(error: &StoreError) -> &'static str {
             codes::VERSION_MISMATCH
         }
         StoreError::NameTaken(_) => codes::NAME_TAKEN,
-        StoreError::Fenced { .. } => codes::FENCED,
+        StoreError::Fenced { .. } | StoreError::OlderSet { .. } => codes::FENCED,
         StoreError::AlreadyPromised { .. } => codes::ALREADY_PROMISED,
         StoreError::NotMyPosition { .. } => codes::NOT_MY_POSITION,
         StoreError::StaleCopy { .. } => codes::STALE_COPY,

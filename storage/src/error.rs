@@ -183,6 +183,20 @@ pub enum StoreError {
         /// The epoch the append came from.
         epoch: u64,
     },
+    /// An append names an older replica set than the one this replica was told (a stream the
+    /// holder replaced, whose last append arrived late): taking it would make the replica name
+    /// the older set in the next election.
+    #[error(
+        "namespace {namespace:?}: this replica was told set version {told}; an append of the older set version {got} is from a stream its holder replaced, and is refused"
+    )]
+    OlderSet {
+        /// The namespace.
+        namespace: String,
+        /// The set version this replica was told.
+        told: crate::replica::LogPos,
+        /// The append's set version.
+        got: crate::replica::LogPos,
+    },
     /// An append was built on another position than the replica's own.
     #[error(
         "namespace {namespace:?}: this replica is at {mine}, not at {base} the append was built on; resend from {mine}: the rows since its revision if that is a prefix of your log, else a full copy"

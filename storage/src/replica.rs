@@ -297,6 +297,15 @@ pub(crate) fn check_append(
             epoch: append.epoch,
         });
     }
+    if let Some(told) = record.map(|r| r.set_version)
+        && append.set_version < told
+    {
+        return Err(StoreError::OlderSet {
+            namespace: ns.to_string(),
+            told,
+            got: append.set_version,
+        });
+    }
     let mine = current_position(record, namespace);
     if let Some(base) = append.base
         && base != mine

@@ -172,6 +172,16 @@ async fn set_versions_are_stored_with_the_set_and_survive_a_restart() {
         b.replicas().expect("read")[0].1.set_version,
         LogPos::new(2, 7)
     );
+
+    // A late append of an older set (a stream its holder replaced) is refused, changing nothing.
+    let before = b.replica("app").expect("read");
+    let stale = heartbeat("a", "app", 2, before.as_ref().expect("record").position);
+    let refused = b.append(stale).await.expect_err("an older set");
+    assert!(
+        matches!(refused, StoreError::OlderSet { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(b.replica("app").expect("read"), before);
 }
 
 #[tokio::test]

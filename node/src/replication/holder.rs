@@ -76,7 +76,8 @@ struct Replicated {
     namespace: String,
     epoch: u64,
     set: Vec<NodeId>,
-    /// The set's version, told with it in every append (`ReplicaState::set_version`).
+    /// The set's version, told with it in every append (`ReplicaState::set_version`): this
+    /// epoch's n-th set.
     set_version: LogPosition,
     /// Members joining the set, fed but not counted until they caught up
     /// (`cfgnode_ring::next_set`).
@@ -463,16 +464,22 @@ impl Replicator {
         if let Some(current) = self.current(namespace).filter(|r| same(r)) {
             return Ok(Some(current));
         }
-        // The set's version: where this holder's log is as it begins replicating to the set.
-        // Each switch of this epoch reads it after the one before, so the versions of one
-        // holder's sets come in the order of its switches (docs/replication.md, "Changes of
-        // the set").
+        // The set's version: the next after the one this node's record holds for this epoch
+        // (`begin_epoch` stores it before any append tells it, so a restart goes on counting),
+        // so the versions of this holder's sets come in the order of its switches
+        // (docs/replication.md, "Set versions").
+        let stored = self
+            .inner
+            .store
+            .replica(namespace)?
+            .map_or(cfgnode_storage::LogPos::ZERO, |r| r.set_version);
         let set_version = LogPosition::new(
             record.epoch,
-            self.inner
-                .store
-                .namespace(namespace)?
-                .map_or(0, |s| s.revision),
+            if stored.epoch == record.epoch {
+                stored.revision + 1
+            } else {
+                1
+            },
         );
         self.inner
             .store
