@@ -107,6 +107,34 @@ async fn agreed_holder(nodes: &[Node]) -> String {
     .await
 }
 
+/// The members' names.
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// Three members started in `dir` (sharing its token and cluster key), every one seeing the
+/// others alive.
+async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
+    std::fs::write(dir.join("token"), TOKEN).expect("token file");
+    common::write_cluster_key(dir);
+    let n1 = start(dir, "n1", None).await;
+    let join = n1.quic.to_string();
+    let n2 = start(dir, "n2", Some(&join)).await;
+    let n3 = start(dir, "n3", Some(&join)).await;
+    let nodes = vec![n1, n2, n3];
+    alive_everywhere(&nodes, &NAMES).await;
+    nodes
+}
+
+/// A client for writes during an outage (1 s per attempt) and one for everything else (10 s).
+fn clients() -> (reqwest::Client, reqwest::Client) {
+    let client = |secs| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(secs))
+            .build()
+            .expect("http client")
+    };
+    (client(1), client(10))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
     let runs: usize = std::env::var("CFGNODE_FAILOVER_RUNS")
@@ -114,23 +142,9 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
-    common::write_cluster_key(dir.path());
-    let names = ["n1", "n2", "n3"];
-    let n1 = start(dir.path(), "n1", None).await;
-    let join = n1.quic.to_string();
-    let n2 = start(dir.path(), "n2", Some(&join)).await;
-    let n3 = start(dir.path(), "n3", Some(&join)).await;
-    let mut nodes = vec![n1, n2, n3];
-    alive_everywhere(&nodes, &names).await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .expect("http client");
-    let slow = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let names = NAMES;
+    let mut nodes = three_nodes(dir.path()).await;
+    let (http, slow) = clients();
 
     let mut acknowledged: Vec<(String, String)> = Vec::new();
     let mut outages = Vec::new();
@@ -261,23 +275,9 @@ async fn a_killed_holder_fails_over_within_detection_plus_one_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_right_after_a_claim_holds_writes_no_longer_than_a_failover() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
-    common::write_cluster_key(dir.path());
-    let names = ["n1", "n2", "n3"];
-    let n1 = start(dir.path(), "n1", None).await;
-    let join = n1.quic.to_string();
-    let n2 = start(dir.path(), "n2", Some(&join)).await;
-    let n3 = start(dir.path(), "n3", Some(&join)).await;
-    let mut nodes = vec![n1, n2, n3];
-    alive_everywhere(&nodes, &names).await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .expect("http client");
-    let slow = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let names = NAMES;
+    let mut nodes = three_nodes(dir.path()).await;
+    let (http, slow) = clients();
 
     for round in 0..2 {
         for i in 0..10 {
