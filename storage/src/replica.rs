@@ -498,6 +498,44 @@ mod tests {
         assert_eq!(old.replicas, state.replicas);
         let by_old_build: ReplicaState = crate::records::decode(&row).expect("old reader");
         assert_eq!(by_old_build.position, state.position);
+        // The record's own encoding is the one before set versions (the write-ahead log's
+        // `Release` carries it, and a log of an earlier build must still decode): the same
+        // bytes as the five fields it had.
+        let config = bincode::config::standard();
+        let old_fields = (
+            state.promised,
+            state.position,
+            state.epoch_start,
+            &state.holder,
+            &state.replicas,
+        );
+        assert_eq!(
+            bincode::serde::encode_to_vec(&state, config).expect("encodes"),
+            bincode::serde::encode_to_vec(old_fields, config).expect("encodes")
+        );
+        let append = ReplicaAppend {
+            namespace: "app".into(),
+            epoch: 3,
+            holder: "a".into(),
+            replicas: state.replicas.clone(),
+            base: Some(LogPos::new(3, 39)),
+            to: LogPos::new(3, 40),
+            ops: vec![TransferOp::TrimLog { before: 2 }],
+            set_version: LogPos::new(3, 17),
+        };
+        let old_append = (
+            &append.namespace,
+            append.epoch,
+            &append.holder,
+            &append.replicas,
+            append.base,
+            append.to,
+            &append.ops,
+        );
+        assert_eq!(
+            bincode::serde::encode_to_vec(&append, config).expect("encodes"),
+            bincode::serde::encode_to_vec(old_append, config).expect("encodes")
+        );
         let mut torn = old_row.clone();
         torn.push(0xfd); // a varint's marker with no bytes after it
         assert!(
