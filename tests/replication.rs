@@ -1130,6 +1130,23 @@ async fn a_holder_lost_right_after_a_removal_step_is_failed_over() {
         "c's set is newer: {a_state:?} / {told:?}"
     );
 
+    // What an operator sees: the placement view names each member's set version; c's is the
+    // holder's (a, cut off from H, answers H nothing).
+    let placement = cluster.placement(cluster.node(h), NS).await;
+    let version_of = |node: &str| {
+        placement["replicas"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["node"] == node))
+            .map(|r| r["set_version"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(version_of(&c_id), version_of(&holder), "{placement}");
+    assert_eq!(
+        version_of(&c_id)["revision"].as_u64(),
+        Some(told.set_version.revision),
+        "{placement}"
+    );
+
     // H stops right after the switch.
     let gone = cluster.stop(h).await;
     gone.shutdown().await.expect("shutdown");

@@ -91,17 +91,20 @@ pub fn placement(out: Output, p: &Placement) -> Result<(), CliError> {
                 p.reason.as_ref().unwrap_or(&none)
             );
             if !p.replicas.is_empty() {
-                println!("replicas:      node  state  epoch/revision  lag");
+                println!("replicas:      node  state  epoch/revision  lag  set");
                 for r in &p.replicas {
                     let position = r
                         .position
                         .map_or(none.clone(), |at| format!("{}/{}", at.epoch, at.revision));
                     let lag = r.lag.map_or(none.clone(), |lag| lag.to_string());
+                    let set = r
+                        .set_version
+                        .map_or(none.clone(), |v| format!("{}/{}", v.epoch, v.revision));
                     let error = r
                         .error
                         .as_ref()
                         .map_or(String::new(), |e| format!("  ({e})"));
-                    println!("  {}  {}  {position}  {lag}{error}", r.node, r.state);
+                    println!("  {}  {}  {position}  {lag}  {set}{error}", r.node, r.state);
                 }
             }
             Ok(())

@@ -121,11 +121,16 @@ impl Cluster {
             position: holder_position,
             lag: holder_position.map(|_| 0),
             error: holder_error,
+            set_version: holder_state.as_ref().map(|s| s.set_version),
         }];
         for (node, answer) in answers {
-            let (position, error) = match answer {
-                Ok(state) => (state.map(|s| s.position), None),
-                Err(e) => (None, Some(e)),
+            let (position, set_version, error) = match answer {
+                Ok(state) => (
+                    state.as_ref().map(|s| s.position),
+                    state.map(|s| s.set_version),
+                    None,
+                ),
+                Err(e) => (None, None, Some(e)),
             };
             let lag = match (holder_position, position) {
                 (Some(h), Some(p)) => Some(h.revision.saturating_sub(p.revision)),
@@ -138,6 +143,7 @@ impl Cluster {
                 position,
                 lag,
                 error,
+                set_version,
             });
         }
         placement.replicas = views;

@@ -131,6 +131,10 @@ pub struct WireReplicaView {
     pub lag: Option<u64>,
     /// Why its position is unknown.
     pub error: Option<String>,
+    /// The version of the replica set it was last told (`ReplicaAppend::set_version`; the
+    /// holder's own for the holder): a member behind the holder's has not heard of the newest
+    /// set yet. `None` when it did not answer.
+    pub set_version: Option<crate::WireLogPosition>,
 }
 
 /// How many namespaces a node holds and should hold.
