@@ -38,34 +38,31 @@ impl NamespaceRecords {
 
     /// Writes a record (see [`Store::put_record`]) and announces it.
     pub async fn put(&self, put: RecordPut) -> Result<Record, StoreError> {
+        let ticket = self.replicator.ticket(&put.namespace).await?;
         let record = self.store.put_record(put).await?;
         self.feeds.changed(&record.namespace);
-        self.replicator
-            .replicated(&record.namespace, record.revision)
-            .await?;
+        ticket.replicated(record.revision).await?;
         Ok(record)
     }
 
     /// Writes a record unless its value is unchanged (see [`Store::put_record_if_changed`]);
     /// announces only a write that happened.
     pub async fn put_if_changed(&self, put: RecordPut) -> Result<RecordWrite, StoreError> {
+        let ticket = self.replicator.ticket(&put.namespace).await?;
         let write = self.store.put_record_if_changed(put).await?;
         if write.written {
             self.feeds.changed(&write.record.namespace);
-            self.replicator
-                .replicated(&write.record.namespace, write.record.revision)
-                .await?;
+            ticket.replicated(write.record.revision).await?;
         }
         Ok(write)
     }
 
     /// Deletes a record (see [`Store::delete_record`]) and announces it.
     pub async fn delete(&self, delete: RecordDelete) -> Result<RecordDeleted, StoreError> {
+        let ticket = self.replicator.ticket(&delete.namespace).await?;
         let deleted = self.store.delete_record(delete).await?;
         self.feeds.changed(&deleted.namespace);
-        self.replicator
-            .replicated(&deleted.namespace, deleted.revision)
-            .await?;
+        ticket.replicated(deleted.revision).await?;
         Ok(deleted)
     }
 

@@ -1,7 +1,7 @@
 //! The holder's side of replication (docs/replication.md, "Writes"): a [`Replicator`] keeps,
 //! for every namespace this node holds, one stream per follower that ships the rows the
-//! follower lacks, and lets a write wait until a quorum of the replica set has it
-//! ([`Replicator::replicated`]).
+//! follower lacks, and lets a write wait until a quorum of the replica set has it (a
+//! [`Ticket`] taken before the write's local commit, [`Ticket::replicated`] after it).
 //!
 //! Reads wait the same way ([`Replicator::read_visible`]), and each answered round extends the
 //! holder's read lease (`cluster::lease`). A member joining the set learns first
@@ -57,6 +57,56 @@ impl std::fmt::Debug for Replicator {
         f.debug_struct("Replicator")
             .field("replicas", &self.inner.replicas)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a write waits on after its local commit (see [`Replicator::ticket`]): nothing
+/// (`--replicas 1`, or a replica set of this node alone), or the replication of the epoch the
+/// write is committed at.
+pub struct Ticket {
+    epoch: Option<(Replicator, Arc<Replicated>)>,
+}
+
+impl Ticket {
+    /// A ticket that waits for nothing.
+    const UNREPLICATED: Ticket = Ticket { epoch: None };
+
+    /// After a local commit at `revision`: waits until a quorum of the ticket's epoch has it,
+    /// or answers `NoQuorum` after [`QUORUM_WAIT`]. A change of the set at the same epoch
+    /// (same log, new streams) is followed: the newest replication of that epoch counts. A
+    /// change of epoch is not: the old epoch's streams have stopped, so the write answers
+    /// `NoQuorum`, as it must (it may be in no quorum's log).
+    pub async fn replicated(self, revision: u64) -> Result<(), StoreError> {
+        let Some((replicator, replicated)) = self.epoch else {
+            return Ok(());
+        };
+        let replicated = replicator
+            .current(&replicated.namespace)
+            .filter(|r| r.epoch == replicated.epoch)
+            .unwrap_or(replicated);
+        replicated.local_commit(revision);
+        let mut committed = replicated.committed.subscribe();
+        let reached = tokio::time::timeout(QUORUM_WAIT, committed.wait_for(|c| *c >= revision));
+        match reached.await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StoreError::NoQuorum {
+                namespace: replicated.namespace.clone(),
+                detail: replicated.lagging(),
+            }),
+        }
+    }
+
+    /// [`Ticket::replicated`] at the namespace's current revision (for writes whose answer
+    /// does not carry their revision, such as alias changes).
+    pub async fn replicated_now(self, store: &Store, namespace: &str) -> Result<(), StoreError> {
+        if self.epoch.is_none() {
+            return Ok(());
+        }
+        let ns = namespace.to_string();
+        let revision = crate::blocking::read(store, move |s| s.namespace(&ns))
+            .await?
+            .map_or(0, |s| s.revision);
+        self.replicated(revision).await
     }
 }
 
@@ -350,6 +400,7 @@ impl Replicator {
         if !self.replicates() || self.solo() || STALE_READ.try_with(|_| ()).is_ok() {
             return crate::blocking::read(&self.inner.store, f).await;
         }
+        let ticket = self.ticket(namespace).await?;
         let ns = namespace.to_string();
         let (value, revision) = crate::blocking::read(&self.inner.store, move |s| {
             let value = f(s)?;
@@ -358,16 +409,27 @@ impl Replicator {
             Ok((value, revision))
         })
         .await?;
-        self.replicated(namespace, revision).await?;
+        ticket.replicated(revision).await?;
         Ok(value)
     }
 
-    /// After a local commit of `namespace` at `revision`: waits until a quorum of its replica
-    /// set has it, or answers `NoQuorum` after [`QUORUM_WAIT`]. Returns at once for a set of
-    /// one (`--replicas 1`, or a cluster of one).
-    pub async fn replicated(&self, namespace: &str, revision: u64) -> Result<(), StoreError> {
+    /// What a write (or a read) of `namespace` will wait on, taken **before** it touches the
+    /// store: the replication of the epoch this node holds the namespace at now. After the
+    /// local commit, [`Ticket::replicated`] waits for a quorum of that epoch's set.
+    ///
+    /// Why before: a node that holds the namespace by its (stale) map commits a write
+    /// locally; if it learns meanwhile that another node holds it at a newer epoch, or takes
+    /// the namespace back at a newer epoch with another copy of the log, the write is in no
+    /// quorum's log. Looking up the replication only after the commit, as this did until
+    /// session 24, found no replication at the write's epoch and acknowledged the write
+    /// without a quorum: a restarted holder's first write was lost that way
+    /// (`cli/tests/failover.rs`, about one round in fifty). A ticket keeps the epoch the write
+    /// was committed at, so such a write answers `NoQuorum` instead.
+    ///
+    /// `NoQuorum` at once when this node does not hold the namespace (any more).
+    pub async fn ticket(&self, namespace: &str) -> Result<Ticket, StoreError> {
         if self.inner.replicas <= 1 || self.solo() {
-            return Ok(());
+            return Ok(Ticket::UNREPLICATED);
         }
         // The supervisor follows changes of the set; a write only needs the epoch to match.
         let current = self.current(namespace).filter(|r| {
@@ -377,36 +439,33 @@ impl Replicator {
                 .and_then(|c| c.holder(namespace))
                 .is_some_and(|record| record.epoch == r.epoch)
         });
-        let replicated = match current {
-            Some(current) => current,
-            None => match self.ensure(namespace).await? {
-                Some(replicated) => replicated,
-                None => return Ok(()),
-            },
-        };
-        replicated.local_commit(revision);
-        let mut committed = replicated.committed.subscribe();
-        let reached = tokio::time::timeout(QUORUM_WAIT, committed.wait_for(|c| *c >= revision));
-        match reached.await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(StoreError::NoQuorum {
+        if let Some(current) = current {
+            return Ok(Ticket {
+                epoch: Some((self.clone(), current)),
+            });
+        }
+        match self.ensure(namespace).await? {
+            Some(replicated) => Ok(Ticket {
+                epoch: Some((self.clone(), replicated)),
+            }),
+            None if self.holds(namespace) => Ok(Ticket::UNREPLICATED),
+            None => Err(StoreError::NoQuorum {
                 namespace: namespace.to_string(),
-                detail: replicated.lagging(),
+                detail: "this node no longer holds the namespace by the cluster map, so no \
+                         quorum of its replica set can confirm this request here; retry: it \
+                         goes to the holder"
+                    .to_string(),
             }),
         }
     }
 
-    /// [`Replicator::replicated`] at the namespace's current revision (for writes whose answer
-    /// does not carry their revision, such as alias changes).
-    pub async fn replicated_now(&self, namespace: &str) -> Result<(), StoreError> {
-        if self.inner.replicas <= 1 {
-            return Ok(());
-        }
-        let ns = namespace.to_string();
-        let revision = crate::blocking::read(&self.inner.store, move |s| s.namespace(&ns))
-            .await?
-            .map_or(0, |s| s.revision);
-        self.replicated(namespace, revision).await
+    /// Whether the cluster map names this node the namespace's holder (or no cluster is
+    /// attached yet).
+    fn holds(&self, namespace: &str) -> bool {
+        self.inner
+            .cluster
+            .get()
+            .is_none_or(|c| c.holder(namespace).is_some_and(|r| r.holder == c.me()))
     }
 
     /// The namespace's replication, started (or restarted with a new set or epoch) if this

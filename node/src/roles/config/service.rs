@@ -171,14 +171,13 @@ impl ConfigService {
     /// Writes a key (validation, size and codec checks happen before queueing).
     pub async fn put(&self, request: PutRequest) -> Result<Entry, StoreError> {
         let namespace = request.namespace.clone();
+        let ticket = self.replicator.ticket(&namespace).await?;
         let entry = match self.store.put(request).await {
             Ok(entry) => entry,
             Err(refused) => return Err(self.refusal(&namespace, refused).await),
         };
         self.feeds.changed(&entry.namespace);
-        self.replicator
-            .replicated(&entry.namespace, entry.revision)
-            .await?;
+        ticket.replicated(entry.revision).await?;
         Ok(entry)
     }
 
@@ -199,14 +198,13 @@ impl ConfigService {
     /// Deletes a key.
     pub async fn delete(&self, request: DeleteRequest) -> Result<Deleted, StoreError> {
         let namespace = request.namespace.clone();
+        let ticket = self.replicator.ticket(&namespace).await?;
         let deleted = match self.store.delete(request).await {
             Ok(deleted) => deleted,
             Err(refused) => return Err(self.refusal(&namespace, refused).await),
         };
         self.feeds.changed(&deleted.namespace);
-        self.replicator
-            .replicated(&deleted.namespace, deleted.revision)
-            .await?;
+        ticket.replicated(deleted.revision).await?;
         Ok(deleted)
     }
 
@@ -372,9 +370,10 @@ impl ConfigService {
         alias: &str,
         target: &str,
     ) -> Result<AliasPut, StoreError> {
+        let ticket = self.replicator.ticket(namespace).await?;
         let put = self.store.put_alias(namespace, alias, target).await?;
         self.feeds.changed(namespace);
-        self.replicator.replicated_now(namespace).await?;
+        ticket.replicated_now(&self.store, namespace).await?;
         Ok(put)
     }
 
@@ -392,9 +391,10 @@ impl ConfigService {
 
     /// Removes an alias.
     pub async fn delete_alias(&self, namespace: &str, alias: &str) -> Result<Alias, StoreError> {
+        let ticket = self.replicator.ticket(namespace).await?;
         let deleted = self.store.delete_alias(namespace, alias).await?;
         self.feeds.changed(namespace);
-        self.replicator.replicated_now(namespace).await?;
+        ticket.replicated_now(&self.store, namespace).await?;
         Ok(deleted)
     }
 
