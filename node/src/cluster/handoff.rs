@@ -132,6 +132,7 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
             node: to,
             addr,
             joined,
+            follows: true,
         };
         return commit(cluster, namespace, receiver, steps, frozen, revision).await;
     }
@@ -172,6 +173,7 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         node: to,
         addr,
         joined: false,
+        follows: false,
     };
     commit(cluster, namespace, receiver, steps, frozen, revision).await
 }
@@ -201,12 +203,14 @@ const RECEIVER_LOOK_EVERY: Duration = Duration::from_millis(50);
 /// Why a frozen handoff gave up on a receiver declared down.
 const RECEIVER_DOWN: &str = "the receiver was declared down while the namespace was frozen";
 
-/// The node a handoff gives the namespace to: its id, its address, and whether it joined the
-/// set before the handoff (`join_first`).
+/// The node a handoff gives the namespace to: its id, its address, whether it joined the
+/// set before the handoff (`join_first`), and whether it followed this node (the stream brought
+/// it every row; no copy was sent).
 struct GivenTo<'a> {
     node: &'a str,
     addr: std::net::SocketAddr,
     joined: bool,
+    follows: bool,
 }
 
 /// How long a handoff waits for a receiver outside the set to become a member (learn the
@@ -282,6 +286,7 @@ async fn commit(
         node: to,
         addr,
         joined,
+        follows,
     } = receiver;
     let next = steps.commit_record().map_err(|e| e.to_string())?;
     // The receiver records the new holder durably before it answers; only then is it recorded
@@ -291,8 +296,20 @@ async fn commit(
         epoch: next.epoch,
         revision,
     };
-    match confirm_commit(cluster, namespace, to, addr, &next, commit).await {
+    // A receiver that follows this node in a set that can elect without it may be presumed to
+    // hold the namespace once it is declared down with the commit unanswered (see
+    // `CommitOutcome::Presumed`).
+    let presumable = follows && !cluster.solo() && cluster.inner.replicas >= 3;
+    match confirm_commit(cluster, namespace, to, addr, &next, commit, presumable).await {
         CommitOutcome::Accepted => {}
+        CommitOutcome::Presumed => {
+            tracing::warn!(
+                namespace,
+                to,
+                epoch = next.epoch,
+                "handoff commit unanswered and the receiver declared down: recorded as the holder, so that its replica set elects a successor"
+            );
+        }
         CommitOutcome::Refused(why) => {
             // The receiver did not take it: this node still holds the namespace and serves it
             // again as soon as the freeze ends.
@@ -321,6 +338,7 @@ async fn commit(
     // from that set, this node in it.
     let stays_a_replica = !cluster.solo()
         && (joined
+            || follows
             || cluster
                 .view()
                 .replica_set(namespace, &to.to_string(), cluster.inner.replicas)
@@ -409,6 +427,16 @@ enum CommitOutcome {
     Accepted,
     /// It answered no: it does not hold it.
     Refused(String),
+    /// It did not answer and is declared down, and it followed this node in a set that can
+    /// elect without it: it is recorded as the holder at the next epoch, whether or not it
+    /// took the commit. Either way is safe, because the set's election of a successor (at an
+    /// epoch above it) fences it: took the commit, it holds that epoch and is superseded; did
+    /// not, it holds nothing and its copy is the giver's log up to the frozen revision, so were
+    /// it to serve that epoch on its return, it would serve exactly what the giver had. Waiting
+    /// instead, as for a receiver outside the set, would keep the namespace frozen until the
+    /// receiver came back (found by `cli/tests/failover.rs`
+    /// `a_receiver_killed_right_after_a_claim_holds_writes_no_longer_than_a_failover`).
+    Presumed,
     /// This node stops before it knows.
     Stopping,
 }
@@ -424,21 +452,34 @@ async fn confirm_commit(
     addr: std::net::SocketAddr,
     next: &HolderRecord,
     commit: PeerRequest,
+    presumable: bool,
 ) -> CommitOutcome {
     let mut delay = COMMIT_RETRY_FIRST;
     let mut stop = cluster.stopping();
+    // Declared down while the commit is unanswered (or between two tries): presumed at once.
+    let declared_down = || async {
+        if !presumable {
+            return std::future::pending().await;
+        }
+        while cluster.view().alive.contains(to) {
+            tokio::time::sleep(RECEIVER_LOOK_EVERY).await;
+        }
+    };
     loop {
-        match cluster
-            .peers()
-            .call(addr, commit.clone(), STEP_TIMEOUT)
-            .await
-        {
+        let answer = tokio::select! {
+            answer = cluster.peers().call(addr, commit.clone(), STEP_TIMEOUT) => answer,
+            () = declared_down() => Err(super::PeerError::Unreachable(RECEIVER_DOWN.to_string())),
+        };
+        match answer {
             Ok(Response::Ack) => return CommitOutcome::Accepted,
             Ok(other) => return CommitOutcome::Refused(format!("unexpected answer {other:?}")),
             Err(super::PeerError::Answered(e)) => return CommitOutcome::Refused(e.to_string()),
             Err(super::PeerError::Unreachable(why)) => {
                 if cluster.holder(namespace).as_ref() == Some(next) {
                     return CommitOutcome::Accepted;
+                }
+                if presumable && !cluster.view().alive.contains(to) {
+                    return CommitOutcome::Presumed;
                 }
                 tracing::warn!(
                     namespace,
@@ -450,6 +491,7 @@ async fn confirm_commit(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            () = declared_down() => {}
             _ = stop.wait_for(|s| *s) => return CommitOutcome::Stopping,
         }
         delay = (delay * 2).min(COMMIT_RETRY_MAX);
