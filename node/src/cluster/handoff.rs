@@ -90,14 +90,9 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     // it), so the set it will replicate to is the members that know it: if it dies right
     // after taking the namespace, they elect without it. On a timeout the handoff copies.
     let _joining = Joining::new(cluster, namespace, to, follows.is_none() && !cluster.solo());
-    let mut joined = false;
-    if follows.is_none() && !cluster.solo() {
-        joined = join_first(cluster, namespace, to).await;
-        if joined {
-            follows = following_position(cluster, namespace, to, record.epoch).await;
-        }
+    if follows.is_none() && !cluster.solo() && join_first(cluster, namespace, to).await {
+        follows = following_position(cluster, namespace, to, record.epoch).await;
     }
-    let joined = joined && follows.is_some();
     let since = match follows {
         Some(revision) => {
             copied(cluster, "stream");
@@ -131,7 +126,6 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
         let receiver = GivenTo {
             node: to,
             addr,
-            joined,
             follows: true,
         };
         return commit(cluster, namespace, receiver, steps, frozen, revision).await;
@@ -172,7 +166,6 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
     let receiver = GivenTo {
         node: to,
         addr,
-        joined: false,
         follows: false,
     };
     commit(cluster, namespace, receiver, steps, frozen, revision).await
@@ -187,14 +180,16 @@ async fn while_receiver_alive<T>(
     to: &str,
     step: impl Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
-    let declared_down = async {
-        while cluster.view().alive.contains(to) {
-            tokio::time::sleep(RECEIVER_LOOK_EVERY).await;
-        }
-    };
     tokio::select! {
         result = step => result,
-        () = declared_down => Err(RECEIVER_DOWN.to_string()),
+        () = declared_down(cluster, to) => Err(RECEIVER_DOWN.to_string()),
+    }
+}
+
+/// Ends once this node's membership view no longer holds `to` alive.
+async fn declared_down(cluster: &Cluster, to: &str) {
+    while cluster.view().alive.contains(to) {
+        tokio::time::sleep(RECEIVER_LOOK_EVERY).await;
     }
 }
 
@@ -203,13 +198,12 @@ const RECEIVER_LOOK_EVERY: Duration = Duration::from_millis(50);
 /// Why a frozen handoff gave up on a receiver declared down.
 const RECEIVER_DOWN: &str = "the receiver was declared down while the namespace was frozen";
 
-/// The node a handoff gives the namespace to: its id, its address, whether it joined the
-/// set before the handoff (`join_first`), and whether it followed this node (the stream brought
-/// it every row; no copy was sent).
+/// The node a handoff gives the namespace to: its id, its address, and whether it followed
+/// this node (a member of the set, or one that joined it first, `join_first`: the stream
+/// brought it every row and no copy was sent).
 struct GivenTo<'a> {
     node: &'a str,
     addr: std::net::SocketAddr,
-    joined: bool,
     follows: bool,
 }
 
@@ -285,7 +279,6 @@ async fn commit(
     let GivenTo {
         node: to,
         addr,
-        joined,
         follows,
     } = receiver;
     let next = steps.commit_record().map_err(|e| e.to_string())?;
@@ -333,12 +326,11 @@ async fn commit(
     cluster.feeds().changed(namespace);
     drop(frozen);
     // A member of the receiver's replica set keeps its copy: it is a follower from now on and
-    // gets only the receiver's new rows, instead of a full copy back.
-    // So does the giver of a receiver that joined its set first: the receiver's epoch starts
-    // from that set, this node in it.
+    // gets only the receiver's new rows, instead of a full copy back. So does the giver of a
+    // receiver that followed it (a member, or one that joined its set first): the receiver's
+    // epoch starts from that set, this node in it.
     let stays_a_replica = !cluster.solo()
-        && (joined
-            || follows
+        && (follows
             || cluster
                 .view()
                 .replica_set(namespace, &to.to_string(), cluster.inner.replicas)
@@ -457,18 +449,17 @@ async fn confirm_commit(
     let mut delay = COMMIT_RETRY_FIRST;
     let mut stop = cluster.stopping();
     // Declared down while the commit is unanswered (or between two tries): presumed at once.
-    let declared_down = || async {
-        if !presumable {
-            return std::future::pending().await;
-        }
-        while cluster.view().alive.contains(to) {
-            tokio::time::sleep(RECEIVER_LOOK_EVERY).await;
+    let presumed = || async {
+        if presumable {
+            declared_down(cluster, to).await
+        } else {
+            std::future::pending().await
         }
     };
     loop {
         let answer = tokio::select! {
             answer = cluster.peers().call(addr, commit.clone(), STEP_TIMEOUT) => answer,
-            () = declared_down() => Err(super::PeerError::Unreachable(RECEIVER_DOWN.to_string())),
+            () = presumed() => Err(super::PeerError::Unreachable(RECEIVER_DOWN.to_string())),
         };
         match answer {
             Ok(Response::Ack) => return CommitOutcome::Accepted,
@@ -491,7 +482,7 @@ async fn confirm_commit(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            () = declared_down() => {}
+            () = presumed() => {}
             _ = stop.wait_for(|s| *s) => return CommitOutcome::Stopping,
         }
         delay = (delay * 2).min(COMMIT_RETRY_MAX);

@@ -98,12 +98,12 @@ impl Ticket {
 
     /// [`Ticket::replicated`] at the namespace's current revision (for writes whose answer
     /// does not carry their revision, such as alias changes).
-    pub async fn replicated_now(self, store: &Store, namespace: &str) -> Result<(), StoreError> {
-        if self.epoch.is_none() {
+    pub async fn replicated_now(self) -> Result<(), StoreError> {
+        let Some((replicator, replicated)) = &self.epoch else {
             return Ok(());
-        }
-        let ns = namespace.to_string();
-        let revision = crate::blocking::read(store, move |s| s.namespace(&ns))
+        };
+        let ns = replicated.namespace.clone();
+        let revision = crate::blocking::read(&replicator.inner.store, move |s| s.namespace(&ns))
             .await?
             .map_or(0, |s| s.revision);
         self.replicated(revision).await

@@ -343,8 +343,7 @@ async fn elect(
 /// the longest log among them. The other way round is not safe: a candidate told an older set
 /// lacks the guarantee, and a newer set's writes need not be on a majority of its members.
 fn counts(granted: &WireReplica, set: &[NodeId], version: LogPosition) -> bool {
-    let theirs = LogPosition::new(granted.set_version.epoch, granted.set_version.revision);
-    same_members(&granted.replicas, set) || theirs < version
+    same_members(&granted.replicas, set) || set_version(granted) < version
 }
 
 /// Whether a granter's set (`theirs`, as its holder last told it) is the candidate's set, as
@@ -416,10 +415,7 @@ fn best_candidate(
             .find(|(n, _)| n == node)
             .and_then(|(_, answer)| answer.as_ref().ok())
             .and_then(|state| state.as_ref())
-            .map(|state| {
-                let version = LogPosition::new(state.set_version.epoch, state.set_version.revision);
-                (version, wire_position(state))
-            })
+            .map(|state| (set_version(state), wire_position(state)))
     };
     let mut best: Option<(&NodeId, (LogPosition, LogPosition))> = None;
     // The holder (first in the set) is down: it does not answer, so it is never chosen.
@@ -439,6 +435,11 @@ async fn position(store: &Store, namespace: &str) -> Result<LogPosition, String>
         .await
         .map_err(|e| e.to_string())?;
     Ok(LogPosition::new(position.epoch, position.revision))
+}
+
+/// The version of the set a member's answer names.
+fn set_version(state: &WireReplica) -> LogPosition {
+    LogPosition::new(state.set_version.epoch, state.set_version.revision)
 }
 
 fn wire_position(state: &WireReplica) -> LogPosition {

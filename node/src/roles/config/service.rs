@@ -373,7 +373,7 @@ impl ConfigService {
         let ticket = self.replicator.ticket(namespace).await?;
         let put = self.store.put_alias(namespace, alias, target).await?;
         self.feeds.changed(namespace);
-        ticket.replicated_now(&self.store, namespace).await?;
+        ticket.replicated_now().await?;
         Ok(put)
     }
 
@@ -394,7 +394,7 @@ impl ConfigService {
         let ticket = self.replicator.ticket(namespace).await?;
         let deleted = self.store.delete_alias(namespace, alias).await?;
         self.feeds.changed(namespace);
-        ticket.replicated_now(&self.store, namespace).await?;
+        ticket.replicated_now().await?;
         Ok(deleted)
     }
 
