@@ -215,3 +215,56 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
     assert_eq!(fenced.code, "fenced", "{fenced:?}");
     assert_eq!(state(&probe).await, Some(granted));
 }
+
+/// A promise asked by the holder this node follows is granted at once: the read lease it would
+/// wait out is that holder's own (a holder left with a namespace it gave away, when the
+/// receiver died before answering the commit, runs for the next epoch itself). Any other
+/// candidate still waits the lease out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_followed_holder_is_promised_a_new_epoch_without_waiting_out_its_lease() {
+    let cluster = TestCluster::start(1).await;
+    let node = cluster.node(0);
+    let me = node.node_id().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let holder = holder_store(&dir).await;
+    let probe = PeerProbe::connect(node.quic_addr(), PeerProbe::cluster_key(), "h1", 1)
+        .await
+        .expect("a peer with the key is accepted");
+    let mut export = holder.export("rep").expect("export");
+    let copied = export.state().revision;
+    let mut ops = Vec::new();
+    while let Some(chunk) = export.next_chunk(1 << 20).expect("chunk") {
+        ops.extend(chunk);
+    }
+    let at = LogPos::new(2, copied);
+    let request = PeerRequest::ReplicaAppend {
+        namespace: "rep".into(),
+        epoch: 2,
+        replicas: set(&["h1", &me]),
+        base: None,
+        to: wire(at),
+        ops: encode(&ops),
+        set_version: wire(LogPos::new(2, 0)),
+    };
+    probe.call(request).await.expect("the full copy is taken");
+
+    let other = PeerProbe::connect(node.quic_addr(), PeerProbe::cluster_key(), "h2", 1)
+        .await
+        .expect("a second peer");
+    let promise = |epoch| PeerRequest::ReplicaPromise {
+        namespace: "rep".into(),
+        epoch,
+    };
+    let refused = other.call(promise(3)).await.expect_err("leased");
+    assert_eq!(refused.code, "holder_leased", "{refused:?}");
+    let granted = replica(
+        probe
+            .call(promise(3))
+            .await
+            .expect("the holder is promised"),
+    )
+    .expect("a state");
+    assert_eq!((granted.promised, granted.position), (3, wire(at)));
+    let still = other.call(promise(4)).await.expect_err("still leased");
+    assert_eq!(still.code, "holder_leased", "{still:?}");
+}

@@ -14,7 +14,8 @@
 //! the kills and cuts also change the set and claims hand the namespace to nodes outside it.
 //!
 //! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
-//! `CFGNODE_HISTORY_SEED` replays a schedule.
+//! `CFGNODE_HISTORY_SEED` replays a schedule. `CFGNODE_HISTORY_KEEP=1` keeps the run's
+//! directory (each node's data and its `cfgnode-N.stderr` log) and prints where it is.
 
 mod common;
 
@@ -287,7 +288,11 @@ async fn history(mode: Mode, size: usize) {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     eprintln!("history test: seed {seed} ({secs} s; CFGNODE_HISTORY_SEED={seed} replays it)");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("CFGNODE_HISTORY_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("history test: keeping {}", dir.path().display());
+    }
     std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
     common::write_cluster_key(dir.path());
     let all = ["n1", "n2", "n3", "n4", "n5"];

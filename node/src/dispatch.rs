@@ -128,7 +128,10 @@ pub async fn serve_peer_request(
             Ok(Response::Peer(PeerResponse::Replica(Some(state))))
         }
         PeerRequest::ReplicaPromise { namespace, epoch } => {
-            let state = roles.replication.on_promise(&namespace, epoch).await?;
+            let state = roles
+                .replication
+                .on_promise(&peer.node_id, &namespace, epoch)
+                .await?;
             Ok(Response::Peer(PeerResponse::Replica(Some(state))))
         }
         PeerRequest::ReplicaState { namespace } => Ok(Response::Peer(PeerResponse::Replica(

@@ -175,21 +175,31 @@ impl Follower {
         Ok(wire(state, position))
     }
 
-    /// `ReplicaPromise`: take nothing below `epoch` from now on, once the lease from the holder
-    /// this node follows has run out. Durable before the answer.
+    /// `ReplicaPromise` from `candidate`: take nothing below `epoch` from now on, once the
+    /// lease from the holder this node follows has run out. Durable before the answer.
+    ///
+    /// The lease is waited out only for another candidate than that holder: it keeps a new
+    /// holder from taking writes while the old one may still serve reads under its lease, and
+    /// a candidate that is the old holder itself serves every read from the same copy it goes
+    /// on writing (a holder that gave its namespace away and was left with it, when the
+    /// receiver died before answering the commit: `CommitOutcome::Presumed`).
     pub async fn on_promise(
         &self,
+        candidate: &str,
         namespace: &str,
         epoch: u64,
     ) -> Result<WireReplica, ReplicaRefusal> {
         validate_namespace(namespace)?;
         let turn = self.turn(namespace);
         let _turn = turn.lock().await;
+        let followed = self.store.replica(namespace)?.map(|r| r.holder);
         let heard = self.last_heard(namespace);
         let since = u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Millis on this node's monotonic clock, counted from `heard` (0): only the rate of the
         // clock matters.
-        if !self.lease.follower_may_promise(Some(0), since) {
+        if followed.as_deref() != Some(candidate)
+            && !self.lease.follower_may_promise(Some(0), since)
+        {
             return Err(ReplicaRefusal::HolderLeased {
                 namespace: namespace.to_string(),
                 ms_ago: since,
