@@ -57,6 +57,17 @@ async fn state(probe: &PeerProbe) -> Option<WireReplica> {
     replica(probe.call(request).await.expect("state"))
 }
 
+/// The rows of a full copy of `rep` from `holder`, and the revision they reach.
+fn full_copy(holder: &Store) -> (u64, Vec<TransferOp>) {
+    let mut export = holder.export("rep").expect("export");
+    let copied = export.state().revision;
+    let mut ops = Vec::new();
+    while let Some(chunk) = export.next_chunk(1 << 20).expect("chunk") {
+        ops.extend(chunk);
+    }
+    (copied, ops)
+}
+
 fn set(nodes: &[&str]) -> Vec<String> {
     nodes.iter().map(|n| n.to_string()).collect()
 }
@@ -79,12 +90,7 @@ async fn a_node_follows_a_holder_and_fences_it_after_a_promise() {
     );
 
     // A full copy at epoch 2.
-    let mut export = holder.export("rep").expect("export");
-    let copied = export.state().revision;
-    let mut ops = Vec::new();
-    while let Some(chunk) = export.next_chunk(1 << 20).expect("chunk") {
-        ops.extend(chunk);
-    }
+    let (copied, ops) = full_copy(&holder);
     let at = LogPos::new(2, copied);
     let answer = probe
         .call(PeerRequest::ReplicaAppend {
@@ -230,12 +236,7 @@ async fn the_followed_holder_is_promised_a_new_epoch_without_waiting_out_its_lea
     let probe = PeerProbe::connect(node.quic_addr(), PeerProbe::cluster_key(), "h1", 1)
         .await
         .expect("a peer with the key is accepted");
-    let mut export = holder.export("rep").expect("export");
-    let copied = export.state().revision;
-    let mut ops = Vec::new();
-    while let Some(chunk) = export.next_chunk(1 << 20).expect("chunk") {
-        ops.extend(chunk);
-    }
+    let (copied, ops) = full_copy(&holder);
     let at = LogPos::new(2, copied);
     let request = PeerRequest::ReplicaAppend {
         namespace: "rep".into(),
