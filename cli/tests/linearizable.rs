@@ -15,7 +15,8 @@
 //!
 //! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
 //! `CFGNODE_HISTORY_SEED` replays a schedule. `CFGNODE_HISTORY_KEEP=1` keeps the run's
-//! directory (each node's data and its `cfgnode-N.stderr` log) and prints where it is.
+//! directory (each node's data and its `cfgnode-N.stderr` log, with replication's and the
+//! cluster's debug lines) and prints where it is.
 
 mod common;
 
@@ -218,7 +219,14 @@ async fn client(
 /// `--replicas replicas`; the partition switch (`PUT /v1/debug/partition`) is on for these
 /// processes only.
 async fn start(dir: &std::path::Path, name: &str, seed: Option<&str>, replicas: &str) -> Node {
-    let envs = [("CFGNODE_FAULT_INJECTION", "1")];
+    let mut envs = vec![("CFGNODE_FAULT_INJECTION", "1")];
+    if std::env::var_os("CFGNODE_HISTORY_KEEP").is_some() {
+        // Kept logs are read after a failure: replication's and the cluster's steps in them.
+        envs.push((
+            "RUST_LOG",
+            "info,cfgnode_node::replication=debug,cfgnode_node::cluster=debug",
+        ));
+    }
     common::start_member(dir, name, seed, TOKEN, &["--replicas", replicas], &envs).await
 }
 
