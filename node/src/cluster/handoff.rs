@@ -71,7 +71,12 @@ pub(super) async fn hand_off(cluster: &Cluster, namespace: &str, to: &str) -> Re
             Err(e) => Err(format!("{}", e.into_wire())),
         }
     };
-    let step = |steps: &mut Handoff, s: HandoffStep| steps.advance(s).map_err(|e| e.to_string());
+    let started = tokio::time::Instant::now();
+    // Each step's time in the debug log: a handoff that holds writes too long says where.
+    let step = |steps: &mut Handoff, s: HandoffStep| {
+        tracing::debug!(namespace, to, step = ?s, ms = started.elapsed().as_millis() as u64, "handoff step");
+        steps.advance(s).map_err(|e| e.to_string())
+    };
 
     call(PeerRequest::HandoffOffer {
         namespace: namespace.to_string(),
@@ -293,7 +298,15 @@ async fn commit(
     // hold the namespace once it is declared down with the commit unanswered (see
     // `CommitOutcome::Presumed`).
     let presumable = follows && !cluster.solo() && cluster.inner.replicas >= 3;
-    match confirm_commit(cluster, namespace, to, addr, &next, commit, presumable).await {
+    let asked = tokio::time::Instant::now();
+    let outcome = confirm_commit(cluster, namespace, to, addr, &next, commit, presumable).await;
+    tracing::debug!(
+        namespace,
+        to,
+        ms = asked.elapsed().as_millis() as u64,
+        "handoff commit answered"
+    );
+    match outcome {
         CommitOutcome::Accepted => {}
         CommitOutcome::Presumed => {
             tracing::warn!(
