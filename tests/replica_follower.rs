@@ -269,3 +269,54 @@ async fn the_followed_holder_is_promised_a_new_epoch_without_waiting_out_its_lea
     let still = other.call(promise(4)).await.expect_err("still leased");
     assert_eq!(still.code, "holder_leased", "{still:?}");
 }
+
+/// A node that holds a namespace promises no other candidate a new epoch of it: the grant
+/// would fence its own epoch while it goes on holding (a holder that had just won its election
+/// was fenced so by a rival's, and its writes stalled). Refused, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_promises_no_rival_candidate_a_new_epoch() {
+    let cluster = TestCluster::start(1).await;
+    let node = cluster.node(0);
+    cluster.put(node, "own", "k", "v").await;
+    let before = replica(
+        PeerProbe::connect(node.quic_addr(), PeerProbe::cluster_key(), "h2", 1)
+            .await
+            .expect("a peer")
+            .call(PeerRequest::ReplicaState {
+                namespace: "own".into(),
+            })
+            .await
+            .expect("state"),
+    );
+    let rival = PeerProbe::connect(node.quic_addr(), PeerProbe::cluster_key(), "h2", 1)
+        .await
+        .expect("a peer with the key is accepted");
+    // Past the lease a node counts from its start (it cannot know when it last heard from a
+    // holder), which would refuse any candidate for a moment anyway.
+    let end = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let answer = rival
+            .call(PeerRequest::ReplicaPromise {
+                namespace: "own".into(),
+                epoch: 5,
+            })
+            .await;
+        match answer {
+            Err(e) if e.code == "holder_leased" && Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other.expect_err("the holder refuses"),
+        }
+    };
+    assert_eq!(refused.code, "not_a_replica", "{refused:?}");
+    let after = replica(
+        rival
+            .call(PeerRequest::ReplicaState {
+                namespace: "own".into(),
+            })
+            .await
+            .expect("state"),
+    );
+    assert_eq!(after, before, "the refusal changed nothing");
+    cluster.put(node, "own", "k", "v2").await;
+}

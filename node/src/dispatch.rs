@@ -130,7 +130,7 @@ pub async fn serve_peer_request(
         PeerRequest::ReplicaPromise { namespace, epoch } => {
             let state = roles
                 .replication
-                .on_promise(&peer.node_id, &namespace, epoch)
+                .on_promise(&peer.node_id, cluster.holder(&namespace), &namespace, epoch)
                 .await?;
             Ok(Response::Peer(PeerResponse::Replica(Some(state))))
         }

@@ -183,13 +183,31 @@ impl Follower {
     /// a candidate that is the old holder itself serves every read from the same copy it goes
     /// on writing (a holder that gave its namespace away and was left with it, when the
     /// receiver died before answering the commit: `CommitOutcome::Presumed`).
+    ///
+    /// Refused while this node's map names itself the holder (`holding`): a holder that has
+    /// just won its election and is told about a rival candidacy would otherwise fence its own
+    /// epoch, and the rival, finding the holder's log longer, leaves the next try to it, which
+    /// never runs since it holds the namespace. Its writes then stalled for good (a five-node
+    /// history run, session 25). A candidate needs a majority without the holder anyway.
     pub async fn on_promise(
         &self,
         candidate: &str,
+        holding: Option<HolderRecord>,
         namespace: &str,
         epoch: u64,
     ) -> Result<WireReplica, ReplicaRefusal> {
         validate_namespace(namespace)?;
+        if let Some(record) = holding.filter(|r| r.holder == self.store.node_id())
+            && candidate != self.store.node_id()
+        {
+            return Err(ReplicaRefusal::NotAReplica {
+                namespace: namespace.to_string(),
+                why: format!(
+                    "this node holds the namespace at epoch {}; it promises no other candidate a new epoch ({candidate:?} asked for {epoch}) while it does",
+                    record.epoch
+                ),
+            });
+        }
         let turn = self.turn(namespace);
         let _turn = turn.lock().await;
         let followed = self.store.replica(namespace)?.map(|r| r.holder);

@@ -296,7 +296,10 @@ async fn elect(
         },
     )
     .ok()?;
-    if let Err(e) = follower.on_promise(me, namespace, epoch).await {
+    if let Err(e) = follower
+        .on_promise(me, cluster.holder(namespace), namespace, epoch)
+        .await
+    {
         tracing::debug!(namespace, epoch, error = %e, "cannot promise the new epoch to itself");
         return None;
     }
