@@ -205,6 +205,14 @@ async fn run(
         namespace: namespace.to_string(),
     })
     .await;
+    if let Some(successor) = successor(&states, orphan.record.epoch) {
+        // It won already and this node's map has not brought its record yet. Running now would
+        // fence it: this node's own promise alone refuses the new holder's appends, and finding
+        // its log longer, this node would leave the next try to it, which never runs, since it
+        // holds the namespace (a five-node history run stalled for good that way, session 25).
+        tracing::debug!(namespace, %successor, "holder down, but a member already holds the namespace at a newer epoch; waiting for its record");
+        return;
+    }
     // Only members that follow the same holder (the down one, or the one this node follows
     // when that one passed it on) in a set that can elect may run: a member told another set
     // (a learner, or one the holder never reached) is no candidate.
@@ -331,6 +339,22 @@ async fn elect(
         }
     }
     Some((epoch, election.outcome()))
+}
+
+/// The member that answers it holds the namespace itself at an epoch above the map's record
+/// of the down holder (`map_epoch`), if any: the election already has a winner. Pure.
+fn successor(
+    states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
+    map_epoch: u64,
+) -> Option<NodeId> {
+    states.iter().find_map(|(node, answer)| match answer {
+        Ok(Some(state))
+            if state.holder == *node && state.position.epoch.max(state.promised) > map_epoch =>
+        {
+            Some(node.clone())
+        }
+        _ => None,
+    })
 }
 
 /// Whether a grant counts towards a quorum of the candidate's `set`, of version `version`: the
@@ -494,6 +518,27 @@ mod tests {
 
     fn set() -> Vec<NodeId> {
         ["h", "a", "b", "c"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn a_member_holding_at_a_newer_epoch_is_the_successor() {
+        let holding = |node: &str, epoch: u64| {
+            let mut answer = state(epoch, 20).expect("ok").expect("some");
+            answer.holder = node.to_string();
+            (node.to_string(), Ok(Some(answer)))
+        };
+        let following = |node: &str, epoch: u64| (node.to_string(), state(epoch, 20));
+        // The map still names the down holder at epoch 1; `b` won epoch 2 already.
+        let states = vec![following("a", 1), holding("b", 2)];
+        assert_eq!(successor(&states, 1), Some("b".to_string()));
+        // A member naming itself holder at the map's epoch (or older) is no successor, nor is
+        // a follower at a newer epoch, nor a member that did not answer.
+        let states = vec![
+            holding("a", 1),
+            following("b", 2),
+            ("c".to_string(), Err(PeerError::Unreachable("down".into()))),
+        ];
+        assert_eq!(successor(&states, 1), None);
     }
 
     /// A record following `holder` (or held, with `start`) at epoch 4 in the set `g, r, x`.
