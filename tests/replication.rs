@@ -72,6 +72,21 @@ async fn followed_holder(addr: std::net::SocketAddr) -> Option<String> {
     replica_state(addr).await.map(|s| s.holder)
 }
 
+/// Four nodes with three replicas, `writes` keys written through all of them, and the
+/// namespace settled: the cluster, the holder's index, and its full set (holder first).
+async fn four_nodes_with_a_full_set(writes: usize) -> (TestCluster, usize, Vec<String>) {
+    let cluster = TestCluster::start_with(4, three_replicas).await;
+    for i in 0..writes {
+        cluster
+            .put(cluster.node(i % 4), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let first = full_set(&cluster, h).await;
+    (cluster, h, first)
+}
+
 /// A PUT through `node`: its status and error code.
 /// Writes `k0..k9` = `v0..v9` through the cluster's first `size` nodes in turn.
 async fn seed_writes(cluster: &TestCluster, size: usize) {
@@ -536,11 +551,6 @@ async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() 
     }
 }
 
-/// The default (`--replicas 3`) on a growing cluster: one node and then two keep one copy per
-/// namespace (`cfgnode_ring::set_size`: a set of two would stop writing when either node dies);
-/// writes are answered at once. The third node brings every namespace to three replicas: the
-/// newcomers learn what was written before they joined, and the holder's death then loses none
-/// of it.
 /// A write waiting for its quorum while the set changes (a stopped follower replaced by a
 /// learner) is acknowledged once the new set's streams bring its followers the write: it
 /// follows the newest replication of its epoch during its wait, not only before it. Until
@@ -548,15 +558,8 @@ async fn a_replaced_follower_is_caught_up_before_the_set_counts_its_successor() 
 /// namespace's gate all that time (a five-node history run lost 4.5 s of writes that way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_waiting_while_the_set_changes_is_acknowledged_by_the_new_set() {
-    let mut cluster = TestCluster::start_with(4, three_replicas).await;
-    for i in 0..10 {
-        cluster
-            .put(cluster.node(i % 4), NS, &format!("k{i}"), &format!("v{i}"))
-            .await;
-    }
-    let holder = cluster.wait_settled(NS).await;
-    let h = cluster.index_of(&holder);
-    let first = full_set(&cluster, h).await;
+    let (mut cluster, h, first) = four_nodes_with_a_full_set(10).await;
+    let holder = cluster.node(h).node_id().to_string();
     let (follower, gone) = (first[1].clone(), cluster.index_of(&first[2]));
     let spare = (0..4)
         .find(|i| !first.contains(&cluster.node(*i).node_id().to_string()))
@@ -601,6 +604,11 @@ async fn a_write_waiting_while_the_set_changes_is_acknowledged_by_the_new_set() 
     );
 }
 
+/// The default (`--replicas 3`) on a growing cluster: one node and then two keep one copy per
+/// namespace (`cfgnode_ring::set_size`: a set of two would stop writing when either node dies);
+/// writes are answered at once. The third node brings every namespace to three replicas: the
+/// newcomers learn what was written before they joined, and the holder's death then loses none
+/// of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_growing_to_three_nodes_replicates_what_it_had() {
     let mut cluster = TestCluster::start_with(1, three_replicas).await;
@@ -950,15 +958,8 @@ async fn a_watch_resumes_exactly_across_a_promotion() {
 /// keeping its replica record and promise. Nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_left_behind_by_a_change_of_the_set_is_released_with_its_promise_kept() {
-    let mut cluster = TestCluster::start_with(4, three_replicas).await;
-    for i in 0..6 {
-        cluster
-            .put(cluster.node(i % 4), NS, &format!("k{i}"), &format!("v{i}"))
-            .await;
-    }
-    let holder = cluster.wait_settled(NS).await;
-    let h = cluster.index_of(&holder);
-    let first = full_set(&cluster, h).await;
+    let (mut cluster, h, first) = four_nodes_with_a_full_set(6).await;
+    let holder = cluster.node(h).node_id().to_string();
     let gone_id = first[2].clone();
     let stopped = cluster.stop(cluster.index_of(&gone_id)).await;
     let (quic, http) = (stopped.quic_addr(), stopped.http_addr());

@@ -96,16 +96,12 @@ impl Ticket {
             replicated.local_commit(revision);
             let mut committed = replicated.committed.subscribe();
             let mut stopped = replicated.stop.subscribe();
-            let no_quorum = |replicated: &Replicated| StoreError::NoQuorum {
-                namespace: replicated.namespace.clone(),
-                detail: replicated.lagging(),
-            };
             tokio::select! {
                 biased;
                 reached = tokio::time::timeout_at(deadline, committed.wait_for(|c| *c >= revision)) => {
                     return match reached {
                         Ok(Ok(_)) => Ok(()),
-                        _ => Err(no_quorum(&replicated)),
+                        _ => Err(replicated.no_quorum()),
                     };
                 }
                 _ = stopped.wait_for(|stop| *stop) => {
@@ -119,7 +115,7 @@ impl Ticket {
                         .filter(|r| r.epoch == replicated.epoch && !Arc::ptr_eq(r, &replicated))
                     {
                         Some(next) => replicated = next,
-                        None => return Err(no_quorum(&replicated)),
+                        None => return Err(replicated.no_quorum()),
                     }
                 }
             }
@@ -366,7 +362,16 @@ impl Replicated {
         raise(&self.committed, committed);
     }
 
-    /// Which followers lag `revision`, for the `no_quorum` message.
+    /// The `no_quorum` answer of a write this replication did not bring to a quorum, naming
+    /// the followers that lag.
+    fn no_quorum(&self) -> StoreError {
+        StoreError::NoQuorum {
+            namespace: self.namespace.clone(),
+            detail: self.lagging(),
+        }
+    }
+
+    /// Which followers lag, for the `no_quorum` message.
     fn lagging(&self) -> String {
         let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         let lagging: Vec<String> = progress
