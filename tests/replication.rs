@@ -485,6 +485,98 @@ async fn a_partitioned_holder_stops_acknowledging_and_the_majority_carries_on() 
     }
 }
 
+/// A candidate that collected promises and then gave up leaves its fence behind: here a
+/// candidate (a probe) takes both followers' promises of the next epoch while the holder's
+/// appends cannot reach them (peer requests dropped, SWIM passing, so nobody declares the
+/// holder down and nobody else runs), and never comes back. Both followers then refuse the
+/// holder's epoch, and the holder, alive and in everyone's view, has no quorum. It runs an
+/// election itself at an epoch above the fence, wins it (its followers follow it and its log
+/// is the longest), and writes are acknowledged again, every earlier one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_fenced_by_a_candidate_that_gave_up_takes_a_newer_epoch() {
+    let cluster = TestCluster::start_with(3, three_replicas).await;
+    for i in 0..10 {
+        cluster
+            .put(cluster.node(i % 3), NS, &format!("k{i}"), &format!("v{i}"))
+            .await;
+    }
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set = full_set(&cluster, h).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != h).collect();
+    let epoch = position(cluster.node(h).quic_addr())
+        .await
+        .expect("the holder's position")
+        .epoch;
+    let ids: Vec<&str> = set.iter().skip(1).map(String::as_str).collect();
+    cluster.node(h).block_requests_with(&ids);
+    for &o in &others {
+        cluster.node(o).block_requests_with(&[holder.as_str()]);
+    }
+    // Once a follower's read lease from the holder has run out, it promises the candidate.
+    for &o in &others {
+        let candidate = PeerProbe::connect(
+            cluster.node(o).quic_addr(),
+            PeerProbe::cluster_key(),
+            "candidate",
+            1,
+        )
+        .await
+        .expect("the candidate connects");
+        poll_until("the follower's promise", DEADLINE, || async {
+            let answer = candidate
+                .call(PeerRequest::ReplicaPromise {
+                    namespace: NS.into(),
+                    epoch: epoch + 1,
+                })
+                .await;
+            match answer {
+                Ok(_) => Some(()),
+                Err(e) if e.code == "holder_leased" => None,
+                Err(e) => panic!("the promise was refused: {e:?}"),
+            }
+        })
+        .await;
+    }
+    for node in cluster.running() {
+        node.block_requests_with(&[]);
+    }
+    // The candidate is gone. The holder's epoch is fenced on both followers: only a newer
+    // epoch of its own brings its writes back.
+    poll_until("a write through the holder", DEADLINE, || async {
+        let (status, _) = put(&cluster, cluster.node(h), "after").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let record = cluster.placement(cluster.node(h), NS).await;
+    assert_eq!(record["holder"], holder.as_str(), "{record}");
+    let now = position(cluster.node(h).quic_addr())
+        .await
+        .expect("the holder's position")
+        .epoch;
+    assert!(
+        now > epoch + 1,
+        "the holder's epoch went from {epoch} to {now}"
+    );
+    for &o in &others {
+        poll_until(
+            "the follower follows the holder again",
+            DEADLINE,
+            || async {
+                let at = position(cluster.node(o).quic_addr()).await?;
+                (at.epoch == now).then_some(())
+            },
+        )
+        .await;
+    }
+    for node in 0..3 {
+        for i in 0..10 {
+            let (status, body, _) = cluster.get(cluster.node(node), NS, &format!("k{i}")).await;
+            assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+        }
+    }
+}
+
 /// A follower that stops is replaced (four nodes), but only once its replacement has caught up:
 /// the replacement first learns (it takes appends, its vote and its copy do not count), then
 /// the set switches. Afterwards the holder stops too, and the two members left (the one that

@@ -572,6 +572,15 @@ impl Node {
         self.cluster.peers().links().mute(&nodes);
     }
 
+    /// Fault injection for tests: drops every peer request to or from the nodes in `nodes`
+    /// (replacing the previous set; empty heals) while SWIM datagrams still pass, so this
+    /// node's membership holds them alive although no append or promise gets through.
+    #[doc(hidden)]
+    pub fn block_requests_with(&self, nodes: &[&str]) {
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        self.cluster.peers().links().block(&nodes);
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id

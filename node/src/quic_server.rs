@@ -209,7 +209,7 @@ async fn serve_connection(
                     let ctx = Arc::clone(&ctx);
                     match &peer {
                         // A test's partition: the request is lost, as on a cut network.
-                        Some(claim) if ctx.links.is_cut(&claim.node_id) => drop((send, recv)),
+                        Some(claim) if ctx.links.requests_dropped(&claim.node_id) => drop((send, recv)),
                         Some(claim) => {
                             let claim = Arc::clone(claim);
                             streams.spawn(async move { serve_peer_stream(send, recv, &ctx, &claim).await });

@@ -109,8 +109,10 @@ impl Peers {
                 .map(|l| (l.connection.clone(), l.claim.node_id.clone()))
         });
         if let Some((connection, node)) = cached {
-            if self.links.is_cut(&node) {
-                return Err(format!("node {node} at {to} is cut off (test partition)"));
+            if self.links.requests_dropped(&node) {
+                return Err(format!(
+                    "node {node} at {to} is cut off (test fault injection)"
+                ));
             }
             return Ok(connection);
         }
@@ -123,13 +125,13 @@ impl Peers {
         )
         .await?;
         let connection = link.connection.clone();
-        let cut = self.links.is_cut(&link.claim.node_id);
+        let cut = self.links.requests_dropped(&link.claim.node_id);
         if let Ok(mut map) = self.connections.lock() {
             map.insert(to, link.clone());
         }
         if cut {
             self.links.adopt(link);
-            return Err(format!("node at {to} is cut off (test partition)"));
+            return Err(format!("node at {to} is cut off (test fault injection)"));
         }
         // The peer adopts this connection for SWIM datagrams too (it accepted it): read them.
         self.links.adopt(link);

@@ -116,6 +116,10 @@ struct Inner {
     /// Fault injection for tests ([`DatagramLinks::mute`]): nodes whose SWIM datagrams this
     /// one drops both ways while peer requests still pass, so its view of them goes stale.
     muted: Mutex<HashSet<String>>,
+    /// Fault injection for tests ([`DatagramLinks::block`]): nodes whose peer requests this one
+    /// drops both ways while SWIM datagrams still pass, so its view holds them alive although
+    /// nothing else gets through.
+    blocked: Mutex<HashSet<String>>,
 }
 
 impl Inner {
@@ -161,6 +165,7 @@ impl DatagramLinks {
                 inbox,
                 cut: Mutex::default(),
                 muted: Mutex::default(),
+                blocked: Mutex::default(),
             }),
         }
     }
@@ -200,9 +205,10 @@ impl DatagramLinks {
         replace(&self.inner.cut, nodes);
     }
 
-    /// Whether traffic with `node` is cut ([`DatagramLinks::cut`]).
-    pub fn is_cut(&self, node: &str) -> bool {
-        holds(&self.inner.cut, node)
+    /// Whether peer requests with `node` are dropped: cut ([`DatagramLinks::cut`]) or blocked
+    /// ([`DatagramLinks::block`]).
+    pub fn requests_dropped(&self, node: &str) -> bool {
+        holds(&self.inner.cut, node) || holds(&self.inner.blocked, node)
     }
 
     /// Fault injection for tests: from now on, drop every SWIM datagram to or from the nodes in
@@ -211,6 +217,15 @@ impl DatagramLinks {
     /// partition can leave behind, made on purpose.
     pub fn mute(&self, nodes: &[String]) {
         replace(&self.inner.muted, nodes);
+    }
+
+    /// Fault injection for tests: from now on, drop every peer request to or from the nodes in
+    /// `nodes` (replacing the previous set; empty heals) while SWIM datagrams still pass. This
+    /// node's membership then holds them alive although no append, promise or forwarded
+    /// request gets through: a partial failure (a firewall that passes datagrams only), and the
+    /// way a test lets a holder's read leases run out without its followers declaring it down.
+    pub fn block(&self, nodes: &[String]) {
+        replace(&self.inner.blocked, nodes);
     }
 
     /// Uses an authenticated connection for this peer from now on and reads its datagrams.

@@ -254,6 +254,12 @@ impl Follower {
         let _ = self.replicator.set(replicator);
     }
 
+    /// The replicator wired by [`Follower::attach_replicator`], if any: the holder's side, which
+    /// promotion asks for namespaces whose epoch a member refuses.
+    pub fn replicator(&self) -> Option<&crate::replication::Replicator> {
+        self.replicator.get()
+    }
+
     /// When this node last took an append of `namespace` (or, if it never did since it
     /// started, when it started): how long its holder has been silent.
     pub fn last_heard(&self, namespace: &str) -> Instant {

@@ -147,6 +147,19 @@ struct Inner {
     setup: tokio::sync::Mutex<()>,
 }
 
+/// A namespace this node holds whose epoch a member of its set refuses ([`Replicator::fenced`]).
+#[derive(Clone, Debug)]
+pub struct FencedHold {
+    /// The namespace.
+    pub namespace: String,
+    /// The epoch this node holds it at (fenced on that member).
+    pub epoch: u64,
+    /// The set it replicates to, this node first.
+    pub set: Vec<NodeId>,
+    /// That set's version.
+    pub set_version: LogPosition,
+}
+
 /// One namespace replicated from here: its epoch, its set and what each member has.
 struct Replicated {
     namespace: String,
@@ -178,6 +191,9 @@ struct Replicated {
     /// Per follower, when the newest append it answered at this epoch was sent: the read
     /// lease runs from the send time of the round a quorum answered.
     acked_sent: Mutex<HashMap<NodeId, Instant>>,
+    /// Per member, since when it has refused this epoch's appends as fenced (it promised a
+    /// newer epoch): removed at its next answer at this epoch ([`Replicator::fenced`]).
+    fenced: Mutex<HashMap<NodeId, Instant>>,
     /// After a switch that removed members: the set before it, counted too until enough of it
     /// was told of this one (`cfgnode_ring::old_set_outvoted`).
     leaving: Option<Leaving>,
@@ -621,6 +637,7 @@ impl Replicator {
             local: watch::channel(revision).0,
             stop,
             acked_sent: Mutex::default(),
+            fenced: Mutex::default(),
             built: Mutex::default(),
             leaving,
             learners: learners.clone(),
@@ -675,6 +692,41 @@ impl Replicator {
         let mut set = replicated.set.clone();
         set.extend(replicated.learners.iter().cloned());
         Some(set)
+    }
+
+    /// The namespaces replicated from here with a member of the set that has refused their
+    /// epoch as fenced for at least `since` (it promised a newer epoch to a candidate that has
+    /// not taken the namespace, or not yet). Each one reported starts counting again, so a
+    /// namespace is reported at most once per `since` while the refusals go on
+    /// (`promote::watch_holders` runs the holder's own election for it).
+    pub fn fenced(&self, since: Duration) -> Vec<FencedHold> {
+        let now = Instant::now();
+        let namespaces = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        namespaces
+            .values()
+            .filter_map(|replicated| {
+                let mut fenced = replicated.fenced.lock().unwrap_or_else(|p| p.into_inner());
+                let mut long = fenced
+                    .iter_mut()
+                    .filter(|(node, _)| replicated.set.contains(*node))
+                    .filter(|(_, from)| now.duration_since(**from) >= since)
+                    .peekable();
+                long.peek()?;
+                for (_, from) in long {
+                    *from = now;
+                }
+                Some(FencedHold {
+                    namespace: replicated.namespace.clone(),
+                    epoch: replicated.epoch,
+                    set: replicated.set.clone(),
+                    set_version: replicated.set_version,
+                })
+            })
+            .collect()
     }
 
     fn current(&self, namespace: &str) -> Option<Arc<Replicated>> {
@@ -770,6 +822,13 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
             Ok(position) => {
                 retry = RETRY_FIRST;
                 known = Some(position);
+                if position.epoch == replicated.epoch {
+                    replicated
+                        .fenced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&follower);
+                }
                 if replicated.is_learner(&follower) {
                     replicated.learned(&follower, position);
                 } else if position.epoch == replicated.epoch {
@@ -799,6 +858,14 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
             }
             Err(failure) => {
                 cluster.metrics().appends.get_or_create(&FAILED).inc();
+                if failure.fenced {
+                    replicated
+                        .fenced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(follower.clone())
+                        .or_insert_with(Instant::now);
+                }
                 if failure.resync {
                     known = None;
                 }
@@ -817,6 +884,8 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
 struct Failure {
     message: String,
     resync: bool,
+    /// The follower refused the epoch itself (`fenced`: it promised a newer one).
+    fenced: bool,
 }
 
 impl Failure {
@@ -824,6 +893,7 @@ impl Failure {
         Failure {
             message: message.into(),
             resync,
+            fenced: false,
         }
     }
 }
@@ -896,7 +966,9 @@ async fn append_once(
             if level_warn {
                 tracing::warn!(namespace, follower, code = %e.code, error = %e.message, "a follower refuses this holder's appends");
             }
-            Err(Failure::new(format!("{}: {}", e.code, e.message), true))
+            let mut failure = Failure::new(format!("{}: {}", e.code, e.message), true);
+            failure.fenced = e.code == codes::FENCED;
+            Err(failure)
         }
     }
 }

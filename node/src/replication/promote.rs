@@ -11,6 +11,12 @@
 //! granter with more of the log than itself gives up, so only a member holding every
 //! acknowledged write can win (`cfgnode_ring::Election`).
 //!
+//! The same loop looks after namespaces this node holds whose epoch a member of the set
+//! refuses as fenced for [`DEFER`] ([`take_newer_epoch`]): a candidate took promises of a newer
+//! epoch and gave up (or died) without winning, so those members refuse the live holder, and
+//! with a majority of them nobody acknowledges anything. The holder then runs an election
+//! itself, above the fence.
+//!
 //! Not here: a namespace under a strict pin to its down holder stays there (`"strict": true`;
 //! any other pin fails over like a claim), and a set of one or two cannot elect anyone
 //! without the holder.
@@ -30,6 +36,7 @@ use tokio::sync::watch;
 use crate::cluster::{Cluster, PeerError};
 use crate::metrics::OutcomeLabels;
 use crate::replication::Follower;
+use crate::replication::holder::FencedHold;
 use crate::shutdown::until_stopped;
 
 /// How often the replica records are looked through for down holders.
@@ -67,6 +74,30 @@ pub async fn watch_holders(
             }
         };
         deferred.retain(|ns, _| orphans.iter().any(|o| &o.namespace == ns));
+        let fenced = follower
+            .replicator()
+            .map(|r| r.fenced(DEFER))
+            .unwrap_or_default();
+        for hold in fenced {
+            if !running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hold.namespace.clone())
+            {
+                continue;
+            }
+            let (cluster, follower, running) =
+                (cluster.clone(), Arc::clone(&follower), Arc::clone(&running));
+            let store = store.clone();
+            tokio::spawn(async move {
+                let namespace = hold.namespace.clone();
+                take_newer_epoch(&store, &cluster, &follower, hold).await;
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&namespace);
+            });
+        }
         for orphan in orphans {
             if !running
                 .lock()
@@ -237,7 +268,7 @@ async fn run(
         tracing::debug!(namespace, %best, own_epoch = own.epoch, own_revision = own.revision, "holder down; leaving the first try to the member with the most log");
         return;
     }
-    let Some(outcome) = elect(store, cluster, follower, &orphan, &me, own, &others).await else {
+    let Some(outcome) = elect(store, cluster, follower, &orphan, &me, own, &others, 0).await else {
         count(cluster, "failed");
         return;
     };
@@ -278,8 +309,10 @@ async fn run(
     }
 }
 
-/// Promises a new epoch itself, asks `others` for theirs, and counts. `None` when this node
-/// cannot promise (its lease from the holder has not run out, or a newer epoch was promised).
+/// Promises a new epoch itself, asks `others` for theirs, and counts. The epoch is above the
+/// map's record, this node's own promise and log, and `floor`. `None` when this node cannot
+/// promise (its lease from the holder has not run out, or a newer epoch was promised).
+#[allow(clippy::too_many_arguments)]
 async fn elect(
     store: &Store,
     cluster: &Cluster,
@@ -288,6 +321,7 @@ async fn elect(
     me: &str,
     own: LogPosition,
     others: &[NodeId],
+    floor: u64,
 ) -> Option<(u64, ElectionOutcome)> {
     let namespace = orphan.namespace.as_str();
     let state = crate::blocking::read(store, {
@@ -297,7 +331,7 @@ async fn elect(
     .await
     .ok()??;
     let epoch = candidate_epoch(
-        orphan.record.epoch,
+        orphan.record.epoch.max(floor),
         &RingState {
             promised: state.promised,
             position: own,
@@ -339,6 +373,128 @@ async fn elect(
         }
     }
     Some((epoch, election.outcome()))
+}
+
+/// The holder's side of a leftover fence: `hold` is a namespace this node holds, with a member
+/// of its set refusing its epoch for [`DEFER`]. If every member that answers still follows this
+/// node (none follows a newer holder or holds the namespace itself) and enough answer to make
+/// a quorum, this node runs an election above the highest promise among them; its followers
+/// promise it without waiting out its own lease (`Follower::on_promise`), its log is the
+/// longest, and the take-over records the new epoch, which its streams then carry.
+///
+/// Why not at once: a candidate may still be winning (its record on the way), and a new
+/// election would fence it. Why only with a quorum answering: a holder cut off from its set
+/// would fence itself for nothing, and refuse the real successor's appends once the partition
+/// heals. Safety rests on the election, as for any candidate.
+async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower, hold: FencedHold) {
+    let namespace = hold.namespace.as_str();
+    let me = cluster.me().to_string();
+    let Some(record) = cluster
+        .holder(namespace)
+        .filter(|r| r.holder == me && r.epoch == hold.epoch)
+    else {
+        return; // It moved on meanwhile.
+    };
+    let own = match position(store, namespace).await {
+        Ok(position) => position,
+        Err(e) => {
+            tracing::warn!(namespace, error = %e, "cannot read this replica's position");
+            return;
+        }
+    };
+    let others: Vec<NodeId> = hold.set.iter().filter(|n| **n != me).cloned().collect();
+    let states = ask_all(cluster, &others, |_| PeerRequest::ReplicaState {
+        namespace: namespace.to_string(),
+    })
+    .await;
+    let Some(fence) = leftover_fence(&states, &me, record.epoch, hold.set.len()) else {
+        tracing::debug!(
+            namespace,
+            epoch = record.epoch,
+            "a member refuses this holder's epoch, but it is no leftover fence (a newer holder, or too few answers)"
+        );
+        return;
+    };
+    tracing::warn!(
+        namespace,
+        epoch = record.epoch,
+        fence,
+        "members promised a newer epoch that nobody took: this holder runs for one above it"
+    );
+    let orphan = Orphan {
+        namespace: namespace.to_string(),
+        record: record.clone(),
+        set: hold.set,
+        set_version: hold.set_version,
+        followed: me.clone(),
+    };
+    let answered: Vec<NodeId> = states
+        .iter()
+        .filter(|(_, answer)| answer.is_ok())
+        .map(|(node, _)| node.clone())
+        .collect();
+    let Some((epoch, outcome)) = elect(
+        store, cluster, follower, &orphan, &me, own, &answered, fence,
+    )
+    .await
+    else {
+        count(cluster, "failed");
+        return;
+    };
+    match outcome {
+        ElectionOutcome::Won { source, .. } if source == me => {
+            match cluster.take_over(namespace, &record, epoch).await {
+                Ok(true) => {
+                    count(cluster, "won");
+                    tracing::warn!(
+                        namespace,
+                        epoch,
+                        "this holder took a newer epoch above a leftover fence"
+                    );
+                }
+                Ok(false) => count(cluster, "failed"),
+                Err(e) => {
+                    count(cluster, "failed");
+                    tracing::warn!(namespace, error = %e, "cannot record the newer epoch");
+                }
+            }
+        }
+        outcome => {
+            count(cluster, "failed");
+            tracing::debug!(
+                namespace,
+                epoch,
+                ?outcome,
+                "the holder's election was not won"
+            );
+        }
+    }
+}
+
+/// Whether the members' answers (`states`, from the set of `set_len` members other than this
+/// holder `me`) show a leftover fence over `epoch`, this node's epoch: enough answered to make
+/// a quorum with this node, every record among them still follows this node, and one promised
+/// a newer epoch. Answers the highest promise (the new election runs above it). Pure.
+fn leftover_fence(
+    states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
+    me: &str,
+    epoch: u64,
+    set_len: usize,
+) -> Option<u64> {
+    let answered: Vec<&WireReplica> = states
+        .iter()
+        .filter_map(|(_, answer)| answer.as_ref().ok())
+        .flatten()
+        .collect();
+    let replied = states.iter().filter(|(_, a)| a.is_ok()).count();
+    if replied + 1 < quorum(set_len) || answered.iter().any(|s| s.holder != me) {
+        return None;
+    }
+    answered
+        .iter()
+        .map(|s| s.promised)
+        .max()
+        .filter(|promised| *promised > epoch)
 }
 
 /// The member that answers it holds the namespace itself at an epoch above the map's record
@@ -539,6 +695,33 @@ mod tests {
             ("c".to_string(), Err(PeerError::Unreachable("down".into()))),
         ];
         assert_eq!(successor(&states, 1), None);
+    }
+
+    #[test]
+    fn a_leftover_fence_is_one_every_answering_member_of_this_holder_shows() {
+        // Members that follow holder "h" at epoch 2, with their promise.
+        let follows = |node: &str, holder: &str, promised: u64| {
+            let mut answer = state(2, 20).expect("ok").expect("some");
+            answer.holder = holder.to_string();
+            answer.promised = promised;
+            (node.to_string(), Ok(Some(answer)))
+        };
+        let silent = |node: &str| (node.to_string(), Err(PeerError::Unreachable("cut".into())));
+        // Both followers promised epoch 3 (or one 3, one 4) and still follow h: run above 4.
+        let states = vec![follows("a", "h", 3), follows("b", "h", 4)];
+        assert_eq!(leftover_fence(&states, "h", 2, 3), Some(4));
+        // One fenced follower is enough to tell, with a quorum answering.
+        let states = vec![follows("a", "h", 3), silent("b")];
+        assert_eq!(leftover_fence(&states, "h", 2, 3), Some(3));
+        // Not when a member follows another holder (a successor took the namespace) ...
+        let states = vec![follows("a", "h", 3), follows("b", "b", 3)];
+        assert_eq!(leftover_fence(&states, "h", 2, 3), None);
+        // ... nor when too few answer to make a quorum (this holder may be the cut-off one) ...
+        let states = vec![follows("a", "h", 3), silent("b"), silent("c"), silent("d")];
+        assert_eq!(leftover_fence(&states, "h", 2, 5), None);
+        // ... nor when nobody promised above this holder's epoch.
+        let states = vec![follows("a", "h", 2), follows("b", "h", 2)];
+        assert_eq!(leftover_fence(&states, "h", 2, 3), None);
     }
 
     /// A record following `holder` (or held, with `start`) at epoch 4 in the set `g, r, x`.
