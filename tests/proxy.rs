@@ -4,12 +4,14 @@
 //! registered through another node gets traffic within a second; a route changed through
 //! another node applies within a second; rate limits answer 429 with Retry-After, then
 //! recover; a 50 MiB body streams through with flat memory; bad route records are refused
-//! with the field named and change nothing. The proxy runs on n1 only.
+//! with the field named and change nothing; answers of every HTTP/1.1 framing (chunked,
+//! ended by close, 204, HEAD, after a `100 Continue`) pass through whole, and a backend that
+//! speaks no HTTP gets a 502. The proxy runs on n1 only.
 
 use std::time::{Duration, Instant};
 
 use cfgnode_node::{Node, NodeConfig};
-use cfgnode_tests::{Backend, DEADLINE, TestCluster, poll_until, shutdown_all};
+use cfgnode_tests::{Backend, DEADLINE, TestCluster, pattern_byte, poll_until, shutdown_all};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -408,6 +410,149 @@ async fn a_50_mib_body_streams_through_with_flat_memory() {
         "memory grew by {} MiB for a 50 MiB body",
         grew / (1024 * 1024)
     );
+    shutdown_all(&mut cluster).await;
+}
+
+/// Sends one raw request on `socket` and reads the answer to the end of the stream (the
+/// request asks for `connection: close`).
+async fn raw_exchange(socket: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    socket.write_all(request).await.expect("request");
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.expect("answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_every_framing_pass_through_whole() {
+    let mut cluster = TestCluster::start_with(1, proxy_on_n1).await;
+    let backend = Backend::start("framed").await;
+    // A backend that answers every connection with something that is not HTTP.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let garbage_addr = garbage.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = garbage.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"SMTP 220 hello there\r\n\r\n").await;
+        }
+    });
+    let node = cluster.node(0);
+    put_route(
+        &cluster,
+        node,
+        "framed",
+        json!({"hosts": ["framed"], "backend": targets(&[&backend]), "retries": 0}),
+    )
+    .await;
+    put_route(
+        &cluster,
+        node,
+        "garbage",
+        json!({"hosts": ["garbage"], "backend": {"targets": [format!("http://{garbage_addr}")]}, "retries": 0}),
+    )
+    .await;
+    let proxy = ProxyClient::new(node);
+    poll_until("the route reaches the proxy", DEADLINE, || async {
+        (proxy.who("framed").await == "framed").then_some(())
+    })
+    .await;
+    let pattern = |n: u64| (0..n).map(pattern_byte).collect::<Vec<u8>>();
+    let fetch = |method: Method, path: &'static str| {
+        proxy
+            .http
+            .request(method, format!("{}{path}", proxy.base))
+            .header("host", "framed")
+    };
+    for _ in 0..3 {
+        // Chunked (with an extension and a trailer), then ended by close: whole, and the
+        // connections that stay open serve the next request.
+        let resp = fetch(Method::GET, "/chunked/100000")
+            .send()
+            .await
+            .expect("chunked");
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), pattern(100_000));
+        let resp = fetch(Method::GET, "/close/5000")
+            .send()
+            .await
+            .expect("close");
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), pattern(5000));
+        let resp = fetch(Method::GET, "/status/204").send().await.expect("204");
+        assert_eq!(resp.status().as_u16(), 204);
+        assert_eq!(resp.headers()["x-backend"], "framed");
+        assert!(resp.bytes().await.expect("body").is_empty());
+        let resp = fetch(Method::HEAD, "/").send().await.expect("head");
+        assert_eq!(resp.status().as_u16(), 200);
+        let length: u64 = resp.headers()["content-length"]
+            .to_str()
+            .expect("text")
+            .parse()
+            .expect("a number");
+        assert!(length > 0, "a HEAD answer keeps its length");
+        assert!(resp.bytes().await.expect("body").is_empty());
+        let resp = fetch(Method::GET, "/continue")
+            .header("expect", "100-continue")
+            .send()
+            .await
+            .expect("continue");
+        assert_eq!(resp.status().as_u16(), 200, "the interim 100 is skipped");
+        assert_eq!(resp.text().await.expect("body"), "continued");
+    }
+    // A chunked upload reaches the backend chunked, every byte of it.
+    let addr = node.proxy_addr().expect("proxy");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let answer = raw_exchange(
+        &mut socket,
+        b"POST /up HTTP/1.1\r\nhost: framed\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body: Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    assert_eq!(body["bytes"], 11, "{body}");
+    // A 50 MiB chunked answer streams to a slow reader with flat memory.
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let before = rss();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket
+        .write_all(
+            format!("GET /chunked/{SIZE} HTTP/1.1\r\nhost: framed\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request");
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    // The proxy re-chunks it for the client: the framing adds a little.
+    assert!(total > SIZE && total < SIZE + SIZE / 100, "{total} bytes");
+    let grew = rss().saturating_sub(before);
+    assert!(
+        grew < 25 * 1024 * 1024,
+        "memory grew by {} MiB for a 50 MiB answer",
+        grew / (1024 * 1024)
+    );
+    // A backend that speaks no HTTP: 502, and the proxy goes on serving.
+    let resp = proxy
+        .http
+        .get(format!("{}/", proxy.base))
+        .header("host", "garbage")
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(resp.status().as_u16(), 502);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "backend_unavailable", "{body}");
+    assert_eq!(proxy.who("framed").await, "framed");
     shutdown_all(&mut cluster).await;
 }
 

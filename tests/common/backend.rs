@@ -127,6 +127,13 @@ async fn answer(mut socket: tokio::net::TcpStream, name: String, hits: Arc<Atomi
             }
         }
         hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(framed) = framed_answer(&request_line, header("expect").as_deref()) {
+            match framed.send(&mut socket).await {
+                Ok(true) => continue,
+                _ => return,
+            }
+        }
+        let head_only = request_line.starts_with("HEAD ");
         let body = serde_json::json!({
             "backend": name,
             "request": request_line,
@@ -140,8 +147,9 @@ async fn answer(mut socket: tokio::net::TcpStream, name: String, hits: Arc<Atomi
         })
         .to_string();
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-backend: {name}\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-backend: {name}\r\n\r\n{}",
+            body.len(),
+            if head_only { "" } else { body.as_str() }
         );
         if socket.write_all(reply.as_bytes()).await.is_err() {
             return;
@@ -181,6 +189,92 @@ async fn read_chunked(
         total += size;
         if size == 0 {
             return Some(total);
+        }
+    }
+}
+
+/// The answers framed on purpose, by request path (the body bytes are `b'a' + i % 26`):
+/// `GET /chunked/N` (N bytes in 16 KiB chunks, then a trailer), `GET /close/N` (N bytes, no
+/// length, ended by closing the connection), `GET /status/204`, and `GET /continue` with
+/// `Expect: 100-continue` (an interim `100 Continue` before a 200).
+enum Framed {
+    Chunked(u64),
+    Close(u64),
+    NoContent,
+    Continue,
+}
+
+fn framed_answer(request_line: &str, expect: Option<&str>) -> Option<Framed> {
+    let path = request_line.split(' ').nth(1)?;
+    let number = |prefix: &str| path.strip_prefix(prefix)?.parse::<u64>().ok();
+    if let Some(n) = number("/chunked/") {
+        Some(Framed::Chunked(n))
+    } else if let Some(n) = number("/close/") {
+        Some(Framed::Close(n))
+    } else if path == "/status/204" {
+        Some(Framed::NoContent)
+    } else if path == "/continue" && expect.is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        Some(Framed::Continue)
+    } else {
+        None
+    }
+}
+
+/// The body byte at `offset` of a framed answer.
+pub fn pattern_byte(offset: u64) -> u8 {
+    b'a' + (offset % 26) as u8
+}
+
+impl Framed {
+    /// Sends the answer: `Ok(true)` when the connection stays open.
+    async fn send(self, socket: &mut tokio::net::TcpStream) -> std::io::Result<bool> {
+        const CHUNK: u64 = 16 * 1024;
+        let piece = |from: u64, len: u64| (from..from + len).map(pattern_byte).collect::<Vec<u8>>();
+        match self {
+            Framed::Chunked(total) => {
+                socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n",
+                    )
+                    .await?;
+                let mut sent = 0;
+                while sent < total {
+                    let len = CHUNK.min(total - sent);
+                    let mut framed = format!("{len:x};ext=1\r\n").into_bytes();
+                    framed.extend_from_slice(&piece(sent, len));
+                    framed.extend_from_slice(b"\r\n");
+                    socket.write_all(&framed).await?;
+                    sent += len;
+                }
+                socket.write_all(b"0\r\nx-sum: 1\r\n\r\n").await?;
+                Ok(true)
+            }
+            Framed::Close(total) => {
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                    .await?;
+                let mut sent = 0;
+                while sent < total {
+                    let len = CHUNK.min(total - sent);
+                    socket.write_all(&piece(sent, len)).await?;
+                    sent += len;
+                }
+                socket.shutdown().await?;
+                Ok(false)
+            }
+            Framed::NoContent => {
+                socket
+                    .write_all(b"HTTP/1.1 204 No Content\r\nx-backend: framed\r\n\r\n")
+                    .await?;
+                Ok(true)
+            }
+            Framed::Continue => {
+                socket
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ncontinued")
+                    .await?;
+                Ok(true)
+            }
         }
     }
 }

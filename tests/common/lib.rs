@@ -18,7 +18,7 @@ use serde_json::Value;
 
 mod backend;
 mod single;
-pub use backend::Backend;
+pub use backend::{Backend, pattern_byte};
 mod sse;
 pub use single::{SingleNode, node_token, single_node_config, start_single_node};
 pub use sse::{Message, SseReader};

@@ -16,6 +16,7 @@
 //! Routes are namespace records (kind `route`), so they move with the namespace and reach every
 //! proxying node as events; proxied traffic itself is answered by the node that received it.
 
+pub mod backend;
 pub mod follow;
 pub mod hit;
 pub mod http;

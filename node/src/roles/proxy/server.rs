@@ -13,10 +13,11 @@
 //! `no_route` 404, `rate_limited` 429, `no_healthy_backend` 503, `backend_unavailable` 502,
 //! `backend_timeout` 504.
 //!
-//! Backend connections are kept alive in a pool per backend and proxy thread (hyper's HTTP/1
-//! client connections; at most [`POOL_IDLE_PER_BACKEND`] idle, closed after
-//! [`POOL_IDLE_TIMEOUT`] idle), so a busy route does not pay a TCP handshake per request. The
-//! proxy runs on one thread per core, each with a single-threaded runtime (see [`serve`]).
+//! Backend connections are kept alive in a pool per backend and proxy thread (the proxy's own
+//! HTTP/1.1 client, [`super::backend`]: driven by the request's task, no task per connection;
+//! at most [`POOL_IDLE_PER_BACKEND`] idle, closed after [`POOL_IDLE_TIMEOUT`] idle), so a busy
+//! route does not pay a TCP handshake per request. The proxy runs on one thread per core, each
+//! with a single-threaded runtime (see [`serve`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,15 +27,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1 as backend_http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -42,17 +43,17 @@ use tokio_rustls::TlsAcceptor;
 
 use cfgnode_transport::codes;
 
+use super::backend::{
+    AnswerHead, BackendConnection, Decoder, ExchangeError, RequestFraming, request_framing,
+    write_head,
+};
 use super::follow::ProxyState;
 use super::route::MAX_RETRIES;
 use super::table::{Served, host_of};
 use crate::metrics::{Metrics, ProxyLabels, RouteLabels};
 
-/// The body sent to a backend: the client's, or none on a retry.
-type Outgoing = Either<Incoming, Empty<Bytes>>;
 /// The body of an answer to a client: the backend's, streamed, or the proxy's own.
 type ProxyBody = Either<Answer, Full<Bytes>>;
-/// One keep-alive connection to a backend.
-type Sender = backend_http1::SendRequest<Outgoing>;
 
 /// How long connecting to a backend may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -177,16 +178,26 @@ struct Idle {
 struct IdleList {
     /// The backend, shared by every answer that will put a connection back.
     key: Arc<str>,
-    connections: Vec<(Sender, Instant)>,
+    connections: Vec<(BackendConnection, Instant)>,
 }
 
 /// Why a request reached no backend's answer.
 enum SendError {
-    /// No connection to the backend: nothing reached it; the request is handed back (boxed:
-    /// this is the rare path, and it keeps the common one's result small).
-    Connect(std::io::Error, Box<Request<Outgoing>>),
-    /// The connection failed while the request was sent or answered.
-    Http(hyper::Error),
+    /// No connection to the backend: nothing reached it; the body is handed back.
+    Connect(std::io::Error, Option<Incoming>),
+    /// The connection failed while the request was sent or answered, or the answer was not
+    /// HTTP.
+    Exchange(ExchangeError),
+}
+
+/// One request as it goes to a backend: its head written once (the same for every backend
+/// tried), its body sent to the first.
+struct Outgoing {
+    head: Vec<u8>,
+    body: Option<Incoming>,
+    framing: RequestFraming,
+    head_request: bool,
+    idempotent: bool,
 }
 
 impl Connections {
@@ -195,7 +206,7 @@ impl Connections {
     }
 
     /// The backend's key, and an idle connection to it not idle for too long.
-    fn take(&self, backend: &str, now: Instant) -> (Arc<str>, Option<Sender>) {
+    fn take(&self, backend: &str, now: Instant) -> (Arc<str>, Option<BackendConnection>) {
         let mut idle = self.lock();
         let list = match idle.by_backend.get_mut(backend) {
             Some(list) => list,
@@ -207,9 +218,10 @@ impl Connections {
                     connections: Vec::new(),
                 }),
         };
-        while let Some((sender, since)) = list.connections.pop() {
-            if !sender.is_closed() && now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT {
-                return (Arc::clone(&list.key), Some(sender));
+        while let Some((mut connection, since)) = list.connections.pop() {
+            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT && connection.is_reusable()
+            {
+                return (Arc::clone(&list.key), Some(connection));
             }
         }
         (Arc::clone(&list.key), None)
@@ -217,10 +229,7 @@ impl Connections {
 
     /// Puts back a connection whose answer has ended; now and then closes the connections
     /// idle for too long (of every backend, so a backend no longer routed to keeps none).
-    fn put(&self, key: Arc<str>, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, key: Arc<str>, connection: BackendConnection) {
         let now = Instant::now();
         let mut idle = self.lock();
         let list = idle
@@ -231,7 +240,7 @@ impl Connections {
                 connections: Vec::new(),
             });
         if list.connections.len() < POOL_IDLE_PER_BACKEND {
-            list.connections.push((sender, now));
+            list.connections.push((connection, now));
         }
         if idle
             .swept
@@ -239,120 +248,119 @@ impl Connections {
         {
             idle.swept = Some(now);
             idle.by_backend.retain(|_, list| {
-                list.connections.retain(|(sender, since)| {
-                    !sender.is_closed() && now.saturating_duration_since(*since) < POOL_IDLE_TIMEOUT
-                });
+                list.connections
+                    .retain(|(_, since)| now.saturating_duration_since(*since) < POOL_IDLE_TIMEOUT);
                 !list.connections.is_empty()
             });
         }
     }
 
-    /// Sends `request` to `backend` on an idle connection, or a new one when none is left. A
-    /// pooled connection found closed before the request left it (the backend closed it while
-    /// idle) is no failure of the backend: the request goes on the next one.
+    /// Sends `request` to `backend` on an idle connection, or a new one when none is left, and
+    /// reads the answer's head. A pooled connection that fails before any byte of an answer
+    /// arrived (the backend closed it while idle, as the request went out) is no failure of
+    /// the backend: an idempotent request without a body goes again on the next one.
     async fn send(
         &self,
         backend: &str,
-        mut request: Request<Outgoing>,
-    ) -> Result<(Arc<str>, Sender, Response<Incoming>), SendError> {
+        request: &mut Outgoing,
+    ) -> Result<(Arc<str>, BackendConnection, AnswerHead), SendError> {
         let (key, mut pooled) = self.take(backend, Instant::now());
         loop {
             let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(sender) => sender,
-                None => match connect(backend).await {
-                    Ok(sender) => sender,
-                    Err(e) => return Err(SendError::Connect(e, Box::new(request))),
+            let mut connection = match pooled.take() {
+                Some(connection) => connection,
+                None => match BackendConnection::connect(backend, CONNECT_TIMEOUT).await {
+                    Ok(connection) => connection,
+                    Err(e) => return Err(SendError::Connect(e, request.body.take())),
                 },
             };
-            if let Err(e) = sender.ready().await {
-                if reused {
+            let bodyless = request.framing == RequestFraming::Empty;
+            let sent = connection
+                .exchange(
+                    &request.head,
+                    request.body.take(),
+                    request.framing,
+                    request.head_request,
+                )
+                .await;
+            match sent {
+                Ok(answer) => return Ok((key, connection, answer)),
+                Err(ExchangeError::Io {
+                    answered_any: false,
+                    ..
+                }) if reused && bodyless && request.idempotent => {
                     pooled = self.take(backend, Instant::now()).1;
-                    continue;
                 }
-                return Err(SendError::Connect(
-                    std::io::Error::other(e),
-                    Box::new(request),
-                ));
-            }
-            match sender.try_send_request(request).await {
-                Ok(answer) => return Ok((key, sender, answer)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        pooled = self.take(backend, Instant::now()).1;
-                    }
-                    _ => return Err(SendError::Http(e.into_error())),
-                },
+                Err(e) => return Err(SendError::Exchange(e)),
             }
         }
     }
 }
 
-/// A new keep-alive connection to `backend` (`host:port`), its HTTP/1 state driven by a task
-/// of its own.
-async fn connect(backend: &str) -> Result<Sender, std::io::Error> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to the backend took too long",
-            )
-        })??;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = backend_http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "proxy: backend connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
 /// A backend's answer body, streamed to the client; when it ends, its connection goes back to
-/// the idle pool (dropped unfinished, the connection closes with it).
+/// the idle pool if the backend keeps it open (dropped unfinished, the connection closes with
+/// it).
 pub struct Answer {
-    body: Incoming,
-    give_back: Option<(Arc<Connections>, Arc<str>, Sender)>,
+    connection: Option<BackendConnection>,
+    decoder: Decoder,
+    keep_alive: bool,
+    give_back: Option<(Arc<Connections>, Arc<str>)>,
 }
 
 impl Answer {
     fn ended(&mut self) {
-        if let Some((connections, key, sender)) = self.give_back.take() {
-            connections.put(key, sender);
+        if let (Some(connection), Some((connections, key))) =
+            (self.connection.take(), self.give_back.take())
+            && self.keep_alive
+        {
+            connections.put(key, connection);
         }
     }
 }
 
 impl Body for Answer {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        // The server stops polling once the body says it has ended, so check after each frame.
-        match &polled {
-            Poll::Ready(None) => this.ended(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.ended(),
-            _ => {}
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match connection.poll_body(&mut this.decoder, cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                // The server stops polling once the body says it has ended: give the
+                // connection back with the last bytes.
+                if this.decoder.ended() {
+                    this.ended();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                this.ended();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.connection = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.decoder.ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.decoder {
+            Decoder::Length(left) => SizeHint::with_exact(left),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -675,25 +683,30 @@ async fn forward(
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let bodyless = has_no_body(&parts.headers);
+    let framing = request_framing(&parts.headers);
+    let bodyless = framing == RequestFraming::Empty;
     let idempotent = parts.method.is_idempotent();
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if framing == RequestFraming::Chunked {
+        // Sent chunked: a length next to it would contradict the framing (RFC 9112, 6.3).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     if !parts.headers.contains_key(header::HOST) {
         parts.headers.insert(header::HOST, host.clone());
     }
     set_forwarded(&mut parts.headers, client, host, proxy.proto);
     // Backends get the origin form (`/path?query`), whatever form the client used.
-    if parts.uri.authority().is_some() {
-        parts.uri = match parts.uri.path_and_query() {
-            Some(path) => Uri::from(path.clone()),
-            None => Uri::from_static("/"),
-        };
-    }
-    // A copy of the head is kept only when the request may be sent again after it left.
-    let resendable = bodyless && idempotent && served.route.retries > 0;
-    let kept = resendable.then(|| parts.clone());
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(256);
+    write_head(&mut head, &parts.method, path, &parts.headers, framing);
     // The body goes to the first backend tried; a retry is made only for a bodyless request.
-    let mut outgoing = Some(Request::from_parts(parts, Either::Left(body)));
+    let mut outgoing = Outgoing {
+        head,
+        body: Some(body),
+        framing,
+        head_request: parts.method == Method::HEAD,
+        idempotent,
+    };
     // Backends tried so far (a route makes at most `MAX_RETRIES` retries).
     let mut tried = [0usize; MAX_RETRIES as usize + 1];
     let mut attempts = 0;
@@ -722,21 +735,11 @@ async fn forward(
         };
         *slot = index;
         attempts += 1;
-        let request = match outgoing.take() {
-            Some(request) => request,
-            None => match &kept {
-                Some(parts) => Request::from_parts(parts.clone(), Either::Right(Empty::new())),
-                _ => {
-                    return error(
-                        StatusCode::BAD_GATEWAY,
-                        codes::BACKEND_UNAVAILABLE,
-                        "the backend failed to answer",
-                    );
-                }
-            },
-        };
-        let sent =
-            tokio::time::timeout(served.route.timeout, connections.send(backend, request)).await;
+        let sent = tokio::time::timeout(
+            served.route.timeout,
+            connections.send(backend, &mut outgoing),
+        )
+        .await;
         let (connect, failure) = match sent {
             Err(_) => {
                 return error(
@@ -748,15 +751,24 @@ async fn forward(
                     ),
                 );
             }
-            Ok(Ok((key, sender, answer))) => {
-                return relay(answer, client_upgrade, connections, key, sender);
+            Ok(Ok((key, connection, answer))) => {
+                return relay(answer, connection, client_upgrade, connections, key);
             }
             Ok(Err(SendError::Connect(e, unsent))) => {
                 // Nothing reached the backend: the same request may go to the next one.
-                outgoing = Some(*unsent);
+                outgoing.body = unsent;
                 (true, e.to_string())
             }
-            Ok(Err(SendError::Http(e))) => (false, e.to_string()),
+            Ok(Err(SendError::Exchange(ExchangeError::ClientBody(e)))) => {
+                // The client went away while its body was sent: nothing wrong with the backend.
+                tracing::debug!(backend, error = %e, "proxy: the client's body failed");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_REQUEST,
+                    "the request's body ended before its end",
+                );
+            }
+            Ok(Err(SendError::Exchange(e))) => (false, e.to_string()),
         };
         // Any failure below HTTP (refused, reset, closed mid-answer) says the backend is in
         // trouble: skip it for a while.
@@ -783,42 +795,62 @@ async fn forward(
 }
 
 /// The backend's answer, cleaned of hop-by-hop headers, streamed back (its connection back in
-/// the pool when it ends); a `101` splices the two upgraded connections.
+/// the pool when it ends); a `101` splices the two connections.
 fn relay(
-    mut answer: Response<Incoming>,
+    answer: AnswerHead,
+    connection: BackendConnection,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     connections: &Arc<Connections>,
     key: Arc<str>,
-    sender: Sender,
 ) -> Response<ProxyBody> {
-    if answer.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let backend_upgrade = hyper::upgrade::on(&mut answer);
-        // The connection now belongs to the splice, which holds its sender until the end; it
-        // never goes back to the pool.
+    let AnswerHead {
+        status,
+        mut headers,
+        decoder,
+        keep_alive,
+        ..
+    } = answer;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                codes::BACKEND_UNAVAILABLE,
+                "the backend switched protocols without being asked to",
+            );
+        };
+        // The connection now belongs to the splice; it never goes back to the pool. What the
+        // backend sent after its head already belongs to the new protocol: it goes first.
         tokio::spawn(async move {
-            let _sender = sender;
-            let (Ok(client), Ok(backend)) = (client_upgrade.await, backend_upgrade.await) else {
+            let (mut backend, early) = connection.into_parts();
+            let Ok(client) = client_upgrade.await else {
                 return;
             };
-            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+            let mut client = TokioIo::new(client);
+            if !early.is_empty() && client.write_all(&early).await.is_err() {
+                return;
+            }
             let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
         });
-        let (parts, _) = answer.into_parts();
-        return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return response;
     }
-    let (mut parts, body) = answer.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    strip_hop_by_hop(&mut headers, false);
     let mut body = Answer {
-        body,
-        give_back: Some((Arc::clone(connections), key, sender)),
+        connection: Some(connection),
+        decoder,
+        keep_alive,
+        give_back: Some((Arc::clone(connections), key)),
     };
-    if body.is_end_stream() {
+    if body.decoder.ended() {
         // No body to wait for (204, 304, HEAD, `Content-Length: 0`): reusable at once.
         body.ended();
     }
-    Response::from_parts(parts, Either::Left(body))
+    let mut response = Response::new(Either::Left(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// Whether the client asks to switch protocols (WebSocket).
@@ -832,14 +864,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-/// Whether a request carries no body (so it can be sent again).
-fn has_no_body(headers: &HeaderMap) -> bool {
-    !headers.contains_key(header::TRANSFER_ENCODING)
-        && headers
-            .get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
 }
 
 /// Removes hop-by-hop headers, and every header the `Connection` header names; an upgrade
@@ -966,21 +990,5 @@ mod tests {
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9, 10.0.0.8");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "shop.example.com");
-    }
-
-    #[test]
-    fn only_bodyless_requests_are_retried() {
-        let mut headers = HeaderMap::new();
-        assert!(has_no_body(&headers));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        assert!(has_no_body(&headers));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(!has_no_body(&headers));
-        let mut chunked = HeaderMap::new();
-        chunked.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        assert!(!has_no_body(&chunked));
     }
 }
