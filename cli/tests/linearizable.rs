@@ -16,7 +16,9 @@
 //! `CFGNODE_HISTORY_SECS` lengthens the run (default 12 s); the seed is printed, and
 //! `CFGNODE_HISTORY_SEED` replays a schedule. `CFGNODE_HISTORY_KEEP=1` keeps the run's
 //! directory (each node's data and its `cfgnode-N.stderr` log, with replication's and the
-//! cluster's debug lines) and prints where it is.
+//! cluster's debug lines, and `history.txt`: every operation with its times on the wall clock,
+//! the node asked, the node that served it and the revision it answered at) and prints where
+//! it is.
 
 mod common;
 
@@ -75,14 +77,41 @@ fn refused_before_the_holder(code: &str) -> bool {
     matches!(code, "holder_down" | "not_ready")
 }
 
+/// What a kept history notes of an answer: its status, the node that served it and the
+/// revision it answered at (`x-cfgnode-node`, `x-cfgnode-revision`).
+fn served(resp: &reqwest::Response) -> String {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    format!(
+        "{} served by {} at revision {}",
+        resp.status().as_u16(),
+        header("x-cfgnode-node"),
+        header("x-cfgnode-revision")
+    )
+}
+
 /// `GET` a key: its value and version, `None` when it does not exist.
-async fn get(http: &reqwest::Client, base: &str, key: &str) -> (Answer, Option<(String, u64)>) {
+async fn get(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    note: &mut String,
+) -> (Answer, Option<(String, u64)>) {
     let url = format!("{base}/v1/namespaces/{NS}/keys/{key}?raw=true");
     let resp = match http.get(url).bearer_auth(TOKEN).send().await {
         Ok(resp) => resp,
         Err(e) if e.is_connect() => return (Answer::Failed, None),
-        Err(_) => return (Answer::Unknown, None),
+        Err(e) => {
+            *note = format!("{e}");
+            return (Answer::Unknown, None);
+        }
     };
+    *note = served(&resp);
     match resp.status() {
         StatusCode::OK => {
             let version = resp
@@ -111,6 +140,7 @@ async fn put(
     key: &str,
     value: &str,
     if_version: Option<u64>,
+    note: &mut String,
 ) -> Answer {
     let mut url = format!("{base}/v1/namespaces/{NS}/keys/{key}");
     if let Some(version) = if_version {
@@ -127,8 +157,12 @@ async fn put(
         Ok(resp) => resp,
         // Nothing was sent: the node is down (killed), so the write cannot have happened.
         Err(e) if e.is_connect() => return Answer::Failed,
-        Err(_) => return Answer::Unknown,
+        Err(e) => {
+            *note = format!("{e}");
+            return Answer::Unknown;
+        }
     };
+    *note = served(&resp);
     let status = resp.status();
     if status.is_success() {
         return Answer::Done(match if_version {
@@ -137,6 +171,7 @@ async fn put(
         });
     }
     let code = code_of(resp).await;
+    note.push_str(&format!(" {code}"));
     match (status, code.as_str()) {
         (StatusCode::CONFLICT, "version_mismatch" | "already_exists") if if_version.is_some() => {
             Answer::Done(Outcome::Cas(false))
@@ -161,6 +196,7 @@ async fn client(
     seed: u64,
     bases: Arc<Vec<String>>,
     recorder: Arc<Recorder<String, String>>,
+    notes: Notes,
     until: Instant,
 ) -> usize {
     let http = reqwest::Client::builder()
@@ -170,28 +206,39 @@ async fn client(
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut count = 0;
     while Instant::now() < until {
-        let base = &bases[rng.below(bases.len() as u64) as usize];
+        let via = rng.below(bases.len() as u64) as usize;
+        let base = &bases[via];
+        let note = |op: cfgnode_lincheck::OpId, what: String| {
+            notes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(op.0, format!("via n{}: {what}", via + 1));
+        };
+        let mut what = String::new();
         let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_string();
         count += 1;
         let value = format!("c{id}-{count}");
         match rng.below(10) {
             0..=3 => {
                 let op = recorder.invoke(id, key.clone(), Op::Get);
-                let (answer, _) = get(&http, base, &key).await;
+                let (answer, _) = get(&http, base, &key, &mut what).await;
                 settle(&recorder, op, answer);
+                note(op, what);
             }
             4..=6 => {
                 let op = recorder.invoke(id, key.clone(), Op::Put(value.clone()));
-                let answer = put(&http, base, &key, &value, None).await;
+                let answer = put(&http, base, &key, &value, None, &mut what).await;
                 settle(&recorder, op, answer);
+                note(op, what);
             }
             _ => {
                 // Read, then compare-and-set on the version read. Values are unique, so "the
                 // version I read" and "the value I read" name the same state.
                 let read = recorder.invoke(id, key.clone(), Op::Get);
-                let (answer, seen) = get(&http, base, &key).await;
+                let (answer, seen) = get(&http, base, &key, &mut what).await;
                 let known = matches!(answer, Answer::Done(_));
                 settle(&recorder, read, answer);
+                note(read, std::mem::take(&mut what));
                 if !known {
                     continue;
                 }
@@ -207,12 +254,60 @@ async fn client(
                         new: value.clone(),
                     },
                 );
-                let answer = put(&http, base, &key, &value, Some(version)).await;
+                let answer = put(&http, base, &key, &value, Some(version), &mut what).await;
                 settle(&recorder, op, answer);
+                note(op, what);
             }
         }
     }
     count
+}
+
+/// What each operation's answer said beyond its outcome (`served`), by operation index, for a
+/// kept history.
+type Notes = Arc<std::sync::Mutex<HashMap<usize, String>>>;
+
+/// Writes the whole history to `history.txt` in the kept directory: one line per operation
+/// with its times as UTC wall clock (to line up with the nodes' logs), its outcome and its note.
+fn keep_history(
+    dir: &std::path::Path,
+    history: &cfgnode_lincheck::History<String, String>,
+    notes: &Notes,
+    started_at: std::time::SystemTime,
+) {
+    let notes = notes.lock().unwrap_or_else(|p| p.into_inner());
+    let clock = |nanos: u64| {
+        let at = started_at + Duration::from_nanos(nanos);
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let of_day = since.as_secs() % 86_400;
+        format!(
+            "{:02}:{:02}:{:02}.{:06}",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60,
+            since.subsec_micros()
+        )
+    };
+    let mut text = String::new();
+    for r in history.records() {
+        let end = r.completed_at().map_or_else(|| "-".to_string(), clock);
+        text.push_str(&format!(
+            "{} client {} {} {:?} [{} .. {}] {:?} | {}\n",
+            r.id,
+            r.client,
+            r.key,
+            r.op,
+            clock(r.invoked_at),
+            end,
+            r.status,
+            notes.get(&r.id.0).map_or("", String::as_str)
+        ));
+    }
+    let path = dir.join("history.txt");
+    match std::fs::write(&path, text) {
+        Ok(()) => eprintln!("history test: the history is in {}", path.display()),
+        Err(e) => eprintln!("history test: cannot write {}: {e}", path.display()),
+    }
 }
 
 /// Starts node `name` of the test cluster (joining `seed` unless it is the first) with
@@ -315,6 +410,8 @@ async fn history(mode: Mode, size: usize) {
     let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
 
     let recorder = Arc::new(Recorder::new());
+    let started_at = std::time::SystemTime::now();
+    let notes = Notes::default();
     let until = Instant::now() + Duration::from_secs(secs);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
@@ -323,6 +420,7 @@ async fn history(mode: Mode, size: usize) {
                 seed,
                 Arc::clone(&bases),
                 Arc::clone(&recorder),
+                Arc::clone(&notes),
                 until,
             ))
         })
@@ -438,7 +536,7 @@ async fn history(mode: Mode, size: usize) {
             &format!("a final read of {key}"),
             Duration::from_secs(30),
             || async {
-                match get(&http, &nodes[0].base, key).await {
+                match get(&http, &nodes[0].base, key, &mut String::new()).await {
                     (Answer::Done(Outcome::Read(value)), _) => Some(value),
                     _ => None,
                 }
@@ -495,6 +593,9 @@ async fn history(mode: Mode, size: usize) {
             windows.is_empty() || during > 0,
             "no write was acknowledged while a node was down; faults: {faults:?}"
         );
+    }
+    if std::env::var_os("CFGNODE_HISTORY_KEEP").is_some() {
+        keep_history(dir.path(), &history, &notes, started_at);
     }
     if let Err(e) = history.check() {
         panic!("the history is not linearizable (seed {seed}): {e}\nfaults: {faults:?}");

@@ -129,10 +129,7 @@ impl Membership {
             BincodeCodec,
             gossip,
         );
-        let initial = vec![MemberView {
-            peer: config.me.clone(),
-            state: MemberState::Alive,
-        }];
+        let initial = initial_view(&config.me, &config.known);
         let (publish, view) = watch::channel(initial);
         let task = tokio::spawn(run(foca, config, links, inbox, stop, publish, broadcasts));
         Ok((Membership { view }, task))
@@ -373,6 +370,35 @@ fn revive_suspects<G: BroadcastHandler<Peer>>(
     }
 }
 
+/// The member list published before the task's first turn: this node alive, and the members
+/// of a previous run as down, as [`snapshot`] shows them until SWIM hears of them.
+///
+/// Why not this node alone: routing reads "every replica set is this node alone" off the
+/// member list (`View::solo`), and a node that is alone serves reads without a lease and
+/// acknowledges writes without a quorum. A restarted holder whose first list was itself
+/// alone could do both with its stale copy until the task's first turn published the rest.
+fn initial_view(me: &Peer, known: &[Peer]) -> Vec<MemberView> {
+    let mut by_id: BTreeMap<String, MemberView> = known
+        .iter()
+        .filter(|p| p.id != me.id)
+        .map(|p| {
+            let view = MemberView {
+                peer: p.clone(),
+                state: MemberState::Down,
+            };
+            (p.id.clone(), view)
+        })
+        .collect();
+    by_id.insert(
+        me.id.clone(),
+        MemberView {
+            peer: me.clone(),
+            state: MemberState::Alive,
+        },
+    );
+    by_id.into_values().collect()
+}
+
 /// The member list: ourselves, foca's full membership state (down members included), and the
 /// members restored from a previous run that SWIM has not heard of yet, as down.
 fn snapshot<G: BroadcastHandler<Peer>>(
@@ -413,4 +439,42 @@ fn snapshot<G: BroadcastHandler<Peer>>(
         },
     );
     by_id.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, port: u16) -> Peer {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Peer {
+            id: id.to_string(),
+            quic: addr,
+            http: addr,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn a_restarted_node_first_shows_the_members_of_its_last_run_as_down() {
+        let me = peer("n3", 3);
+        let known = [peer("n1", 1), peer("n2", 2), peer("n3", 9)];
+        let view = initial_view(&me, &known);
+        let states: Vec<(&str, MemberState)> =
+            view.iter().map(|m| (m.peer.id.as_str(), m.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("n1", MemberState::Down),
+                ("n2", MemberState::Down),
+                ("n3", MemberState::Alive)
+            ]
+        );
+        assert_eq!(view[2].peer.quic, me.quic, "this node as it is now");
+        assert_eq!(
+            initial_view(&me, &[]).len(),
+            1,
+            "a new node knows itself only"
+        );
+    }
 }

@@ -84,6 +84,10 @@ pub async fn watch_holders(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(hold.namespace.clone())
             {
+                tracing::debug!(
+                    namespace = hold.namespace,
+                    "fenced hold: an election for it is already running"
+                );
                 continue;
             }
             let (cluster, follower, running) =
@@ -389,11 +393,24 @@ async fn elect(
 async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower, hold: FencedHold) {
     let namespace = hold.namespace.as_str();
     let me = cluster.me().to_string();
-    let Some(record) = cluster
-        .holder(namespace)
+    tracing::debug!(
+        namespace,
+        epoch = hold.epoch,
+        "a member of the set has refused this holder's epoch for a while"
+    );
+    let record = cluster.holder(namespace);
+    let Some(record) = record
+        .clone()
         .filter(|r| r.holder == me && r.epoch == hold.epoch)
     else {
-        return; // It moved on meanwhile.
+        // It moved on meanwhile.
+        tracing::debug!(
+            namespace,
+            epoch = hold.epoch,
+            ?record,
+            "a fenced hold this node no longer has at that epoch"
+        );
+        return;
     };
     let own = match position(store, namespace).await {
         Ok(position) => position,
@@ -473,8 +490,8 @@ async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower,
 
 /// Whether the members' answers (`states`, from the set of `set_len` members other than this
 /// holder `me`) show a leftover fence over `epoch`, this node's epoch: enough answered to make
-/// a quorum with this node, every record among them still follows this node, and one promised
-/// a newer epoch. Answers the highest promise (the new election runs above it). Pure.
+/// a quorum with this node, no record among them follows another holder at this epoch or a
+/// newer one, and one promised a newer epoch. Answers the highest promise (the new election runs above it). Pure.
 fn leftover_fence(
     states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
     me: &str,
@@ -487,7 +504,11 @@ fn leftover_fence(
         .flatten()
         .collect();
     let replied = states.iter().filter(|(_, a)| a.is_ok()).count();
-    if replied + 1 < quorum(set_len) || answered.iter().any(|s| s.holder != me) {
+    // A member following another holder at this epoch or later shows a successor; one whose
+    // record names an older holder (a former holder that lost its elections, still naming
+    // itself) shows nothing newer than this node.
+    let newer_holder = |s: &&WireReplica| s.holder != me && s.position.epoch >= epoch;
+    if replied + 1 < quorum(set_len) || answered.iter().any(newer_holder) {
         return None;
     }
     answered
@@ -499,14 +520,18 @@ fn leftover_fence(
 
 /// The member that answers it holds the namespace itself at an epoch above the map's record
 /// of the down holder (`map_epoch`), if any: the election already has a winner. Pure.
+///
+/// Its log's epoch tells, not its promise: a winner begins its epoch (`begin_epoch`) before it
+/// names itself holder in its record, while a former holder that ran and lost still names
+/// itself from its old epoch with a newer promise. Taking the promise for a win made every
+/// other member wait for that loser, which itself waited for them (a history run stalled for
+/// good that way, session 27).
 fn successor(
     states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
     map_epoch: u64,
 ) -> Option<NodeId> {
     states.iter().find_map(|(node, answer)| match answer {
-        Ok(Some(state))
-            if state.holder == *node && state.position.epoch.max(state.promised) > map_epoch =>
-        {
+        Ok(Some(state)) if state.holder == *node && state.position.epoch > map_epoch => {
             Some(node.clone())
         }
         _ => None,
@@ -695,6 +720,13 @@ mod tests {
             ("c".to_string(), Err(PeerError::Unreachable("down".into()))),
         ];
         assert_eq!(successor(&states, 1), None);
+        // A former holder that ran and lost: it names itself from its old epoch 1, with a
+        // promise of 9 from its own elections. It holds nothing newer than the map's epoch 2.
+        let mut loser = state(1, 20).expect("ok").expect("some");
+        loser.holder = "a".to_string();
+        loser.promised = 9;
+        let states = vec![("a".to_string(), Ok(Some(loser))), following("b", 2)];
+        assert_eq!(successor(&states, 2), None);
     }
 
     #[test]
@@ -722,6 +754,13 @@ mod tests {
         // ... nor when nobody promised above this holder's epoch.
         let states = vec![follows("a", "h", 2), follows("b", "h", 2)];
         assert_eq!(leftover_fence(&states, "h", 2, 3), None);
+        // A former holder that lost its elections still names itself from epoch 1 with its
+        // own promise of 9: it shows no newer holder, and its promise is the fence.
+        let mut loser = state(1, 20).expect("ok").expect("some");
+        loser.holder = "a".to_string();
+        loser.promised = 9;
+        let states = vec![("a".to_string(), Ok(Some(loser))), follows("b", "h", 9)];
+        assert_eq!(leftover_fence(&states, "h", 2, 3), Some(9));
     }
 
     /// A record following `holder` (or held, with `start`) at epoch 4 in the set `g, r, x`.
