@@ -548,6 +548,9 @@ async fn history(mode: Mode, size: usize) {
     }
 
     let history = recorder.snapshot();
+    if std::env::var_os("CFGNODE_HISTORY_KEEP").is_some() {
+        keep_history(dir.path(), &history, &notes, started_at);
+    }
     let acknowledged = history
         .records()
         .iter()
@@ -593,9 +596,6 @@ async fn history(mode: Mode, size: usize) {
             windows.is_empty() || during > 0,
             "no write was acknowledged while a node was down; faults: {faults:?}"
         );
-    }
-    if std::env::var_os("CFGNODE_HISTORY_KEEP").is_some() {
-        keep_history(dir.path(), &history, &notes, started_at);
     }
     if let Err(e) = history.check() {
         panic!("the history is not linearizable (seed {seed}): {e}\nfaults: {faults:?}");

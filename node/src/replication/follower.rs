@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cfgnode_ring::{HolderRecord, Lease};
 use cfgnode_storage::{
@@ -99,6 +99,9 @@ pub struct Follower {
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// This node's replicator, for the live set of namespaces it holds (`on_state`).
     replicator: std::sync::OnceLock<crate::replication::Replicator>,
+    /// Per namespace, the last candidate other than this node it promised an epoch, and when
+    /// ([`Follower::granted_recently`]).
+    granted: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Follower {
@@ -111,6 +114,7 @@ impl Follower {
             heard: Mutex::default(),
             turns: Mutex::default(),
             replicator: std::sync::OnceLock::new(),
+            granted: Mutex::default(),
         }
     }
 
@@ -225,7 +229,28 @@ impl Follower {
             });
         }
         let state = self.store.promise(namespace, epoch).await?;
+        if candidate != self.store.node_id() {
+            self.granted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    namespace.to_string(),
+                    (candidate.to_string(), Instant::now()),
+                );
+        }
         Ok(wire(state, self.store.position(namespace)?))
+    }
+
+    /// The candidate other than this node that this node promised an epoch of `namespace`
+    /// less than `within` ago, if any: an election that may be winning right now
+    /// (`promote::run` leaves it the time to).
+    pub fn granted_recently(&self, namespace: &str, within: Duration) -> Option<String> {
+        self.granted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(candidate, _)| candidate.clone())
     }
 
     /// `ReplicaState`: this node's durable replica state of `namespace`, if any, with the
@@ -380,6 +405,46 @@ mod tests {
             Err(ReplicaRefusal::Malformed(_))
         ));
     }
+
+    #[tokio::test]
+    async fn a_promise_to_another_candidate_is_remembered_for_a_while() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &dir.path().join("db"),
+            Some("n2"),
+            cfgnode_storage::StoreOptions::default(),
+        )
+        .expect("open");
+        // A lease of 0: this node may promise at once.
+        let follower = Follower::new(store, Lease::new(0));
+        assert_eq!(follower.granted_recently("app", DEFER_FOR_TEST), None);
+        follower
+            .on_promise("n2", None, "app", 3)
+            .await
+            .expect("a promise to itself");
+        assert_eq!(
+            follower.granted_recently("app", DEFER_FOR_TEST),
+            None,
+            "its own promise is no other candidate's election"
+        );
+        follower
+            .on_promise("n1", None, "app", 4)
+            .await
+            .expect("a promise to n1");
+        assert_eq!(
+            follower.granted_recently("app", DEFER_FOR_TEST),
+            Some("n1".to_string())
+        );
+        assert_eq!(follower.granted_recently("other", DEFER_FOR_TEST), None);
+        assert_eq!(
+            follower.granted_recently("app", Duration::ZERO),
+            None,
+            "only for a while"
+        );
+    }
+
+    /// Long enough for the test's steps.
+    const DEFER_FOR_TEST: Duration = Duration::from_secs(60);
 
     #[test]
     fn garbage_rows_are_refused() {

@@ -248,6 +248,25 @@ async fn run(
         tracing::debug!(namespace, %successor, "holder down, but a member already holds the namespace at a newer epoch; waiting for its record");
         return;
     }
+    if !may_run_anyway
+        && let Some(candidate) = follower.granted_recently(namespace, DEFER)
+        && states.iter().any(|(node, answer)| {
+            *node == candidate
+                && answer
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| wire_position(s) >= own)
+        })
+    {
+        // This node promised that candidate an epoch moments ago, and its log reaches as far
+        // as this node's: it wins that election unless another granter has more, and this
+        // node's own promise would fence it right after (a history run lost its whole kill
+        // window so, session 27: the winner's record named itself from an older epoch, the
+        // filter below dropped it, and this node ran at once as the best).
+        tracing::debug!(namespace, %candidate, "holder down; this node promised another candidate a new epoch moments ago: leaving it the election");
+        return;
+    }
     // Only members that follow the same holder (the down one, or the one this node follows
     // when that one passed it on) in a set that can elect may run: a member told another set
     // (a learner, or one the holder never reached) is no candidate.
