@@ -425,19 +425,14 @@ fn snapshot<G: BroadcastHandler<Peer>>(
             }
         }
     }
-    for peer in restored {
-        by_id.entry(peer.id.clone()).or_insert_with(|| MemberView {
-            peer: peer.clone(),
-            state: MemberState::Down,
-        });
+    // Restored members SWIM has not heard of, as down; this node as it is now, alive.
+    for view in initial_view(me, restored) {
+        if view.peer.id == me.id {
+            by_id.insert(view.peer.id.clone(), view);
+        } else {
+            by_id.entry(view.peer.id.clone()).or_insert(view);
+        }
     }
-    by_id.insert(
-        me.id.clone(),
-        MemberView {
-            peer: me.clone(),
-            state: MemberState::Alive,
-        },
-    );
     by_id.into_values().collect()
 }
 
