@@ -282,8 +282,14 @@ impl Cluster {
 
     /// True when every namespace's replica set is this one node ([`View::solo`]): no quorum
     /// on any path.
+    ///
+    /// Only once this node is synced ([`Cluster::is_synced`]: the first node of a new cluster,
+    /// or one that merged the map from a peer): a node that knew other members before a
+    /// restart is not synced until it hears from one, and by then its member list has them.
+    /// Until then it must not take "alone" from a member list that may not show them yet,
+    /// or it would read without a lease and write without a quorum with a stale copy.
     pub fn solo(&self) -> bool {
-        self.view().solo(self.inner.replicas)
+        self.view().solo(self.inner.replicas) && self.is_synced()
     }
 
     /// The membership as routing sees it, rebuilt only when the member list changes (so a
