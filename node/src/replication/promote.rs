@@ -251,12 +251,7 @@ async fn run(
     if !may_run_anyway
         && let Some(candidate) = follower.granted_recently(namespace, DEFER)
         && states.iter().any(|(node, answer)| {
-            *node == candidate
-                && answer
-                    .as_ref()
-                    .ok()
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|s| wire_position(s) >= own)
+            *node == candidate && state_of(answer).is_some_and(|s| wire_position(s) >= own)
         })
     {
         // This node promised that candidate an epoch moments ago, and its log reaches as far
@@ -277,13 +272,7 @@ async fn run(
     };
     let states: Vec<_> = states
         .into_iter()
-        .filter(|(node, answer)| {
-            answer
-                .as_ref()
-                .ok()
-                .and_then(|s| s.as_ref())
-                .is_some_and(|s| can_run(s, node))
-        })
+        .filter(|(node, answer)| state_of(answer).is_some_and(|s| can_run(s, node)))
         .collect();
     let best = best_candidate(&orphan.set, &me, (orphan.set_version, own), &states);
     if best != me && !may_run_anyway {
@@ -417,19 +406,13 @@ async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower,
         epoch = hold.epoch,
         "a member of the set has refused this holder's epoch for a while"
     );
-    let record = cluster.holder(namespace);
-    let Some(record) = record
-        .clone()
-        .filter(|r| r.holder == me && r.epoch == hold.epoch)
-    else {
-        // It moved on meanwhile.
-        tracing::debug!(
-            namespace,
-            epoch = hold.epoch,
-            ?record,
-            "a fenced hold this node no longer has at that epoch"
-        );
-        return;
+    let record = match cluster.holder(namespace) {
+        Some(r) if r.holder == me && r.epoch == hold.epoch => r,
+        other => {
+            // It moved on meanwhile.
+            tracing::debug!(namespace, epoch = hold.epoch, record = ?other, "a fenced hold this node no longer has at that epoch");
+            return;
+        }
     };
     let own = match position(store, namespace).await {
         Ok(position) => position,
@@ -510,18 +493,15 @@ async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower,
 /// Whether the members' answers (`states`, from the set of `set_len` members other than this
 /// holder `me`) show a leftover fence over `epoch`, this node's epoch: enough answered to make
 /// a quorum with this node, no record among them follows another holder at this epoch or a
-/// newer one, and one promised a newer epoch. Answers the highest promise (the new election runs above it). Pure.
+/// newer one, and one promised a newer epoch. Answers the highest promise (the new election
+/// runs above it). Pure.
 fn leftover_fence(
     states: &[(NodeId, Result<Option<WireReplica>, PeerError>)],
     me: &str,
     epoch: u64,
     set_len: usize,
 ) -> Option<u64> {
-    let answered: Vec<&WireReplica> = states
-        .iter()
-        .filter_map(|(_, answer)| answer.as_ref().ok())
-        .flatten()
-        .collect();
+    let answered: Vec<&WireReplica> = states.iter().filter_map(|(_, a)| state_of(a)).collect();
     let replied = states.iter().filter(|(_, a)| a.is_ok()).count();
     // A member following another holder at this epoch or later shows a successor; one whose
     // record names an older holder (a former holder that lost its elections, still naming
@@ -555,6 +535,11 @@ fn successor(
         }
         _ => None,
     })
+}
+
+/// A member's state from its answer: `None` when it did not answer or has no copy. Pure.
+fn state_of(answer: &Result<Option<WireReplica>, PeerError>) -> Option<&WireReplica> {
+    answer.as_ref().ok().and_then(Option::as_ref)
 }
 
 /// Whether a grant counts towards a quorum of the candidate's `set`, of version `version`: the
@@ -640,8 +625,7 @@ fn best_candidate(
         states
             .iter()
             .find(|(n, _)| n == node)
-            .and_then(|(_, answer)| answer.as_ref().ok())
-            .and_then(|state| state.as_ref())
+            .and_then(|(_, answer)| state_of(answer))
             .map(|state| (set_version(state), wire_position(state)))
     };
     let mut best: Option<(&NodeId, (LogPosition, LogPosition))> = None;
