@@ -29,5 +29,5 @@ after=$(cpu)
 echo "cpu ticks (1/100 s) of n1 n2 n3: before $before after $after"
 for port in 21011 21012; do
   curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/metrics" |
-    grep -E "batch_size_(sum|count)|commit_duration_seconds_(sum|count)|checkpoints_total"
+    grep -E "batch_size_(sum|count)|commit_duration_seconds_(sum|count)|checkpoints_total|storage_commits_total|open_commits_total"
 done

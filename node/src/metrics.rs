@@ -36,8 +36,16 @@ pub struct RouteLabels {
 /// Labels of a commit outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommitLabels {
-    /// `committed` or `failed`.
+    /// `committed`, `deferred` (a follower's appends, logged and left in the open
+    /// transaction) or `failed`.
     pub outcome: &'static str,
+}
+
+/// Labels of the open transaction's commit: why it came (`age`, `read`, `write`, `stop`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlushLabels {
+    /// See [`cfgnode_storage::Flush`].
+    pub reason: &'static str,
 }
 
 /// Labels of an outcome (`ok` or `failed`).
@@ -139,6 +147,8 @@ pub struct Metrics {
     pub commits: Family<CommitLabels, Counter>,
     /// Transactions committed durably in redb (checkpoints), not through the write-ahead log.
     pub checkpoints: Counter,
+    /// Commits of the open transaction of followers' appends, by reason.
+    pub open_commits: Family<FlushLabels, Counter>,
     /// Writes committed (or refused) per transaction.
     pub batch_size: Histogram,
     /// Writes rejected inside batches (conflicts, missing keys): they fail alone.
@@ -253,6 +263,12 @@ impl Metrics {
             "storage_checkpoints",
             "Write transactions made durable by a durable redb commit instead of the write-ahead log",
             checkpoints.clone(),
+        );
+        let open_commits = Family::<FlushLabels, Counter>::default();
+        registry.register(
+            "storage_open_commits",
+            "Commits of the transaction holding followers' deferred appends, by reason",
+            open_commits.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
@@ -462,6 +478,7 @@ impl Metrics {
             http_latency,
             commits,
             checkpoints,
+            open_commits,
             batch_size,
             rejected_writes,
             commit_latency,
@@ -532,10 +549,10 @@ pub struct CommitMetrics(pub Arc<Metrics>);
 impl CommitObserver for CommitMetrics {
     fn on_commit(&self, stats: &CommitStats) {
         let m = &self.0;
-        let outcome = if stats.committed {
-            "committed"
-        } else {
-            "failed"
+        let outcome = match (stats.committed, stats.deferred) {
+            (false, _) => "failed",
+            (true, true) => "deferred",
+            (true, false) => "committed",
         };
         m.commits.get_or_create(&CommitLabels { outcome }).inc();
         if stats.checkpoint {
@@ -545,6 +562,14 @@ impl CommitObserver for CommitMetrics {
         m.rejected_writes.inc_by(stats.rejected as u64);
         m.commit_latency.observe(stats.duration.as_secs_f64());
         m.queue_wait.observe(stats.queue_wait.as_secs_f64());
+    }
+
+    fn on_open_commit(&self, why: cfgnode_storage::Flush, _held: std::time::Duration) {
+        let reason = why.label();
+        self.0
+            .open_commits
+            .get_or_create(&FlushLabels { reason })
+            .inc();
     }
 }
 

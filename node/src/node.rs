@@ -711,6 +711,19 @@ impl cfgnode_storage::CommitObserver for LateCommitMetrics {
             hook.on_commit(stats);
         }
     }
+
+    fn on_open_commit(&self, why: cfgnode_storage::Flush, held: std::time::Duration) {
+        if let Some(metrics) = self.0.get() {
+            cfgnode_storage::CommitObserver::on_open_commit(
+                &CommitMetrics(Arc::clone(metrics)),
+                why,
+                held,
+            );
+        }
+        if let Some(hook) = &self.1 {
+            hook.on_open_commit(why, held);
+        }
+    }
 }
 
 /// Refuses HTTP limits that would make the admin port unusable.

@@ -49,6 +49,7 @@ mod replica;
 mod store;
 mod transfer;
 mod types;
+mod visibility;
 mod wal;
 mod writer;
 
@@ -68,4 +69,4 @@ pub use types::{
     Alias, Entry, Event, EventKind, LogRead, Lookup, Millis, NamespaceState, Page, Record,
     Revision, Snapshot, VersionEntry,
 };
-pub use writer::{CommitObserver, CommitStats};
+pub use writer::{CommitObserver, CommitStats, Flush};

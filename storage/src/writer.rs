@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{Retention, WriteTables, apply};
 use crate::error::StoreError;
 use crate::mutation::{Applied, Mutation};
 use crate::types::Millis;
+use crate::visibility::{Deferred, Scope};
 use crate::wal::Wal;
 
 /// What one commit looked like, for metrics.
@@ -40,6 +41,9 @@ pub struct CommitStats {
     /// True when the batch was made durable by a durable redb commit (a checkpoint), false
     /// when by the write-ahead log (see [`crate::wal`]).
     pub checkpoint: bool,
+    /// True when the batch (followers' appends only) was logged and answered but left in the
+    /// open transaction, to be committed with later ones (see [`crate::visibility`]).
+    pub deferred: bool,
 }
 
 /// Receives a [`CommitStats`] after every transaction; the node turns these into metrics.
@@ -47,6 +51,13 @@ pub struct CommitStats {
 pub trait CommitObserver: Send + Sync {
     /// One transaction finished (committed or not).
     fn on_commit(&self, stats: &CommitStats);
+
+    /// The open transaction of deferred appends was committed, `held` after its first batch,
+    /// for the reason `why`. Not called for a batch that committed it along (its `on_commit`
+    /// says so).
+    fn on_open_commit(&self, why: Flush, held: Duration) {
+        let _ = (why, held);
+    }
 }
 
 pub(crate) struct WriteRequest {
@@ -55,11 +66,21 @@ pub(crate) struct WriteRequest {
     reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
+/// What the writer's queue carries.
+enum Request {
+    /// A mutation to apply and answer.
+    Write(WriteRequest),
+    /// A read waits for the open transaction's commit ([`crate::visibility`]): wakes the
+    /// writer if it is waiting for requests.
+    Wake,
+}
+
 /// The handle callers use to reach the writer thread; dropping the last one stops the thread
 /// after it has committed and answered everything already queued.
 pub(crate) struct GroupCommitWriter {
-    queue: Option<mpsc::Sender<WriteRequest>>,
+    queue: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    deferred: Arc<Deferred>,
 }
 
 /// Settings of the writer thread.
@@ -76,13 +97,33 @@ impl GroupCommitWriter {
     /// Starts the writer thread over `db`.
     pub(crate) fn start(db: Arc<Database>, settings: WriterSettings) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
+        let deferred = Arc::new(Deferred::default());
+        let shared = Arc::clone(&deferred);
+        // The writer's own clock, for its timed wait while a transaction is open: a
+        // current-thread runtime with timers only, driven by this thread alone.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer's timer: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("cfgnode-writer".to_string())
-            .spawn(move || run(db, rx, settings))
+            .spawn(move || run(db, rx, settings, timer, &shared))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(GroupCommitWriter {
             queue: Some(tx),
             thread: Some(thread),
+            deferred,
+        })
+    }
+
+    /// Returns once every acknowledged write a read of `scope` may touch is committed (see
+    /// [`crate::visibility`]): call it before beginning the read transaction.
+    pub(crate) fn wait_visible(&self, scope: Scope<'_>) -> Result<(), StoreError> {
+        self.deferred.wait_visible(scope, || {
+            // A full queue means the writer is busy: it looks for the request after its batch.
+            if let Some(queue) = &self.queue {
+                let _ = queue.try_send(Request::Wake);
+            }
         })
     }
 
@@ -96,7 +137,7 @@ impl GroupCommitWriter {
             reply,
         };
         queue
-            .send(request)
+            .send(Request::Write(request))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
@@ -116,26 +157,69 @@ impl Drop for GroupCommitWriter {
     }
 }
 
-fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteRequest>, settings: WriterSettings) {
+fn run(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Request>,
+    settings: WriterSettings,
+    timer: tokio::runtime::Runtime,
+    deferred: &Deferred,
+) {
     let max_batch = settings.max_batch.max(1);
+    let observer = settings.observer.as_deref();
     let mut batch = Vec::with_capacity(max_batch);
     let mut log = settings.log;
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    let mut open: Option<Open> = None;
+    // However the thread ends (a panic included), reads of rows it left uncommitted fail at
+    // once instead of waiting for a commit that cannot come.
+    let _stopped = Stopped(deferred);
+    loop {
+        let next = match &open {
+            None => timer.block_on(rx.recv()),
+            Some(held) => {
+                let left = DEFER_FOR.saturating_sub(held.since.elapsed());
+                // The timeout is made inside the runtime: its timer needs the runtime's clock.
+                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(next) => next,
+                    Err(_elapsed) => {
+                        commit_open(&mut log, &mut open, deferred, observer, Flush::Age);
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(first) = next else { break };
+        take_write(&mut batch, first);
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(request) => take_write(&mut batch, request),
                 Err(_) => break,
             }
         }
-        commit_batch(
-            &db,
-            &mut log,
-            &mut batch,
-            settings.retention,
-            settings.observer.as_deref(),
-        );
+        if !batch.is_empty() {
+            commit_batch(
+                &db,
+                &mut log,
+                &mut open,
+                deferred,
+                &mut batch,
+                settings.retention,
+                observer,
+            );
+        }
+        if let Some(held) = &open {
+            let why = if deferred.flush_wanted() {
+                Some(Flush::Read)
+            } else if held.since.elapsed() >= DEFER_FOR {
+                Some(Flush::Age)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                commit_open(&mut log, &mut open, deferred, observer, why);
+            }
+        }
     }
+    commit_open(&mut log, &mut open, deferred, observer, Flush::Stop);
     // A clean stop leaves nothing to replay: one durable commit makes the logged batches
     // durable in redb too.
     if log.unsynced > 0
@@ -145,6 +229,103 @@ fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteRequest>, settings: Writer
         tracing::warn!(error = %e, "storage writer: the last checkpoint failed; the next start replays the log");
     }
     tracing::debug!("storage writer stopped: queue closed and drained");
+}
+
+/// Fails the reads of rows the writer left uncommitted, when the writer thread ends.
+struct Stopped<'a>(&'a Deferred);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lost("the storage writer stopped; restart the node, it replays its log");
+    }
+}
+
+/// Adds a queued write to the batch; a wake-up carries none.
+fn take_write(batch: &mut Vec<WriteRequest>, request: Request) {
+    match request {
+        Request::Write(write) => batch.push(write),
+        Request::Wake => {}
+    }
+}
+
+/// How long, at most, a follower's acknowledged appends wait in the open transaction before
+/// they are committed (see [`crate::visibility`]): the longer, the more batches share each
+/// page a commit copies and checksums, and the longer a commit (and the wait of a read that
+/// needs it) takes. Measured in docs/benchmarks.md.
+const DEFER_FOR: Duration = Duration::from_millis(100);
+
+/// A transaction the writer keeps open past its batch: it holds followers' appends that the
+/// log has made durable and that were acknowledged (see [`crate::visibility`]).
+struct Open {
+    txn: WriteTransaction,
+    /// When its first batch was applied.
+    since: Instant,
+}
+
+/// Why an open transaction was committed, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// It was open for [`DEFER_FOR`].
+    Age,
+    /// A read of one of its namespaces was waiting.
+    Read,
+    /// A batch with another mutation than a follower's append (or a checkpoint) committed it.
+    Write,
+    /// The writer stopped.
+    Stop,
+}
+
+impl Flush {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Flush::Age => "age",
+            Flush::Read => "read",
+            Flush::Write => "write",
+            Flush::Stop => "stop",
+        }
+    }
+}
+
+/// Commits the open transaction, if any, without redb's sync (its batches are in the log).
+/// A failure loses its rows from the tables (not from the log): the writer then stops taking
+/// writes, and reads of its namespaces fail, until a restart replays the log.
+fn commit_open(
+    log: &mut LogState,
+    open: &mut Option<Open>,
+    deferred: &Deferred,
+    observer: Option<&dyn CommitObserver>,
+    why: Flush,
+) {
+    let Some(Open { mut txn, since }) = open.take() else {
+        return;
+    };
+    let done = txn
+        .set_durability(Durability::None)
+        .map_err(StoreError::from)
+        .and_then(|()| txn.commit().map_err(StoreError::from));
+    match done {
+        Ok(()) => {
+            // Told first, so that a reader woken by the commit also sees it in the metrics.
+            if let Some(observer) = observer {
+                observer.on_open_commit(why, since.elapsed());
+            }
+            deferred.committed();
+        }
+        Err(e) => {
+            lose_open(log, deferred, &e);
+        }
+    }
+}
+
+/// The open transaction was dropped uncommitted after `e`: fails the writer and its reads.
+fn lose_open(log: &mut LogState, deferred: &Deferred, e: &StoreError) -> StoreError {
+    let failed = log.fail(format!(
+        "a transaction holding acknowledged appends could not be committed: {e}"
+    ));
+    deferred.lost(&failed.to_string());
+    failed
 }
 
 /// The writer's side of the write-ahead log ([`crate::wal`]): the file, the batch numbering and
@@ -229,6 +410,8 @@ struct BatchToLog<'a> {
 fn commit_batch(
     db: &Database,
     log: &mut LogState,
+    open: &mut Option<Open>,
+    deferred: &Deferred,
     batch: &mut Vec<WriteRequest>,
     retention: Retention,
     observer: Option<&dyn CommitObserver>,
@@ -245,11 +428,27 @@ fn commit_batch(
     let now = now_millis();
     let outcome = match &log.failed {
         Some(reason) => Err(StoreError::Storage(reason.clone())),
-        None => apply_batch(db, log, mutations, now, retention, started),
+        None => apply_batch(
+            db,
+            log,
+            (open, deferred),
+            mutations,
+            now,
+            retention,
+            started,
+        ),
     };
     let duration = started.elapsed();
     match outcome {
-        Ok((results, checkpointed)) => {
+        Ok(BatchOutcome {
+            results,
+            checkpoint: checkpointed,
+            deferred,
+            closed_open,
+        }) => {
+            if let (Some(since), Some(observer)) = (closed_open, observer) {
+                observer.on_open_commit(Flush::Write, since.elapsed());
+            }
             let rejected = results.iter().filter(|r| r.is_err()).count();
             let stats = CommitStats {
                 batch_size,
@@ -258,6 +457,7 @@ fn commit_batch(
                 queue_wait,
                 committed: true,
                 checkpoint: checkpointed,
+                deferred,
             };
             if let Some(observer) = observer {
                 observer.on_commit(&stats);
@@ -277,6 +477,7 @@ fn commit_batch(
                 queue_wait,
                 committed: false,
                 checkpoint: false,
+                deferred: false,
             };
             if let Some(observer) = observer {
                 observer.on_commit(&stats);
@@ -294,16 +495,20 @@ fn commit_batch(
 
 /// Runs every mutation in one transaction and makes it durable: by logging the batch and
 /// committing without redb's sync, or, when a checkpoint is due (or the batch does not fit in
-/// the log), by a durable commit. `Err` means nothing was acknowledged. `Ok` carries each
-/// mutation's answer and whether this batch was a checkpoint.
+/// the log), by a durable commit. A batch of followers' appends only is logged and left in
+/// the open transaction instead of committed (see [`crate::visibility`]); any other batch is
+/// applied into the open transaction, if there is one, and commits it. `Err` means nothing of
+/// this batch was acknowledged. `Ok` carries each mutation's answer, whether this batch was a
+/// checkpoint, and whether it was left open.
 fn apply_batch(
     db: &Database,
     log: &mut LogState,
+    (open, deferred): (&mut Option<Open>, &Deferred),
     mutations: Vec<Mutation>,
     now: Millis,
     retention: Retention,
     started: Instant,
-) -> Result<(Vec<Result<Applied, StoreError>>, bool), StoreError> {
+) -> Result<BatchOutcome, StoreError> {
     let seq = log.next_seq;
     let uid_seed = mix(log.salt ^ seq);
     let mut checkpoint = started.saturating_duration_since(log.last_checkpoint) >= CHECKPOINT_EVERY
@@ -324,43 +529,140 @@ fn apply_batch(
         .map_err(|e| StoreError::Storage(format!("cannot encode a batch for the log: {e}")))?;
         checkpoint = !log.wal.fits(log.record.len());
     }
-    let mut txn = db.begin_write()?;
-    txn.set_durability(if checkpoint {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })?;
-    let mut results = Vec::with_capacity(mutations.len());
-    {
-        let mut tables = WriteTables::open(&txn, uid_seed)?;
-        for mutation in mutations {
-            match apply(&mut tables, mutation, now, retention) {
-                // Part of this mutation may be written: the transaction is dropped (aborted)
-                // and the whole batch fails; nothing in it was acknowledged.
-                Err(e) if e.is_internal() => return Err(e),
-                result => results.push(result),
-            }
-        }
-        tables.mark_applied(seq)?;
-    }
+    let appended: Option<Vec<String>> = (!checkpoint && !deferred.flush_wanted())
+        .then(|| appended_namespaces(&mutations))
+        .flatten();
+    let (mut txn, held) = match open.take() {
+        Some(Open { txn, since }) => (txn, Some(since)),
+        None => (db.begin_write()?, None),
+    };
+    // From here, an error with `held` set drops rows that were acknowledged: `lose` fails the
+    // writer so that nothing answers without them until a restart replays the log.
+    let lose = |log: &mut LogState, e: StoreError| match held {
+        Some(_) => lose_open(log, deferred, &e),
+        None => e,
+    };
+    let results = match apply_all(&txn, mutations, uid_seed, now, retention, seq) {
+        Ok(results) => results,
+        Err(e) => return Err(lose(log, e)),
+    };
     if checkpoint {
-        txn.commit()?;
+        let done = txn
+            .set_durability(Durability::Immediate)
+            .map_err(StoreError::from)
+            .and_then(|()| txn.commit().map_err(StoreError::from));
+        if let Err(e) = done {
+            return Err(lose(log, e));
+        }
         log.wal.restart();
         log.unsynced = 0;
         log.last_checkpoint = started;
-    } else {
-        // Logged and synced before the commit makes the batch visible: a reader never sees a
-        // write that a crash could take back.
-        if let Err(e) = log.wal.append(seq, &log.record) {
-            return Err(log.fail(format!("cannot write the write-ahead log: {e}")));
+        if held.is_some() {
+            deferred.committed();
         }
-        if let Err(e) = txn.commit() {
-            return Err(log.fail(format!("a commit after its batch was logged failed: {e}")));
-        }
-        log.unsynced += 1;
+        log.next_seq += 1;
+        return Ok(BatchOutcome {
+            results,
+            checkpoint: true,
+            deferred: false,
+            closed_open: held,
+        });
     }
+    // Logged and synced before the commit makes the batch visible: a reader never sees a
+    // write that a crash could take back.
+    if let Err(e) = log.wal.append(seq, &log.record) {
+        let failed = log.fail(format!("cannot write the write-ahead log: {e}"));
+        if held.is_some() {
+            deferred.lost(&failed.to_string());
+        }
+        return Err(failed);
+    }
+    log.unsynced += 1;
     log.next_seq += 1;
-    Ok((results, checkpoint))
+    if let Some(namespaces) = appended {
+        // Durable in the log: answered now, visible at the open transaction's commit (a read
+        // of these namespaces waits for it).
+        deferred.deferred(namespaces.iter().map(String::as_str));
+        *open = Some(Open {
+            txn,
+            since: held.unwrap_or(started),
+        });
+        return Ok(BatchOutcome {
+            results,
+            checkpoint: false,
+            deferred: true,
+            closed_open: None,
+        });
+    }
+    let done = txn
+        .set_durability(Durability::None)
+        .map_err(StoreError::from)
+        .and_then(|()| txn.commit().map_err(StoreError::from));
+    if let Err(e) = done {
+        let failed = log.fail(format!("a commit after its batch was logged failed: {e}"));
+        if held.is_some() {
+            deferred.lost(&failed.to_string());
+        }
+        return Err(failed);
+    }
+    if held.is_some() {
+        deferred.committed();
+    }
+    Ok(BatchOutcome {
+        results,
+        checkpoint: false,
+        deferred: false,
+        closed_open: held,
+    })
+}
+
+/// What [`apply_batch`] did with a batch.
+struct BatchOutcome {
+    /// Each mutation's answer, in order.
+    results: Vec<Result<Applied, StoreError>>,
+    /// The batch was made durable by a durable redb commit.
+    checkpoint: bool,
+    /// The batch was logged and left in the open transaction.
+    deferred: bool,
+    /// The batch's commit also committed the open transaction, opened at this instant.
+    closed_open: Option<Instant>,
+}
+
+/// The namespaces of a batch made only of followers' appends (the one kind of batch that may
+/// wait in the open transaction), `None` for any other batch.
+fn appended_namespaces(mutations: &[Mutation]) -> Option<Vec<String>> {
+    let mut namespaces: Vec<String> = Vec::new();
+    for mutation in mutations {
+        let Mutation::AppendInSet { append, .. } = mutation else {
+            return None;
+        };
+        if !namespaces.contains(&append.namespace) {
+            namespaces.push(append.namespace.clone());
+        }
+    }
+    Some(namespaces)
+}
+
+/// Applies a batch's mutations into `txn` and records the batch as applied. An internal error
+/// (part of a mutation may be written) fails the whole batch: nothing in it is acknowledged.
+fn apply_all(
+    txn: &WriteTransaction,
+    mutations: Vec<Mutation>,
+    uid_seed: u64,
+    now: Millis,
+    retention: Retention,
+    seq: u64,
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(mutations.len());
+    let mut tables = WriteTables::open(txn, uid_seed)?;
+    for mutation in mutations {
+        match apply(&mut tables, mutation, now, retention) {
+            Err(e) if e.is_internal() => return Err(e),
+            result => results.push(result),
+        }
+    }
+    tables.mark_applied(seq)?;
+    Ok(results)
 }
 
 /// An empty durable commit: everything committed before it becomes durable in redb.

@@ -19,11 +19,12 @@ use crate::types::{
 };
 
 use super::Store;
+use crate::visibility::Scope;
 
 impl Store {
     /// Every cluster fact saved with [`Store::save_cluster_records`], in key order.
     pub fn cluster_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read(Scope::Cluster)?;
         let table = txn.open_table(CLUSTER)?;
         let mut out = Vec::new();
         for item in table.iter()? {
@@ -36,7 +37,7 @@ impl Store {
     /// Starts a full copy of `namespace` for a handoff or a full-copy append, read at its
     /// current revision. The node's replica record is not part of it.
     pub fn export(&self, namespace: &str) -> Result<NamespaceExport, StoreError> {
-        NamespaceExport::open(self.read()?, namespace)
+        NamespaceExport::open(self.read(Scope::Namespace(namespace))?, namespace)
     }
 
     /// The ops that bring a copy taken at revision `since` up to date, with the state they lead
@@ -47,7 +48,7 @@ impl Store {
         namespace: &str,
         since: Revision,
     ) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
-        changes_since(&self.read()?, namespace, since)
+        changes_since(&self.read(Scope::Namespace(namespace))?, namespace, since)
     }
 
     /// The attachments of `namespace` whose names start with `prefix`, in name order.
@@ -57,7 +58,7 @@ impl Store {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(crate::records::ATTACHMENTS)?;
         let upper = crate::transfer::upper_bound(namespace);
         let mut out = Vec::new();
@@ -74,7 +75,7 @@ impl Store {
 
     /// The bytes last given to [`Store::save_cluster_members`], if any.
     pub fn cluster_members(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read(Scope::Cluster)?;
         let meta = txn.open_table(META)?;
         let found = meta.get(META_CLUSTER_MEMBERS)?;
         Ok(found.map(|v| v.value().to_vec()))
@@ -84,7 +85,7 @@ impl Store {
     pub fn lookup(&self, namespace: &str, name: &str) -> Result<Lookup, StoreError> {
         validate_namespace(namespace)?;
         validate_key(name)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let entries = txn.open_table(ENTRIES)?;
         if let Some(entry) = get_entry(&entries, namespace, name)? {
             return Ok(Lookup::Entry(entry));
@@ -108,7 +109,7 @@ impl Store {
         validate_namespace(namespace)?;
         validate_record_kind(kind)?;
         validate_key(name)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(RECORDS)?;
         let found = table.get((namespace, kind, name))?;
         found
@@ -128,7 +129,7 @@ impl Store {
     ) -> Result<Page<Record>, StoreError> {
         validate_namespace(namespace)?;
         validate_record_kind(kind)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(RECORDS)?;
         let start = match cursor {
             Some(after) if after >= prefix => Bound::Excluded((namespace, kind, after)),
@@ -162,7 +163,7 @@ impl Store {
         limit: usize,
     ) -> Result<Page<Entry>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let entries = txn.open_table(ENTRIES)?;
         let start = match cursor {
             Some(after) if after >= prefix => Bound::Excluded((namespace, after)),
@@ -196,7 +197,7 @@ impl Store {
     ) -> Result<Page<VersionEntry>, StoreError> {
         validate_namespace(namespace)?;
         validate_key(key)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let history = txn.open_table(HISTORY)?;
         let upper = before.unwrap_or(u64::MAX);
         let mut items = Vec::new();
@@ -227,7 +228,7 @@ impl Store {
     ) -> Result<Option<VersionEntry>, StoreError> {
         validate_namespace(namespace)?;
         validate_key(key)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let history = txn.open_table(HISTORY)?;
         let found = history.get((namespace, key, version))?;
         found
@@ -244,7 +245,7 @@ impl Store {
     /// A namespace's state, in O(1): revision, counts, ETag material.
     pub fn namespace(&self, namespace: &str) -> Result<Option<NamespaceState>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         read_namespace(&txn, namespace)
     }
 
@@ -252,7 +253,7 @@ impl Store {
     /// Records are not included (see [`Snapshot`]), though their writes move the revision.
     pub fn snapshot(&self, namespace: &str) -> Result<Option<Snapshot>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let Some(state) = read_namespace(&txn, namespace)? else {
             return Ok(None);
         };
@@ -282,7 +283,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<NamespaceState>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read(Scope::AllNamespaces)?;
         let table = txn.open_table(NAMESPACES)?;
         let records = txn.open_table(RECORDS)?;
         let start = match cursor {
@@ -319,7 +320,7 @@ impl Store {
     pub fn alias(&self, namespace: &str, alias: &str) -> Result<Option<Alias>, StoreError> {
         validate_namespace(namespace)?;
         validate_key(alias)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(ALIASES)?;
         let found = table.get((namespace, alias))?;
         found
@@ -341,7 +342,7 @@ impl Store {
         limit: usize,
     ) -> Result<Page<Alias>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         read_aliases(&txn, namespace, cursor, limit)
     }
 
@@ -354,7 +355,7 @@ impl Store {
         limit: usize,
     ) -> Result<LogRead, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let Some(state) = read_namespace(&txn, namespace)? else {
             return Ok(LogRead::Events(Vec::new()));
         };
@@ -382,7 +383,11 @@ impl Store {
         Ok(LogRead::Events(events))
     }
 
-    pub(super) fn read(&self) -> Result<ReadTransaction, StoreError> {
+    /// A read transaction over `scope`: it sees every write this node acknowledged there,
+    /// the followers' appends waiting in the writer's open transaction included (see
+    /// [`crate::visibility`]).
+    pub(super) fn read(&self, scope: Scope<'_>) -> Result<ReadTransaction, StoreError> {
+        self.inner.writer.wait_visible(scope)?;
         Ok(self.inner.db.begin_read()?)
     }
 }

@@ -16,6 +16,7 @@ use crate::replica::{
 use super::Store;
 use super::reads::read_namespace;
 use super::writes::unexpected;
+use crate::visibility::Scope;
 
 impl Store {
     /// This node's replica record of `namespace`, as stored, or `None` when it has none (it
@@ -23,7 +24,7 @@ impl Store {
     /// that with [`Store::position`] or [`Store::holder_position`].
     pub fn replica(&self, namespace: &str) -> Result<Option<ReplicaState>, StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(REPLICAS)?;
         let found = table.get(namespace)?;
         found.map(|v| decode_record(v.value())).transpose()
@@ -32,7 +33,7 @@ impl Store {
     /// Every replica record on this node, by namespace: the namespaces it follows (or held,
     /// or promised something for). What a follower looks through for holders to replace.
     pub fn replicas(&self) -> Result<Vec<(String, ReplicaState)>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read(Scope::AllNamespaces)?;
         let table = txn.open_table(REPLICAS)?;
         let mut all = Vec::new();
         for row in table.iter()? {
@@ -185,7 +186,7 @@ impl Store {
         namespace: &str,
     ) -> Result<(Option<ReplicaState>, Option<crate::NamespaceState>), StoreError> {
         validate_namespace(namespace)?;
-        let txn = self.read()?;
+        let txn = self.read(Scope::Namespace(namespace))?;
         let table = txn.open_table(REPLICAS)?;
         let record = table
             .get(namespace)?
