@@ -592,8 +592,20 @@ async fn history(mode: Mode, size: usize) {
         eprintln!(
             "history test: {during} writes acknowledged while a node was down, {during_cuts} while one was cut off"
         );
+        // Only a window in which the clients still sent requests after the failover's time can
+        // show anything: the last round's kill may come as the clients stop.
+        let last_sent = history
+            .records()
+            .iter()
+            .filter(|r| r.client != cfgnode_lincheck::FINAL_READER)
+            .map(|r| r.invoked_at)
+            .max()
+            .unwrap_or(0);
+        let probed = windows
+            .iter()
+            .any(|(from, to)| (*to).min(last_sent) > from + settled + 200_000_000);
         assert!(
-            windows.is_empty() || during > 0,
+            !probed || during > 0,
             "no write was acknowledged while a node was down; faults: {faults:?}"
         );
     }

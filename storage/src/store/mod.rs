@@ -72,8 +72,10 @@ impl std::fmt::Debug for StoreOptions {
 
 /// The node's storage: cheap to clone, shared by every task.
 ///
-/// Writes are `async` and resolve only after their durable commit. Reads are synchronous redb
-/// read transactions: call them from a blocking context (`spawn_blocking`) in async code.
+/// Writes are `async` and resolve only after they are durable. Reads are synchronous redb
+/// read transactions: call them from a blocking context (`spawn_blocking`) in async code. A
+/// read of a namespace whose acknowledged appends still wait in the writer's open transaction
+/// first waits for that commit (see [`crate::visibility`]), so it may block for a commit.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
