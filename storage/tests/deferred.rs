@@ -93,6 +93,27 @@ fn append_since(holder: &Store, ns: &str, base: Option<LogPos>) -> ReplicaAppend
     }
 }
 
+/// A holder `a` (in `a_dir`) of "app" at epoch 2 and a follower `b` (in `b_dir`, watched by
+/// `seen`) that took its full copy; returns them and the copy's position.
+async fn holder_and_follower(
+    a_dir: &Path,
+    b_dir: &Path,
+    seen: &Arc<Seen>,
+) -> (Store, Store, LogPos) {
+    let a = open(a_dir, "a", None);
+    let b = open(b_dir, "b", Some(Arc::clone(seen)));
+    a.put(put("app", "k0", "first")).await.expect("put");
+    a.begin_epoch("app", 2, vec!["a".into(), "b".into()], LogPos::ZERO)
+        .await
+        .expect("begin");
+    let at = b
+        .append(append_since(&a, "app", None))
+        .await
+        .expect("full copy")
+        .position;
+    (a, b, at)
+}
+
 /// One more write on the holder, shipped to the follower; returns the follower's position.
 async fn write_and_ship(a: &Store, b: &Store, base: Option<LogPos>, i: usize) -> LogPos {
     a.put(put("app", &format!("k{}", i % 7), &format!("v{i}")))
@@ -128,17 +149,7 @@ fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 async fn acknowledged_appends_are_read_at_once_and_committed_in_batches() {
     let dir = TempDir::new().expect("tmp");
     let seen = Arc::new(Seen::default());
-    let a = open(dir.path(), "a", None);
-    let b = open(dir.path(), "b", Some(Arc::clone(&seen)));
-    a.put(put("app", "k0", "first")).await.expect("put");
-    a.begin_epoch("app", 2, vec!["a".into(), "b".into()], LogPos::ZERO)
-        .await
-        .expect("begin");
-    let mut at = b
-        .append(append_since(&a, "app", None))
-        .await
-        .expect("full copy")
-        .position;
+    let (a, b, mut at) = holder_and_follower(dir.path(), dir.path(), &seen).await;
     for i in 0..5 {
         at = write_and_ship(&a, &b, Some(at), i).await;
     }
@@ -182,17 +193,7 @@ async fn a_crash_while_appends_are_only_in_the_log_loses_none() {
     let live = dir.path().join("live");
     std::fs::create_dir_all(&live).expect("mkdir");
     let seen = Arc::new(Seen::default());
-    let a = open(dir.path(), "a", None);
-    let b = open(&live, "b", Some(Arc::clone(&seen)));
-    a.put(put("app", "k0", "first")).await.expect("put");
-    a.begin_epoch("app", 2, vec!["a".into(), "b".into()], LogPos::ZERO)
-        .await
-        .expect("begin");
-    let mut at = b
-        .append(append_since(&a, "app", None))
-        .await
-        .expect("full copy")
-        .position;
+    let (a, b, mut at) = holder_and_follower(dir.path(), &live, &seen).await;
     // Copy the files while the last appends wait in the open transaction: retried if the
     // transaction happened to commit (it does every 100 ms) between the append and the copy.
     let crashed = dir.path().join("crashed");
