@@ -298,14 +298,10 @@ fn commit_open(
     observer: Option<&dyn CommitObserver>,
     why: Flush,
 ) {
-    let Some(Open { mut txn, since }) = open.take() else {
+    let Some(Open { txn, since }) = open.take() else {
         return;
     };
-    let done = txn
-        .set_durability(Durability::None)
-        .map_err(StoreError::from)
-        .and_then(|()| txn.commit().map_err(StoreError::from));
-    match done {
+    match commit_as(txn, Durability::None) {
         Ok(()) => {
             // Told first, so that a reader woken by the commit also sees it in the metrics.
             if let Some(observer) = observer {
@@ -314,16 +310,27 @@ fn commit_open(
             deferred.committed();
         }
         Err(e) => {
-            lose_open(log, deferred, &e);
+            fail_open(log, deferred, open_lost(&e));
         }
     }
 }
 
-/// The open transaction was dropped uncommitted after `e`: fails the writer and its reads.
-fn lose_open(log: &mut LogState, deferred: &Deferred, e: &StoreError) -> StoreError {
-    let failed = log.fail(format!(
-        "a transaction holding acknowledged appends could not be committed: {e}"
-    ));
+/// Commits `txn` with `durability`.
+fn commit_as(mut txn: WriteTransaction, durability: Durability) -> Result<(), StoreError> {
+    txn.set_durability(durability)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Why the writer fails when the open transaction was dropped uncommitted after `e`.
+fn open_lost(e: &StoreError) -> String {
+    format!("a transaction holding acknowledged appends could not be committed: {e}")
+}
+
+/// Fails the writer for `what` while the open transaction's rows are lost from the tables
+/// (not from the log): the reads of those rows fail too, until a restart replays the log.
+fn fail_open(log: &mut LogState, deferred: &Deferred, what: String) -> StoreError {
+    let failed = log.fail(what);
     deferred.lost(&failed.to_string());
     failed
 }
@@ -532,14 +539,18 @@ fn apply_batch(
     let appended: Option<Vec<String>> = (!checkpoint && !deferred.flush_wanted())
         .then(|| appended_namespaces(&mutations))
         .flatten();
-    let (mut txn, held) = match open.take() {
+    let (txn, held) = match open.take() {
         Some(Open { txn, since }) => (txn, Some(since)),
         None => (db.begin_write()?, None),
     };
-    // From here, an error with `held` set drops rows that were acknowledged: `lose` fails the
-    // writer so that nothing answers without them until a restart replays the log.
+    // From here, an error with `held` set drops rows that were acknowledged: the writer then
+    // fails (and with it the reads of those rows) until a restart replays the log.
+    let fail = |log: &mut LogState, what: String| match held {
+        Some(_) => fail_open(log, deferred, what),
+        None => log.fail(what),
+    };
     let lose = |log: &mut LogState, e: StoreError| match held {
-        Some(_) => lose_open(log, deferred, &e),
+        Some(_) => fail_open(log, deferred, open_lost(&e)),
         None => e,
     };
     let results = match apply_all(&txn, mutations, uid_seed, now, retention, seq) {
@@ -547,11 +558,7 @@ fn apply_batch(
         Err(e) => return Err(lose(log, e)),
     };
     if checkpoint {
-        let done = txn
-            .set_durability(Durability::Immediate)
-            .map_err(StoreError::from)
-            .and_then(|()| txn.commit().map_err(StoreError::from));
-        if let Err(e) = done {
+        if let Err(e) = commit_as(txn, Durability::Immediate) {
             return Err(lose(log, e));
         }
         log.wal.restart();
@@ -571,11 +578,7 @@ fn apply_batch(
     // Logged and synced before the commit makes the batch visible: a reader never sees a
     // write that a crash could take back.
     if let Err(e) = log.wal.append(seq, &log.record) {
-        let failed = log.fail(format!("cannot write the write-ahead log: {e}"));
-        if held.is_some() {
-            deferred.lost(&failed.to_string());
-        }
-        return Err(failed);
+        return Err(fail(log, format!("cannot write the write-ahead log: {e}")));
     }
     log.unsynced += 1;
     log.next_seq += 1;
@@ -594,16 +597,11 @@ fn apply_batch(
             closed_open: None,
         });
     }
-    let done = txn
-        .set_durability(Durability::None)
-        .map_err(StoreError::from)
-        .and_then(|()| txn.commit().map_err(StoreError::from));
-    if let Err(e) = done {
-        let failed = log.fail(format!("a commit after its batch was logged failed: {e}"));
-        if held.is_some() {
-            deferred.lost(&failed.to_string());
-        }
-        return Err(failed);
+    if let Err(e) = commit_as(txn, Durability::None) {
+        return Err(fail(
+            log,
+            format!("a commit after its batch was logged failed: {e}"),
+        ));
     }
     if held.is_some() {
         deferred.committed();
@@ -667,10 +665,7 @@ fn apply_all(
 
 /// An empty durable commit: everything committed before it becomes durable in redb.
 fn checkpoint(db: &Database) -> Result<(), StoreError> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.commit()?;
-    Ok(())
+    commit_as(db.begin_write()?, Durability::Immediate)
 }
 
 /// Applies the batches a crash left only in the log, after the tables' last batch `applied`,
