@@ -1326,3 +1326,154 @@ async fn a_holder_lost_right_after_a_removal_step_is_failed_over() {
         }
     }
 }
+
+/// A follower that cannot reach a quorum does not run (docs/replication.md, "Promotion",
+/// step 1): the holder stops while its two followers cannot exchange peer requests (SWIM
+/// passes, so each holds the other alive). Neither may promise itself a new epoch: such a
+/// promise wins nothing and leaves a fence behind (a history run promised three epochs so,
+/// session 28). Once their requests pass again, one election at the next epoch fails over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_that_cannot_reach_each_other_promise_nothing_until_they_can() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    seed_writes(&cluster, 3).await;
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set = full_set(&cluster, h).await;
+    let (a, b) = (cluster.index_of(&set[1]), cluster.index_of(&set[2]));
+    let epoch = position(cluster.node(h).quic_addr())
+        .await
+        .expect("the holder's position")
+        .epoch;
+    cluster.node(a).block_requests_with(&[set[2].as_str()]);
+    cluster.node(b).block_requests_with(&[set[1].as_str()]);
+    let gone = cluster.stop(h).await;
+    gone.shutdown().await.expect("shutdown");
+    for &f in &[a, b] {
+        poll_until(
+            "the follower's view holds the holder down",
+            DEADLINE,
+            || async {
+                let members = cluster.members(cluster.node(f)).await;
+                members
+                    .iter()
+                    .any(|m| m["id"] == holder.as_str() && m["state"] == "down")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // Promotion scans every 200 ms and would have run by now: 3 s is two `DEFER`s.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        for &f in &[a, b] {
+            let state = replica_state(cluster.node(f).quic_addr())
+                .await
+                .expect("the follower's record");
+            assert_eq!(
+                state.promised, epoch,
+                "a follower that reaches no quorum promised itself a new epoch"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.node(a).block_requests_with(&[]);
+    cluster.node(b).block_requests_with(&[]);
+    poll_until("a write after the failover", DEADLINE, || async {
+        let (status, _) = put(&cluster, cluster.node(a), "after").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let winner = poll_until("a new holder", DEADLINE, || async {
+        let record = cluster.placement(cluster.node(a), NS).await;
+        let named = record["holder"].as_str()?.to_string();
+        (named != holder).then_some(named)
+    })
+    .await;
+    let now = position(cluster.node(cluster.index_of(&winner)).quic_addr())
+        .await
+        .expect("the new holder's position")
+        .epoch;
+    assert_eq!(now, epoch + 1, "one election, at the next epoch");
+    for i in 0..10 {
+        let (status, body, _) = cluster.get(cluster.node(b), NS, &format!("k{i}")).await;
+        assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+    }
+    cfgnode_tests::shutdown_all(&mut cluster).await;
+}
+
+/// A holder fenced by a candidate that gave up, while its other follower is down, takes a newer
+/// epoch without waiting for the writes in flight (docs/replication.md, "A fence nobody took"):
+/// they wait for a quorum of the fenced epoch that cannot come, and they hold the namespace's
+/// gate, which the take-over needs. Until session 29 the take-over waited for them, up to their
+/// 5 s quorum wait (a history run lost 1.15 s of writes so). Now the holder closes the old
+/// epoch: those writes answer `no_quorum` at once, and the next write is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_holder_with_a_follower_down_does_not_wait_out_its_writes() {
+    let mut cluster = TestCluster::start_with(3, three_replicas).await;
+    seed_writes(&cluster, 3).await;
+    let holder = cluster.wait_settled(NS).await;
+    let h = cluster.index_of(&holder);
+    let set = full_set(&cluster, h).await;
+    let (a, b) = (cluster.index_of(&set[1]), cluster.index_of(&set[2]));
+    let epoch = position(cluster.node(h).quic_addr())
+        .await
+        .expect("the holder's position")
+        .epoch;
+    let gone = cluster.stop(b).await;
+    gone.shutdown().await.expect("shutdown");
+    cluster.node(h).block_requests_with(&[set[1].as_str()]);
+    cluster.node(a).block_requests_with(&[holder.as_str()]);
+    // Once its read lease from the holder has run out, `a` promises a candidate that then
+    // goes away: a fence nobody takes.
+    let candidate = PeerProbe::connect(
+        cluster.node(a).quic_addr(),
+        PeerProbe::cluster_key(),
+        "candidate",
+        1,
+    )
+    .await
+    .expect("the candidate connects");
+    poll_until("the follower's promise", DEADLINE, || async {
+        let answer = candidate
+            .call(PeerRequest::ReplicaPromise {
+                namespace: NS.into(),
+                epoch: epoch + 1,
+            })
+            .await;
+        match answer {
+            Ok(_) => Some(()),
+            Err(e) if e.code == "holder_leased" => None,
+            Err(e) => panic!("the promise was refused: {e:?}"),
+        }
+    })
+    .await;
+    drop(candidate);
+    cluster.node(h).block_requests_with(&[]);
+    cluster.node(a).block_requests_with(&[]);
+    let healed = std::time::Instant::now();
+    poll_until("a write through the holder", DEADLINE, || async {
+        let (status, _) = put(&cluster, cluster.node(h), "after").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    // `DEFER` (1.5 s), the holder's question to the down follower (up to 1 s) and one
+    // election; a take-over held by the first write's quorum wait takes 5 s or more.
+    assert!(
+        healed.elapsed() < Duration::from_millis(4500),
+        "writes came back {:?} after the fence could be seen",
+        healed.elapsed()
+    );
+    let now = position(cluster.node(h).quic_addr())
+        .await
+        .expect("the holder's position")
+        .epoch;
+    assert!(
+        now > epoch + 1,
+        "the holder's epoch went from {epoch} to {now}"
+    );
+    for i in 0..10 {
+        let (status, body, _) = cluster.get(cluster.node(a), NS, &format!("k{i}")).await;
+        assert_eq!((status, body.as_str()), (200, format!("v{i}").as_str()));
+    }
+    cfgnode_tests::shutdown_all(&mut cluster).await;
+}

@@ -9,7 +9,7 @@
 //! it began replicating to it), which orders the sets for elections (docs/replication.md, "Set
 //! versions"). Promotion when the holder dies is `replication::promote`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,26 @@ struct Inner {
     namespaces: Mutex<HashMap<String, Arc<Replicated>>>,
     /// Setting a namespace up (its epoch begun, its streams started) happens once at a time.
     setup: tokio::sync::Mutex<()>,
+    /// Epochs this holder is leaving for a newer one of its own ([`Replicator::close_epoch`]):
+    /// nothing may start replicating them again, nor wait on them.
+    closing: Mutex<HashSet<(String, u64)>>,
+}
+
+/// While alive, the epoch it names is closed on this holder ([`Replicator::close_epoch`]).
+pub struct ClosingEpoch {
+    replicator: Replicator,
+    key: (String, u64),
+}
+
+impl Drop for ClosingEpoch {
+    fn drop(&mut self) {
+        self.replicator
+            .inner
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// A namespace this node holds whose epoch a member of its set refuses ([`Replicator::fenced`]).
@@ -418,6 +438,7 @@ impl Replicator {
                 replicas: replicas.max(1),
                 namespaces: Mutex::default(),
                 setup: tokio::sync::Mutex::new(()),
+                closing: Mutex::default(),
             }),
         }
     }
@@ -532,6 +553,7 @@ impl Replicator {
             self.stop(namespace);
             return Ok(None);
         };
+        self.refuse_closing(namespace, record.epoch)?;
         let me = cluster.me().to_string();
         let mut desired = cluster
             .view()
@@ -571,6 +593,7 @@ impl Replicator {
             return Ok(None);
         }
         let _setup = self.inner.setup.lock().await;
+        self.refuse_closing(namespace, record.epoch)?;
         if let Some(current) = self.current(namespace).filter(|r| same(r)) {
             return Ok(Some(current));
         }
@@ -729,6 +752,54 @@ impl Replicator {
             .collect()
     }
 
+    /// Closes `namespace`'s `epoch` on this holder, which has won a newer epoch of its own (a
+    /// leftover fence, `promote::take_newer_epoch`) and is about to record it: its replication
+    /// stops, so the requests waiting on it answer `no_quorum` at once, and until the guard is
+    /// dropped no request can start it again (each answers `no_quorum`).
+    ///
+    /// Why: the take-over waits for the requests that hold the namespace's gate, and those
+    /// wait for a quorum of the old epoch, which a fence may keep from ever coming (its other
+    /// follower dead): they held the take-over for up to `QUORUM_WAIT` (1.15 s in a history
+    /// run, until a restart stopped the streams). Those writes are in this holder's log, which
+    /// the new epoch starts from, so they may still reach a quorum; like any `no_quorum`
+    /// answer, theirs says to read back.
+    pub async fn close_epoch(&self, namespace: &str, epoch: u64) -> ClosingEpoch {
+        let key = (namespace.to_string(), epoch);
+        let _setup = self.inner.setup.lock().await;
+        self.inner
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if self.current(namespace).is_some_and(|r| r.epoch == epoch) {
+            self.stop(namespace);
+        }
+        ClosingEpoch {
+            replicator: self.clone(),
+            key,
+        }
+    }
+
+    /// `NoQuorum` when `namespace`'s `epoch` is closing ([`Replicator::close_epoch`]).
+    fn refuse_closing(&self, namespace: &str, epoch: u64) -> Result<(), StoreError> {
+        let closing = self
+            .inner
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(namespace.to_string(), epoch));
+        if closing {
+            return Err(StoreError::NoQuorum {
+                namespace: namespace.to_string(),
+                detail: format!(
+                    "this holder is leaving epoch {epoch} for a newer one (members promised \
+                     an epoch nobody took); retry in a moment"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn current(&self, namespace: &str) -> Option<Arc<Replicated>> {
         self.inner
             .namespaces
@@ -778,6 +849,8 @@ impl Replicator {
                     Ok(_) => {}
                     // Held from its creation on, written a moment later: nothing to ship yet.
                     Err(StoreError::NamespaceNotFound { .. }) => {}
+                    // Its epoch is closing: the newer one starts once it is recorded.
+                    Err(StoreError::NoQuorum { .. }) => {}
                     Err(e) => {
                         tracing::warn!(namespace, error = %e, "cannot replicate the namespace");
                     }

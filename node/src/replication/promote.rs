@@ -6,7 +6,8 @@
 //! node's replica records for namespaces whose holder, as the cluster map names it, is down.
 //! For each, it first asks the other alive members of the set where their logs end (a
 //! pre-vote, for liveness only): the member with the highest position runs at once, the others
-//! give it [`DEFER`] before running themselves. Safety does not rest on the pre-vote: the
+//! give it [`DEFER`] after its answered position last moved before running themselves, and a
+//! member that fewer than a quorum answer does not run at all. Safety does not rest on the pre-vote: the
 //! election takes promises (durable fences) from a quorum, and a candidate that finds a
 //! granter with more of the log than itself gives up, so only a member holding every
 //! acknowledged write can win (`cfgnode_ring::Election`).
@@ -21,7 +22,7 @@
 //! any other pin fails over like a claim), and a set of one or two cannot elect anyone
 //! without the holder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,14 +37,19 @@ use tokio::sync::watch;
 use crate::cluster::{Cluster, PeerError};
 use crate::metrics::OutcomeLabels;
 use crate::replication::Follower;
+use crate::replication::deferral::Deferrals;
 use crate::replication::holder::FencedHold;
 use crate::shutdown::until_stopped;
 
 /// How often the replica records are looked through for down holders.
 pub const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// How long a member that is not the best candidate waits for the best one to win before it
-/// runs itself (the best one may be unable to: partitioned from the others, or dying too).
+/// runs itself (the best one may be unable to: partitioned from the others, or dying too),
+/// counted from the last change of the best one's answered position (`deferral`).
 pub const DEFER: Duration = Duration::from_millis(1500);
+/// How long a holder taking a newer epoch of its own waits for the requests in flight at the
+/// old one before it closes it ([`take_over_own`]): a write a live quorum answers takes a few ms.
+const GATE_GRACE: Duration = Duration::from_millis(100);
 /// How long a member may take to answer a state query or a promise request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -56,9 +62,8 @@ pub async fn watch_holders(
     mut stopped: watch::Receiver<bool>,
 ) {
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    // When each namespace was first seen with its holder down and this node not the best
-    // candidate.
-    let mut deferred: HashMap<String, Instant> = HashMap::new();
+    // Per namespace whose holder is down, whom this node leaves the election to, and since when.
+    let deferrals: Arc<Mutex<Deferrals>> = Arc::default();
     let mut members = cluster.membership().subscribe();
     loop {
         tokio::select! {
@@ -73,7 +78,10 @@ pub async fn watch_holders(
                 continue;
             }
         };
-        deferred.retain(|ns, _| orphans.iter().any(|o| &o.namespace == ns));
+        deferrals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|ns| orphans.iter().any(|o| o.namespace == ns));
         let fenced = follower
             .replicator()
             .map(|r| r.fenced(DEFER))
@@ -110,16 +118,12 @@ pub async fn watch_holders(
             {
                 continue;
             }
-            let since = *deferred
-                .entry(orphan.namespace.clone())
-                .or_insert_with(Instant::now);
             let (cluster, follower, running) =
                 (cluster.clone(), Arc::clone(&follower), Arc::clone(&running));
-            let store = store.clone();
+            let (store, deferrals) = (store.clone(), Arc::clone(&deferrals));
             tokio::spawn(async move {
                 let namespace = orphan.namespace.clone();
-                let may_run_anyway = since.elapsed() >= DEFER;
-                run(&store, &cluster, &follower, orphan, may_run_anyway).await;
+                run(&store, &cluster, &follower, orphan, &deferrals).await;
                 running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -213,7 +217,7 @@ async fn run(
     cluster: &Cluster,
     follower: &Follower,
     orphan: Orphan,
-    may_run_anyway: bool,
+    deferrals: &Mutex<Deferrals>,
 ) {
     let namespace = orphan.namespace.as_str();
     let me = cluster.me().to_string();
@@ -240,6 +244,20 @@ async fn run(
         namespace: namespace.to_string(),
     })
     .await;
+    let replied = states.iter().filter(|(_, answer)| answer.is_ok()).count();
+    if replied + 1 < quorum(orphan.set.len()) {
+        // The members this node's view holds alive do not answer it: it is likely the one cut
+        // off, and no election could win without them. Its own promise would only fence the
+        // holder's epoch on this node, a fence left behind once the cut heals (a history run
+        // promised itself three epochs so during a 3 s cut, session 28).
+        tracing::debug!(
+            namespace,
+            replied,
+            set = orphan.set.len(),
+            "holder down, but too few members answer this node to elect anyone: not running"
+        );
+        return;
+    }
     if let Some(successor) = successor(&states, orphan.record.epoch) {
         // It won already and this node's map has not brought its record yet. Running now would
         // fence it: this node's own promise alone refuses the new holder's appends, and finding
@@ -248,11 +266,29 @@ async fn run(
         tracing::debug!(namespace, %successor, "holder down, but a member already holds the namespace at a newer epoch; waiting for its record");
         return;
     }
-    if !may_run_anyway
-        && let Some(candidate) = follower.granted_recently(namespace, DEFER)
-        && states.iter().any(|(node, answer)| {
-            *node == candidate && state_of(answer).is_some_and(|s| wire_position(s) >= own)
-        })
+    // Whether this node has left the election to `member`, answering `position`, for
+    // `DEFER` (the clock restarts when either changes: see `deferral`).
+    let waited = |member: &str, position: LogPosition| {
+        deferrals.lock().unwrap_or_else(|p| p.into_inner()).waited(
+            namespace,
+            member,
+            position,
+            Instant::now(),
+            DEFER,
+        )
+    };
+    let granted = follower
+        .granted_recently(namespace, DEFER)
+        .and_then(|candidate| {
+            states.iter().find_map(|(node, answer)| {
+                state_of(answer)
+                    .map(wire_position)
+                    .filter(|position| *node == candidate && *position >= own)
+                    .map(|position| (candidate.clone(), position))
+            })
+        });
+    if let Some((candidate, position)) = granted
+        && !waited(&candidate, position)
     {
         // This node promised that candidate an epoch moments ago, and its log reaches as far
         // as this node's: it wins that election unless another granter has more, and this
@@ -275,10 +311,23 @@ async fn run(
         .filter(|(node, answer)| state_of(answer).is_some_and(|s| can_run(s, node)))
         .collect();
     let best = best_candidate(&orphan.set, &me, (orphan.set_version, own), &states);
-    if best != me && !may_run_anyway {
-        // `best` has more of the log (or comes first): give it the first try.
-        tracing::debug!(namespace, %best, own_epoch = own.epoch, own_revision = own.revision, "holder down; leaving the first try to the member with the most log");
-        return;
+    if best == me {
+        deferrals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(namespace);
+    } else {
+        let position = states
+            .iter()
+            .find(|(node, _)| *node == best)
+            .and_then(|(_, answer)| state_of(answer))
+            .map_or(LogPosition::ZERO, wire_position);
+        if !waited(&best, position) {
+            // `best` has more of the log (or comes first): give it the first try, and
+            // `DEFER` more once its log stops moving (while it moves, its holder is alive).
+            tracing::debug!(namespace, %best, best_epoch = position.epoch, best_revision = position.revision, own_epoch = own.epoch, own_revision = own.revision, "holder down; leaving the first try to the member with the most log");
+            return;
+        }
     }
     let Some(outcome) = elect(store, cluster, follower, &orphan, &me, own, &others, 0).await else {
         count(cluster, "failed");
@@ -462,7 +511,7 @@ async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower,
     };
     match outcome {
         ElectionOutcome::Won { source, .. } if source == me => {
-            match cluster.take_over(namespace, &record, epoch).await {
+            match take_over_own(cluster, follower, namespace, &record, epoch).await {
                 Ok(true) => {
                     count(cluster, "won");
                     tracing::warn!(
@@ -488,6 +537,36 @@ async fn take_newer_epoch(store: &Store, cluster: &Cluster, follower: &Follower,
             );
         }
     }
+}
+
+/// [`Cluster::take_over`] of a namespace this node holds, at the newer `epoch` it won. The
+/// take-over waits for the requests holding the namespace's gate; when they still hold it after
+/// [`GATE_GRACE`] (they wait for a quorum of the fenced epoch, which may never come), the old
+/// epoch is closed so that they answer `no_quorum` and let go (`Replicator::close_epoch`).
+/// The take-over keeps its place at the gate meanwhile: requests that come later queue behind it.
+async fn take_over_own(
+    cluster: &Cluster,
+    follower: &Follower,
+    namespace: &str,
+    record: &HolderRecord,
+    epoch: u64,
+) -> Result<bool, cfgnode_storage::StoreError> {
+    let take = cluster.take_over(namespace, record, epoch);
+    tokio::pin!(take);
+    tokio::select! {
+        taken = &mut take => return taken,
+        _ = tokio::time::sleep(GATE_GRACE) => {}
+    }
+    let _closing = match follower.replicator() {
+        Some(replicator) => Some(replicator.close_epoch(namespace, record.epoch).await),
+        None => None,
+    };
+    tracing::debug!(
+        namespace,
+        epoch = record.epoch,
+        "requests waiting on the fenced epoch held the take-over: closed it"
+    );
+    take.await
 }
 
 /// Whether the members' answers (`states`, from the set of `set_len` members other than this
