@@ -66,7 +66,11 @@ async fn run<W, A, B>(
     let slots = Arc::new(Semaphore::new(PARALLEL_HANDOFFS));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
     let mut backoff = RetryBackoff::new(RETRY_FIRST, RETRY_MAX);
+    // The handoffs under way: each holds the store, so they end with this loop (a handoff cut
+    // short is a giver that crashed, which every step allows for).
+    let mut handoffs = tokio::task::JoinSet::new();
     loop {
+        while handoffs.try_join_next().is_some() {}
         let next_retry = backoff.next_wakeup(Instant::now());
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -92,7 +96,7 @@ async fn run<W, A, B>(
             };
             let work = work.clone();
             let done = done_tx.clone();
-            tokio::spawn(async move {
+            handoffs.spawn(async move {
                 let ok = work.hand_off(namespace.clone(), to).await;
                 work.end(&namespace);
                 drop(slot);
@@ -100,6 +104,7 @@ async fn run<W, A, B>(
             });
         }
     }
+    handoffs.shutdown().await;
 }
 
 impl Reconciled for Cluster {

@@ -7,9 +7,9 @@
 //! For each, it first asks the other alive members of the set where their logs end (a
 //! pre-vote, for liveness only): the member with the highest position runs at once, the others
 //! give it [`DEFER`] after its answered position last moved before running themselves, and a
-//! member that fewer than a quorum answer does not run at all. Safety does not rest on the pre-vote: the
-//! election takes promises (durable fences) from a quorum, and a candidate that finds a
-//! granter with more of the log than itself gives up, so only a member holding every
+//! member that fewer than a quorum answer does not run at all. Safety does not rest on the
+//! pre-vote: the election takes promises (durable fences) from a quorum, and a candidate that
+//! finds a granter with more of the log than itself gives up, so only a member holding every
 //! acknowledged write can win (`cfgnode_ring::Election`).
 //!
 //! The same loop looks after namespaces this node holds whose epoch a member of the set
@@ -64,6 +64,9 @@ pub async fn watch_holders(
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
     // Per namespace whose holder is down, whom this node leaves the election to, and since when.
     let deferrals: Arc<Mutex<Deferrals>> = Arc::default();
+    // The elections under way: each holds the store, so they end with this loop (an election
+    // cut short is a candidate that crashed, which every step allows for).
+    let mut elections = tokio::task::JoinSet::new();
     let mut members = cluster.membership().subscribe();
     loop {
         tokio::select! {
@@ -71,6 +74,7 @@ pub async fn watch_holders(
             changed = members.changed() => if changed.is_err() { break },
             _ = until_stopped(&mut stopped) => break,
         }
+        while elections.try_join_next().is_some() {}
         let orphans = match orphaned(&store, &cluster).await {
             Ok(orphans) => orphans,
             Err(e) => {
@@ -101,7 +105,7 @@ pub async fn watch_holders(
             let (cluster, follower, running) =
                 (cluster.clone(), Arc::clone(&follower), Arc::clone(&running));
             let store = store.clone();
-            tokio::spawn(async move {
+            elections.spawn(async move {
                 let namespace = hold.namespace.clone();
                 take_newer_epoch(&store, &cluster, &follower, hold).await;
                 running
@@ -121,7 +125,7 @@ pub async fn watch_holders(
             let (cluster, follower, running) =
                 (cluster.clone(), Arc::clone(&follower), Arc::clone(&running));
             let (store, deferrals) = (store.clone(), Arc::clone(&deferrals));
-            tokio::spawn(async move {
+            elections.spawn(async move {
                 let namespace = orphan.namespace.clone();
                 run(&store, &cluster, &follower, orphan, &deferrals).await;
                 running
@@ -131,6 +135,7 @@ pub async fn watch_holders(
             });
         }
     }
+    elections.shutdown().await;
 }
 
 /// A namespace this node follows whose holder is down.
