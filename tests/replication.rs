@@ -87,7 +87,28 @@ async fn four_nodes_with_a_full_set(writes: usize) -> (TestCluster, usize, Vec<S
     (cluster, h, first)
 }
 
-/// A PUT through `node`: its status and error code.
+/// Has the follower at `addr` promise `epoch` to a probe candidate that then goes away, once
+/// its read lease from the holder has run out: a fence nobody takes.
+async fn promise_a_probe_candidate(addr: std::net::SocketAddr, epoch: u64) {
+    let candidate = PeerProbe::connect(addr, PeerProbe::cluster_key(), "candidate", 1)
+        .await
+        .expect("the candidate connects");
+    poll_until("the follower's promise", DEADLINE, || async {
+        let answer = candidate
+            .call(PeerRequest::ReplicaPromise {
+                namespace: NS.into(),
+                epoch,
+            })
+            .await;
+        match answer {
+            Ok(_) => Some(()),
+            Err(e) if e.code == "holder_leased" => None,
+            Err(e) => panic!("the promise was refused: {e:?}"),
+        }
+    })
+    .await;
+}
+
 /// Writes `k0..k9` = `v0..v9` through the cluster's first `size` nodes in turn.
 async fn seed_writes(cluster: &TestCluster, size: usize) {
     for i in 0..10 {
@@ -145,6 +166,7 @@ async fn every_seeded_write_everywhere(cluster: &TestCluster, size: usize) {
     }
 }
 
+/// A PUT through `node`: its status and error code.
 async fn put(cluster: &TestCluster, node: &cfgnode_node::Node, key: &str) -> (u16, String) {
     let resp = cluster
         .request(
@@ -515,28 +537,7 @@ async fn a_holder_fenced_by_a_candidate_that_gave_up_takes_a_newer_epoch() {
     }
     // Once a follower's read lease from the holder has run out, it promises the candidate.
     for &o in &others {
-        let candidate = PeerProbe::connect(
-            cluster.node(o).quic_addr(),
-            PeerProbe::cluster_key(),
-            "candidate",
-            1,
-        )
-        .await
-        .expect("the candidate connects");
-        poll_until("the follower's promise", DEADLINE, || async {
-            let answer = candidate
-                .call(PeerRequest::ReplicaPromise {
-                    namespace: NS.into(),
-                    epoch: epoch + 1,
-                })
-                .await;
-            match answer {
-                Ok(_) => Some(()),
-                Err(e) if e.code == "holder_leased" => None,
-                Err(e) => panic!("the promise was refused: {e:?}"),
-            }
-        })
-        .await;
+        promise_a_probe_candidate(cluster.node(o).quic_addr(), epoch + 1).await;
     }
     for node in cluster.running() {
         node.block_requests_with(&[]);
@@ -1425,29 +1426,7 @@ async fn a_fenced_holder_with_a_follower_down_does_not_wait_out_its_writes() {
     cluster.node(a).block_requests_with(&[holder.as_str()]);
     // Once its read lease from the holder has run out, `a` promises a candidate that then
     // goes away: a fence nobody takes.
-    let candidate = PeerProbe::connect(
-        cluster.node(a).quic_addr(),
-        PeerProbe::cluster_key(),
-        "candidate",
-        1,
-    )
-    .await
-    .expect("the candidate connects");
-    poll_until("the follower's promise", DEADLINE, || async {
-        let answer = candidate
-            .call(PeerRequest::ReplicaPromise {
-                namespace: NS.into(),
-                epoch: epoch + 1,
-            })
-            .await;
-        match answer {
-            Ok(_) => Some(()),
-            Err(e) if e.code == "holder_leased" => None,
-            Err(e) => panic!("the promise was refused: {e:?}"),
-        }
-    })
-    .await;
-    drop(candidate);
+    promise_a_probe_candidate(cluster.node(a).quic_addr(), epoch + 1).await;
     cluster.node(h).block_requests_with(&[]);
     cluster.node(a).block_requests_with(&[]);
     let healed = std::time::Instant::now();
