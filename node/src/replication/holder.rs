@@ -890,7 +890,14 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
             return;
         }
         let sent = Instant::now();
-        let outcome = append_once(&store, &cluster, &replicated, &follower, known).await;
+        // An append to a follower that hangs (killed, its connection not closed yet) can take
+        // `APPEND_TIMEOUT`, as long as a node's shutdown waits for the store to be let go: the
+        // stream ends at once when it is stopped (the append is then as good as lost, which
+        // every append may be).
+        let outcome = tokio::select! {
+            outcome = append_once(&store, &cluster, &replicated, &follower, known) => outcome,
+            _ = until_stopped(&mut stop) => return,
+        };
         match outcome {
             Ok(position) => {
                 retry = RETRY_FIRST;
