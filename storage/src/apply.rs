@@ -48,6 +48,35 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) uid_seed: u64,
 }
 
+impl<'t> crate::transfer::RowTables for WriteTables<'t> {
+    type ByNamespace = BytesTable<'t, &'static str>;
+    type ByName = BytesTable<'t, (&'static str, &'static str)>;
+    type History = BytesTable<'t, (&'static str, &'static str, u64)>;
+    type Log = BytesTable<'t, (&'static str, u64)>;
+    type Records = BytesTable<'t, (&'static str, &'static str, &'static str)>;
+    fn namespaces(&self) -> &Self::ByNamespace {
+        &self.namespaces
+    }
+    fn entries(&self) -> &Self::ByName {
+        &self.entries
+    }
+    fn history(&self) -> &Self::History {
+        &self.history
+    }
+    fn log(&self) -> &Self::Log {
+        &self.log
+    }
+    fn aliases(&self) -> &Self::ByName {
+        &self.aliases
+    }
+    fn attachments(&self) -> &Self::ByName {
+        &self.attachments
+    }
+    fn records(&self) -> &Self::Records {
+        &self.records
+    }
+}
+
 impl<'t> WriteTables<'t> {
     /// Opens (creating if needed) every table a mutation may touch, for a batch whose new
     /// namespaces take their uid from `uid_seed`.

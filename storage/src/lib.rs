@@ -9,6 +9,8 @@
 //! - `writer`: the group-commit writer thread that owns every write transaction, and the
 //!   recovery that replays the write-ahead log at open.
 //! - `wal`: the write-ahead log file (`<database>.wal`): records, checksums, preallocation.
+//! - `feed`: each batch's changes of the namespaces this node replicates as holder, kept in
+//!   memory for its replication streams (built by the writer in the batch's transaction).
 //! - `transfer`: a namespace's rows exported and imported for a handoff ([`TransferOp`]).
 //! - `replica`: a namespace's replica state on this node ([`ReplicaState`]: promise,
 //!   [`LogPos`], holder, set) and the pure rules for promises, the follower's appends
@@ -42,6 +44,7 @@
 
 mod apply;
 mod error;
+mod feed;
 mod model;
 mod mutation;
 mod records;
@@ -54,6 +57,7 @@ mod wal;
 mod writer;
 
 pub use error::StoreError;
+pub use feed::FeedRows;
 pub use model::{
     Codec, MAX_KEY_LEN, MAX_NAMESPACE_LEN, MAX_RECORD_KIND_LEN, validate_key, validate_namespace,
     validate_record_kind, validate_system_namespace,

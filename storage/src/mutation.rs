@@ -214,6 +214,41 @@ pub(crate) enum Mutation {
     },
 }
 
+impl Mutation {
+    /// The namespace of one of a holder's own writes (a key, an alias, a record or an
+    /// attachment): the mutations whose changes the feed ([`crate::feed`]) follows.
+    pub(crate) fn namespace_write(&self) -> Option<&str> {
+        match self {
+            Mutation::Put(req) => Some(&req.namespace),
+            Mutation::Delete(req) => Some(&req.namespace),
+            Mutation::PutAlias { namespace, .. }
+            | Mutation::DeleteAlias { namespace, .. }
+            | Mutation::PutAttachment { namespace, .. } => Some(namespace),
+            Mutation::PutRecord { put, .. } => Some(&put.namespace),
+            Mutation::DeleteRecord(req) => Some(&req.namespace),
+            _ => None,
+        }
+    }
+
+    /// The namespace any other mutation of a namespace touches (an import, a drop, a replica
+    /// state change): the feed drops what it has of it, since such a change is not described
+    /// by the namespace's log.
+    pub(crate) fn namespace_other(&self) -> Option<&str> {
+        match self {
+            Mutation::Import { namespace, .. }
+            | Mutation::DropNamespace { namespace }
+            | Mutation::Promise { namespace, .. }
+            | Mutation::LabelCopy { namespace, .. }
+            | Mutation::Release { namespace, .. }
+            | Mutation::BeginEpoch { namespace, .. }
+            | Mutation::BeginEpochInSet { namespace, .. } => Some(namespace),
+            Mutation::Append(append) => Some(&append.namespace),
+            Mutation::AppendInSet { append, .. } => Some(&append.namespace),
+            _ => None,
+        }
+    }
+}
+
 /// What the writer did for one [`Mutation`].
 #[derive(Debug)]
 pub(crate) enum Applied {

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use redb::{ReadTransaction, TableDefinition};
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -433,9 +433,111 @@ pub(crate) fn changes_since(
     namespace: &str,
     since: Revision,
 ) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
+    changes_in(&ReadTables::open(txn)?, namespace, since)
+}
+
+/// The tables [`changes_in`] reads. A read transaction's tables ([`ReadTables`]) and the
+/// writer's own (`crate::apply::WriteTables`, for the changes feed, before the batch commits)
+/// both are.
+pub(crate) trait RowTables {
+    /// A table keyed by namespace.
+    type ByNamespace: ReadableTable<&'static str, &'static [u8]>;
+    /// A table keyed by namespace and name.
+    type ByName: ReadableTable<(&'static str, &'static str), &'static [u8]>;
+    /// The history table (namespace, key, version).
+    type History: ReadableTable<(&'static str, &'static str, u64), &'static [u8]>;
+    /// The log table (namespace, revision).
+    type Log: ReadableTable<(&'static str, u64), &'static [u8]>;
+    /// The records table (namespace, kind, name).
+    type Records: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>;
+    /// Namespace state rows.
+    fn namespaces(&self) -> &Self::ByNamespace;
+    /// Live entries.
+    fn entries(&self) -> &Self::ByName;
+    /// Retained versions.
+    fn history(&self) -> &Self::History;
+    /// Log events.
+    fn log(&self) -> &Self::Log;
+    /// Aliases.
+    fn aliases(&self) -> &Self::ByName;
+    /// Attachments.
+    fn attachments(&self) -> &Self::ByName;
+    /// Records.
+    fn records(&self) -> &Self::Records;
+}
+
+type ReadOnly<K> = redb::ReadOnlyTable<K, &'static [u8]>;
+
+/// A read transaction's tables, as [`changes_in`] reads them.
+pub(crate) struct ReadTables {
+    namespaces: ReadOnly<&'static str>,
+    entries: ReadOnly<(&'static str, &'static str)>,
+    history: ReadOnly<(&'static str, &'static str, u64)>,
+    log: ReadOnly<(&'static str, u64)>,
+    aliases: ReadOnly<(&'static str, &'static str)>,
+    attachments: ReadOnly<(&'static str, &'static str)>,
+    records: ReadOnly<(&'static str, &'static str, &'static str)>,
+}
+
+impl ReadTables {
+    fn open(txn: &ReadTransaction) -> Result<ReadTables, StoreError> {
+        Ok(ReadTables {
+            namespaces: txn.open_table(NAMESPACES)?,
+            entries: txn.open_table(ENTRIES)?,
+            history: txn.open_table(HISTORY)?,
+            log: txn.open_table(LOG)?,
+            aliases: txn.open_table(ALIASES)?,
+            attachments: txn.open_table(ATTACHMENTS)?,
+            records: txn.open_table(RECORDS)?,
+        })
+    }
+}
+
+impl RowTables for ReadTables {
+    type ByNamespace = ReadOnly<&'static str>;
+    type ByName = ReadOnly<(&'static str, &'static str)>;
+    type History = ReadOnly<(&'static str, &'static str, u64)>;
+    type Log = ReadOnly<(&'static str, u64)>;
+    type Records = ReadOnly<(&'static str, &'static str, &'static str)>;
+    fn namespaces(&self) -> &Self::ByNamespace {
+        &self.namespaces
+    }
+    fn entries(&self) -> &Self::ByName {
+        &self.entries
+    }
+    fn history(&self) -> &Self::History {
+        &self.history
+    }
+    fn log(&self) -> &Self::Log {
+        &self.log
+    }
+    fn aliases(&self) -> &Self::ByName {
+        &self.aliases
+    }
+    fn attachments(&self) -> &Self::ByName {
+        &self.attachments
+    }
+    fn records(&self) -> &Self::Records {
+        &self.records
+    }
+}
+
+/// [`changes_since`] over any [`RowTables`].
+pub(crate) fn changes_in(
+    t: &impl RowTables,
+    namespace: &str,
+    since: Revision,
+) -> Result<Option<(NamespaceState, Vec<TransferOp>)>, StoreError> {
     validate_namespace(namespace)?;
     let ns = namespace;
-    let state = read_state(txn, ns)?;
+    let state: NamespaceState = match t.namespaces().get(ns)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => {
+            return Err(StoreError::NamespaceNotFound {
+                namespace: namespace.to_string(),
+            });
+        }
+    };
     if state.revision < since || since.saturating_add(1) < state.log_start {
         return Ok(None);
     }
@@ -443,53 +545,49 @@ pub(crate) fn changes_since(
     let mut keys = BTreeSet::new();
     let mut aliases = BTreeSet::new();
     let mut records = BTreeSet::new();
+    for item in t
+        .log()
+        .range((ns, since.saturating_add(1))..=(ns, u64::MAX))?
     {
-        let log = txn.open_table(LOG)?;
-        for item in log.range((ns, since.saturating_add(1))..=(ns, u64::MAX))? {
-            let (k, v) = item?;
-            let record: EventRecord = decode(v.value())?;
-            match record.kind {
-                EventKind::Set { key, .. } | EventKind::Delete { key, .. } => {
-                    keys.insert(key);
-                }
-                EventKind::AliasSet { alias, .. } | EventKind::AliasDelete { alias } => {
-                    aliases.insert(alias);
-                }
-                EventKind::RecordSet { kind, name, .. }
-                | EventKind::RecordDelete { kind, name, .. } => {
-                    records.insert((kind, name));
-                }
+        let (k, v) = item?;
+        let record: EventRecord = decode(v.value())?;
+        match record.kind {
+            EventKind::Set { key, .. } | EventKind::Delete { key, .. } => {
+                keys.insert(key);
             }
-            ops.push(TransferOp::Log {
-                revision: k.value().1,
-                record: v.value().to_vec(),
-            });
+            EventKind::AliasSet { alias, .. } | EventKind::AliasDelete { alias } => {
+                aliases.insert(alias);
+            }
+            EventKind::RecordSet { kind, name, .. }
+            | EventKind::RecordDelete { kind, name, .. } => {
+                records.insert((kind, name));
+            }
         }
+        ops.push(TransferOp::Log {
+            revision: k.value().1,
+            record: v.value().to_vec(),
+        });
     }
-    let entries = txn.open_table(ENTRIES)?;
-    let history = txn.open_table(HISTORY)?;
     for key in &keys {
-        key_changes(&entries, &history, ns, key, since, &mut ops)?;
+        key_changes(t.entries(), t.history(), ns, key, since, &mut ops)?;
     }
-    let alias_table = txn.open_table(ALIASES)?;
     for alias in &aliases {
         ops.push(TransferOp::ClearAlias {
             alias: alias.clone(),
         });
-        if let Some(v) = alias_table.get((ns, alias.as_str()))? {
+        if let Some(v) = t.aliases().get((ns, alias.as_str()))? {
             ops.push(TransferOp::Alias {
                 alias: alias.clone(),
                 record: v.value().to_vec(),
             });
         }
     }
-    let record_table = txn.open_table(RECORDS)?;
     for (kind, name) in &records {
         ops.push(TransferOp::ClearRecord {
             kind: kind.clone(),
             name: name.clone(),
         });
-        if let Some(v) = record_table.get((ns, kind.as_str(), name.as_str()))? {
+        if let Some(v) = t.records().get((ns, kind.as_str(), name.as_str()))? {
             ops.push(TransferOp::Record {
                 kind: kind.clone(),
                 name: name.clone(),
@@ -499,9 +597,8 @@ pub(crate) fn changes_since(
     }
     // Attachments change without log entries (a webhook's cursor): send them all.
     ops.push(TransferOp::ClearAttachments);
-    let attachments = txn.open_table(ATTACHMENTS)?;
     let upper = upper_bound(ns);
-    for item in attachments.range((ns, "")..(upper.as_str(), ""))? {
+    for item in t.attachments().range((ns, "")..(upper.as_str(), ""))? {
         let (k, v) = item?;
         ops.push(TransferOp::Attachment {
             name: k.value().1.to_string(),
@@ -511,8 +608,7 @@ pub(crate) fn changes_since(
     ops.push(TransferOp::TrimLog {
         before: state.log_start,
     });
-    let namespaces = txn.open_table(NAMESPACES)?;
-    if let Some(v) = namespaces.get(ns)? {
+    if let Some(v) = t.namespaces().get(ns)? {
         ops.push(TransferOp::State {
             record: v.value().to_vec(),
         });
@@ -526,8 +622,8 @@ pub(crate) fn changes_since(
 /// retention, 10 versions by default) on every write made a replicated write cost ten history
 /// rows on the wire and on every follower.
 fn key_changes(
-    entries: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    history: &redb::ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
+    entries: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    history: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
     ns: &str,
     key: &str,
     since: Revision,

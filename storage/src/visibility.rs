@@ -1,4 +1,4 @@
-//! Appends that are durable but not yet visible, and the wait a read makes for them.
+//! Writes that are durable but not yet visible, and the wait a read makes for them.
 //!
 //! A follower's appends are acknowledged once the write-ahead log has them ([`crate::wal`]).
 //! The writer then keeps their transaction open for up to [`crate::writer`]'s `DEFER_FOR`
@@ -12,9 +12,11 @@
 //! position a follower answers a candidate with, a stale read, an export for a catch-up: each
 //! sees every append the node acknowledged, as before.
 //!
-//! The holder's own writes are never deferred (their callers read them right after the
-//! acknowledgement), and a batch that carries any other mutation commits the open transaction
-//! with it.
+//! A holder's own writes wait the same way, for the namespaces it replicates ([`crate::feed`]:
+//! its streams take the batches' rows from memory, so no read needs them committed at once).
+//! Their callers read right after the acknowledgement, and those reads wait here too. The
+//! writes of namespaces it does not replicate are never deferred, and a batch that carries any
+//! other mutation commits the open transaction with it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

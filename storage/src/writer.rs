@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{Retention, WriteTables, apply};
 use crate::error::StoreError;
+use crate::feed::{BatchChanges, BatchWatch, Feed};
 use crate::mutation::{Applied, Mutation};
 use crate::types::Millis;
 use crate::visibility::{Deferred, Scope};
@@ -41,8 +42,8 @@ pub struct CommitStats {
     /// True when the batch was made durable by a durable redb commit (a checkpoint), false
     /// when by the write-ahead log (see [`crate::wal`]).
     pub checkpoint: bool,
-    /// True when the batch (followers' appends only) was logged and answered but left in the
-    /// open transaction, to be committed with later ones (see [`crate::visibility`]).
+    /// True when the batch (followers' appends and writes of namespaces replicated from here
+    /// only) was logged and answered but left in the open transaction, to be committed with later ones (see [`crate::visibility`]).
     pub deferred: bool,
 }
 
@@ -91,6 +92,8 @@ pub(crate) struct WriterSettings {
     pub observer: Option<Arc<dyn CommitObserver>>,
     /// The write-ahead log, recovered.
     pub log: LogState,
+    /// The changes feed the writer fills for the namespaces it follows ([`crate::feed`]).
+    pub feed: Arc<Feed>,
 }
 
 impl GroupCommitWriter {
@@ -168,6 +171,7 @@ fn run(
     let observer = settings.observer.as_deref();
     let mut batch = Vec::with_capacity(max_batch);
     let mut log = settings.log;
+    let feed = &*settings.feed;
     let mut open: Option<Open> = None;
     // However the thread ends (a panic included), reads of rows it left uncommitted fail at
     // once instead of waiting for a commit that cannot come.
@@ -199,8 +203,7 @@ fn run(
             commit_batch(
                 &db,
                 &mut log,
-                &mut open,
-                deferred,
+                (&mut open, deferred, feed),
                 &mut batch,
                 settings.retention,
                 observer,
@@ -249,13 +252,13 @@ fn take_write(batch: &mut Vec<WriteRequest>, request: Request) {
     }
 }
 
-/// How long, at most, a follower's acknowledged appends wait in the open transaction before
+/// How long, at most, acknowledged appends and writes wait in the open transaction before
 /// they are committed (see [`crate::visibility`]): the longer, the more batches share each
 /// page a commit copies and checksums, and the longer a commit (and the wait of a read that
 /// needs it) takes. Measured in docs/benchmarks.md.
 const DEFER_FOR: Duration = Duration::from_millis(100);
 
-/// A transaction the writer keeps open past its batch: it holds followers' appends that the
+/// A transaction the writer keeps open past its batch: it holds appends and writes that the
 /// log has made durable and that were acknowledged (see [`crate::visibility`]).
 struct Open {
     txn: WriteTransaction,
@@ -417,8 +420,7 @@ struct BatchToLog<'a> {
 fn commit_batch(
     db: &Database,
     log: &mut LogState,
-    open: &mut Option<Open>,
-    deferred: &Deferred,
+    (open, deferred, feed): (&mut Option<Open>, &Deferred, &Feed),
     batch: &mut Vec<WriteRequest>,
     retention: Retention,
     observer: Option<&dyn CommitObserver>,
@@ -438,7 +440,7 @@ fn commit_batch(
         None => apply_batch(
             db,
             log,
-            (open, deferred),
+            (open, deferred, feed),
             mutations,
             now,
             retention,
@@ -476,6 +478,8 @@ fn commit_batch(
             }
         }
         Err(e) => {
+            // Some namespace's chain may now miss this batch's rows, or hold rows it lost.
+            feed.break_all();
             tracing::error!(error = %e, batch_size, "commit failed; every write in the batch is refused");
             let stats = CommitStats {
                 batch_size,
@@ -502,15 +506,17 @@ fn commit_batch(
 
 /// Runs every mutation in one transaction and makes it durable: by logging the batch and
 /// committing without redb's sync, or, when a checkpoint is due (or the batch does not fit in
-/// the log), by a durable commit. A batch of followers' appends only is logged and left in
-/// the open transaction instead of committed (see [`crate::visibility`]); any other batch is
-/// applied into the open transaction, if there is one, and commits it. `Err` means nothing of
+/// the log), by a durable commit. A batch of followers' appends and writes of namespaces the
+/// feed follows (this node replicates them as holder) only is logged and left in the open
+/// transaction instead of committed (see [`crate::visibility`]); any other batch is applied
+/// into the open transaction, if there is one, and commits it. What the batch changed in the
+/// followed namespaces goes to the feed once it is durable. `Err` means nothing of
 /// this batch was acknowledged. `Ok` carries each mutation's answer, whether this batch was a
 /// checkpoint, and whether it was left open.
 fn apply_batch(
     db: &Database,
     log: &mut LogState,
-    (open, deferred): (&mut Option<Open>, &Deferred),
+    (open, deferred, feed): (&mut Option<Open>, &Deferred, &Feed),
     mutations: Vec<Mutation>,
     now: Millis,
     retention: Retention,
@@ -537,7 +543,7 @@ fn apply_batch(
         checkpoint = !log.wal.fits(log.record.len());
     }
     let appended: Option<Vec<String>> = (!checkpoint && !deferred.flush_wanted())
-        .then(|| appended_namespaces(&mutations))
+        .then(|| deferrable_namespaces(&mutations, feed))
         .flatten();
     let (txn, held) = match open.take() {
         Some(Open { txn, since }) => (txn, Some(since)),
@@ -553,8 +559,9 @@ fn apply_batch(
         Some(_) => fail_open(log, deferred, open_lost(&e)),
         None => e,
     };
-    let results = match apply_all(&txn, mutations, uid_seed, now, retention, seq) {
-        Ok(results) => results,
+    let (results, changes) = match apply_all(&txn, (mutations, feed), uid_seed, now, retention, seq)
+    {
+        Ok(applied) => applied,
         Err(e) => return Err(lose(log, e)),
     };
     if checkpoint {
@@ -568,6 +575,7 @@ fn apply_batch(
             deferred.committed();
         }
         log.next_seq += 1;
+        publish(feed, changes);
         return Ok(BatchOutcome {
             results,
             checkpoint: true,
@@ -582,6 +590,8 @@ fn apply_batch(
     }
     log.unsynced += 1;
     log.next_seq += 1;
+    // Durable from here (a crash replays the log): the streams may ship it.
+    publish(feed, changes);
     if let Some(namespaces) = appended {
         // Durable in the log: answered now, visible at the open transaction's commit (a read
         // of these namespaces waits for it).
@@ -626,41 +636,60 @@ struct BatchOutcome {
     closed_open: Option<Instant>,
 }
 
-/// The namespaces of a batch made only of followers' appends (the one kind of batch that may
-/// wait in the open transaction), `None` for any other batch.
-fn appended_namespaces(mutations: &[Mutation]) -> Option<Vec<String>> {
+/// The namespaces of a batch that may wait in the open transaction, `None` for any other
+/// batch: one made only of followers' appends and of writes of namespaces the feed follows.
+/// Their readers find the batch's rows through the visibility wait; the holder's streams find
+/// them in the feed, so nothing needs them committed at once.
+fn deferrable_namespaces(mutations: &[Mutation], feed: &Feed) -> Option<Vec<String>> {
     let mut namespaces: Vec<String> = Vec::new();
     for mutation in mutations {
-        let Mutation::AppendInSet { append, .. } = mutation else {
-            return None;
+        let namespace = match mutation {
+            Mutation::AppendInSet { append, .. } => append.namespace.as_str(),
+            other => other.namespace_write().filter(|ns| feed.is_watched(ns))?,
         };
-        if !namespaces.contains(&append.namespace) {
-            namespaces.push(append.namespace.clone());
+        if !namespaces.iter().any(|ns| ns == namespace) {
+            namespaces.push(namespace.to_string());
         }
     }
     Some(namespaces)
 }
 
-/// Applies a batch's mutations into `txn` and records the batch as applied. An internal error
-/// (part of a mutation may be written) fails the whole batch: nothing in it is acknowledged.
+/// Hands a durable batch's changes to the feed; a failure to encode them drops every chain
+/// (the streams then read the store).
+fn publish(feed: &Feed, changes: BatchChanges) {
+    if changes.captured.is_empty() && changes.broken.is_empty() {
+        return;
+    }
+    if let Err(e) = feed.publish(changes.captured, &changes.broken) {
+        tracing::warn!(error = %e, "storage writer: the changes feed is dropped; appends read the store");
+        feed.break_all();
+    }
+}
+
+/// Applies a batch's mutations into `txn`, records the batch as applied, and computes what it
+/// changed in the namespaces the feed follows (published once the batch is durable). An
+/// internal error (part of a mutation may be written) fails the whole batch: nothing in it is
+/// acknowledged.
 fn apply_all(
     txn: &WriteTransaction,
-    mutations: Vec<Mutation>,
+    (mutations, feed): (Vec<Mutation>, &Feed),
     uid_seed: u64,
     now: Millis,
     retention: Retention,
     seq: u64,
-) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+) -> Result<(Vec<Result<Applied, StoreError>>, BatchChanges), StoreError> {
     let mut results = Vec::with_capacity(mutations.len());
     let mut tables = WriteTables::open(txn, uid_seed)?;
+    let watch = BatchWatch::before(&tables, &mutations, feed);
     for mutation in mutations {
         match apply(&mut tables, mutation, now, retention) {
             Err(e) if e.is_internal() => return Err(e),
             result => results.push(result),
         }
     }
+    let changes = watch.after(&tables);
     tables.mark_applied(seq)?;
-    Ok(results)
+    Ok((results, changes))
 }
 
 /// An empty durable commit: everything committed before it becomes durable in redb.

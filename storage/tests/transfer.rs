@@ -3,7 +3,7 @@
 //! namespace (state, entries, history, aliases, log). Garbage from a peer changes nothing.
 
 use cfgnode_storage::{
-    Codec, DeleteRequest, LogRead, PutRequest, Store, StoreError, StoreOptions, TransferOp,
+    Codec, DeleteRequest, LogRead, Lookup, PutRequest, Store, StoreError, StoreOptions, TransferOp,
     WriteMode,
 };
 use tempfile::TempDir;
@@ -313,4 +313,95 @@ async fn attachments_move_with_the_namespace_and_changes_carry_them_whole() {
     // Dropping the namespace drops its attachments.
     giver.drop_namespace("hooks").await.expect("drop");
     assert!(giver.attachments("hooks", "").expect("read").is_empty());
+}
+
+/// The changes feed (`Store::follow_changes`, `Store::feed_rows`): the rows the writer kept of
+/// each batch, applied in order, leave a copy exactly as the store's own rows, batches of many
+/// concurrent writes, deletes, alias moves and attachments included; and the giver's reads see
+/// every acknowledged write although its batches may wait uncommitted.
+#[tokio::test]
+async fn the_changes_feed_brings_a_copy_up_to_date_like_a_read() {
+    let dir = TempDir::new().expect("tmp");
+    let giver = open(&dir, "giver", 500);
+    let taker = open(&dir, "taker", 500);
+    giver.put(put("app", "k0", "v")).await.expect("put");
+    giver.put(put("other", "k0", "v")).await.expect("put");
+    giver.follow_changes("app");
+    let since = copy_all(&giver, &taker, "app", 1 << 20).await;
+    for round in 0..20 {
+        // Concurrent writes share batches; a key written twice in one round too.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let giver = giver.clone();
+            writes.spawn(async move {
+                let request = put("app", &format!("k{}", i % 11), &format!("r{round}"));
+                giver.put(request).await
+            });
+        }
+        while let Some(result) = writes.join_next().await {
+            result.expect("task").expect("put");
+        }
+        let entry = giver
+            .put(put("app", "seen", &format!("{round}")))
+            .await
+            .expect("put");
+        // Read right after the acknowledgement: the write is visible.
+        match giver.lookup("app", "seen").expect("read") {
+            Lookup::Entry(found) => assert_eq!(found.revision, entry.revision),
+            other => panic!("the write just acknowledged is not visible: {other:?}"),
+        }
+        if round % 5 == 4 {
+            giver
+                .delete(DeleteRequest {
+                    namespace: "app".into(),
+                    key: format!("k{}", round % 11),
+                    if_version: None,
+                })
+                .await
+                .expect("del");
+            // An attachment takes no revision: it travels with the next batch that does (or a
+            // heartbeat, which reads the store).
+            giver
+                .put_attachment("app", "hook", Some(format!("cursor {round}").into_bytes()))
+                .await
+                .expect("attachment");
+            let target = format!("k{}", (round + 1) % 11);
+            giver
+                .put_alias("app", &format!("a{round}"), &target)
+                .await
+                .expect("alias");
+        }
+    }
+    // A namespace not followed keeps nothing.
+    giver.put(put("other", "k1", "v")).await.expect("put");
+    assert!(giver.feed_rows("other", 1, usize::MAX).is_none());
+
+    let rows = giver
+        .feed_rows("app", since, usize::MAX)
+        .expect("the feed reaches back to the copy");
+    let state = giver.namespace("app").expect("read").expect("some");
+    assert_eq!(rows.to, state.revision);
+    let (ops, _): (Vec<TransferOp>, usize) =
+        bincode::serde::decode_from_slice(&rows.ops, bincode::config::standard())
+            .expect("the rows decode");
+    taker.import("app", ops).await.expect("import");
+    assert_eq!(fingerprint(&giver, "app"), fingerprint(&taker, "app"));
+    let keys: Vec<String> = (0..11)
+        .map(|i| format!("k{i}"))
+        .chain(["seen".into()])
+        .collect();
+    assert_eq!(
+        histories(&giver, "app", &keys),
+        histories(&taker, "app", &keys)
+    );
+    assert_eq!(
+        giver.attachments("app", "").expect("read"),
+        taker.attachments("app", "").expect("read")
+    );
+    // Nothing newer than the newest batch.
+    assert!(giver.feed_rows("app", rows.to, usize::MAX).is_none());
+
+    // An import (a change the log does not describe) drops the chain.
+    giver.unfollow_changes("app");
+    assert!(giver.feed_rows("app", since, usize::MAX).is_none());
 }

@@ -221,6 +221,10 @@ struct Replicated {
     /// (the usual case, every follower caught up to the previous batch) share one read and
     /// one encoding instead of each building the same append.
     built: Mutex<Option<Built>>,
+    /// Where this epoch's log starts on this node (its replica record's `epoch_start`, read
+    /// once the epoch began): what a build from the changes feed checks a follower's log
+    /// against without a read.
+    start: Option<LogPosition>,
 }
 
 /// The set a switch left, still counted: members removed by the switch are never told of the
@@ -629,6 +633,15 @@ impl Replicator {
             .namespace(namespace)?
             .map_or(0, |s| s.revision);
         let own = LogPosition::new(record.epoch, revision);
+        let start = self
+            .inner
+            .store
+            .replica(namespace)?
+            .and_then(|r| r.epoch_start)
+            .map(|p| LogPosition::new(p.epoch, p.revision));
+        // From here each batch's changes are kept for the streams (and the namespace's writes
+        // may wait uncommitted): `begin_epoch` above started the feed's chain anew.
+        self.inner.store.follow_changes(namespace);
         // A switch that removes members keeps counting the set it leaves until enough of it was
         // told (`Leaving`); one that removes none carries over a previous switch's wait that
         // has not ended.
@@ -666,6 +679,7 @@ impl Replicator {
             learners: learners.clone(),
             caught_up: Mutex::new(caught_up),
             learn_target: revision,
+            start,
         });
         let previous = self
             .inner
@@ -819,6 +833,7 @@ impl Replicator {
         if let Some(gone) = gone {
             let _ = gone.stop.send(true);
         }
+        self.inner.store.unfollow_changes(namespace);
         if let Some(cluster) = self.inner.cluster.get() {
             cluster.leases().forget(namespace);
             cluster.publish_set(namespace, None);
@@ -928,7 +943,12 @@ async fn stream(store: Store, cluster: Cluster, replicated: Arc<Replicated>, fol
                         .extend(&namespace, replicated.epoch, lease_start);
                 }
                 // Caught up with what the holder has: wait for a new commit or the heartbeat.
-                if position.epoch == replicated.epoch && position.revision >= *local.borrow() {
+                // `borrow_and_update`: a commit this append already carried must not wake the
+                // wait (an append with nothing in it, which reads the store for its
+                // attachments, went out after every batch so).
+                if position.epoch == replicated.epoch
+                    && position.revision >= *local.borrow_and_update()
+                {
                     tokio::select! {
                         _ = local.changed() => {}
                         _ = tokio::time::sleep(heartbeat) => {}
@@ -1015,16 +1035,17 @@ async fn append_once(
             }
         }
     };
-    let (base_sent, to, ops) = match reuse(replicated, base) {
-        Some(built) => built,
-        None => {
-            let (store, replicated) = (store.clone(), Arc::clone(replicated));
-            tokio::task::spawn_blocking(move || build_encoded(&store, &replicated, base))
-                .await
-                .map_err(|e| Failure::new(format!("the read task failed: {e}"), true))?
-                .map_err(|e| Failure::new(e, true))?
-        }
-    };
+    let (base_sent, to, ops) =
+        match reuse(replicated, base).or_else(|| from_feed(store, replicated, base)) {
+            Some(built) => built,
+            None => {
+                let (store, replicated) = (store.clone(), Arc::clone(replicated));
+                tokio::task::spawn_blocking(move || build_encoded(&store, &replicated, base))
+                    .await
+                    .map_err(|e| Failure::new(format!("the read task failed: {e}"), true))?
+                    .map_err(|e| Failure::new(e, true))?
+            }
+        };
     let answer = call(PeerRequest::ReplicaAppend {
         namespace: namespace.to_string(),
         epoch: replicated.epoch,
@@ -1064,6 +1085,35 @@ fn reuse(replicated: &Replicated, base: LogPosition) -> Option<Encoded> {
         .map(|b| (Some(b.base), b.to, Arc::clone(&b.ops)))
 }
 
+/// The rows for a follower at `base` from the store's changes feed (the batches committed
+/// since its revision, kept in memory by the writer), with no read and no blocking: `None`
+/// when the feed does not reach back to it or has nothing newer, or its log is not a prefix
+/// of this one's (then [`build`] reads the store).
+fn from_feed(store: &Store, replicated: &Replicated, base: LogPosition) -> Option<Encoded> {
+    let start = replicated.start?;
+    let rows = store.feed_rows(&replicated.namespace, base.revision, MAX_APPEND_BYTES)?;
+    if rows.ops.len() > MAX_APPEND_BYTES {
+        return None;
+    }
+    let to = LogPosition::new(replicated.epoch, rows.to);
+    match sync_plan(start, to, base) {
+        SyncPlan::Rows { from_revision } if from_revision == base.revision => {}
+        _ => return None,
+    }
+    let ops = Arc::new(rows.ops);
+    keep_built(replicated, base, to, &ops);
+    Some((Some(base), to, ops))
+}
+
+/// Keeps rows that start at `base` for the next follower at the same position.
+fn keep_built(replicated: &Replicated, base: LogPosition, to: LogPosition, ops: &Arc<Vec<u8>>) {
+    *replicated.built.lock().unwrap_or_else(|p| p.into_inner()) = Some(Built {
+        base,
+        to,
+        ops: Arc::clone(ops),
+    });
+}
+
 /// [`build`], encoded and checked against [`MAX_APPEND_BYTES`]; new rows (not a full copy,
 /// not a heartbeat) are kept for the next follower at the same position.
 fn build_encoded(
@@ -1084,11 +1134,7 @@ fn build_encoded(
     // Heartbeats are not kept: each carries the attachments as they are now (they change
     // without a revision), so a follower that is caught up still gets new cursors.
     if let Some(base) = base_sent.filter(|b| to.revision > b.revision) {
-        *replicated.built.lock().unwrap_or_else(|p| p.into_inner()) = Some(Built {
-            base,
-            to,
-            ops: Arc::clone(&ops),
-        });
+        keep_built(replicated, base, to, &ops);
     }
     Ok((base_sent, to, ops))
 }

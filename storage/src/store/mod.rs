@@ -22,6 +22,7 @@ use redb::Database;
 
 use crate::apply::Retention;
 use crate::error::StoreError;
+use crate::feed::Feed;
 use crate::wal::{self, Wal};
 use crate::writer::{CommitObserver, GroupCommitWriter, LogState, WriterSettings, recover};
 
@@ -100,6 +101,8 @@ struct Inner {
     generation: u64,
     path: PathBuf,
     max_value_bytes: usize,
+    /// Each batch's changes of the namespaces replicated from here ([`crate::feed`]).
+    feed: Arc<Feed>,
 }
 
 impl Store {
@@ -133,6 +136,7 @@ impl Store {
             history_per_key: options.history_per_key.max(1),
             log_per_namespace: options.log_per_namespace.max(1),
         };
+        let feed = Arc::new(Feed::default());
         let writer = GroupCommitWriter::start(
             Arc::clone(&db),
             WriterSettings {
@@ -141,6 +145,7 @@ impl Store {
                 retention,
                 observer: options.observer.clone(),
                 log,
+                feed: Arc::clone(&feed),
             },
         )?;
         Ok(Store {
@@ -151,6 +156,7 @@ impl Store {
                 generation,
                 path: path.to_path_buf(),
                 max_value_bytes: options.max_value_bytes,
+                feed,
             }),
         })
     }

@@ -5,6 +5,7 @@
 use redb::ReadableTable;
 
 use crate::error::StoreError;
+use crate::feed::FeedRows;
 use crate::model::validate_namespace;
 use crate::mutation::{Applied, Mutation};
 use crate::records::REPLICAS;
@@ -12,6 +13,7 @@ use crate::replica::{
     LogPos, ReplicaAppend, ReplicaState, check_append_shape, check_replica_set, current_position,
     decode_record,
 };
+use crate::types::Revision;
 
 use super::Store;
 use super::reads::read_namespace;
@@ -19,6 +21,27 @@ use super::writes::unexpected;
 use crate::visibility::Scope;
 
 impl Store {
+    /// Starts keeping each batch's changes of `namespace` in memory ([`crate::feed`]), for
+    /// [`Store::feed_rows`], and lets its writes be acknowledged before their transaction
+    /// commits (their reads wait for it, as for a follower's appends). Called by the holder
+    /// while it replicates the namespace; idempotent.
+    pub fn follow_changes(&self, namespace: &str) {
+        self.inner.feed.watch(namespace);
+    }
+
+    /// Stops what [`Store::follow_changes`] started.
+    pub fn unfollow_changes(&self, namespace: &str) {
+        self.inner.feed.unwatch(namespace);
+    }
+
+    /// The rows that bring a copy of `namespace` at revision `from` up to the newest batch the
+    /// feed has (at most `max_bytes` of them, whole batches), encoded as a `Vec<TransferOp>`;
+    /// `None` when the feed does not reach back to `from` or has nothing after it. No read
+    /// transaction: the rows of batches still in the writer's open transaction are there too.
+    pub fn feed_rows(&self, namespace: &str, from: Revision, max_bytes: usize) -> Option<FeedRows> {
+        self.inner.feed.since(namespace, from, max_bytes)
+    }
+
     /// This node's replica record of `namespace`, as stored, or `None` when it has none (it
     /// promised nothing and took no append). A holder's `position` is not its position: read
     /// that with [`Store::position`] or [`Store::holder_position`].
