@@ -181,10 +181,8 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
     // Only a namespace whose holder is another node this view holds down can be orphaned. When
     // no holder record names one (the usual case), the replica records are not read: reading
     // them every `SCAN_EVERY` would make a follower commit its open batch of appends for the read.
-    let any_holder_down = map.read(|m| {
-        m.holders()
-            .any(|(_, r)| r.holder != me && !view.alive.contains(&r.holder))
-    });
+    let down_elsewhere = |holder: &NodeId| holder != me && !view.alive.contains(holder);
+    let any_holder_down = map.read(|m| m.holders().any(|(_, r)| down_elsewhere(&r.holder)));
     if !any_holder_down {
         return Ok(Vec::new());
     }
@@ -209,9 +207,8 @@ async fn orphaned(store: &Store, cluster: &Cluster) -> Result<Vec<Orphan>, Strin
             let handed_over = handed_to_a_member(&state, me, &record.holder, record.epoch);
             // A copy with no rows (released, or never fed) has nothing to run with.
             let has_rows = state.position != cfgnode_storage::LogPos::ZERO;
-            let orphaned = record.holder != me
+            let orphaned = down_elsewhere(&record.holder)
                 && has_rows
-                && !view.alive.contains(&record.holder)
                 && (follows_it || handed_over)
                 && !pinned_there
                 && state.replicas.len() >= 3;
