@@ -20,17 +20,7 @@ BIN=target/release/cfgnode
 command -v etcd >/dev/null || apt-get install -y etcd-server >/dev/null
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release
-DIR=$(mktemp -d)
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  PIDS=()
-}
-trap 'stop_all; rm -rf "$DIR"' EXIT
-TOKEN=etcd-bench-shared-token-0123456789abcdef
-export TOKEN
-echo -n "$TOKEN" >"$DIR/token"
+bench_setup
 WRK=(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency)
 figures() { grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" || true; }
 

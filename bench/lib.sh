@@ -32,3 +32,15 @@ start_three() {
     fi
   done
 }
+
+# The set-up bench/etcd.sh, bench/put-cpu.sh and bench/mixed.sh share: a temp DIR removed at exit (after the
+# nodes in PIDS are stopped), and the shared bench TOKEN (exported, and in DIR/token).
+bench_setup() {
+  DIR=$(mktemp -d)
+  PIDS=()
+  trap 'stop_all; rm -rf "$DIR"' EXIT
+  TOKEN=etcd-bench-shared-token-0123456789abcdef
+  export TOKEN
+  echo -n "$TOKEN" >"$DIR/token"
+}
+stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null; PIDS=(); }

@@ -12,14 +12,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/cfgnode}
 SECS=${SECS:-8}
 C=${C:-32}
-DIR=$(mktemp -d)
-PIDS=()
-stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null; PIDS=(); }
-trap 'stop_all; rm -rf "$DIR"' EXIT
-TOKEN=etcd-bench-shared-token-0123456789abcdef
-export TOKEN
-echo -n "$TOKEN" >"$DIR/token"
 . bench/lib.sh
+bench_setup
 eval "$(sed -n '/^cfgnode_cluster()/,/^}/p' bench/etcd.sh)"
 cfgnode_cluster "${R:-3}" 21000
 url=http://127.0.0.1:21011

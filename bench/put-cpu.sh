@@ -11,14 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/cfgnode}
 SECS=${SECS:-8}
-DIR=$(mktemp -d)
-PIDS=()
-stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null; PIDS=(); }
-trap 'stop_all; rm -rf "$DIR"' EXIT
-TOKEN=etcd-bench-shared-token-0123456789abcdef
-export TOKEN
-echo -n "$TOKEN" >"$DIR/token"
 . bench/lib.sh
+bench_setup
 eval "$(sed -n '/^cfgnode_cluster()/,/^}/p' bench/etcd.sh)"
 cfgnode_cluster "${R:-3}" 21000
 wrk -t2 -c"${C:-64}" -d3s -s bench/http-put-fixed.lua http://127.0.0.1:21011 >/dev/null

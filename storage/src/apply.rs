@@ -54,27 +54,7 @@ impl<'t> crate::transfer::RowTables for WriteTables<'t> {
     type History = BytesTable<'t, (&'static str, &'static str, u64)>;
     type Log = BytesTable<'t, (&'static str, u64)>;
     type Records = BytesTable<'t, (&'static str, &'static str, &'static str)>;
-    fn namespaces(&self) -> &Self::ByNamespace {
-        &self.namespaces
-    }
-    fn entries(&self) -> &Self::ByName {
-        &self.entries
-    }
-    fn history(&self) -> &Self::History {
-        &self.history
-    }
-    fn log(&self) -> &Self::Log {
-        &self.log
-    }
-    fn aliases(&self) -> &Self::ByName {
-        &self.aliases
-    }
-    fn attachments(&self) -> &Self::ByName {
-        &self.attachments
-    }
-    fn records(&self) -> &Self::Records {
-        &self.records
-    }
+    crate::transfer::row_table_fields!();
 }
 
 impl<'t> WriteTables<'t> {

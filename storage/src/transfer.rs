@@ -466,6 +466,34 @@ pub(crate) trait RowTables {
     fn records(&self) -> &Self::Records;
 }
 
+/// The accessors of [`RowTables`] for a struct whose fields are named after them.
+macro_rules! row_table_fields {
+    () => {
+        fn namespaces(&self) -> &Self::ByNamespace {
+            &self.namespaces
+        }
+        fn entries(&self) -> &Self::ByName {
+            &self.entries
+        }
+        fn history(&self) -> &Self::History {
+            &self.history
+        }
+        fn log(&self) -> &Self::Log {
+            &self.log
+        }
+        fn aliases(&self) -> &Self::ByName {
+            &self.aliases
+        }
+        fn attachments(&self) -> &Self::ByName {
+            &self.attachments
+        }
+        fn records(&self) -> &Self::Records {
+            &self.records
+        }
+    };
+}
+pub(crate) use row_table_fields;
+
 type ReadOnly<K> = redb::ReadOnlyTable<K, &'static [u8]>;
 
 /// A read transaction's tables, as [`changes_in`] reads them.
@@ -499,27 +527,7 @@ impl RowTables for ReadTables {
     type History = ReadOnly<(&'static str, &'static str, u64)>;
     type Log = ReadOnly<(&'static str, u64)>;
     type Records = ReadOnly<(&'static str, &'static str, &'static str)>;
-    fn namespaces(&self) -> &Self::ByNamespace {
-        &self.namespaces
-    }
-    fn entries(&self) -> &Self::ByName {
-        &self.entries
-    }
-    fn history(&self) -> &Self::History {
-        &self.history
-    }
-    fn log(&self) -> &Self::Log {
-        &self.log
-    }
-    fn aliases(&self) -> &Self::ByName {
-        &self.aliases
-    }
-    fn attachments(&self) -> &Self::ByName {
-        &self.attachments
-    }
-    fn records(&self) -> &Self::Records {
-        &self.records
-    }
+    row_table_fields!();
 }
 
 /// [`changes_since`] over any [`RowTables`].
